@@ -1,0 +1,2 @@
+//! The `amri` command line.
+fn main() {}

@@ -1,0 +1,63 @@
+//! Crash-safe output: write to a temporary file in the target folder, then rename over the target.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use crate::{IoError, Result};
+
+/// Writes a file atomically: `fill` writes into a temporary file created in `path`'s folder,
+/// which is flushed, synced and renamed to `path` only if `fill` succeeds. An interrupted or
+/// failed write leaves any earlier `path` untouched and no partial file under the final name.
+pub fn write_atomic<F>(path: &Path, fill: F) -> Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
+{
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(|e| IoError::os(path, e))?;
+    {
+        let mut w = BufWriter::new(tmp.as_file());
+        fill(&mut w).map_err(|e| IoError::os(path, e))?;
+        w.flush().map_err(|e| IoError::os(path, e))?;
+    }
+    tmp.as_file().sync_all().map_err(|e| IoError::os(path, e))?;
+    tmp.persist(path).map_err(|e| IoError::os(path, e.error))?;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically (see [`write_atomic`]).
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |w| w.write_all(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_fill_keeps_old_file_and_leaves_no_part() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.bin");
+        write_bytes(&p, b"old").unwrap();
+        let r = write_atomic(&p, |w| {
+            w.write_all(b"new but broken")?;
+            Err(std::io::Error::other("interrupted"))
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "temporary file left behind");
+        write_bytes(&p, b"new").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+    }
+}
