@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# System packages amri needs to build on Debian/Ubuntu: a C/C++ toolchain and cmake (the DICOM
+# JPEG-LS codec, CharLS, is built from source). Run as root (or with sudo); does nothing when
+# everything is already there.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q
+  $sudo apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
