@@ -1,0 +1,537 @@
+//! The corruption model of ambient diffusion training (Daras et al. 2023).
+//!
+//! Every training scan `i` was measured as `y = A_i x_0 + n` by an operator drawn from a
+//! [`CorruptionSpec`]; the network sees a *further* corrupted input built with `Ã = B·A_i`, which
+//! hides a further fraction `δ` of what `A_i` kept, and is penalised only where `A_i` measured.
+//!
+//! | spec | `A` keeps | `Ã = B·A` additionally hides |
+//! | --- | --- | --- |
+//! | `kspace` (random / equispaced / equispaced_fraction) | phase-encode lines + ACS centre | each kept non-ACS line w.p. `δ` (all ACS lines stay) |
+//! | `kspace` (poisson) | Poisson-disc points + calibration box | each kept point outside the box w.p. `δ` |
+//! | `pixel` | each pixel w.p. `1 − p` | each kept pixel w.p. `δ` |
+//! | `boxes` | all but `count` boxes | one more box (size `further_box_size`, default the same size) |
+//! | `gaussian_cs` | `m` random projections | each row w.p. `δ` |
+//!
+//! So for all but `boxes` the expected fraction of `A`'s removable kept set that `Ã` hides is
+//! exactly `δ`; Ã's kept set is always a subset of A's (ACS always included).
+//!
+//! Randomness: `A_i` depends only on `(seed, i)`. `Ã` depends on `(seed, i)` under
+//! [`FurtherMode::PerScan`] (the **default**: the published ambient-diffusion code draws the
+//! further mask once per training image, which keeps the target of the loss fixed and makes runs
+//! reproducible), or on `(seed, i, step)` under [`FurtherMode::PerStep`] (fresh `Ã` every step, a
+//! stronger augmentation). Noise is a separate [`Noise`] (`noise_sigma` per complex sample) that
+//! [`Measurement::measure`] adds to measured entries only.
+
+use amri_core::C32;
+use ndarray::{Array2, Array3, Axis};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::blocks::{draw_box, hide_box, BoxConvention, Blocks};
+use crate::error::{OpsError, Result};
+use crate::fourier::FourierSampling;
+use crate::gaussian_cs::{Entries, GaussianCs, Storage};
+use crate::linop::LinearOperator;
+use crate::masks::cartesian::{cartesian_mask, CartesianPattern};
+use crate::masks::poisson::{poisson_mask, PoissonParams};
+use crate::noise::Noise;
+use crate::pixel_mask::{random_pixel_mask, PixelMask};
+use crate::sense::Sense;
+
+/// K-space sampling pattern of a [`CorruptionSpec::Kspace`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KspacePattern {
+    /// fastMRI `RandomMaskFunc` lines.
+    Random,
+    /// fastMRI `EquispacedMaskFunc` lines (integer acceleration).
+    Equispaced,
+    /// fastMRI `EquispacedMaskFractionFunc` lines.
+    EquispacedFraction,
+    /// 2-D variable-density Poisson disc (SigPy), calibration box `round(n·center_fraction)`.
+    Poisson,
+}
+
+fn default_axis() -> usize {
+    1
+}
+
+/// What kind of measurement operator `A` is drawn for each scan (serde: tagged by `type`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CorruptionSpec {
+    /// Undersampled k-space `y = M ⊙ F x` (single coil) or SENSE (with coil maps).
+    Kspace {
+        /// Line or point pattern.
+        pattern: KspacePattern,
+        /// Acceleration as the mask function defines it (see [`crate::masks`]).
+        acceleration: f64,
+        /// Fraction of fully sampled centre lines (Poisson: calibration box side fraction).
+        center_fraction: f64,
+        /// Undersampled axis of `[rows, cols]` (default 1 = columns = phase encode).
+        #[serde(default = "default_axis")]
+        axis: usize,
+    },
+    /// Inpainting: each pixel hidden independently with probability `p`.
+    Pixel {
+        /// Probability of hiding a pixel, in `[0, 1]`.
+        p: f64,
+    },
+    /// `count` boxes of `size = [height, width]` pixels hidden.
+    Boxes {
+        /// Number of boxes (≥ 1; they may overlap).
+        count: usize,
+        /// Box `[height, width]` in pixels.
+        size: [usize; 2],
+        /// Placement convention (default `inside`).
+        #[serde(default)]
+        convention: BoxConvention,
+    },
+    /// Gaussian compressed sensing with `m` rows, or `m = round(ratio · rows · cols)`.
+    GaussianCs {
+        /// Number of measurements (give `m` or `ratio`, not both).
+        #[serde(default)]
+        m: Option<usize>,
+        /// Measurements per image pixel, in `(0, 1]`.
+        #[serde(default)]
+        ratio: Option<f64>,
+        /// Real or complex entries (default real).
+        #[serde(default)]
+        entries: Entries,
+    },
+}
+
+/// When the further corruption `Ã` is redrawn.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FurtherMode {
+    /// One `Ã` per scan, fixed across training steps (default, as the published code).
+    #[default]
+    PerScan,
+    /// A fresh `Ã` at every training step.
+    PerStep,
+}
+
+fn default_delta() -> f64 {
+    0.1
+}
+
+/// A complete corruption configuration (deserialisable from TOML/JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CorruptionConfig {
+    /// The measurement operator family.
+    pub corruption: CorruptionSpec,
+    /// Noise standard deviation per complex measured sample (default 0).
+    #[serde(default)]
+    pub noise_sigma: f32,
+    /// Further-corruption fraction `δ ∈ [0, 1]` (default 0.1).
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+    /// When `Ã` is redrawn (default per scan).
+    #[serde(default)]
+    pub further: FurtherMode,
+    /// Size `[height, width]` of the extra box for `boxes` (default: the spec's box size).
+    #[serde(default)]
+    pub further_box_size: Option<[usize; 2]>,
+}
+
+/// Which domain the operator's mask lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Domain {
+    /// Image-domain mask (pixel, boxes); output `[rows, cols]`.
+    Image,
+    /// k-space mask, DC at `(rows/2, cols/2)`; output `[rows, cols]` or `[coils, rows, cols]`.
+    Kspace,
+    /// Random projections; output `[m]`.
+    Projection,
+}
+
+/// The set of measurements an operator keeps.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kept {
+    /// A `[rows, cols]` 0/1 mask (1 = kept), in the domain given by [`Measurement::domain`].
+    Mask(Array2<f32>),
+    /// Generator row ids of a Gaussian projection that are kept, out of `total` rows of `A`.
+    Rows {
+        /// Kept generator row ids (ascending).
+        ids: Vec<usize>,
+        /// Rows of the scan's original `A`.
+        total: usize,
+    },
+}
+
+/// A drawn measurement operator with its kept set, protected (ACS) set and noise level.
+pub struct Measurement {
+    /// The linear operator (`[rows, cols]` image in; output as [`Domain`] says).
+    pub op: Box<dyn LinearOperator>,
+    /// Domain of the kept set.
+    pub domain: Domain,
+    /// What the operator keeps (the mask channels of the network input).
+    pub kept: Kept,
+    /// For k-space: the `[rows, cols]` 0/1 calibration (ACS) region that `Ã` never removes.
+    pub acs: Option<Array2<f32>>,
+    /// Noise model of the measurement.
+    pub noise: Noise,
+    gaussian: Option<GaussianCs>,
+    maps: Option<Array3<C32>>,
+}
+
+impl std::fmt::Debug for Measurement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Measurement")
+            .field("op", &self.op.name())
+            .field("domain", &self.domain)
+            .field("noise", &self.noise)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Measurement {
+    /// The `[rows, cols]` mask (1 = kept) for mask-based operators, `None` for projections.
+    pub fn mask(&self) -> Option<&Array2<f32>> {
+        match &self.kept {
+            Kept::Mask(m) => Some(m),
+            Kept::Rows { .. } => None,
+        }
+    }
+
+    /// Number of kept measurements per coil (mask ones, or kept rows).
+    pub fn kept_count(&self) -> usize {
+        match &self.kept {
+            Kept::Mask(m) => m.iter().filter(|v| **v != 0.0).count(),
+            Kept::Rows { ids, .. } => ids.len(),
+        }
+    }
+
+    /// `y = A x + n`: noise drawn from `noise_seed` on measured entries only (zeros stay 0).
+    /// `x` is the flattened `[rows, cols]` image; [`OpsError::Shape`] on a wrong length.
+    pub fn measure(&self, x: &[C32], noise_seed: u64) -> Result<Vec<C32>> {
+        if x.len() != self.op.isize() {
+            return Err(OpsError::shape("Measurement::measure image", self.op.ishape(), &[x.len()]));
+        }
+        let mut y = vec![C32::new(0.0, 0.0); self.op.osize()];
+        self.op.forward(x, &mut y);
+        if self.noise.sigma() > 0.0 {
+            match &self.kept {
+                Kept::Mask(m) => {
+                    let flat: Vec<f32> = m.iter().copied().collect();
+                    self.noise.add_masked(&mut y, &flat, noise_seed)?;
+                }
+                Kept::Rows { .. } => self.noise.add(&mut y, noise_seed),
+            }
+        }
+        Ok(y)
+    }
+}
+
+/// SplitMix64 finaliser, used to derive independent seeds from `(seed, scan, step, tag)`.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn derive(parts: &[u64]) -> u64 {
+    parts.iter().fold(0x243F_6A88_85A3_08D3, |h, p| mix(h ^ mix(*p)))
+}
+
+const TAG_A: u64 = 0xA;
+const TAG_FURTHER: u64 = 0xB;
+
+/// Draws `A` per scan and `Ã = B·A` per scan or per step for `[rows, cols]` images.
+#[derive(Clone, Debug)]
+pub struct Corruption {
+    config: CorruptionConfig,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+}
+
+impl Corruption {
+    /// Validates `config` for `[rows, cols]` images; `seed` fixes every draw.
+    pub fn new(config: CorruptionConfig, rows: usize, cols: usize, seed: u64) -> Result<Self> {
+        if rows == 0 || cols == 0 {
+            return Err(OpsError::param("shape", format!("image must be non-empty, got [{rows}, {cols}]")));
+        }
+        if !(0.0..=1.0).contains(&config.delta) {
+            return Err(OpsError::param("delta", format!("must be in [0, 1], got {}", config.delta)));
+        }
+        Noise::from_sigma(config.noise_sigma)?;
+        match &config.corruption {
+            CorruptionSpec::Pixel { p } => {
+                if !(0.0..=1.0).contains(p) {
+                    return Err(OpsError::param("p", format!("must be in [0, 1], got {p}")));
+                }
+            }
+            CorruptionSpec::Boxes { count, size, .. } => {
+                if *count == 0 {
+                    return Err(OpsError::param("count", "must be ≥ 1"));
+                }
+                for s in [Some(*size), config.further_box_size].into_iter().flatten() {
+                    if s[0] == 0 || s[1] == 0 || s[0] > rows || s[1] > cols {
+                        return Err(OpsError::param(
+                            "size",
+                            format!("box must be within [1, {rows}] × [1, {cols}], got {s:?}"),
+                        ));
+                    }
+                }
+            }
+            CorruptionSpec::GaussianCs { m, ratio, .. } => {
+                Self::gaussian_m(*m, *ratio, rows * cols)?;
+            }
+            CorruptionSpec::Kspace { .. } => {}
+        }
+        let c = Self {
+            config,
+            rows,
+            cols,
+            seed,
+        };
+        if let CorruptionSpec::Kspace { .. } = c.config.corruption {
+            // Parameter errors of the mask functions surface here rather than mid-training.
+            c.kspace_masks(0)?;
+        }
+        Ok(c)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CorruptionConfig {
+        &self.config
+    }
+
+    fn gaussian_m(m: Option<usize>, ratio: Option<f64>, n: usize) -> Result<usize> {
+        match (m, ratio) {
+            (Some(m), None) if m >= 1 => Ok(m),
+            (None, Some(r)) if r > 0.0 && r <= 1.0 => Ok(((r * n as f64).round() as usize).max(1)),
+            _ => Err(OpsError::param(
+                "m",
+                format!("give exactly one of m ≥ 1 or ratio in (0, 1], got m = {m:?}, ratio = {ratio:?}"),
+            )),
+        }
+    }
+
+    fn noise(&self) -> Result<Noise> {
+        Noise::from_sigma(self.config.noise_sigma)
+    }
+
+    /// The scan's k-space mask and its ACS region.
+    fn kspace_masks(&self, scan: u64) -> Result<(Array2<f32>, Array2<f32>)> {
+        let CorruptionSpec::Kspace {
+            pattern,
+            acceleration,
+            center_fraction,
+            axis,
+        } = &self.config.corruption
+        else {
+            return Err(OpsError::param("corruption", "not a k-space corruption"));
+        };
+        let seed = derive(&[self.seed, scan, TAG_A]);
+        let (r, c) = (self.rows, self.cols);
+        let cart = |p| cartesian_mask(r, c, *axis, p, *acceleration, *center_fraction, seed);
+        let m = match pattern {
+            KspacePattern::Random => cart(CartesianPattern::Random)?,
+            KspacePattern::Equispaced => cart(CartesianPattern::Equispaced)?,
+            KspacePattern::EquispacedFraction => cart(CartesianPattern::EquispacedFraction)?,
+            KspacePattern::Poisson => {
+                if !(0.0..=1.0).contains(center_fraction) {
+                    return Err(OpsError::param(
+                        "center_fraction",
+                        format!("must be in [0, 1], got {center_fraction}"),
+                    ));
+                }
+                let calib = [
+                    (r as f64 * center_fraction).round_ties_even() as usize,
+                    (c as f64 * center_fraction).round_ties_even() as usize,
+                ];
+                let params = PoissonParams {
+                    acceleration: *acceleration,
+                    calib,
+                    ..Default::default()
+                };
+                let p = poisson_mask(r, c, &params, seed)?;
+                let acs = Array2::from_shape_fn((r, c), |(i, j)| {
+                    f32::from(u8::from(p.calib_rows.contains(&i) && p.calib_cols.contains(&j)))
+                });
+                return Ok((p.mask, acs));
+            }
+        };
+        let acs = Array2::from_shape_fn((r, c), |(i, j)| {
+            let k = if *axis == 0 { i } else { j };
+            f32::from(u8::from(m.acs.contains(&k)))
+        });
+        Ok((m.mask, acs))
+    }
+
+    fn kspace_op(&self, mask: Array2<f32>, maps: Option<&Array3<C32>>) -> Result<Box<dyn LinearOperator>> {
+        Ok(match maps {
+            Some(s) => {
+                if s.dim().1 != self.rows || s.dim().2 != self.cols {
+                    return Err(OpsError::shape(
+                        "coil maps [coils, rows, cols]",
+                        &[s.dim().0, self.rows, self.cols],
+                        s.shape(),
+                    ));
+                }
+                Box::new(Sense::new(s.clone(), mask)?)
+            }
+            None => Box::new(FourierSampling::new(mask)?),
+        })
+    }
+
+    /// Draws scan `scan`'s measurement operator `A` (k-space ops use SENSE when `maps`
+    /// `[coils, rows, cols]` is given, single-coil sampling otherwise; other specs ignore maps).
+    pub fn measurement(&self, scan: u64, maps: Option<&Array3<C32>>) -> Result<Measurement> {
+        let (r, c) = (self.rows, self.cols);
+        let seed = derive(&[self.seed, scan, TAG_A]);
+        let noise = self.noise()?;
+        let image = |mask: Array2<f32>| -> Result<Measurement> {
+            Ok(Measurement {
+                op: Box::new(PixelMask::new(mask.clone())?),
+                domain: Domain::Image,
+                kept: Kept::Mask(mask),
+                acs: None,
+                noise,
+                gaussian: None,
+                maps: None,
+            })
+        };
+        match &self.config.corruption {
+            CorruptionSpec::Kspace { .. } => {
+                let (mask, acs) = self.kspace_masks(scan)?;
+                Ok(Measurement {
+                    op: self.kspace_op(mask.clone(), maps)?,
+                    domain: Domain::Kspace,
+                    kept: Kept::Mask(mask),
+                    acs: Some(acs),
+                    noise,
+                    gaussian: None,
+                    maps: maps.cloned(),
+                })
+            }
+            CorruptionSpec::Pixel { p } => image(random_pixel_mask(r, c, *p, seed)?),
+            CorruptionSpec::Boxes {
+                count,
+                size,
+                convention,
+            } => image(Blocks::draw(r, c, *count, *size, *convention, seed)?.mask().clone()),
+            CorruptionSpec::GaussianCs { m, ratio, entries } => {
+                let m = Self::gaussian_m(*m, *ratio, r * c)?;
+                let g = GaussianCs::new(m, &[r, c], *entries, seed, Storage::Auto)?;
+                Ok(Measurement {
+                    op: Box::new(g.clone()),
+                    domain: Domain::Projection,
+                    kept: Kept::Rows {
+                        ids: (0..m).collect(),
+                        total: m,
+                    },
+                    acs: None,
+                    noise,
+                    gaussian: Some(g),
+                    maps: None,
+                })
+            }
+        }
+    }
+
+    /// Seed of `Ã` for `(scan, step)` under the configured [`FurtherMode`].
+    fn further_seed(&self, scan: u64, step: u64) -> u64 {
+        match self.config.further {
+            FurtherMode::PerScan => derive(&[self.seed, scan, TAG_FURTHER]),
+            FurtherMode::PerStep => derive(&[self.seed, scan, TAG_FURTHER, step]),
+        }
+    }
+
+    /// Draws `Ã = B·A` from `a` (the measurement of scan `scan`) for training step `step`
+    /// (`step` is ignored under [`FurtherMode::PerScan`]). Ã keeps a subset of `a`'s kept set
+    /// and all of its ACS region; the maps and noise level are `a`'s.
+    pub fn further(&self, a: &Measurement, scan: u64, step: u64) -> Result<Measurement> {
+        let delta = self.config.delta;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.further_seed(scan, step));
+        let hide = |rng: &mut ChaCha8Rng| rng.random::<f64>() < delta;
+        match (&a.kept, &self.config.corruption) {
+            (Kept::Mask(m), CorruptionSpec::Kspace { pattern, axis, .. }) => {
+                let acs = a.acs.clone().unwrap_or_else(|| Array2::zeros(m.dim()));
+                let mut m2 = m.clone();
+                if *pattern == KspacePattern::Poisson {
+                    for (v, p) in m2.iter_mut().zip(acs.iter()) {
+                        if *v != 0.0 && *p == 0.0 && hide(&mut rng) {
+                            *v = 0.0;
+                        }
+                    }
+                } else {
+                    let ax = Axis(*axis);
+                    for k in 0..m2.len_of(ax) {
+                        let kept = m.index_axis(ax, k).iter().any(|v| *v != 0.0);
+                        let is_acs = acs.index_axis(ax, k).iter().any(|v| *v != 0.0);
+                        if kept && !is_acs && hide(&mut rng) {
+                            m2.index_axis_mut(ax, k).fill(0.0);
+                        }
+                    }
+                }
+                Ok(Measurement {
+                    op: self.kspace_op(m2.clone(), a.maps.as_ref())?,
+                    domain: Domain::Kspace,
+                    kept: Kept::Mask(m2),
+                    acs: Some(acs),
+                    noise: a.noise,
+                    gaussian: None,
+                    maps: a.maps.clone(),
+                })
+            }
+            (Kept::Mask(m), CorruptionSpec::Pixel { .. }) => {
+                let mut m2 = m.clone();
+                for v in m2.iter_mut() {
+                    if *v != 0.0 && hide(&mut rng) {
+                        *v = 0.0;
+                    }
+                }
+                self.image_measurement(m2, a.noise)
+            }
+            (Kept::Mask(m), CorruptionSpec::Boxes { size, convention, .. }) => {
+                let mut m2 = m.clone();
+                let s = self.config.further_box_size.unwrap_or(*size);
+                let b = draw_box(self.rows, self.cols, s, *convention, &mut rng)?;
+                hide_box(&mut m2, &b);
+                self.image_measurement(m2, a.noise)
+            }
+            (Kept::Rows { ids, total }, CorruptionSpec::GaussianCs { .. }) => {
+                let g = a
+                    .gaussian
+                    .as_ref()
+                    .ok_or_else(|| OpsError::param("a", "measurement has no Gaussian operator"))?;
+                let keep: Vec<usize> = (0..ids.len()).filter(|_| !hide(&mut rng)).collect();
+                let g2 = g.select_rows(&keep)?;
+                Ok(Measurement {
+                    op: Box::new(g2.clone()),
+                    domain: Domain::Projection,
+                    kept: Kept::Rows {
+                        ids: keep.iter().map(|&k| ids[k]).collect(),
+                        total: *total,
+                    },
+                    acs: None,
+                    noise: a.noise,
+                    gaussian: Some(g2),
+                    maps: None,
+                })
+            }
+            _ => Err(OpsError::param(
+                "a",
+                "measurement was not drawn by this corruption model",
+            )),
+        }
+    }
+
+    fn image_measurement(&self, mask: Array2<f32>, noise: Noise) -> Result<Measurement> {
+        Ok(Measurement {
+            op: Box::new(PixelMask::new(mask.clone())?),
+            domain: Domain::Image,
+            kept: Kept::Mask(mask),
+            acs: None,
+            noise,
+            gaussian: None,
+            maps: None,
+        })
+    }
+}
