@@ -17,6 +17,7 @@ pub mod axes;
 pub mod error;
 pub mod fft;
 pub mod geometry;
+pub mod metrics;
 pub mod volume;
 
 pub use error::{CoreError, Result};
