@@ -14,7 +14,12 @@
 //! | PNG | no | yes (windowed, 8/16-bit) | [`png`] |
 
 pub mod atomic;
+pub mod cfl;
 pub mod error;
+pub mod hdf5;
+pub mod nifti;
+pub mod npy;
+pub mod png;
 
 pub use error::{IoError, Result};
 
