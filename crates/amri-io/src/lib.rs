@@ -15,6 +15,7 @@
 
 pub mod atomic;
 pub mod cfl;
+pub mod dicom;
 pub mod error;
 pub mod hdf5;
 pub mod nifti;

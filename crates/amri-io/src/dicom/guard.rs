@@ -1,0 +1,312 @@
+//! Structural check of a DICOM Part-10 byte stream before dicom-rs parses it.
+//!
+//! dicom-rs allocates (and zero-fills) each value at the length its header claims, so a 10 kB file
+//! whose header claims a 4 GB value would make it allocate 4 GB. This walk reads only element
+//! headers and refuses any value longer than the bytes that follow it, so that a truncated or
+//! corrupt file yields an error naming the element instead of a huge allocation.
+
+use std::io::Read;
+use std::path::Path;
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
+
+use crate::{IoError, Result};
+
+/// Byte offset of the `DICM` marker in a Part-10 file (after the 128-byte preamble).
+pub(crate) const MAGIC_OFFSET: usize = 128;
+
+/// Largest dataset a deflated file may inflate to (bytes).
+const MAX_INFLATED: u64 = 1 << 30;
+
+/// True when `bytes` starts with a 128-byte preamble followed by `DICM`.
+pub(crate) fn has_magic(bytes: &[u8]) -> bool {
+    bytes.get(MAGIC_OFFSET..MAGIC_OFFSET + 4) == Some(b"DICM")
+}
+
+/// How the data set after the file meta group is encoded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Encoding {
+    ExplicitLe,
+    ImplicitLe,
+    ExplicitBe,
+    DeflatedExplicitLe,
+}
+
+/// Checks the `DICM` marker and that every element header of the meta group and data set fits
+/// in the file; returns the transfer syntax UID of the data set.
+pub(crate) fn check(path: &Path, bytes: &[u8]) -> Result<String> {
+    if bytes.len() < MAGIC_OFFSET + 4 {
+        return Err(IoError::malformed(
+            path,
+            format!(
+                "not a DICOM file: {} bytes, shorter than the 132-byte preamble and 'DICM' marker",
+                bytes.len()
+            ),
+        ));
+    }
+    if !has_magic(bytes) {
+        return Err(IoError::malformed(
+            path,
+            "not a DICOM Part-10 file: no 'DICM' marker at byte 128",
+        ));
+    }
+    let start = MAGIC_OFFSET + 4;
+    // File meta group: always explicit VR little endian, elements of group 0002.
+    let mut w = Walker {
+        path,
+        b: bytes,
+        pos: start,
+        base: 0,
+        enc: Encoding::ExplicitLe,
+        fragments: false,
+    };
+    let mut ts: Option<String> = None;
+    while w.pos + 4 <= bytes.len() && u16::from_le_bytes([bytes[w.pos], bytes[w.pos + 1]]) == 2 {
+        let (tag, _, len, value_at) = w.header()?;
+        let len = w.defined(tag, len)?;
+        w.fits(tag, value_at, len)?;
+        if tag == Tag(0x0002, 0x0010) {
+            let raw = &bytes[value_at..value_at + len];
+            ts = Some(
+                String::from_utf8_lossy(raw)
+                    .trim_end_matches(['\0', ' '])
+                    .to_string(),
+            );
+        }
+        w.pos = value_at + len;
+    }
+    let ts = match ts {
+        Some(ts) => ts,
+        None if w.pos + 4 > bytes.len() => {
+            return Err(IoError::malformed(
+                path,
+                format!(
+                    "truncated: the file ends at byte {} inside the file meta group",
+                    bytes.len()
+                ),
+            ))
+        }
+        None => {
+            return Err(IoError::malformed(
+                path,
+                "file meta group has no TransferSyntaxUID (0002,0010)",
+            ))
+        }
+    };
+    let enc = match ts.as_str() {
+        "1.2.840.10008.1.2" => Encoding::ImplicitLe,
+        "1.2.840.10008.1.2.2" => Encoding::ExplicitBe,
+        "1.2.840.10008.1.2.1.99" => Encoding::DeflatedExplicitLe,
+        _ => Encoding::ExplicitLe,
+    };
+    if enc == Encoding::DeflatedExplicitLe {
+        let mut inflated = Vec::new();
+        flate2::read::DeflateDecoder::new(&bytes[w.pos..])
+            .take(MAX_INFLATED + 1)
+            .read_to_end(&mut inflated)
+            .map_err(|e| {
+                IoError::malformed(path, format!("deflated data set cannot be inflated: {e}"))
+            })?;
+        if inflated.len() as u64 > MAX_INFLATED {
+            return Err(IoError::unsupported(
+                path,
+                format!("deflated data set inflates to more than {MAX_INFLATED} bytes"),
+            ));
+        }
+        let mut d = Walker {
+            path,
+            b: &inflated,
+            pos: 0,
+            base: w.pos,
+            enc: Encoding::ExplicitLe,
+            fragments: false,
+        };
+        d.walk()?;
+    } else {
+        w.enc = enc;
+        w.walk()?;
+    }
+    Ok(ts)
+}
+
+/// Reads element headers one after another, entering sequences and items instead of skipping
+/// them so that nested lengths are checked too.
+struct Walker<'a> {
+    path: &'a Path,
+    b: &'a [u8],
+    pos: usize,
+    /// Offset of `b` in the file, for messages (inflated data sets start at 0).
+    base: usize,
+    enc: Encoding,
+    /// Inside encapsulated pixel data: items are fragments to skip.
+    fragments: bool,
+}
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+
+impl Walker<'_> {
+    fn u16_at(&self, at: usize) -> u16 {
+        let x = [self.b[at], self.b[at + 1]];
+        if self.enc == Encoding::ExplicitBe {
+            u16::from_be_bytes(x)
+        } else {
+            u16::from_le_bytes(x)
+        }
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        let x = [self.b[at], self.b[at + 1], self.b[at + 2], self.b[at + 3]];
+        if self.enc == Encoding::ExplicitBe {
+            u32::from_be_bytes(x)
+        } else {
+            u32::from_le_bytes(x)
+        }
+    }
+
+    fn truncated(&self, what: &str) -> IoError {
+        IoError::malformed(
+            self.path,
+            format!(
+                "truncated: {what} at byte {} runs past the end of the data ({} bytes)",
+                self.base + self.pos,
+                self.base + self.b.len()
+            ),
+        )
+    }
+
+    /// Reads the header at `pos`: tag, VR (explicit syntaxes), length, offset of the value.
+    fn header(&self) -> Result<(Tag, Option<VR>, u32, usize)> {
+        let p = self.pos;
+        if p + 8 > self.b.len() {
+            return Err(self.truncated("element header"));
+        }
+        let tag = Tag(self.u16_at(p), self.u16_at(p + 2));
+        if tag.0 == 0xFFFE || self.enc == Encoding::ImplicitLe {
+            return Ok((tag, None, self.u32_at(p + 4), p + 8));
+        }
+        let vr_bytes = [self.b[p + 4], self.b[p + 5]];
+        let vr = VR::from_binary(vr_bytes);
+        let long = matches!(
+            vr,
+            Some(
+                VR::OB
+                    | VR::OD
+                    | VR::OF
+                    | VR::OL
+                    | VR::OV
+                    | VR::OW
+                    | VR::SQ
+                    | VR::SV
+                    | VR::UC
+                    | VR::UN
+                    | VR::UR
+                    | VR::UT
+                    | VR::UV
+            )
+        );
+        if vr.is_none() {
+            return Err(IoError::malformed(
+                self.path,
+                format!(
+                    "element ({:04X},{:04X}) at byte {} has an invalid VR {:?}",
+                    tag.0,
+                    tag.1,
+                    self.base + p,
+                    String::from_utf8_lossy(&vr_bytes)
+                ),
+            ));
+        }
+        if long {
+            if p + 12 > self.b.len() {
+                return Err(self.truncated("element header"));
+            }
+            Ok((tag, vr, self.u32_at(p + 8), p + 12))
+        } else {
+            Ok((tag, vr, u32::from(self.u16_at(p + 6)), p + 8))
+        }
+    }
+
+    fn defined(&self, tag: Tag, len: u32) -> Result<usize> {
+        if len == UNDEFINED {
+            return Err(IoError::malformed(
+                self.path,
+                format!(
+                    "element ({:04X},{:04X}) at byte {} has an undefined length where one is required",
+                    tag.0,
+                    tag.1,
+                    self.base + self.pos
+                ),
+            ));
+        }
+        Ok(len as usize)
+    }
+
+    fn fits(&self, tag: Tag, value_at: usize, len: usize) -> Result<()> {
+        let left = self.b.len().saturating_sub(value_at);
+        if len > left {
+            return Err(IoError::malformed(
+                self.path,
+                format!(
+                    "truncated or corrupt: element ({:04X},{:04X}) at byte {} claims {len} bytes \
+                     but only {left} remain",
+                    tag.0,
+                    tag.1,
+                    self.base + self.pos
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn is_sequence_implicit(tag: Tag) -> bool {
+        matches!(
+            StandardDataDictionary.by_tag(tag).map(|e| e.vr()),
+            Some(VirtualVr::Exact(VR::SQ))
+        )
+    }
+
+    fn walk(&mut self) -> Result<()> {
+        while self.pos < self.b.len() {
+            let (tag, vr, len, value_at) = self.header()?;
+            if tag.0 == 0xFFFE {
+                match tag.1 {
+                    0xE000 if self.fragments => {
+                        let len = self.defined(tag, len)?;
+                        self.fits(tag, value_at, len)?;
+                        self.pos = value_at + len;
+                    }
+                    // An item of a sequence: its data set follows; enter it.
+                    0xE000 => self.pos = value_at,
+                    0xE0DD => {
+                        self.fragments = false;
+                        self.pos = value_at;
+                    }
+                    _ => self.pos = value_at,
+                }
+                continue;
+            }
+            let is_sq = match vr {
+                Some(v) => v == VR::SQ,
+                None => len == UNDEFINED || Self::is_sequence_implicit(tag),
+            };
+            if len == UNDEFINED {
+                if !is_sq && tag == Tag(0x7FE0, 0x0010) {
+                    self.fragments = true;
+                }
+                // Undefined-length sequence (or UN read as one): enter.
+                self.pos = value_at;
+                continue;
+            }
+            if is_sq {
+                self.fits(tag, value_at, len as usize)?;
+                self.pos = value_at;
+                continue;
+            }
+            self.fits(tag, value_at, len as usize)?;
+            self.pos = value_at + len as usize;
+        }
+        Ok(())
+    }
+}
