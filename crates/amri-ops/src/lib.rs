@@ -2,8 +2,10 @@
 //! corruption process measures, and back through the adjoint.
 
 pub mod blocks;
+pub mod coils;
 pub mod corruption;
 pub mod error;
+pub mod espirit;
 pub mod fourier;
 pub mod gaussian_cs;
 pub mod linop;
