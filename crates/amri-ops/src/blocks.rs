@@ -43,7 +43,10 @@ pub struct BoxRegion {
 impl BoxRegion {
     /// Whether pixel `(row, col)` lies in the box.
     pub fn contains(&self, row: usize, col: usize) -> bool {
-        row >= self.row0 && row < self.row0 + self.height && col >= self.col0 && col < self.col0 + self.width
+        row >= self.row0
+            && row < self.row0 + self.height
+            && col >= self.col0
+            && col < self.col0 + self.width
     }
 }
 
@@ -57,7 +60,10 @@ pub fn draw_box<R: Rng>(
 ) -> Result<BoxRegion> {
     let [h, w] = size;
     if rows == 0 || cols == 0 {
-        return Err(OpsError::param("shape", "image must have rows ≥ 1 and cols ≥ 1"));
+        return Err(OpsError::param(
+            "shape",
+            "image must have rows ≥ 1 and cols ≥ 1",
+        ));
     }
     if h == 0 || w == 0 || h > rows || w > cols {
         return Err(OpsError::param(
@@ -127,7 +133,10 @@ impl Blocks {
     /// Hides the given boxes (each must lie inside the `[rows, cols]` image).
     pub fn from_boxes(rows: usize, cols: usize, boxes: Vec<BoxRegion>) -> Result<Self> {
         if rows == 0 || cols == 0 {
-            return Err(OpsError::param("shape", "image must have rows ≥ 1 and cols ≥ 1"));
+            return Err(OpsError::param(
+                "shape",
+                "image must have rows ≥ 1 and cols ≥ 1",
+            ));
         }
         let mut mask = Array2::ones((rows, cols));
         for b in &boxes {
@@ -218,7 +227,9 @@ mod tests {
         let n = 5000;
         let hits = (0..n)
             .filter(|s| {
-                Blocks::draw(10, 10, 1, [6, 6], BoxConvention::Inside, *s).unwrap().mask()[[0, 0]]
+                Blocks::draw(10, 10, 1, [6, 6], BoxConvention::Inside, *s)
+                    .unwrap()
+                    .mask()[[0, 0]]
                     == 0.0
             })
             .count();

@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::blocks::{draw_box, hide_box, BoxConvention, Blocks};
+use crate::blocks::{draw_box, hide_box, Blocks, BoxConvention};
 use crate::error::{OpsError, Result};
 use crate::fourier::FourierSampling;
 use crate::gaussian_cs::{Entries, GaussianCs, Storage};
@@ -208,7 +208,11 @@ impl Measurement {
     /// `x` is the flattened `[rows, cols]` image; [`OpsError::Shape`] on a wrong length.
     pub fn measure(&self, x: &[C32], noise_seed: u64) -> Result<Vec<C32>> {
         if x.len() != self.op.isize() {
-            return Err(OpsError::shape("Measurement::measure image", self.op.ishape(), &[x.len()]));
+            return Err(OpsError::shape(
+                "Measurement::measure image",
+                self.op.ishape(),
+                &[x.len()],
+            ));
         }
         let mut y = vec![C32::new(0.0, 0.0); self.op.osize()];
         self.op.forward(x, &mut y);
@@ -234,7 +238,9 @@ fn mix(mut z: u64) -> u64 {
 }
 
 fn derive(parts: &[u64]) -> u64 {
-    parts.iter().fold(0x243F_6A88_85A3_08D3, |h, p| mix(h ^ mix(*p)))
+    parts
+        .iter()
+        .fold(0x243F_6A88_85A3_08D3, |h, p| mix(h ^ mix(*p)))
 }
 
 const TAG_A: u64 = 0xA;
@@ -253,10 +259,16 @@ impl Corruption {
     /// Validates `config` for `[rows, cols]` images; `seed` fixes every draw.
     pub fn new(config: CorruptionConfig, rows: usize, cols: usize, seed: u64) -> Result<Self> {
         if rows == 0 || cols == 0 {
-            return Err(OpsError::param("shape", format!("image must be non-empty, got [{rows}, {cols}]")));
+            return Err(OpsError::param(
+                "shape",
+                format!("image must be non-empty, got [{rows}, {cols}]"),
+            ));
         }
         if !(0.0..=1.0).contains(&config.delta) {
-            return Err(OpsError::param("delta", format!("must be in [0, 1], got {}", config.delta)));
+            return Err(OpsError::param(
+                "delta",
+                format!("must be in [0, 1], got {}", config.delta),
+            ));
         }
         Noise::from_sigma(config.noise_sigma)?;
         match &config.corruption {
@@ -352,7 +364,9 @@ impl Corruption {
                 };
                 let p = poisson_mask(r, c, &params, seed)?;
                 let acs = Array2::from_shape_fn((r, c), |(i, j)| {
-                    f32::from(u8::from(p.calib_rows.contains(&i) && p.calib_cols.contains(&j)))
+                    f32::from(u8::from(
+                        p.calib_rows.contains(&i) && p.calib_cols.contains(&j),
+                    ))
                 });
                 return Ok((p.mask, acs));
             }
@@ -364,7 +378,11 @@ impl Corruption {
         Ok((m.mask, acs))
     }
 
-    fn kspace_op(&self, mask: Array2<f32>, maps: Option<&Array3<C32>>) -> Result<Box<dyn LinearOperator>> {
+    fn kspace_op(
+        &self,
+        mask: Array2<f32>,
+        maps: Option<&Array3<C32>>,
+    ) -> Result<Box<dyn LinearOperator>> {
         Ok(match maps {
             Some(s) => {
                 if s.dim().1 != self.rows || s.dim().2 != self.cols {
@@ -415,7 +433,11 @@ impl Corruption {
                 count,
                 size,
                 convention,
-            } => image(Blocks::draw(r, c, *count, *size, *convention, seed)?.mask().clone()),
+            } => image(
+                Blocks::draw(r, c, *count, *size, *convention, seed)?
+                    .mask()
+                    .clone(),
+            ),
             CorruptionSpec::GaussianCs { m, ratio, entries } => {
                 let m = Self::gaussian_m(*m, *ratio, r * c)?;
                 let g = GaussianCs::new(m, &[r, c], *entries, seed, Storage::Auto)?;
@@ -489,7 +511,12 @@ impl Corruption {
                 }
                 self.image_measurement(m2, a.noise)
             }
-            (Kept::Mask(m), CorruptionSpec::Boxes { size, convention, .. }) => {
+            (
+                Kept::Mask(m),
+                CorruptionSpec::Boxes {
+                    size, convention, ..
+                },
+            ) => {
                 let mut m2 = m.clone();
                 let s = self.config.further_box_size.unwrap_or(*size);
                 let b = draw_box(self.rows, self.cols, s, *convention, &mut rng)?;

@@ -82,7 +82,10 @@ impl FourierSampling {
         check_binary("mask", &mask)?;
         let (r, c) = mask.dim();
         if r == 0 || c == 0 {
-            return Err(OpsError::param("mask", "mask must have rows ≥ 1 and cols ≥ 1"));
+            return Err(OpsError::param(
+                "mask",
+                "mask must have rows ≥ 1 and cols ≥ 1",
+            ));
         }
         let flat = mask.iter().copied().collect();
         Ok(Self {
@@ -151,7 +154,9 @@ mod tests {
     #[test]
     fn full_mask_is_unitary() {
         let op = FourierSampling::new(Array2::ones((6, 5))).unwrap();
-        let x: Vec<C32> = (0..30).map(|i| C32::new(i as f32, -(i as f32) * 0.5)).collect();
+        let x: Vec<C32> = (0..30)
+            .map(|i| C32::new(i as f32, -(i as f32) * 0.5))
+            .collect();
         let mut o = vec![C32::default(); 30];
         op.normal(&x, &mut o);
         for (a, b) in x.iter().zip(&o) {

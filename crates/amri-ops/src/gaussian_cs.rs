@@ -59,10 +59,19 @@ pub struct GaussianCs {
 
 impl GaussianCs {
     /// An `m × numel(ishape)` projection with `entries` drawn from `seed`.
-    pub fn new(m: usize, ishape: &[usize], entries: Entries, seed: u64, storage: Storage) -> Result<Self> {
+    pub fn new(
+        m: usize,
+        ishape: &[usize],
+        entries: Entries,
+        seed: u64,
+        storage: Storage,
+    ) -> Result<Self> {
         let n = numel(ishape);
         if n == 0 {
-            return Err(OpsError::param("ishape", format!("input must be non-empty, got {ishape:?}")));
+            return Err(OpsError::param(
+                "ishape",
+                format!("input must be non-empty, got {ishape:?}"),
+            ));
         }
         if m == 0 {
             return Err(OpsError::param("m", "number of measurements must be ≥ 1"));
@@ -97,7 +106,11 @@ impl GaussianCs {
             let mut a = vec![C32::new(0.0, 0.0); entries];
             a.par_chunks_mut(self.n)
                 .zip(self.rows.par_iter())
-                .for_each(|(row, id)| self.row_iter(*id).zip(row.iter_mut()).for_each(|(v, o)| *o = v));
+                .for_each(|(row, id)| {
+                    self.row_iter(*id)
+                        .zip(row.iter_mut())
+                        .for_each(|(v, o)| *o = v)
+                });
             a
         });
     }
@@ -110,7 +123,11 @@ impl GaussianCs {
         let complex = self.entries == Entries::Complex;
         (0..self.n).map(move |_| {
             let re: f32 = StandardNormal.sample(&mut rng);
-            let im: f32 = if complex { StandardNormal.sample(&mut rng) } else { 0.0 };
+            let im: f32 = if complex {
+                StandardNormal.sample(&mut rng)
+            } else {
+                0.0
+            };
             C32::new(re * s, im * s)
         })
     }
@@ -182,12 +199,18 @@ impl LinearOperator for GaussianCs {
         assert_len("GaussianCs input", self.n, x.len());
         assert_len("GaussianCs output", self.m(), y.len());
         match &self.stored {
-            Some(a) => y.par_iter_mut().zip(a.par_chunks(self.n)).for_each(|(yv, row)| {
-                *yv = row.iter().zip(x).map(|(a, b)| a * b).sum();
-            }),
-            None => y.par_iter_mut().zip(self.rows.par_iter()).for_each(|(yv, id)| {
-                *yv = self.row_iter(*id).zip(x).map(|(a, b)| a * b).sum();
-            }),
+            Some(a) => y
+                .par_iter_mut()
+                .zip(a.par_chunks(self.n))
+                .for_each(|(yv, row)| {
+                    *yv = row.iter().zip(x).map(|(a, b)| a * b).sum();
+                }),
+            None => y
+                .par_iter_mut()
+                .zip(self.rows.par_iter())
+                .for_each(|(yv, id)| {
+                    *yv = self.row_iter(*id).zip(x).map(|(a, b)| a * b).sum();
+                }),
         }
     }
     fn adjoint(&self, y: &[C32], x: &mut [C32]) {
@@ -246,7 +269,9 @@ mod tests {
         let a = GaussianCs::new(7, &[3, 4], Entries::Complex, 11, Storage::Stored).unwrap();
         let b = GaussianCs::new(7, &[3, 4], Entries::Complex, 11, Storage::OnTheFly).unwrap();
         assert!(a.is_stored() && !b.is_stored());
-        let x: Vec<C32> = (0..12).map(|i| C32::new(i as f32 * 0.1, 1.0 - i as f32 * 0.2)).collect();
+        let x: Vec<C32> = (0..12)
+            .map(|i| C32::new(i as f32 * 0.1, 1.0 - i as f32 * 0.2))
+            .collect();
         let (mut ya, mut yb) = (vec![C32::default(); 7], vec![C32::default(); 7]);
         a.forward(&x, &mut ya);
         b.forward(&x, &mut yb);

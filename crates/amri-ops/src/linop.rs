@@ -98,7 +98,11 @@ pub trait LinearOperator: Send + Sync {
 
     /// `A x` for an array of shape `ishape`; returns [`OpsError::Shape`] on a wrong shape.
     fn apply(&self, x: &ArrayViewD<C32>) -> Result<ArrayD<C32>> {
-        check_shape(&format!("input of {}", self.name()), self.ishape(), x.shape())?;
+        check_shape(
+            &format!("input of {}", self.name()),
+            self.ishape(),
+            x.shape(),
+        )?;
         let xs = x.as_standard_layout();
         let mut y = ArrayD::zeros(IxDyn(self.oshape()));
         self.forward(contiguous(&xs), contiguous_mut(&mut y));
@@ -107,7 +111,11 @@ pub trait LinearOperator: Send + Sync {
 
     /// `A^H y` for an array of shape `oshape`; returns [`OpsError::Shape`] on a wrong shape.
     fn apply_adjoint(&self, y: &ArrayViewD<C32>) -> Result<ArrayD<C32>> {
-        check_shape(&format!("adjoint input of {}", self.name()), self.oshape(), y.shape())?;
+        check_shape(
+            &format!("adjoint input of {}", self.name()),
+            self.oshape(),
+            y.shape(),
+        )?;
         let ys = y.as_standard_layout();
         let mut x = ArrayD::zeros(IxDyn(self.ishape()));
         self.adjoint(contiguous(&ys), contiguous_mut(&mut x));
@@ -116,7 +124,11 @@ pub trait LinearOperator: Send + Sync {
 
     /// `A^H A x` for an array of shape `ishape`; returns [`OpsError::Shape`] on a wrong shape.
     fn apply_normal(&self, x: &ArrayViewD<C32>) -> Result<ArrayD<C32>> {
-        check_shape(&format!("normal input of {}", self.name()), self.ishape(), x.shape())?;
+        check_shape(
+            &format!("normal input of {}", self.name()),
+            self.ishape(),
+            x.shape(),
+        )?;
         let xs = x.as_standard_layout();
         let mut o = ArrayD::zeros(IxDyn(self.ishape()));
         self.normal(contiguous(&xs), contiguous_mut(&mut o));

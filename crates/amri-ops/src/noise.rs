@@ -25,24 +25,40 @@ pub fn signal_rms(signal: &[C32], mask: Option<&[f32]>) -> Result<f64> {
     let (sum, count) = match mask {
         Some(m) => {
             if m.len() != signal.len() {
-                return Err(OpsError::shape("signal_rms mask", &[signal.len()], &[m.len()]));
+                return Err(OpsError::shape(
+                    "signal_rms mask",
+                    &[signal.len()],
+                    &[m.len()],
+                ));
             }
             signal
                 .iter()
                 .zip(m)
                 .filter(|(_, m)| **m != 0.0)
-                .fold((0.0f64, 0usize), |(s, c), (v, _)| (s + v.norm_sqr() as f64, c + 1))
+                .fold((0.0f64, 0usize), |(s, c), (v, _)| {
+                    (s + v.norm_sqr() as f64, c + 1)
+                })
         }
-        None => (signal.iter().map(|v| v.norm_sqr() as f64).sum(), signal.len()),
+        None => (
+            signal.iter().map(|v| v.norm_sqr() as f64).sum(),
+            signal.len(),
+        ),
     };
-    Ok(if count == 0 { 0.0 } else { (sum / count as f64).sqrt() })
+    Ok(if count == 0 {
+        0.0
+    } else {
+        (sum / count as f64).sqrt()
+    })
 }
 
 impl Noise {
     /// Noise of standard deviation `sigma ≥ 0` per complex sample (`E|n|² = σ²`).
     pub fn from_sigma(sigma: f32) -> Result<Self> {
         if !(sigma >= 0.0 && sigma.is_finite()) {
-            return Err(OpsError::param("sigma", format!("must be finite and ≥ 0, got {sigma}")));
+            return Err(OpsError::param(
+                "sigma",
+                format!("must be finite and ≥ 0, got {sigma}"),
+            ));
         }
         Ok(Self { sigma })
     }
@@ -51,7 +67,10 @@ impl Noise {
     /// where `mask` is 1 (all entries when `None`); `snr_db` must be finite.
     pub fn from_snr_db(snr_db: f64, signal: &[C32], mask: Option<&[f32]>) -> Result<Self> {
         if !snr_db.is_finite() {
-            return Err(OpsError::param("snr_db", format!("must be finite, got {snr_db}")));
+            return Err(OpsError::param(
+                "snr_db",
+                format!("must be finite, got {snr_db}"),
+            ));
         }
         let rms = signal_rms(signal, mask)?;
         Self::from_sigma((rms / 10f64.powf(snr_db / 20.0)) as f32)

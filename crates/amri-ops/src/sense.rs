@@ -34,7 +34,10 @@ fn check_maps(maps: &Array3<C32>) -> Result<()> {
     if c == 0 || r == 0 || n == 0 {
         return Err(OpsError::param(
             "maps",
-            format!("coil maps must be [coils ≥ 1, rows ≥ 1, cols ≥ 1], got {:?}", maps.shape()),
+            format!(
+                "coil maps must be [coils ≥ 1, rows ≥ 1, cols ≥ 1], got {:?}",
+                maps.shape()
+            ),
         ));
     }
     if maps.iter().any(|v| !v.re.is_finite() || !v.im.is_finite()) {
@@ -91,19 +94,17 @@ const SUM_CHUNK: usize = 4096;
 /// `x[i] = Σ_c conj(s[c, i]) · t[c, i]`, parallel over pixel chunks.
 fn coil_sum_conj(s: &[C32], t: &[C32], x: &mut [C32], coils: usize) {
     let n = x.len();
-    x.par_chunks_mut(SUM_CHUNK)
-        .enumerate()
-        .for_each(|(k, xc)| {
-            let off = k * SUM_CHUNK;
-            for (i, xv) in xc.iter_mut().enumerate() {
-                let mut acc = C32::new(0.0, 0.0);
-                for c in 0..coils {
-                    let j = c * n + off + i;
-                    acc += s[j].conj() * t[j];
-                }
-                *xv = acc;
+    x.par_chunks_mut(SUM_CHUNK).enumerate().for_each(|(k, xc)| {
+        let off = k * SUM_CHUNK;
+        for (i, xv) in xc.iter_mut().enumerate() {
+            let mut acc = C32::new(0.0, 0.0);
+            for c in 0..coils {
+                let j = c * n + off + i;
+                acc += s[j].conj() * t[j];
             }
-        });
+            *xv = acc;
+        }
+    });
 }
 
 /// Multi-coil SENSE forward model with a fused, allocation-free fast path (see module docs).
@@ -254,7 +255,9 @@ mod tests {
     #[test]
     fn normal_is_identity_for_full_mask_and_unit_maps() {
         let op = Sense::new(unit_maps(4, 8, 6), Array2::ones((8, 6))).unwrap();
-        let x: Vec<C32> = (0..48).map(|i| C32::new((i as f32).sin(), 0.3 * i as f32)).collect();
+        let x: Vec<C32> = (0..48)
+            .map(|i| C32::new((i as f32).sin(), 0.3 * i as f32))
+            .collect();
         let mut o = vec![C32::default(); 48];
         op.normal(&x, &mut o);
         for (a, b) in x.iter().zip(&o) {

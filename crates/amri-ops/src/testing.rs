@@ -19,7 +19,12 @@ use crate::linop::LinearOperator;
 pub fn random_vector(n: usize, seed: u64) -> Vec<C32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n)
-        .map(|_| C32::new(StandardNormal.sample(&mut rng), StandardNormal.sample(&mut rng)))
+        .map(|_| {
+            C32::new(
+                StandardNormal.sample(&mut rng),
+                StandardNormal.sample(&mut rng),
+            )
+        })
         .collect()
 }
 
@@ -99,16 +104,28 @@ pub fn linearity_error(op: &dyn LinearOperator, seed: u64) -> f64 {
             .zip(fx.iter().zip(&fz))
             .map(|(c, (u, v))| c - (a * u + b * v))
             .collect();
-        rel(norm(&diff), a.norm() as f64 * norm(&fx) + b.norm() as f64 * norm(&fz))
+        rel(
+            norm(&diff),
+            a.norm() as f64 * norm(&fx) + b.norm() as f64 * norm(&fz),
+        )
     };
     let ef = check(op.isize(), op.osize(), &|x, y| op.forward(x, y), seed);
-    let ea = check(op.osize(), op.isize(), &|y, x| op.adjoint(y, x), seed ^ 0xABCD);
+    let ea = check(
+        op.osize(),
+        op.isize(),
+        &|y, x| op.adjoint(y, x),
+        seed ^ 0xABCD,
+    );
     ef.max(ea)
 }
 
 /// All three errors, `[adjoint, normal, linearity]`, for one seed.
 pub fn all_errors(op: &dyn LinearOperator, seed: u64) -> [f64; 3] {
-    [adjoint_error(op, seed), normal_error(op, seed), linearity_error(op, seed)]
+    [
+        adjoint_error(op, seed),
+        normal_error(op, seed),
+        linearity_error(op, seed),
+    ]
 }
 
 #[cfg(test)]
@@ -125,10 +142,14 @@ mod tests {
             &[3]
         }
         fn forward(&self, x: &[C32], y: &mut [C32]) {
-            y.iter_mut().zip(x).for_each(|(a, b)| *a = b * C32::new(0.0, 1.0));
+            y.iter_mut()
+                .zip(x)
+                .for_each(|(a, b)| *a = b * C32::new(0.0, 1.0));
         }
         fn adjoint(&self, y: &[C32], x: &mut [C32]) {
-            x.iter_mut().zip(y).for_each(|(a, b)| *a = b * C32::new(0.0, 1.0));
+            x.iter_mut()
+                .zip(y)
+                .for_each(|(a, b)| *a = b * C32::new(0.0, 1.0));
         }
     }
 

@@ -103,7 +103,10 @@ pub fn cartesian_lines(
     offset: Option<usize>,
 ) -> Result<(Vec<bool>, Range<usize>)> {
     if n == 0 {
-        return Err(OpsError::param("shape", "the undersampled axis must have ≥ 1 line"));
+        return Err(OpsError::param(
+            "shape",
+            "the undersampled axis must have ≥ 1 line",
+        ));
     }
     if !(acceleration.is_finite() && acceleration >= 1.0) {
         return Err(OpsError::param(
@@ -197,7 +200,10 @@ pub fn cartesian_mask(
     seed: u64,
 ) -> Result<CartesianMask> {
     if rows == 0 || cols == 0 {
-        return Err(OpsError::param("shape", format!("mask must be non-empty, got [{rows}, {cols}]")));
+        return Err(OpsError::param(
+            "shape",
+            format!("mask must be non-empty, got [{rows}, {cols}]"),
+        ));
     }
     let n = match axis {
         0 => rows,
@@ -245,7 +251,8 @@ mod tests {
 
     #[test]
     fn equispaced_is_offset_stride_plus_centre() {
-        let (lines, acs) = cartesian_lines(64, CartesianPattern::Equispaced, 4.0, 0.08, 3, None).unwrap();
+        let (lines, acs) =
+            cartesian_lines(64, CartesianPattern::Equispaced, 4.0, 0.08, 3, None).unwrap();
         let off = lines.iter().position(|l| *l).unwrap();
         assert!(off < 4);
         for (k, l) in lines.iter().enumerate() {
@@ -259,8 +266,15 @@ mod tests {
         // numpy (see tests/fixtures/make_fixtures.py): n = 32, cf = 0.125, R = 4:
         // n_low = 4, adjusted = 4*(4-32)/(16-32) = 7, offset = 2 ->
         // arange(2, 31, 7) = [2, 9, 16, 23, 30]; centre pad = 14 -> [14, 18).
-        let (lines, acs) =
-            cartesian_lines(32, CartesianPattern::EquispacedFraction, 4.0, 0.125, 0, None).unwrap();
+        let (lines, acs) = cartesian_lines(
+            32,
+            CartesianPattern::EquispacedFraction,
+            4.0,
+            0.125,
+            0,
+            None,
+        )
+        .unwrap();
         assert_eq!(acs, 14..18);
         let off = lines.iter().position(|l| *l).unwrap();
         let expect: Vec<usize> = (0..)
@@ -279,7 +293,9 @@ mod tests {
         assert!(cartesian_lines(32, CartesianPattern::Random, 0.5, 0.1, 0, None).is_err());
         assert!(cartesian_lines(32, CartesianPattern::Random, 8.0, 0.5, 0, None).is_err());
         assert!(cartesian_lines(32, CartesianPattern::Equispaced, 2.5, 0.1, 0, None).is_err());
-        assert!(cartesian_lines(32, CartesianPattern::EquispacedFraction, 8.0, 0.25, 0, None).is_err());
+        assert!(
+            cartesian_lines(32, CartesianPattern::EquispacedFraction, 8.0, 0.25, 0, None).is_err()
+        );
         assert!(cartesian_lines(32, CartesianPattern::Random, 4.0, 1.5, 0, None).is_err());
     }
 }

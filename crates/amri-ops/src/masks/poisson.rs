@@ -102,7 +102,9 @@ impl Geometry {
         if my == 0.0 || mx == 0.0 {
             return Err(OpsError::param(
                 "calib",
-                format!("calibration box {calib:?} must leave k-space outside it in a {ny}×{nx} grid"),
+                format!(
+                    "calibration box {calib:?} must leave k-space outside it in a {ny}×{nx} grid"
+                ),
             ));
         }
         let mut r = vec![0.0; ny * nx];
@@ -190,10 +192,18 @@ fn dart_throw(g: &Geometry, rx: &[f64], ry: &[f64], max_attempts: usize, seed: u
 
 /// Draws a variable-density Poisson-disc mask on a `[rows, cols]` grid (see module docs);
 /// reproducible for `seed`. Errors name the parameter when the target cannot be reached.
-pub fn poisson_mask(rows: usize, cols: usize, params: &PoissonParams, seed: u64) -> Result<PoissonMask> {
+pub fn poisson_mask(
+    rows: usize,
+    cols: usize,
+    params: &PoissonParams,
+    seed: u64,
+) -> Result<PoissonMask> {
     let p = params;
     if rows < 2 || cols < 2 {
-        return Err(OpsError::param("shape", format!("grid must be at least 2×2, got {rows}×{cols}")));
+        return Err(OpsError::param(
+            "shape",
+            format!("grid must be at least 2×2, got {rows}×{cols}"),
+        ));
     }
     if !(p.acceleration.is_finite() && p.acceleration > 1.0) {
         return Err(OpsError::param(
@@ -205,7 +215,10 @@ pub fn poisson_mask(rows: usize, cols: usize, params: &PoissonParams, seed: u64)
         return Err(OpsError::param("max_attempts", "must be ≥ 1"));
     }
     if !(p.tol.is_finite() && p.tol > 0.0) {
-        return Err(OpsError::param("tol", format!("must be finite and > 0, got {}", p.tol)));
+        return Err(OpsError::param(
+            "tol",
+            format!("must be finite and > 0, got {}", p.tol),
+        ));
     }
     let g = Geometry::new(rows, cols, p.calib)?;
     let (cr, cc) = (calib_range(rows, p.calib[0]), calib_range(cols, p.calib[1]));
@@ -268,11 +281,19 @@ pub fn poisson_mask(rows: usize, cols: usize, params: &PoissonParams, seed: u64)
         ));
     }
     let (m, acc, rx, ry) = build(slope);
-    let mask = Array2::from_shape_fn((rows, cols), |(i, j)| if m[i * cols + j] { 1.0 } else { 0.0 });
+    let mask = Array2::from_shape_fn(
+        (rows, cols),
+        |(i, j)| if m[i * cols + j] { 1.0 } else { 0.0 },
+    );
     let to2 = |v: Vec<f64>| Array2::from_shape_vec((rows, cols), v);
     let (ry, rx) = match (to2(ry), to2(rx)) {
         (Ok(a), Ok(b)) => (a, b),
-        _ => return Err(OpsError::param("shape", "internal radius grid has the wrong size")),
+        _ => {
+            return Err(OpsError::param(
+                "shape",
+                "internal radius grid has the wrong size",
+            ))
+        }
     };
     Ok(PoissonMask {
         mask,
@@ -308,7 +329,10 @@ mod tests {
             calib: [16, 16],
             ..Default::default()
         };
-        assert!(poisson_mask(32, 32, &p, 0).is_err(), "calibration alone gives R = 4");
+        assert!(
+            poisson_mask(32, 32, &p, 0).is_err(),
+            "calibration alone gives R = 4"
+        );
         let p = PoissonParams {
             calib: [40, 4],
             ..Default::default()
