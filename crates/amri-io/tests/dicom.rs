@@ -344,6 +344,19 @@ fn absurd_sizes_are_rejected_without_allocating() {
     assert_err_names(&p, &err);
     assert!(err.to_string().contains("claims"), "{err}");
 
+    // NumberOfFrames of 12 digits (the IS maximum): no overflow, no allocation.
+    let mut obj = dicom_object::open_file(sample("MR_small.dcm")).unwrap();
+    obj.put(dicom_core::DataElement::new(
+        dicom_dictionary_std::tags::NUMBER_OF_FRAMES,
+        dicom_core::VR::IS,
+        dicom_core::PrimitiveValue::from("999999999999"),
+    ));
+    let p = dir.path().join("many_frames.dcm");
+    obj.write_to_file(&p).unwrap();
+    let err = read(&p).unwrap_err();
+    assert_err_names(&p, &err);
+    assert!(err.to_string().contains("999999999999"), "{err}");
+
     // A text element claiming 60 kB in a 10 kB file.
     let mut b = base;
     let at = find_element(&b, 0x0008, 0x0070, b"LO") + 6;

@@ -251,7 +251,11 @@ fn read_instance(
     }
     let (rows, cols, frames) = (rows as usize, cols as usize, frames as usize);
     let bytes_per = (bits / 8) as usize;
-    let need = (rows as u64) * (cols as u64) * (frames as u64) * (bytes_per as u64);
+    // Saturating: NumberOfFrames is an IS of up to 12 digits.
+    let need = (rows as u64)
+        .saturating_mul(cols as u64)
+        .saturating_mul(frames as u64)
+        .saturating_mul(bytes_per as u64);
     let native_len = match obj.get(tags::PIXEL_DATA).map(|e| e.value()) {
         Some(Value::Primitive(p)) => Some(p.to_bytes().len() as u64),
         _ => None,
@@ -266,7 +270,9 @@ fn read_instance(
                 ),
             ));
         }
-        None if need > DECODED_SLACK + MAX_COMPRESSION_RATIO * file_len => {
+        None if need
+            > DECODED_SLACK.saturating_add(MAX_COMPRESSION_RATIO.saturating_mul(file_len)) =>
+        {
             return Err(IoError::malformed(
                 path,
                 format!(
