@@ -647,7 +647,7 @@ fn broadcast_mask(path: &Path, name: &str, m: ArrayD<f32>, srk: [usize; 3]) -> R
         ));
     }
     let m = m
-        .broadcast(IxDyn(&srk[3 - sh.len()..]))
+        .broadcast(IxDyn(&srk))
         .ok_or_else(|| IoError::malformed(path, format!("{name} of shape {sh:?} does not broadcast")))?
         .to_owned();
     let m3 = m
