@@ -63,12 +63,18 @@ fn parse_hdr(hdr: &Path, text: &str) -> Result<Vec<usize>> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             if dims.is_empty() {
-                return Err(IoError::malformed(hdr, "no dimensions after '# Dimensions'"));
+                return Err(IoError::malformed(
+                    hdr,
+                    "no dimensions after '# Dimensions'",
+                ));
             }
             return Ok(dims);
         }
     }
-    Err(IoError::malformed(hdr, "no '# Dimensions' line: not a BART header"))
+    Err(IoError::malformed(
+        hdr,
+        "no '# Dimensions' line: not a BART header",
+    ))
 }
 
 /// Reads a BART array: its dimensions as in the `.hdr` and its samples in BART (Fortran,
@@ -77,7 +83,10 @@ pub fn read_array(path: &Path) -> Result<(Vec<usize>, Vec<C32>)> {
     let (hdr, cfl) = pair_paths(path);
     let text = std::fs::read(&hdr).map_err(|e| IoError::os(&hdr, e))?;
     if text.len() > 1 << 20 {
-        return Err(IoError::malformed(&hdr, "header larger than 1 MiB: not a BART header"));
+        return Err(IoError::malformed(
+            &hdr,
+            "header larger than 1 MiB: not a BART header",
+        ));
     }
     let dims = parse_hdr(&hdr, &String::from_utf8_lossy(&text))?;
     let n = dims
@@ -99,7 +108,10 @@ pub fn read_array(path: &Path) -> Result<(Vec<usize>, Vec<C32>)> {
     }
     let raw = std::fs::read(&cfl).map_err(|e| IoError::os(&cfl, e))?;
     if raw.len() as u64 != n {
-        return Err(IoError::malformed(&cfl, "file changed size while being read"));
+        return Err(IoError::malformed(
+            &cfl,
+            "file changed size while being read",
+        ));
     }
     let data = raw
         .chunks_exact(8)
@@ -166,7 +178,10 @@ fn first4(path: &Path, dims: &[usize], allow: Option<usize>) -> Result<[usize; 5
         }
     }
     if out.contains(&0) {
-        return Err(IoError::malformed(path, format!("empty array: dimensions {dims:?}")));
+        return Err(IoError::malformed(
+            path,
+            format!("empty array: dimensions {dims:?}"),
+        ));
     }
     Ok(out)
 }

@@ -45,10 +45,14 @@ fn decode_num(b: &[u8], dt: &Datatype) -> Option<f64> {
         Some(a)
     }
     Some(match dt {
-        Datatype::FloatingPoint { size: 4, byte_order } => {
-            f32::from_le_bytes(bytes(b, byte_order)?) as f64
-        }
-        Datatype::FloatingPoint { size: 8, byte_order } => f64::from_le_bytes(bytes(b, byte_order)?),
+        Datatype::FloatingPoint {
+            size: 4,
+            byte_order,
+        } => f32::from_le_bytes(bytes(b, byte_order)?) as f64,
+        Datatype::FloatingPoint {
+            size: 8,
+            byte_order,
+        } => f64::from_le_bytes(bytes(b, byte_order)?),
         Datatype::FixedPoint {
             size,
             signed,
@@ -91,7 +95,10 @@ fn read_real(path: &Path, name: &str, ds: &Dataset) -> Result<ArrayD<f32>> {
     let sz = dtype_size(&dt)
         .filter(|_| !matches!(dt, Datatype::Compound { .. }))
         .ok_or_else(|| {
-            IoError::unsupported(path, format!("'{name}' has datatype {dt:?}, expected a real number"))
+            IoError::unsupported(
+                path,
+                format!("'{name}' has datatype {dt:?}, expected a real number"),
+            )
         })?;
     let raw = ds
         .read_raw_bytes()
@@ -99,7 +106,10 @@ fn read_real(path: &Path, name: &str, ds: &Dataset) -> Result<ArrayD<f32>> {
     let mut v = Vec::with_capacity(raw.len() / sz.max(1));
     for c in raw.chunks_exact(sz) {
         let x = decode_num(c, &dt).ok_or_else(|| {
-            IoError::unsupported(path, format!("'{name}' has datatype {dt:?}, expected a real number"))
+            IoError::unsupported(
+                path,
+                format!("'{name}' has datatype {dt:?}, expected a real number"),
+            )
         })?;
         v.push(x as f32);
     }
@@ -136,9 +146,16 @@ fn read_complex(path: &Path, name: &str, ds: &Dataset) -> Result<(ArrayD<C32>, &
         return Err(bad());
     }
     let fsz = rs.unwrap_or(0);
-    let (ro, io, size) = (re.byte_offset as usize, im.byte_offset as usize, *size as usize);
+    let (ro, io, size) = (
+        re.byte_offset as usize,
+        im.byte_offset as usize,
+        *size as usize,
+    );
     if size == 0 || ro + fsz > size || io + fsz > size {
-        return Err(IoError::malformed(path, format!("'{name}': inconsistent compound layout")));
+        return Err(IoError::malformed(
+            path,
+            format!("'{name}': inconsistent compound layout"),
+        ));
     }
     let raw = ds
         .read_raw_bytes()
@@ -191,7 +208,10 @@ pub fn read(path: &Path) -> Result<Scan> {
         let mut f = std::fs::File::open(path).map_err(|e| IoError::os(path, e))?;
         let n = f.read(&mut magic).map_err(|e| IoError::os(path, e))?;
         if n < 8 || &magic != b"\x89HDF\r\n\x1a\n" {
-            return Err(IoError::malformed(path, "not an HDF5 file (no HDF5 signature)"));
+            return Err(IoError::malformed(
+                path,
+                "not an HDF5 file (no HDF5 signature)",
+            ));
         }
     }
     let budget = usize::try_from(len.saturating_mul(MAX_EXPANSION).saturating_add(1 << 20))
@@ -199,7 +219,9 @@ pub fn read(path: &Path) -> Result<Scan> {
     let opts = OpenOptions::default().with_max_read_bytes(budget);
     let file = Hdf5File::open_with_options(path, opts)
         .map_err(|e| h5err(path, "not a readable HDF5 file", e))?;
-    let root = file.root_group().map_err(|e| h5err(path, "root group", e))?;
+    let root = file
+        .root_group()
+        .map_err(|e| h5err(path, "root group", e))?;
     let (_, names) = root
         .member_names()
         .map_err(|e| h5err(path, "listing datasets", e))?;
@@ -231,15 +253,19 @@ pub fn read(path: &Path) -> Result<Scan> {
         .map_err(|e| IoError::malformed(path, format!("'kspace': {e}")))?;
     let [s, _, r, c] = s4;
     let mut ks = KSpace::new(data);
-    ks.attributes.insert("source_format".into(), "fastMRI HDF5".into());
-    ks.attributes.insert("source_datatype".into(), src_dtype.into());
+    ks.attributes
+        .insert("source_format".into(), "fastMRI HDF5".into());
+    ks.attributes
+        .insert("source_datatype".into(), src_dtype.into());
     ks.attributes.insert(
         "coils".into(),
         if shape.len() == 3 { "single" } else { "multi" }.into(),
     );
 
     if names.iter().any(|n| n == "mask") {
-        let ds = file.dataset("mask").map_err(|e| h5err(path, "opening 'mask'", e))?;
+        let ds = file
+            .dataset("mask")
+            .map_err(|e| h5err(path, "opening 'mask'", e))?;
         let m = read_real(path, "mask", &ds)?;
         let sh = m.shape().to_vec();
         let srk = [s, r, c];
@@ -252,16 +278,19 @@ pub fn read(path: &Path) -> Result<Scan> {
                 format!("'mask' has shape {sh:?}, which does not fit k-space [slice, row, col] = {srk:?}"),
             ));
         }
-        let view = m
-            .broadcast(IxDyn(&srk))
-            .ok_or_else(|| IoError::malformed(path, format!("'mask' of shape {sh:?} does not broadcast")))?;
-        let mask = Array3::from_shape_fn((s, r, c), |(a, b, d)| {
-            if view[[a, b, d]] != 0.0 {
-                1.0
-            } else {
-                0.0
-            }
-        });
+        let view = m.broadcast(IxDyn(&srk)).ok_or_else(|| {
+            IoError::malformed(path, format!("'mask' of shape {sh:?} does not broadcast"))
+        })?;
+        let mask = Array3::from_shape_fn(
+            (s, r, c),
+            |(a, b, d)| {
+                if view[[a, b, d]] != 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            },
+        );
         ks.mask = Some(mask);
     }
 
@@ -291,7 +320,9 @@ pub fn read(path: &Path) -> Result<Scan> {
         );
     }
 
-    let attrs = root.attributes().map_err(|e| h5err(path, "root attributes", e))?;
+    let attrs = root
+        .attributes()
+        .map_err(|e| h5err(path, "root attributes", e))?;
     for a in &attrs {
         if a.name.to_ascii_lowercase().contains("patient") {
             continue;

@@ -177,7 +177,10 @@ struct Header {
 
 fn parse_header(path: &Path, b: &[u8]) -> Result<Header> {
     if b.len() < 4 {
-        return Err(IoError::malformed(path, "file too short for a NIfTI header"));
+        return Err(IoError::malformed(
+            path,
+            "file too short for a NIfTI header",
+        ));
     }
     let le = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let be = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
@@ -189,7 +192,9 @@ fn parse_header(path: &Path, b: &[u8]) -> Result<Header> {
         _ => {
             return Err(IoError::malformed(
                 path,
-                format!("not a NIfTI file: sizeof_hdr is {le}, expected 348 (NIfTI-1) or 540 (NIfTI-2)"),
+                format!(
+                    "not a NIfTI file: sizeof_hdr is {le}, expected 348 (NIfTI-1) or 540 (NIfTI-2)"
+                ),
             ))
         }
     };
@@ -329,9 +334,7 @@ impl Header {
     fn affine(&self) -> Affine {
         if self.sform_code > 0 {
             let mut m = Affine::IDENTITY.0;
-            for r in 0..3 {
-                m[r] = self.srow[r];
-            }
+            m[..3].copy_from_slice(&self.srow);
             return Affine(m);
         }
         let zoom = |i: usize| {
@@ -391,10 +394,7 @@ impl Header {
 /// Opens `path` as a byte stream, gunzipping when it starts with the gzip magic.
 fn open_stream(path: &Path) -> Result<(Box<dyn Read>, u64, bool)> {
     let mut file = File::open(path).map_err(|e| IoError::os(path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| IoError::os(path, e))?
-        .len();
+    let len = file.metadata().map_err(|e| IoError::os(path, e))?.len();
     let mut magic = [0u8; 2];
     let n = read_up_to(&mut file, &mut magic).map_err(|e| IoError::os(path, e))?;
     let head = std::io::Cursor::new(magic[..n].to_vec());
@@ -486,7 +486,8 @@ pub fn read(path: &Path) -> Result<Scan> {
     }
     // Skip extensions up to vox_offset.
     let skip = offset - hsize as u64;
-    let skipped = std::io::copy(&mut (&mut stream).take(skip), &mut std::io::sink()).map_err(corrupt)?;
+    let skipped =
+        std::io::copy(&mut (&mut stream).take(skip), &mut std::io::sink()).map_err(corrupt)?;
     let mut raw = Vec::new();
     (&mut stream)
         .take(nbytes)
@@ -561,19 +562,11 @@ pub fn read(path: &Path) -> Result<Scan> {
     if dtype.is_complex() {
         let vals: Vec<C32> = decode_complex(&raw, dtype, big, scale);
         let data = Array4::from_shape_vec(dim4, vals).map_err(shape_err)?;
-        Ok(Scan::ComplexImage(Volume {
-            data,
-            affine,
-            meta,
-        }))
+        Ok(Scan::ComplexImage(Volume { data, affine, meta }))
     } else {
         let vals: Vec<f32> = decode_real(&raw, dtype, big, scale);
         let data = Array4::from_shape_vec(dim4, vals).map_err(shape_err)?;
-        Ok(Scan::Image(Volume {
-            data,
-            affine,
-            meta,
-        }))
+        Ok(Scan::Image(Volume { data, affine, meta }))
     }
 }
 
@@ -667,7 +660,8 @@ fn polar(m: [[f64; 3]; 3]) -> [[f64; 3]; 3] {
 }
 
 fn det3(m: &[[f64; 3]; 3]) -> f64 {
-    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+    m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
         + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
 }
 
@@ -812,14 +806,26 @@ fn build_header(
         desc = &desc[..cut];
     }
     put(&mut h, 148, desc.as_bytes());
-    put(&mut h, 252, &code_attr(meta, "nifti.qform_code", 1).to_le_bytes());
-    put(&mut h, 254, &code_attr(meta, "nifti.sform_code", 2).to_le_bytes());
+    put(
+        &mut h,
+        252,
+        &code_attr(meta, "nifti.qform_code", 1).to_le_bytes(),
+    );
+    put(
+        &mut h,
+        254,
+        &code_attr(meta, "nifti.sform_code", 2).to_le_bytes(),
+    );
     for (i, q) in quat.iter().chain(off.iter()).enumerate() {
         put(&mut h, 256 + 4 * i, &(*q as f32).to_le_bytes());
     }
     for r in 0..3 {
         for c in 0..4 {
-            put(&mut h, 280 + 16 * r + 4 * c, &(affine.0[r][c] as f32).to_le_bytes());
+            put(
+                &mut h,
+                280 + 16 * r + 4 * c,
+                &(affine.0[r][c] as f32).to_le_bytes(),
+            );
         }
     }
     put(&mut h, 344, b"n+1\0");
@@ -856,7 +862,10 @@ pub fn write(path: &Path, scan: &Scan) -> Result<()> {
         }
     };
     let [nt, nz, ny, nx] = shape;
-    if [nt, nz, ny, nx].iter().any(|&n| n == 0 || n > i16::MAX as usize) {
+    if [nt, nz, ny, nx]
+        .iter()
+        .any(|&n| n == 0 || n > i16::MAX as usize)
+    {
         return Err(IoError::Unwritable {
             path: path.to_path_buf(),
             msg: format!(
@@ -897,7 +906,11 @@ mod tests {
     fn qform_of_oblique_rotation_reproduces_it() {
         // 30° about z then a flip of the slice axis (qfac = -1), 0.9 x 1.1 x 2.5 mm.
         let t = 30f64.to_radians();
-        let dirs = [[t.cos(), t.sin(), 0.0], [-t.sin(), t.cos(), 0.0], [0.0, 0.0, -1.0]];
+        let dirs = [
+            [t.cos(), t.sin(), 0.0],
+            [-t.sin(), t.cos(), 0.0],
+            [0.0, 0.0, -1.0],
+        ];
         let aff = Affine::from_directions(dirs, [0.9, 1.1, 2.5], [-10.0, 5.0, 30.0]);
         let (q, off, zooms, qfac) = affine_to_qform(&aff);
         assert_eq!(qfac, -1.0);
@@ -921,7 +934,12 @@ mod tests {
             xyzt_units: 2,
             cal: (0.0, 0.0),
         };
-        assert!(h.affine().max_abs_diff(&aff) < 1e-9, "{:?} vs {:?}", h.affine(), aff);
+        assert!(
+            h.affine().max_abs_diff(&aff) < 1e-9,
+            "{:?} vs {:?}",
+            h.affine(),
+            aff
+        );
         h.qform_code = 0;
         assert_eq!(h.affine(), Affine::from_spacing([0.9, 1.1, 2.5]));
     }

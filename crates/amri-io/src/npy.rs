@@ -162,7 +162,10 @@ fn item_size(code: &str) -> Option<usize> {
 fn dict_value<'a>(h: &'a str, key: &str) -> Option<&'a str> {
     let k1 = format!("'{key}'");
     let k2 = format!("\"{key}\"");
-    let i = h.find(&k1).map(|i| i + k1.len()).or_else(|| h.find(&k2).map(|i| i + k2.len()))?;
+    let i = h
+        .find(&k1)
+        .map(|i| i + k1.len())
+        .or_else(|| h.find(&k2).map(|i| i + k2.len()))?;
     let rest = h[i..].trim_start().strip_prefix(':')?;
     Some(rest.trim_start())
 }
@@ -202,7 +205,10 @@ fn parse_header(text: &str) -> std::result::Result<Header, String> {
     } else if fo.starts_with("False") {
         false
     } else {
-        return Err(format!("bad 'fortran_order' value {}", &fo[..fo.len().min(10)]));
+        return Err(format!(
+            "bad 'fortran_order' value {}",
+            &fo[..fo.len().min(10)]
+        ));
     };
     let sh = dict_value(text, "shape").ok_or("header has no 'shape'")?;
     let sh = sh.strip_prefix('(').ok_or("'shape' is not a tuple")?;
@@ -248,7 +254,11 @@ fn read_stream(path: &Path, what: &str, r: &mut dyn Read, avail: u64) -> Result<
                 12usize,
             )
         }
-        _ => return Err(bad(format!("unsupported .npy format version {major}.{minor}"))),
+        _ => {
+            return Err(bad(format!(
+                "unsupported .npy format version {major}.{minor}"
+            )))
+        }
     };
     if hlen > MAX_HEADER || (hlen + used) as u64 > avail {
         return Err(bad(format!(
@@ -293,7 +303,9 @@ fn read_stream(path: &Path, what: &str, r: &mut dyn Read, avail: u64) -> Result<
         let v: Vec<T> = if raw.is_empty() {
             Vec::new()
         } else {
-            raw.chunks_exact(sz.max(1)).map(|c| T::decode(c, h.big)).collect()
+            raw.chunks_exact(sz.max(1))
+                .map(|c| T::decode(c, h.big))
+                .collect()
         };
         let a = if h.fortran {
             ArrayD::from_shape_vec(IxDyn(&h.shape).f(), v)
@@ -513,7 +525,9 @@ pub fn read(path: &Path) -> Result<Scan> {
         k.attributes.insert("source_datatype".into(), dtype.into());
         return Ok(Scan::KSpace(k));
     }
-    let r = a.to_f32().ok_or_else(|| IoError::unsupported(path, "dtype"))?;
+    let r = a
+        .to_f32()
+        .ok_or_else(|| IoError::unsupported(path, "dtype"))?;
     let data: Array4<f32> = r
         .into_shape_with_order(s4)
         .map_err(shape_err)?
@@ -564,7 +578,8 @@ pub fn write_kspace_npz(path: &Path, k: &KSpace) -> Result<()> {
         path: path.to_path_buf(),
         msg: e.to_string(),
     })?;
-    let mut entries: Vec<(&str, NpyArray)> = vec![("kspace", NpyArray::C64(k.data.clone().into_dyn()))];
+    let mut entries: Vec<(&str, NpyArray)> =
+        vec![("kspace", NpyArray::C64(k.data.clone().into_dyn()))];
     if let Some(m) = &k.mask {
         entries.push(("mask", NpyArray::F32(m.clone().into_dyn())));
     }
@@ -616,12 +631,7 @@ fn npz_entry(
     let mut e = match z.by_name(&file) {
         Ok(e) => e,
         Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-        Err(err) => {
-            return Err(IoError::malformed(
-                path,
-                format!("entry '{file}': {err}"),
-            ))
-        }
+        Err(err) => return Err(IoError::malformed(path, format!("entry '{file}': {err}"))),
     };
     let size = e.size();
     let csize = e.compressed_size();
@@ -639,7 +649,13 @@ fn npz_entry(
 /// `[slice, row, col]` as 0/1.
 fn broadcast_mask(path: &Path, name: &str, m: ArrayD<f32>, srk: [usize; 3]) -> Result<Array3<f32>> {
     let sh = m.shape().to_vec();
-    let ok = sh.len() <= 3 && !sh.is_empty() && sh.iter().rev().zip(srk.iter().rev()).all(|(a, b)| a == b || *a == 1);
+    let ok = sh.len() <= 3
+        && !sh.is_empty()
+        && sh
+            .iter()
+            .rev()
+            .zip(srk.iter().rev())
+            .all(|(a, b)| a == b || *a == 1);
     if !ok {
         return Err(IoError::malformed(
             path,
@@ -648,7 +664,9 @@ fn broadcast_mask(path: &Path, name: &str, m: ArrayD<f32>, srk: [usize; 3]) -> R
     }
     let m = m
         .broadcast(IxDyn(&srk))
-        .ok_or_else(|| IoError::malformed(path, format!("{name} of shape {sh:?} does not broadcast")))?
+        .ok_or_else(|| {
+            IoError::malformed(path, format!("{name} of shape {sh:?} does not broadcast"))
+        })?
         .to_owned();
     let m3 = m
         .into_shape_with_order(srk)
@@ -736,7 +754,10 @@ pub fn read_kspace_npz(path: &Path) -> Result<KSpace> {
     }
     if let Some(a) = npz_entry(path, &mut z, "attributes")? {
         let NpyArray::U8(bytes) = a else {
-            return Err(IoError::malformed(path, "'attributes' must be uint8 JSON bytes"));
+            return Err(IoError::malformed(
+                path,
+                "'attributes' must be uint8 JSON bytes",
+            ));
         };
         let v: serde_json::Value = serde_json::from_slice(bytes.as_slice().unwrap_or(&[]))
             .map_err(|e| IoError::malformed(path, format!("'attributes' is not JSON: {e}")))?;

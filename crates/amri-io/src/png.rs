@@ -79,7 +79,11 @@ pub fn write_gray(path: &Path, img: ArrayView2<f32>, opts: &PngOptions) -> Resul
     let (depth, maxv) = match opts.bit_depth {
         8 => (png::BitDepth::Eight, 255.0f64),
         16 => (png::BitDepth::Sixteen, 65535.0f64),
-        b => return Err(unwritable(format!("bit depth {b}: PNG export takes 8 or 16"))),
+        b => {
+            return Err(unwritable(format!(
+                "bit depth {b}: PNG export takes 8 or 16"
+            )))
+        }
     };
     let (lo, hi) = match opts.window {
         Some((lo, hi)) => {
@@ -116,14 +120,20 @@ pub fn write_gray(path: &Path, img: ArrayView2<f32>, opts: &PngOptions) -> Resul
             buf.push(l as u8);
         }
     }
-    encode(path, cols as u32, rows as u32, png::ColorType::Grayscale, depth, &buf)
+    encode(
+        path,
+        cols as u32,
+        rows as u32,
+        png::ColorType::Grayscale,
+        depth,
+        &buf,
+    )
 }
 
 /// Writes an RGB picture `[row, col, 3]` (8 bits per channel) as PNG, atomically.
 pub fn write_rgb(path: &Path, rgb: ArrayView3<u8>) -> Result<()> {
     let (rows, cols, ch) = rgb.dim();
-    if ch != 3 || rows == 0 || cols == 0 || rows > u32::MAX as usize || cols > u32::MAX as usize
-    {
+    if ch != 3 || rows == 0 || cols == 0 || rows > u32::MAX as usize || cols > u32::MAX as usize {
         return Err(IoError::Unwritable {
             path: path.to_path_buf(),
             msg: format!("RGB picture of shape [{rows}, {cols}, {ch}]; expected [row, col, 3]"),

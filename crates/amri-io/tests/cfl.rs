@@ -1,6 +1,9 @@
 //! BART cfl/hdr: fixtures written the way BART's python/cfl.py writes (numpy, Fortran order);
 //! values are a closed-form formula of the BART indices, so any axis mix-up fails.
 
+// Test helpers unwrap: a failure here is a failed test, not a user-facing error.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use amri_core::{Affine, KSpace, Volume, C32};
@@ -8,7 +11,9 @@ use amri_io::{cfl, IoError, Scan};
 use ndarray::{Array3, Array4};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cfl").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/cfl")
+        .join(name)
 }
 
 /// The fixture's value at BART index (read, phs1, phs2, coil).
@@ -21,7 +26,14 @@ fn bart_value(r: usize, c: usize, s: usize, k: usize) -> C32 {
 fn read_array_keeps_bart_dims_and_fortran_order() {
     for p in ["kspace", "kspace.cfl", "kspace.hdr"] {
         let (dims, data) = cfl::read_array(&fixture(p)).unwrap();
-        assert_eq!(dims, [4, 3, 2, 2].iter().copied().chain([1; 12]).collect::<Vec<_>>());
+        assert_eq!(
+            dims,
+            [4, 3, 2, 2]
+                .iter()
+                .copied()
+                .chain([1; 12])
+                .collect::<Vec<_>>()
+        );
         // Fortran order: index r + 4 (c + 3 (s + 2 k)).
         for (k, s, c, r) in itertools(2, 2, 3, 4) {
             assert_eq!(data[r + 4 * (c + 3 * (s + 2 * k))], bart_value(r, c, s, k));
@@ -67,7 +79,9 @@ fn kspace_with_mask_round_trips_exactly() {
         C32::new((s * 7 + k) as f32 * 0.1 + r as f32, c as f32 - 1.5)
     });
     let mut ks = KSpace::new(data);
-    ks.mask = Some(Array3::from_shape_fn((3, 5, 4), |(s, _, c)| ((s + c) % 2) as f32));
+    ks.mask = Some(Array3::from_shape_fn((3, 5, 4), |(s, _, c)| {
+        ((s + c) % 2) as f32
+    }));
     let p = d.path().join("out.cfl");
     cfl::write(&p, &Scan::KSpace(ks.clone())).unwrap();
     assert!(d.path().join("out.hdr").exists());
@@ -79,7 +93,10 @@ fn kspace_with_mask_round_trips_exactly() {
     assert_eq!(back.mask, ks.mask);
     // The written header is BART's: 16 dims, READ PHS1 PHS2 COIL first.
     let hdr = std::fs::read_to_string(d.path().join("out.hdr")).unwrap();
-    assert_eq!(hdr.lines().nth(1).unwrap().trim(), "5 4 3 2 1 1 1 1 1 1 1 1 1 1 1 1");
+    assert_eq!(
+        hdr.lines().nth(1).unwrap().trim(),
+        "5 4 3 2 1 1 1 1 1 1 1 1 1 1 1 1"
+    );
 }
 
 #[test]
@@ -110,18 +127,34 @@ fn bad_input_gives_errors_naming_the_file() {
     std::fs::write(d.path().join("x.hdr"), "# Dimensions\n4 4 1 1 1\n").unwrap();
     std::fs::write(d.path().join("x.cfl"), vec![0u8; 8 * 15]).unwrap();
     let e = cfl::read_array(&p).unwrap_err();
-    assert!(e.to_string().contains("x.cfl") && e.to_string().contains("128"), "{e}");
+    assert!(
+        e.to_string().contains("x.cfl") && e.to_string().contains("128"),
+        "{e}"
+    );
     // A header claiming a huge array is refused from the size check, without allocating.
-    std::fs::write(d.path().join("x.hdr"), "# Dimensions\n100000 100000 100000 1\n").unwrap();
-    assert!(matches!(cfl::read_array(&p), Err(IoError::Malformed { .. })));
+    std::fs::write(
+        d.path().join("x.hdr"),
+        "# Dimensions\n100000 100000 100000 1\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        cfl::read_array(&p),
+        Err(IoError::Malformed { .. })
+    ));
     // Non-numeric header.
     std::fs::write(d.path().join("x.hdr"), "# Dimensions\n4 four 1\n").unwrap();
     let e = cfl::read_array(&p).unwrap_err();
-    assert!(e.to_string().contains("x.hdr") && e.to_string().contains("four"), "{e}");
+    assert!(
+        e.to_string().contains("x.hdr") && e.to_string().contains("four"),
+        "{e}"
+    );
     // Missing cfl.
     std::fs::write(d.path().join("y.hdr"), "# Dimensions\n1 1\n").unwrap();
     let e = cfl::read(&d.path().join("y.cfl")).unwrap_err();
-    assert!(matches!(e, IoError::Os { .. }) && e.to_string().contains("y.cfl"), "{e}");
+    assert!(
+        matches!(e, IoError::Os { .. }) && e.to_string().contains("y.cfl"),
+        "{e}"
+    );
     // Data length disagreeing with dims on write.
     assert!(cfl::write_array(&d.path().join("z"), &[2, 2], &[C32::new(0.0, 0.0); 3]).is_err());
 }

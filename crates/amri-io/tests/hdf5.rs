@@ -1,13 +1,18 @@
 //! fastMRI-style HDF5: fixtures written by h5py hold k-space whose value encodes its index
 //! (`v = 1000 s + 100 c + 10 r + k`, imaginary part `-v/2`).
 
+// Test helpers unwrap: a failure here is a failed test, not a user-facing error.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use amri_core::{KSpace, C32};
 use amri_io::{hdf5, IoError, Scan};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hdf5").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hdf5")
+        .join(name)
 }
 
 fn kspace(name: &str) -> KSpace {
@@ -42,7 +47,10 @@ fn multicoil_with_column_mask_and_attributes() {
     assert_eq!(k.attributes["max"].parse::<f64>().unwrap(), 0.000425);
     assert_eq!(k.attributes["norm"].parse::<f64>().unwrap(), 0.0312);
     assert_eq!(k.attributes["padding_left"], "3");
-    assert!(!k.attributes.contains_key("patient_id"), "patient_id must not be copied");
+    assert!(
+        !k.attributes.contains_key("patient_id"),
+        "patient_id must not be copied"
+    );
     assert!(k.attributes.values().all(|v| !v.contains("d9c1a8e0f2")));
 }
 
@@ -54,7 +62,10 @@ fn single_coil_chunked_gzip_keeps_matching_reference() {
         assert_eq!(*x, val(100 * s + 10 * r + c));
     }
     assert!(k.mask.is_none());
-    let reference = k.reference.as_ref().expect("reconstruction_esc matches the grid");
+    let reference = k
+        .reference
+        .as_ref()
+        .expect("reconstruction_esc matches the grid");
     for ((s, r, c), x) in reference.indexed_iter() {
         assert_eq!(*x, 0.5 * (100 * s + 10 * r + c) as f32);
     }
@@ -76,21 +87,36 @@ fn complex128_and_2d_uint8_mask() {
 #[test]
 fn bad_files_give_errors_naming_the_file() {
     let e = hdf5::read(&fixture("no_kspace.h5")).unwrap_err();
-    assert!(e.to_string().contains("no_kspace.h5") && e.to_string().contains("'kspace'"), "{e}");
+    assert!(
+        e.to_string().contains("no_kspace.h5") && e.to_string().contains("'kspace'"),
+        "{e}"
+    );
     let e = hdf5::read(&fixture("real_kspace.h5")).unwrap_err();
-    assert!(matches!(e, IoError::Unsupported { .. }) && e.to_string().contains("complex"), "{e}");
+    assert!(
+        matches!(e, IoError::Unsupported { .. }) && e.to_string().contains("complex"),
+        "{e}"
+    );
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("text.h5");
     std::fs::write(&p, "not an hdf5 file at all").unwrap();
     let e = hdf5::read(&p).unwrap_err();
-    assert!(e.to_string().contains("text.h5") && e.to_string().contains("HDF5"), "{e}");
+    assert!(
+        e.to_string().contains("text.h5") && e.to_string().contains("HDF5"),
+        "{e}"
+    );
     // Truncated: the signature is there but metadata or data are not (h5py put the k-space
     // samples at bytes 2048..3008, the mask and reference just after them).
     let b = std::fs::read(fixture("multicoil.h5")).unwrap();
     for cut in [64, 800, 2500, 3010] {
         let p = d.path().join(format!("cut{cut}.h5"));
         std::fs::write(&p, &b[..cut]).unwrap();
-        assert!(hdf5::read(&p).is_err(), "file cut at {cut} bytes was accepted");
+        assert!(
+            hdf5::read(&p).is_err(),
+            "file cut at {cut} bytes was accepted"
+        );
     }
-    assert!(matches!(hdf5::read(&d.path().join("missing.h5")), Err(IoError::Os { .. })));
+    assert!(matches!(
+        hdf5::read(&d.path().join("missing.h5")),
+        Err(IoError::Os { .. })
+    ));
 }

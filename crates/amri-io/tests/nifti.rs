@@ -1,6 +1,9 @@
 //! NIfTI: fixtures written by nibabel (expected values are nibabel's own reading of them), a file
 //! written by amri and read by nibabel, round trips, and malformed input.
 
+// Test helpers unwrap: a failure here is a failed test, not a user-facing error.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -28,11 +31,20 @@ fn affine_of(v: &Value) -> Affine {
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn shape4(v: &Value) -> [usize; 4] {
-    let s: Vec<usize> = v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    let s: Vec<usize> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as usize)
+        .collect();
     [s[0], s[1], s[2], s[3]]
 }
 
@@ -56,14 +68,22 @@ fn every_nibabel_fixture_matches_nibabels_reading() {
                         "{name}[{i}]: {got} vs nibabel {w}"
                     );
                 }
-                assert!(v.affine.max_abs_diff(&want_aff) < 1e-5, "{name}: {:?}", v.affine);
+                assert!(
+                    v.affine.max_abs_diff(&want_aff) < 1e-5,
+                    "{name}: {:?}",
+                    v.affine
+                );
                 assert_eq!(v.meta.description, descrip, "{name}");
             }
             Scan::ComplexImage(v) => {
                 assert_eq!(v.shape4(), shape, "{name}");
                 let (re, im) = (floats(&e["re"]), floats(&e["im"]));
                 for (i, got) in v.data.iter().enumerate() {
-                    assert_eq!((got.re as f64, got.im as f64), (re[i], im[i]), "{name}[{i}]");
+                    assert_eq!(
+                        (got.re as f64, got.im as f64),
+                        (re[i], im[i]),
+                        "{name}[{i}]"
+                    );
                 }
                 assert!(v.affine.max_abs_diff(&want_aff) < 1e-5, "{name}");
                 assert_eq!(v.meta.source_datatype, "complex64");
@@ -117,7 +137,11 @@ fn header_details_scaling_versions_and_byte_order() {
 fn oblique() -> Affine {
     let t = 20f64.to_radians();
     Affine::from_directions(
-        [[t.cos(), t.sin(), 0.0], [-t.sin(), t.cos(), 0.0], [0.0, 0.0, -1.0]],
+        [
+            [t.cos(), t.sin(), 0.0],
+            [-t.sin(), t.cos(), 0.0],
+            [0.0, 0.0, -1.0],
+        ],
         [0.75, 0.8, 3.0],
         [-40.5, 12.25, 60.0],
     )
@@ -146,7 +170,11 @@ fn nibabel_reads_amri_output_identically() {
     assert_eq!(data, v.data.iter().map(|x| *x as f64).collect::<Vec<_>>());
     // sform is stored in f32: exact to f32 precision; qform to quaternion precision.
     assert!(affine_of(&e["sform"]).max_abs_diff(&v.affine) < 1e-5);
-    assert!(affine_of(&e["qform"]).max_abs_diff(&v.affine) < 1e-4, "{:?}", e["qform"]);
+    assert!(
+        affine_of(&e["qform"]).max_abs_diff(&v.affine) < 1e-4,
+        "{:?}",
+        e["qform"]
+    );
     assert_eq!(e["sform_code"], 2);
     assert_eq!(e["qform_code"], 1);
     assert_eq!(e["datatype"], "float32");
@@ -244,7 +272,10 @@ fn malformed_files_give_errors_not_panics_or_huge_allocations() {
     // Truncated voxel data.
     let p = patched(d, "trunc.nii", |b| b.truncate(b.len() - 5));
     let e = nifti::read(&p).unwrap_err();
-    assert!(e.to_string().contains("trunc.nii") && e.to_string().contains("truncated"), "{e}");
+    assert!(
+        e.to_string().contains("trunc.nii") && e.to_string().contains("truncated"),
+        "{e}"
+    );
     // A header claiming 30000^3 voxels from a 376-byte file: refused before allocating.
     let p = patched(d, "huge.nii", |b| {
         for i in 1..4 {
@@ -270,13 +301,20 @@ fn malformed_files_give_errors_not_panics_or_huge_allocations() {
         b[50..52].copy_from_slice(&2i16.to_le_bytes());
     });
     let e = nifti::read(&p).unwrap_err();
-    assert!(matches!(e, IoError::Unsupported { .. }) && e.to_string().contains("5-D"), "{e}");
+    assert!(
+        matches!(e, IoError::Unsupported { .. }) && e.to_string().contains("5-D"),
+        "{e}"
+    );
     // float128 datatype.
-    let p = patched(d, "f128.nii", |b| b[70..72].copy_from_slice(&1536i16.to_le_bytes()));
+    let p = patched(d, "f128.nii", |b| {
+        b[70..72].copy_from_slice(&1536i16.to_le_bytes())
+    });
     let e = nifti::read(&p).unwrap_err();
     assert!(e.to_string().contains("float128"), "{e}");
     // Negative dimension, bad magic, not NIfTI at all, corrupt gzip.
-    let p = patched(d, "neg.nii", |b| b[42..44].copy_from_slice(&(-3i16).to_le_bytes()));
+    let p = patched(d, "neg.nii", |b| {
+        b[42..44].copy_from_slice(&(-3i16).to_le_bytes())
+    });
     assert!(matches!(nifti::read(&p), Err(IoError::Malformed { .. })));
     let p = patched(d, "magic.nii", |b| b[344..348].copy_from_slice(b"abcd"));
     assert!(nifti::read(&p).unwrap_err().to_string().contains("magic"));
@@ -286,5 +324,8 @@ fn malformed_files_give_errors_not_panics_or_huge_allocations() {
     let p = d.join("bad.nii.gz");
     std::fs::write(&p, [0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
     assert!(matches!(nifti::read(&p), Err(IoError::Malformed { .. })));
-    assert!(matches!(nifti::read(&d.join("missing.nii")), Err(IoError::Os { .. })));
+    assert!(matches!(
+        nifti::read(&d.join("missing.nii")),
+        Err(IoError::Os { .. })
+    ));
 }

@@ -1,6 +1,9 @@
 //! NumPy `.npy`/`.npz`: fixtures written by numpy hold a closed-form formula
 //! `v[i, j, k] = 100 i + 10 j + k`, so byte order, Fortran order and axis order are all checked.
 
+// Test helpers unwrap: a failure here is a failed test, not a user-facing error.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use amri_core::{Affine, KSpace, Volume, C32};
@@ -9,13 +12,17 @@ use amri_io::{IoError, Scan};
 use ndarray::{Array3, Array4, ArrayD, IxDyn};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/npy").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/npy")
+        .join(name)
 }
 
 fn formula(shape: &[usize]) -> ArrayD<f64> {
     ArrayD::from_shape_fn(IxDyn(shape), |ix| {
         let n = shape.len();
-        (0..n).map(|k| ix[k] as f64 * 10f64.powi((n - 1 - k) as i32)).sum()
+        (0..n)
+            .map(|k| ix[k] as f64 * 10f64.powi((n - 1 - k) as i32))
+            .sum()
     })
 }
 
@@ -29,7 +36,10 @@ fn numpy_fixtures_of_every_dtype_read_as_the_formula() {
             other => panic!("{name}: {}", other.dtype_name()),
         }
     }
-    assert_eq!(npy::read_array(&fixture("f64.npy")).unwrap(), NpyArray::F64(want.clone()));
+    assert_eq!(
+        npy::read_array(&fixture("f64.npy")).unwrap(),
+        NpyArray::F64(want.clone())
+    );
     assert_eq!(
         npy::read_array(&fixture("i16.npy")).unwrap(),
         NpyArray::I16(want.mapv(|v| v as i16 - 100))
@@ -40,7 +50,11 @@ fn numpy_fixtures_of_every_dtype_read_as_the_formula() {
     );
     let c = want.mapv(|v| C32::new(v as f32, -0.5 * v as f32));
     for name in ["c64.npy", "c64_fortran_be.npy"] {
-        assert_eq!(npy::read_array(&fixture(name)).unwrap(), NpyArray::C64(c.clone()), "{name}");
+        assert_eq!(
+            npy::read_array(&fixture(name)).unwrap(),
+            NpyArray::C64(c.clone()),
+            "{name}"
+        );
     }
     match npy::read_array(&fixture("c128.npy")).unwrap() {
         NpyArray::C128(a) => assert_eq!(a.mapv(|v| C32::new(v.re as f32, v.im as f32)), c),
@@ -80,13 +94,16 @@ fn scans_are_left_padded_images_or_kspace() {
 
 fn bundle_truth() -> KSpace {
     let kv = formula(&[2, 3, 4, 5]);
-    let mask = Array3::from_shape_fn((2, 4, 5), |(_, _, c)| {
-        if [0, 2, 3].contains(&c) {
-            1.0
-        } else {
-            0.0
-        }
-    });
+    let mask = Array3::from_shape_fn(
+        (2, 4, 5),
+        |(_, _, c)| {
+            if [0, 2, 3].contains(&c) {
+                1.0
+            } else {
+                0.0
+            }
+        },
+    );
     let data = Array4::from_shape_fn((2, 3, 4, 5), |(s, k, r, c)| {
         let v = kv[[s, k, r, c]] as f32;
         C32::new(v, -0.5 * v) * mask[[s, r, c]]
@@ -94,10 +111,15 @@ fn bundle_truth() -> KSpace {
     let mut ks = KSpace::new(data);
     ks.mask = Some(mask);
     ks.reference = Some(
-        formula(&[2, 4, 5]).mapv(|v| v as f32).into_dimensionality().unwrap(),
+        formula(&[2, 4, 5])
+            .mapv(|v| v as f32)
+            .into_dimensionality()
+            .unwrap(),
     );
     ks.sensitivities = Some(
-        kv.mapv(|v| C32::new((v * 0.01) as f32, -1.0)).into_dimensionality().unwrap(),
+        kv.mapv(|v| C32::new((v * 0.01) as f32, -1.0))
+            .into_dimensionality()
+            .unwrap(),
     );
     ks.affine = Affine([
         [0.0, 0.0, 2.0, -5.0],
@@ -105,7 +127,8 @@ fn bundle_truth() -> KSpace {
         [-1.0, 0.0, 0.0, 7.0],
         [0.0, 0.0, 0.0, 1.0],
     ]);
-    ks.attributes.insert("acquisition".into(), "CORPD_FBK".into());
+    ks.attributes
+        .insert("acquisition".into(), "CORPD_FBK".into());
     ks.attributes.insert("acceleration".into(), "4".into());
     ks
 }
@@ -153,7 +176,10 @@ fn npz_round_trip_and_numpy_reads_amri_output() {
     assert_eq!(e["sensitivities"]["dtype"], "complex64");
     assert_eq!(e["reference"]["dtype"], "float32");
     assert_eq!(e["affine"]["dtype"], "float64");
-    assert_eq!(e["affine"]["values"][0], serde_json::json!([0.0, 0.0, 2.0, -5.0]));
+    assert_eq!(
+        e["affine"]["values"][0],
+        serde_json::json!([0.0, 0.0, 2.0, -5.0])
+    );
     assert_eq!(e["attributes"]["json"]["acquisition"], "CORPD_FBK");
     // And amri reads back its own committed file.
     assert_eq!(npy::read_kspace_npz(&p).unwrap(), want);
@@ -177,7 +203,11 @@ fn npy_round_trips_every_written_dtype() {
         npy::write_array(&p, a).unwrap();
         let bytes = std::fs::read(&p).unwrap();
         let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-        assert_eq!((10 + hlen) % 64, 0, "header is 64-byte aligned as numpy writes it");
+        assert_eq!(
+            (10 + hlen) % 64,
+            0,
+            "header is 64-byte aligned as numpy writes it"
+        );
         assert_eq!(&npy::read_array(&p).unwrap(), a, "dtype {}", a.dtype_name());
     }
     // Scans: image and complex image as 4-D arrays.
@@ -216,27 +246,51 @@ fn malformed_npy_and_npz_give_errors() {
     let mut b = std::fs::read(fixture("f32.npy")).unwrap();
     b.truncate(b.len() - 3);
     let e = npy::read_array(&w("trunc.npy", &b)).unwrap_err();
-    assert!(e.to_string().contains("trunc.npy") && e.to_string().contains("truncated"), "{e}");
+    assert!(
+        e.to_string().contains("trunc.npy") && e.to_string().contains("truncated"),
+        "{e}"
+    );
     // Header claiming a huge shape from a tiny file: refused before allocating.
     let p = w(
         "huge.npy",
-        &npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 1000), }\n", &[0; 16]),
+        &npy_bytes(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 1000), }\n",
+            &[0; 16],
+        ),
     );
-    assert!(matches!(npy::read_array(&p), Err(IoError::Malformed { .. })));
+    assert!(matches!(
+        npy::read_array(&p),
+        Err(IoError::Malformed { .. })
+    ));
     // Overflowing shape.
     let p = w(
         "overflow.npy",
-        &npy_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (18446744073709551615, 4), }\n", &[]),
+        &npy_bytes(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (18446744073709551615, 4), }\n",
+            &[],
+        ),
     );
     assert!(npy::read_array(&p).is_err());
     // Unsupported dtype, structured dtype, bad magic, header length past the end.
-    let p = w("str.npy", &npy_bytes("{'descr': '<U3', 'fortran_order': False, 'shape': (1,), }\n", &[0; 12]));
+    let p = w(
+        "str.npy",
+        &npy_bytes(
+            "{'descr': '<U3', 'fortran_order': False, 'shape': (1,), }\n",
+            &[0; 12],
+        ),
+    );
     assert!(npy::read_array(&p).unwrap_err().to_string().contains("<U3"));
     let p = w(
         "rec.npy",
-        &npy_bytes("{'descr': [('r', '<f4'), ('i', '<f4')], 'fortran_order': False, 'shape': (1,), }\n", &[0; 8]),
+        &npy_bytes(
+            "{'descr': [('r', '<f4'), ('i', '<f4')], 'fortran_order': False, 'shape': (1,), }\n",
+            &[0; 8],
+        ),
     );
-    assert!(npy::read_array(&p).unwrap_err().to_string().contains("structured"));
+    assert!(npy::read_array(&p)
+        .unwrap_err()
+        .to_string()
+        .contains("structured"));
     assert!(npy::read_array(&w("magic.npy", b"NOTNUMPY0123456789")).is_err());
     let mut b = b"\x93NUMPY\x01\x00".to_vec();
     b.extend_from_slice(&60000u16.to_le_bytes());

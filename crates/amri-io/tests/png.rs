@@ -1,5 +1,8 @@
 //! PNG export: decode what was written with the `png` crate and check windowed grey levels.
 
+// Test helpers unwrap: a failure here is a failed test, not a user-facing error.
+#![allow(clippy::unwrap_used)]
+
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
@@ -14,7 +17,13 @@ fn decode(p: &Path) -> (u32, u32, png::ColorType, png::BitDepth, Vec<u8>) {
     let mut buf = vec![0; r.output_buffer_size().unwrap()];
     let info = r.next_frame(&mut buf).unwrap();
     buf.truncate(info.buffer_size());
-    (info.width, info.height, info.color_type, info.bit_depth, buf)
+    (
+        info.width,
+        info.height,
+        info.color_type,
+        info.bit_depth,
+        buf,
+    )
 }
 
 fn ramp() -> Array2<f32> {
@@ -36,7 +45,10 @@ fn eight_bit_window_maps_known_points() {
     };
     write_gray(&p, ramp().view(), &opts).unwrap();
     let (w, h, ct, bd, px) = decode(&p);
-    assert_eq!((w, h, ct, bd), (4, 2, png::ColorType::Grayscale, png::BitDepth::Eight));
+    assert_eq!(
+        (w, h, ct, bd),
+        (4, 2, png::ColorType::Grayscale, png::BitDepth::Eight)
+    );
     // round(t * 255): 0.5 -> 127.5 -> 128, 0.25 -> 63.75 -> 64; row 0 is the first line.
     assert_eq!(px, vec![0, 0, 128, 255, 255, 0, 64, 255]);
     // The same window given as level/width.
@@ -56,7 +68,10 @@ fn sixteen_bit_is_big_endian_full_range() {
     write_gray(&p, ramp().view(), &opts).unwrap();
     let (w, h, _, bd, px) = decode(&p);
     assert_eq!((w, h, bd), (4, 2, png::BitDepth::Sixteen));
-    let v: Vec<u16> = px.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+    let v: Vec<u16> = px
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
     // 0.5 * 65535 = 32767.5 -> 32768; 0.25 * 65535 = 16383.75 -> 16384.
     assert_eq!(v, vec![0, 0, 32768, 65535, 65535, 0, 16384, 65535]);
 }
@@ -77,7 +92,7 @@ fn auto_window_is_robust_to_a_hot_pixel() {
     assert_eq!(px[1], 0); // lo
     assert_eq!(px[198], 255); // hi
     assert_eq!(px[199], 255); // the hot pixel saturates instead of setting the scale
-    // A mid value: (99.5 - 1) / 197 * 255 = 127.5 -> sample 99 gives round(98/197*255) = 127.
+                              // A mid value: (99.5 - 1) / 197 * 255 = 127.5 -> sample 99 gives round(98/197*255) = 127.
     assert_eq!(px[99], 127);
 }
 
