@@ -1,2 +1,49 @@
-//! The `amri` command line.
-fn main() {}
+//! `amri`: inspect, convert, simulate and reconstruct undersampled MRI from the command line.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+/// Reconstruct undersampled MRI with classical solvers and diffusion priors learned from
+/// corrupted scans only.
+#[derive(Parser, Debug)]
+#[command(name = "amri", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print what a scan file holds: dims, datatype, voxel size, orientation, affine.
+    #[command(
+        after_help = "Example:\n  amri info sample-scans/colin27/t1_axial_val.nii.gz\n  amri info --json sample-scans/dicom/MR700"
+    )]
+    Info(commands::info::Args),
+    /// Convert a scan between formats (NIfTI, DICOM series folder, PNG, cfl, npy, npz).
+    #[command(
+        after_help = "Example:\n  amri convert sample-scans/dicom/MR_small.dcm out/mr_small.nii.gz\n  amri convert sample-scans/colin27/t1_axial_val.nii.gz out/val_dicom --deidentify\n  amri convert sample-scans/colin27/t1_axial_val.nii.gz out/val.png --slice 12"
+    )]
+    Convert(commands::convert::Args),
+    /// Run the demonstration on the shipped sample scans and say where its outputs are.
+    #[command(after_help = "Example:\n  amri demo --out out/demo")]
+    Demo(commands::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Info(a) => commands::info::run(a),
+        Command::Convert(a) => commands::convert::run(a),
+        Command::Demo(a) => commands::demo::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -124,6 +124,18 @@ impl Affine {
         self.orientation().iter().collect()
     }
 
+    /// Flips `(rows, cols)` that put a slice in radiological display orientation: top of the
+    /// picture anterior (or superior), patient's right on the viewer's left. DICOM's stored order
+    /// already is; a RAS NIfTI slice needs both flips.
+    pub fn display_flips(&self) -> (bool, bool) {
+        let codes = self.orientation();
+        // Rows should run from the top of the picture down: towards P (axial) or I (coronal,
+        // sagittal). Columns should run towards the patient's left (L), or towards P in sagittal.
+        let flip_rows = matches!(codes[1], 'A' | 'S');
+        let flip_cols = matches!(codes[0], 'R' | 'A');
+        (flip_rows, flip_cols)
+    }
+
     /// Checks that every entry is finite and the 3×3 part is non-singular.
     pub fn validate(&self) -> Result<()> {
         if self.0.iter().flatten().any(|v| !v.is_finite()) {
@@ -182,6 +194,18 @@ mod tests {
         assert_eq!(a.apply([1.0, 1.0, 1.0]), [14.0, 22.0, 27.0]);
         assert_eq!(a.orientation_code(), "AIR");
         assert!((a.det3().abs() - 24.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn display_flips_follow_radiological_convention() {
+        // RAS NIfTI axial: rows go anterior, columns go right: flip both.
+        assert_eq!(
+            Affine::from_spacing([1.0, 1.0, 1.0]).display_flips(),
+            (true, true)
+        );
+        // DICOM axial (LPS voxel axes): stored order is display order.
+        let lps = Affine::from_spacing([1.0, 1.0, 1.0]).ras_to_lps();
+        assert_eq!(lps.display_flips(), (false, false));
     }
 
     #[test]

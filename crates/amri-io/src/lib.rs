@@ -17,12 +17,14 @@ pub mod atomic;
 pub mod cfl;
 pub mod dicom;
 pub mod error;
+pub mod format;
 pub mod hdf5;
 pub mod nifti;
 pub mod npy;
 pub mod png;
 
 pub use error::{IoError, Result};
+pub use format::{read, read_all, write, Format, WriteOptions};
 
 use amri_core::{KSpace, Volume, C32};
 

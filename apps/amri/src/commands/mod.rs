@@ -1,0 +1,5 @@
+//! One module per subcommand: parse → plan → library call.
+
+pub mod convert;
+pub mod demo;
+pub mod info;
