@@ -107,7 +107,9 @@ impl<T> Volume<T> {
 
     /// View of one 2-D slice `[row, col]` of one frame.
     pub fn slice(&self, frame: usize, slice: usize) -> ArrayView2<'_, T> {
-        self.data.index_axis(Axis(0), frame).index_axis_move(Axis(0), slice)
+        self.data
+            .index_axis(Axis(0), frame)
+            .index_axis_move(Axis(0), slice)
     }
 
     /// Same geometry and metadata, other samples (shape must match).
@@ -210,8 +212,14 @@ impl KSpace {
                 )));
             }
         }
-        if self.data.iter().any(|v| !v.re.is_finite() || !v.im.is_finite()) {
-            return Err(CoreError::Invalid("k-space holds NaN or infinite samples".into()));
+        if self
+            .data
+            .iter()
+            .any(|v| !v.re.is_finite() || !v.im.is_finite())
+        {
+            return Err(CoreError::Invalid(
+                "k-space holds NaN or infinite samples".into(),
+            ));
         }
         Ok(())
     }

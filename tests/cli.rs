@@ -1,0 +1,188 @@
+//! End-to-end tests of the `amri` binary on the shipped sample scans.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn sample(rel: &str) -> PathBuf {
+    root().join("sample-scans").join(rel)
+}
+
+fn amri() -> Command {
+    Command::cargo_bin("amri").unwrap()
+}
+
+#[test]
+fn info_prints_dims_geometry_and_no_patient_identity() {
+    let out = amri()
+        .arg("info")
+        .arg(sample("colin27/t1_axial_val.nii.gz"))
+        .arg(sample("dicom/MR_small.dcm"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let s = String::from_utf8(out).unwrap();
+    assert!(s.contains("slices 24, rows 256, cols 256"), "{s}");
+    assert!(s.contains("0.7500 x 0.7500 x 0.7500 mm"), "{s}");
+    assert!(s.contains("orientation   RAS"), "{s}");
+    assert!(s.contains("rows 64, cols 64"), "{s}");
+    // MR_small's PatientName is CompressedSamples^MR1; it must never be printed.
+    assert!(!s.contains("CompressedSamples"), "{s}");
+}
+
+#[test]
+fn info_json_is_valid_and_matches_the_file() {
+    let out = amri()
+        .args(["info", "--json"])
+        .arg(sample("dicom/oblique_stack"))
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["kind"], "image");
+    assert_eq!(v["shape"], serde_json::json!([1, 5, 64, 64]));
+    assert_eq!(v["series"]["instances"], 5);
+    let vs = v["voxel_size_mm"].as_array().unwrap();
+    assert!((vs[2].as_f64().unwrap() - 2.0).abs() < 1e-3);
+}
+
+#[test]
+fn convert_dicom_series_to_nifti_keeps_data_and_geometry() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("stack.nii.gz");
+    amri()
+        .arg("convert")
+        .arg(sample("dicom/oblique_stack"))
+        .arg(&out)
+        .assert()
+        .success();
+    let (a, b) = match (
+        amri_io::read(&sample("dicom/oblique_stack")).unwrap(),
+        amri_io::read(&out).unwrap(),
+    ) {
+        (amri_io::Scan::Image(a), amri_io::Scan::Image(b)) => (a, b),
+        other => panic!("unexpected scans {other:?}"),
+    };
+    assert_eq!(a.data, b.data);
+    assert!(a.affine.max_abs_diff(&b.affine) < 1e-4);
+}
+
+#[test]
+fn convert_nifti_to_deidentified_dicom_and_back() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("val_dicom");
+    amri()
+        .arg("convert")
+        .arg(sample("colin27/t1_axial_val.nii.gz"))
+        .arg(&dir)
+        .arg("--deidentify")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("24 files"));
+    let back = d.path().join("back.nii.gz");
+    amri()
+        .arg("convert")
+        .arg(&dir)
+        .arg(&back)
+        .assert()
+        .success();
+    let (a, b) = match (
+        amri_io::read(&sample("colin27/t1_axial_val.nii.gz")).unwrap(),
+        amri_io::read(&back).unwrap(),
+    ) {
+        (amri_io::Scan::Image(a), amri_io::Scan::Image(b)) => (a, b),
+        other => panic!("unexpected scans {other:?}"),
+    };
+    // uint8 values survive the int16 DICOM round trip exactly; geometry to 1e-4 mm.
+    assert_eq!(a.data, b.data);
+    assert!(
+        a.affine.max_abs_diff(&b.affine) < 1e-4,
+        "{:?} vs {:?}",
+        a.affine,
+        b.affine
+    );
+}
+
+#[test]
+fn convert_to_png_npy_and_cfl() {
+    let d = tempfile::tempdir().unwrap();
+    for name in ["v.png", "v.npy", "v.cfl"] {
+        amri()
+            .arg("convert")
+            .arg(sample("colin27/t1_axial_val.nii.gz"))
+            .arg(d.path().join(name))
+            .assert()
+            .success();
+    }
+    let png = std::fs::read(d.path().join("v.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    match amri_io::read(&d.path().join("v.npy")).unwrap() {
+        amri_io::Scan::Image(v) => assert_eq!(v.shape4(), [1, 24, 256, 256]),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(d.path().join("v.hdr").exists());
+}
+
+#[test]
+fn missing_and_broken_inputs_fail_with_the_file_named() {
+    amri()
+        .args(["info", "no/such/file.nii.gz"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no/such/file.nii.gz"));
+    amri()
+        .arg("info")
+        .arg(sample("dicom/MR_truncated.dcm"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("MR_truncated.dcm"))
+        .stderr(predicate::str::contains("panicked").not());
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("bad.nii.gz");
+    let good = std::fs::read(sample("colin27/t1_axial_val.nii.gz")).unwrap();
+    std::fs::write(&bad, &good[..good.len() / 3]).unwrap();
+    amri()
+        .arg("convert")
+        .arg(&bad)
+        .arg(d.path().join("x.nii.gz"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("bad.nii.gz"));
+    assert!(
+        !d.path().join("x.nii.gz").exists(),
+        "no output from a failed read"
+    );
+}
+
+#[test]
+fn convert_refuses_to_overwrite_its_input_and_mixed_series() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("a.nii.gz");
+    std::fs::copy(sample("colin27/t1_axial_val.nii.gz"), &f).unwrap();
+    let before = std::fs::read(&f).unwrap();
+    amri()
+        .arg("convert")
+        .arg(&f)
+        .arg(&f)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is the input"));
+    assert_eq!(std::fs::read(&f).unwrap(), before);
+    amri()
+        .arg("convert")
+        .arg(sample("dicom/MR2"))
+        .arg(d.path().join("mr2.nii.gz"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("series"));
+}
