@@ -19,7 +19,8 @@ FFTW (single precision, FFTW_MEASURE, threads=1) is timed two ways:
   times the global sign (-1)^(rows/2+cols/2) and 1/sqrt(rows*cols) (two extra passes). For odd
   sizes the shifts are np.fft.ifftshift/fftshift copies. The result is checked against numpy.
 
-Times are medians over 31 samples, each averaging enough calls to last ~20 ms.
+Times are the median and the minimum over 201 samples, each averaging the calls made in ~2 ms
+(the minimum is the least disturbed by other processes on a shared machine).
 """
 import argparse
 import os
@@ -32,22 +33,23 @@ import numpy as np
 import pyfftw
 
 
-def median_us(f):
+def time_us(f):
+    """Median and minimum time of one call of `f` in µs (201 samples of ~2 ms each)."""
     t0 = time.perf_counter()
     n = 0
     while time.perf_counter() - t0 < 0.3:
         f()
         n += 1
     per = (time.perf_counter() - t0) / n
-    inner = max(1, int(0.02 / per))
+    inner = max(1, int(0.002 / per))
     samples = []
-    for _ in range(31):
+    for _ in range(201):
         t = time.perf_counter()
         for _ in range(inner):
             f()
         samples.append((time.perf_counter() - t) / inner * 1e6)
     samples.sort()
-    return samples[len(samples) // 2]
+    return samples[len(samples) // 2], samples[0]
 
 
 def fftw_times(rows, cols, batch, forward=True):
@@ -59,7 +61,7 @@ def fftw_times(rows, cols, batch, forward=True):
     rng = np.random.default_rng(0)
     x = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
     a[...] = x
-    raw = median_us(plan.execute)
+    raw = time_us(plan.execute)
 
     ax = (-2, -1)
     if rows % 2 == 0 and cols % 2 == 0:
@@ -88,31 +90,31 @@ def fftw_times(rows, cols, batch, forward=True):
     got = centred()
     err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
     assert err < 1e-5, f"FFTW centred transform disagrees with numpy: {err}"
-    return raw, median_us(centred)
+    return raw, time_us(centred)
 
 
-def amri_times(cases):
+def amri_times(cases, binary=None):
     args = []
     for r, c, b in cases:
         args += [str(r), str(c), str(b)]
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "amri-core", "--example", "fft_time"], check=True)
-    out = subprocess.run(
-        ["cargo", "run", "--release", "-q", "-p", "amri-core", "--example", "fft_time", "--"] + args,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    if binary is None:
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "amri-core", "--example", "fft_time"], check=True)
+        cmd = ["cargo", "run", "--release", "-q", "-p", "amri-core", "--example", "fft_time", "--"]
+    else:
+        cmd = [binary]
+    out = subprocess.run(cmd + args, check=True, capture_output=True, text=True).stdout
     res = {}
     for line in out.splitlines():
-        tag, case, fwd, inv = line.split()
+        tag, case, fwd, inv, fwd_min, inv_min = line.split()
         if tag == "amri":
-            res[case] = (float(fwd), float(inv))
+            res[case] = ((float(fwd), float(fwd_min)), (float(inv), float(inv_min)))
     return res
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="256x256x1,256x256x8", help="comma list of ROWSxCOLSxBATCH")
+    p.add_argument("--amri-bin", help="prebuilt fft_time example binary (default: cargo run --release)")
     args = p.parse_args()
     cases = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     if os.environ.get("RAYON_NUM_THREADS") != "1":
@@ -125,15 +127,20 @@ def main():
         pass
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  cpu: {model}  cores: {os.cpu_count()}  "
           f"numpy {np.__version__}  pyfftw {pyfftw.__version__}")
-    amri = amri_times(cases)
-    hdr = f"{'case':>14} {'dir':>4} {'amri µs':>9} {'fftw raw µs':>12} {'fftw centred µs':>16} {'amri/raw':>9} {'amri/centred':>13}"
-    print(hdr)
+    amri = amri_times(cases, args.amri_bin)
+    print("times in µs, median (min) of one call; ratios of medians (of minima)")
+    print("| case | dir | amri | FFTW raw | FFTW centred | amri / FFTW raw | amri / FFTW centred |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r, c, b in cases:
         key = f"{r}x{c}x{b}"
         for d, forward in (("fwd", True), ("inv", False)):
             raw, cen = fftw_times(r, c, b, forward)
             t = amri[key][0 if forward else 1]
-            print(f"{key:>14} {d:>4} {t:9.1f} {raw:12.1f} {cen:16.1f} {t / raw:9.2f} {t / cen:13.2f}")
+            print(
+                f"| {key} | {d} | {t[0]:.1f} ({t[1]:.1f}) | {raw[0]:.1f} ({raw[1]:.1f}) | "
+                f"{cen[0]:.1f} ({cen[1]:.1f}) | {t[0] / raw[0]:.2f} ({t[1] / raw[1]:.2f}) | "
+                f"{t[0] / cen[0]:.2f} ({t[1] / cen[1]:.2f}) |"
+            )
 
 
 if __name__ == "__main__":
