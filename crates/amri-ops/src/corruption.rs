@@ -59,7 +59,7 @@ fn default_axis() -> usize {
 
 /// What kind of measurement operator `A` is drawn for each scan (serde: tagged by `type`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum CorruptionSpec {
     /// Undersampled k-space `y = M ⊙ F x` (single coil) or SENSE (with coil maps).
     Kspace {
@@ -119,6 +119,7 @@ fn default_delta() -> f64 {
 
 /// A complete corruption configuration (deserialisable from TOML/JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CorruptionConfig {
     /// The measurement operator family.
     pub corruption: CorruptionSpec,

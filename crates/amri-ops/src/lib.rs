@@ -36,6 +36,7 @@ pub mod masks;
 pub mod noise;
 pub mod pixel_mask;
 pub mod sense;
+pub mod simulate;
 pub mod testing;
 
 pub use error::{OpsError, Result};

@@ -1,0 +1,435 @@
+//! Protocols: how a scan is acquired (or corrupted) and how it is reconstructed, named and kept in
+//! TOML files, the way users name a setup.
+//!
+//! ```toml
+//! name = "brain-r4-cartesian"
+//! description = "Brain, 8 coils, 1-D random Cartesian R=4, 8 % centre lines"
+//!
+//! [acquisition]
+//! coils = 8
+//! noise_level = 0.002        # σ per complex sample / max |image|
+//! seed = 0
+//! [acquisition.corruption]
+//! type = "kspace"            # kspace | pixel | boxes | gaussian_cs
+//! pattern = "random"         # random | equispaced | equispaced_fraction | poisson
+//! acceleration = 4.0
+//! center_fraction = 0.08
+//!
+//! [reconstruction]
+//! method = "l1-wavelet"      # zero-filled | cg-sense | l1-wavelet | tv
+//! lambda = 0.005
+//! iterations = 100
+//! ```
+//!
+//! Unknown keys, wrong types, missing required fields and out-of-range values are errors that
+//! name the file, the key and the allowed values. The presets shipped in `protocols/` are built
+//! into the library ([`builtin`]), so an installed `amri` knows them by name.
+
+use std::path::{Path, PathBuf};
+
+use amri_ops::corruption::{CorruptionSpec, KspacePattern};
+use amri_ops::simulate::Acquisition;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Errors of loading or validating a protocol; each names the file (or preset) it came from.
+#[derive(Debug, Error)]
+pub enum ProtocolError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or does not match the schema (unknown key, wrong type...).
+    #[error("{origin}: {msg}")]
+    Parse {
+        /// File or preset name.
+        origin: String,
+        /// The parser's message (names the key and, for enumerations, the allowed values).
+        msg: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("{origin}: {key} = {value}: {allowed}")]
+    Invalid {
+        /// File or preset name.
+        origin: String,
+        /// Dotted key, e.g. `acquisition.corruption.acceleration`.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+    /// No preset or file by that name.
+    #[error("no protocol named '{0}': give a .toml file or one of: {1}")]
+    NotFound(String, String),
+}
+
+/// Result with [`ProtocolError`].
+pub type Result<T> = std::result::Result<T, ProtocolError>;
+
+/// A reconstruction method a protocol can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Inverse FFT of the zero-filled data; root-sum-of-squares over coils.
+    ZeroFilled,
+    /// Conjugate gradient on the SENSE normal equations (optionally Tikhonov).
+    CgSense,
+    /// l1-wavelet compressed sensing (FISTA).
+    L1Wavelet,
+    /// Total-variation compressed sensing (PDHG).
+    Tv,
+}
+
+impl Method {
+    /// Every method, in the order `--help` lists them.
+    pub const ALL: [Method; 4] = [
+        Method::ZeroFilled,
+        Method::CgSense,
+        Method::L1Wavelet,
+        Method::Tv,
+    ];
+
+    /// The kebab-case name used in TOML and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::ZeroFilled => "zero-filled",
+            Method::CgSense => "cg-sense",
+            Method::L1Wavelet => "l1-wavelet",
+            Method::Tv => "tv",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown method '{s}'; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// How a protocol reconstructs: the method and its parameters (absent ones take the method's
+/// defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reconstruction {
+    /// The method.
+    pub method: Method,
+    /// Regularisation weight λ (l1-wavelet, TV, Tikhonov for CG-SENSE), in BART's scaling.
+    #[serde(default)]
+    pub lambda: Option<f32>,
+    /// Iteration count.
+    #[serde(default)]
+    pub iterations: Option<usize>,
+    /// Relative-change stopping tolerance.
+    #[serde(default)]
+    pub tol: Option<f32>,
+    /// Seed of random choices (wavelet cycle-spinning shifts).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// A named acquisition and, optionally, its reconstruction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Protocol {
+    /// Short name, e.g. `brain-r4-cartesian`.
+    pub name: String,
+    /// One line saying what the protocol is for.
+    #[serde(default)]
+    pub description: String,
+    /// How the data are acquired or corrupted.
+    pub acquisition: Acquisition,
+    /// How they are reconstructed.
+    #[serde(default)]
+    pub reconstruction: Option<Reconstruction>,
+}
+
+macro_rules! preset {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("../../../protocols/", $name, ".toml")),
+        )
+    };
+}
+
+/// The presets shipped in `protocols/`, as `(name, TOML text)`.
+pub const BUILTIN: &[(&str, &str)] = &[
+    preset!("brain-r4-cartesian"),
+    preset!("brain-r8-cartesian"),
+    preset!("brain-r4-equispaced"),
+    preset!("brain-poisson-r6"),
+    preset!("singlecoil-r4-cartesian"),
+    preset!("pixel-90"),
+    preset!("box-corruption"),
+    preset!("gaussian-cs"),
+];
+
+/// Every built-in preset, parsed and validated.
+pub fn builtin() -> Result<Vec<Protocol>> {
+    BUILTIN
+        .iter()
+        .map(|(n, t)| Protocol::from_toml(t, &format!("preset {n}")))
+        .collect()
+}
+
+impl Protocol {
+    /// Parses and validates TOML text; `origin` (file or preset name) prefixes every error.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Protocol> {
+        let p: Protocol = toml::from_str(text).map_err(|e| ProtocolError::Parse {
+            origin: origin.to_string(),
+            msg: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        p.validate(origin)?;
+        Ok(p)
+    }
+
+    /// Loads a protocol file.
+    pub fn load(path: &Path) -> Result<Protocol> {
+        let meta = std::fs::metadata(path).map_err(|e| ProtocolError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        if meta.len() > 1 << 20 {
+            return Err(ProtocolError::Parse {
+                origin: path.display().to_string(),
+                msg: format!(
+                    "{} bytes is too large for a protocol file (1 MiB at most)",
+                    meta.len()
+                ),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| ProtocolError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// A preset by name, or a file by path (anything ending in `.toml` or naming an existing file).
+    pub fn resolve(name_or_path: &str) -> Result<Protocol> {
+        let p = Path::new(name_or_path);
+        if name_or_path.ends_with(".toml") || p.is_file() {
+            return Self::load(p);
+        }
+        match BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            Some((n, t)) => Self::from_toml(t, &format!("preset {n}")),
+            None => Err(ProtocolError::NotFound(
+                name_or_path.to_string(),
+                BUILTIN
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
+        }
+    }
+
+    /// The protocol as TOML text.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"))
+    }
+
+    /// Checks every value's range; errors name the key and the allowed values.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |key: &str, value: String, allowed: &str| {
+            Err(ProtocolError::Invalid {
+                origin: origin.to_string(),
+                key: key.to_string(),
+                value,
+                allowed: allowed.to_string(),
+            })
+        };
+        if self.name.trim().is_empty() {
+            return bad("name", "\"\"".into(), "a non-empty name");
+        }
+        let a = &self.acquisition;
+        if !(1..=64).contains(&a.coils) {
+            return bad(
+                "acquisition.coils",
+                a.coils.to_string(),
+                "an integer in [1, 64]",
+            );
+        }
+        if !(a.noise_level.is_finite() && (0.0..=1.0).contains(&a.noise_level)) {
+            return bad(
+                "acquisition.noise_level",
+                a.noise_level.to_string(),
+                "a number in [0, 1] (σ relative to the image maximum)",
+            );
+        }
+        if !(0.0..=1.0).contains(&a.delta) {
+            return bad(
+                "acquisition.delta",
+                a.delta.to_string(),
+                "a fraction in [0, 1]",
+            );
+        }
+        match &a.corruption {
+            CorruptionSpec::Kspace {
+                pattern,
+                acceleration,
+                center_fraction,
+                axis,
+            } => {
+                if !(acceleration.is_finite() && *acceleration >= 1.0 && *acceleration <= 64.0) {
+                    return bad(
+                        "acquisition.corruption.acceleration",
+                        acceleration.to_string(),
+                        "a number in [1, 64]",
+                    );
+                }
+                if *pattern == KspacePattern::Equispaced && acceleration.fract() != 0.0 {
+                    return bad("acquisition.corruption.acceleration", acceleration.to_string(), "an integer for pattern = \"equispaced\" (use equispaced_fraction for non-integers)");
+                }
+                if !(0.0..=1.0).contains(center_fraction) {
+                    return bad(
+                        "acquisition.corruption.center_fraction",
+                        center_fraction.to_string(),
+                        "a fraction in [0, 1]",
+                    );
+                }
+                if *axis > 1 {
+                    return bad(
+                        "acquisition.corruption.axis",
+                        axis.to_string(),
+                        "0 (rows) or 1 (columns, phase encode)",
+                    );
+                }
+            }
+            CorruptionSpec::Pixel { p } => {
+                if !(0.0..=1.0).contains(p) {
+                    return bad(
+                        "acquisition.corruption.p",
+                        p.to_string(),
+                        "a probability in [0, 1]",
+                    );
+                }
+            }
+            CorruptionSpec::Boxes { count, size, .. } => {
+                if *count == 0 || *count > 1000 {
+                    return bad(
+                        "acquisition.corruption.count",
+                        count.to_string(),
+                        "an integer in [1, 1000]",
+                    );
+                }
+                if size[0] == 0 || size[1] == 0 {
+                    return bad(
+                        "acquisition.corruption.size",
+                        format!("{size:?}"),
+                        "[height, width] in pixels, both ≥ 1",
+                    );
+                }
+            }
+            CorruptionSpec::GaussianCs { m, ratio, .. } => match (m, ratio) {
+                (Some(m), None) if *m >= 1 => {}
+                (None, Some(r)) if *r > 0.0 && *r <= 1.0 => {}
+                _ => {
+                    return bad(
+                        "acquisition.corruption.m / ratio",
+                        format!("m = {m:?}, ratio = {ratio:?}"),
+                        "exactly one of m ≥ 1 or ratio in (0, 1]",
+                    );
+                }
+            },
+        }
+        if let Some(r) = &self.reconstruction {
+            if let Some(l) = r.lambda {
+                if !(l.is_finite() && l >= 0.0) {
+                    return bad("reconstruction.lambda", l.to_string(), "a number ≥ 0");
+                }
+            }
+            if let Some(i) = r.iterations {
+                if !(1..=100_000).contains(&i) {
+                    return bad(
+                        "reconstruction.iterations",
+                        i.to_string(),
+                        "an integer in [1, 100000]",
+                    );
+                }
+            }
+            if let Some(t) = r.tol {
+                if !(t.is_finite() && t >= 0.0) {
+                    return bad("reconstruction.tol", t.to_string(), "a number ≥ 0");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_preset_parses_and_validates() {
+        let all = builtin().unwrap();
+        assert_eq!(all.len(), BUILTIN.len());
+        for (p, (n, _)) in all.iter().zip(BUILTIN) {
+            assert_eq!(&p.name, n, "preset file name and name = must agree");
+            // Serialising and parsing again gives the same protocol.
+            assert_eq!(&Protocol::from_toml(&p.to_toml(), "again").unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_allowed_ones() {
+        let t = BUILTIN[0]
+            .1
+            .replace("coils = 8", "coils = 8\ncoil_count = 3");
+        let e = Protocol::from_toml(&t, "x.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("x.toml") && e.contains("coil_count") && e.contains("coils"),
+            "{e}"
+        );
+        let t = BUILTIN[0]
+            .1
+            .replace("pattern = \"random\"", "pattern = \"radial\"");
+        let e = Protocol::from_toml(&t, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("radial") && e.contains("equispaced"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_missing_fields_and_ranges_are_errors() {
+        let t = BUILTIN[0].1.replace("coils = 8", "coils = \"eight\"");
+        let e = Protocol::from_toml(&t, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("x.toml") && e.contains("coils"), "{e}");
+        let t = BUILTIN[0].1.replace("acceleration = 4.0", "");
+        let e = Protocol::from_toml(&t, "x.toml").unwrap_err().to_string();
+        assert!(e.contains("acceleration"), "{e}");
+        let t = BUILTIN[0]
+            .1
+            .replace("acceleration = 4.0", "acceleration = 0.5");
+        let e = Protocol::from_toml(&t, "x.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("acquisition.corruption.acceleration") && e.contains("[1, 64]"),
+            "{e}"
+        );
+        let t = BUILTIN[0].1.replace("coils = 8", "coils = 0");
+        assert!(Protocol::from_toml(&t, "x.toml").is_err());
+    }
+
+    #[test]
+    fn resolve_finds_presets_and_reports_unknown_names() {
+        assert_eq!(Protocol::resolve("pixel-90").unwrap().name, "pixel-90");
+        let e = Protocol::resolve("brain-r5").unwrap_err().to_string();
+        assert!(e.contains("brain-r4-cartesian"), "{e}");
+        let e = Protocol::resolve("/no/such/file.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/no/such/file.toml"), "{e}");
+    }
+}
