@@ -19,7 +19,8 @@ FFTW (single precision, FFTW_MEASURE, threads=1) is timed two ways:
   times the global sign (-1)^(rows/2+cols/2) and 1/sqrt(rows*cols) (two extra passes). For odd
   sizes the shifts are np.fft.ifftshift/fftshift copies. The result is checked against numpy.
 
-Times are the median and the minimum over 201 samples, each averaging the calls made in ~2 ms
+amri and FFTW are timed in alternating rounds (--rounds, default 3) so that both see the same
+background load. Times are the median and the minimum over 201 samples, each averaging the calls made in ~2 ms
 (the minimum is the least disturbed by other processes on a shared machine).
 """
 import argparse
@@ -114,6 +115,7 @@ def amri_times(cases, binary=None):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="256x256x1,256x256x8", help="comma list of ROWSxCOLSxBATCH")
+    p.add_argument("--rounds", type=int, default=3, help="alternate amri and FFTW this many times")
     p.add_argument("--amri-bin", help="prebuilt fft_time example binary (default: cargo run --release)")
     args = p.parse_args()
     cases = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
@@ -127,15 +129,30 @@ def main():
         pass
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  cpu: {model}  cores: {os.cpu_count()}  "
           f"numpy {np.__version__}  pyfftw {pyfftw.__version__}")
-    amri = amri_times(cases, args.amri_bin)
-    print("times in µs, median (min) of one call; ratios of medians (of minima)")
+    # Alternate amri and FFTW so that both see the same background load; per case keep the
+    # median of the per-round medians and the minimum of the minima.
+    rounds = []
+    for _ in range(args.rounds):
+        amri = amri_times(cases, args.amri_bin)
+        fftw = {}
+        for r, c, b in cases:
+            for forward in (True, False):
+                fftw[(r, c, b, forward)] = fftw_times(r, c, b, forward)
+        rounds.append((amri, fftw))
+
+    def combine(pairs):
+        meds = sorted(p[0] for p in pairs)
+        return meds[len(meds) // 2], min(p[1] for p in pairs)
+    print(f"times in µs, median (min) of one call over {args.rounds} alternating rounds; "
+          "ratios of medians (of minima)")
     print("| case | dir | amri | FFTW raw | FFTW centred | amri / FFTW raw | amri / FFTW centred |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r, c, b in cases:
         key = f"{r}x{c}x{b}"
         for d, forward in (("fwd", True), ("inv", False)):
-            raw, cen = fftw_times(r, c, b, forward)
-            t = amri[key][0 if forward else 1]
+            t = combine([am[key][0 if forward else 1] for am, _ in rounds])
+            raw = combine([fw[(r, c, b, forward)][0] for _, fw in rounds])
+            cen = combine([fw[(r, c, b, forward)][1] for _, fw in rounds])
             print(
                 f"| {key} | {d} | {t[0]:.1f} ({t[1]:.1f}) | {raw[0]:.1f} ({raw[1]:.1f}) | "
                 f"{cen[0]:.1f} ({cen[1]:.1f}) | {t[0] / raw[0]:.2f} ({t[1] / raw[1]:.2f}) | "

@@ -18,7 +18,8 @@
 //! costs: all row FFTs in one batched rustfft call, a transpose, all column FFTs in one call, a
 //! transpose. Plans and phase tables are cached process-wide; the work buffer lives in a
 //! thread-local scratch that is reused, so the hot path does not allocate after the first call of
-//! a size on a thread. Batches of images run in parallel with rayon.
+//! a size on a thread (each thread keeps one buffer of `rows·cols` samples of the largest image it
+//! has transformed). Batches of images run in parallel with rayon.
 //!
 //! ```
 //! use amri_core::{fft::{fft2c, ifft2c}, C32};
