@@ -27,6 +27,16 @@ enum Command {
         after_help = "Example:\n  amri convert sample-scans/dicom/MR_small.dcm out/mr_small.nii.gz\n  amri convert sample-scans/colin27/t1_axial_val.nii.gz out/val_dicom --deidentify\n  amri convert sample-scans/colin27/t1_axial_val.nii.gz out/val.png --slice 12"
     )]
     Convert(commands::convert::Args),
+    /// List, show and check acquisition/reconstruction protocols (TOML presets).
+    #[command(
+        after_help = "Example:\n  amri protocol list\n  amri protocol show brain-r4-cartesian > my.toml\n  amri protocol check my.toml"
+    )]
+    Protocol(commands::protocol::Args),
+    /// Simulate measured data (k-space with mask, or a corrupted image) from an image series.
+    #[command(
+        after_help = "Example:\n  amri simulate --protocol brain-r4-cartesian sample-scans/colin27/t1_axial_val.nii.gz out/val_r4.npz"
+    )]
+    Simulate(commands::simulate::Args),
     /// Run the demonstration on the shipped sample scans and say where its outputs are.
     #[command(after_help = "Example:\n  amri demo --out out/demo")]
     Demo(commands::demo::Args),
@@ -38,6 +48,8 @@ fn main() -> ExitCode {
         Command::Info(a) => commands::info::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Demo(a) => commands::demo::run(a),
+        Command::Protocol(a) => commands::protocol::run(a),
+        Command::Simulate(a) => commands::simulate::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

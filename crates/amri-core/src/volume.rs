@@ -194,12 +194,27 @@ impl KSpace {
                 )));
             }
         }
+        // A projection measurement's data is `[slice, 1, 1, m]`; its reference keeps the image
+        // grid named by the `image_rows`/`image_cols` attributes.
+        let (rr, rk) = if self.attributes.get("domain").map(String::as_str) == Some("projection") {
+            let get = |key: &str| {
+                self.attributes
+                    .get(key)
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .ok_or_else(|| {
+                        CoreError::Invalid(format!("projection data lacks the '{key}' attribute"))
+                    })
+            };
+            (get("image_rows")?, get("image_cols")?)
+        } else {
+            (r, k)
+        };
         if let Some(m) = &self.reference {
-            if m.shape() != [s, r, k] {
+            if m.shape() != [s, rr, rk] {
                 return Err(CoreError::Shape(format!(
-                    "reference {:?} does not match k-space [slice, row, col] = {:?}",
+                    "reference {:?} does not match the image grid [slice, row, col] = {:?}",
                     m.shape(),
-                    [s, r, k]
+                    [s, rr, rk]
                 )));
             }
         }

@@ -69,7 +69,12 @@ pub fn describe(path: &std::path::Path, json: bool) -> Result<String> {
             Scan::ComplexImage(v) => volume_text(&mut out, "image (complex)", v)?,
             Scan::KSpace(k) => {
                 let [sl, c, r, col] = k.shape4();
-                writeln!(out, "  kind          k-space")?;
+                let kind = match k.attributes.get("domain").map(String::as_str) {
+                    Some("image") => "measured data: corrupted image (image-domain mask)",
+                    Some("projection") => "measured data: random projections (Gaussian CS)",
+                    _ => "k-space",
+                };
+                writeln!(out, "  kind          {kind}")?;
                 writeln!(out, "  dims          slices {sl}, coils {c}, rows {r}, cols {col}  [slice, coil, row, col]")?;
                 writeln!(out, "  datatype      complex64")?;
                 match &k.mask {

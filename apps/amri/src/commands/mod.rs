@@ -3,3 +3,5 @@
 pub mod convert;
 pub mod demo;
 pub mod info;
+pub mod protocol;
+pub mod simulate;
