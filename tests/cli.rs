@@ -269,3 +269,148 @@ fn simulate_is_reproducible_and_matches_the_protocol() {
         }
     }
 }
+
+fn simulate(protocol: &str, input: &Path, out: &Path) {
+    amri()
+        .args(["simulate", "--protocol", protocol])
+        .arg(input)
+        .arg(out)
+        .assert()
+        .success();
+}
+
+#[test]
+fn recon_single_file_beats_zero_filled_and_writes_provenance() {
+    let d = tempfile::tempdir().unwrap();
+    let ks = d.path().join("stack_r4.npz");
+    simulate(
+        "singlecoil-r4-cartesian",
+        &sample("dicom/oblique_stack"),
+        &ks,
+    );
+    let psnr_of = |method: &str, extra: &[&str]| -> f64 {
+        let out = d.path().join(format!("{method}.nii.gz"));
+        let o = amri()
+            .args(["recon", "--json", "--method", method])
+            .args(extra)
+            .arg(&ks)
+            .arg(&out)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+        assert_eq!(v["files"][0]["status"], "ok");
+        let side: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(d.path().join(format!("{method}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(side["settings"]["method"], method);
+        assert!(side["amri_version"].is_string());
+        match amri_io::read(&out).unwrap() {
+            amri_io::Scan::Image(v) => {
+                assert_eq!(v.shape4(), [1, 5, 64, 64]);
+                assert!(v.meta.description.contains(method));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        v["files"][0]["psnr"].as_f64().unwrap()
+    };
+    let zf = psnr_of("zero-filled", &[]);
+    let cg = psnr_of("cg-sense", &["--iters", "20"]);
+    let tv = psnr_of("tv", &["--iters", "60", "--lambda", "0.002"]);
+    assert!(zf > 10.0, "{zf}");
+    assert!(tv > zf, "TV {tv} should beat zero-filled {zf}");
+    assert!(cg >= zf - 0.5, "CG {cg} vs zero-filled {zf}");
+}
+
+#[test]
+fn recon_batch_mirrors_tree_reports_failures_skips_and_shards() {
+    let d = tempfile::tempdir().unwrap();
+    let study = d.path().join("study");
+    std::fs::create_dir_all(study.join("a")).unwrap();
+    std::fs::create_dir_all(study.join("b")).unwrap();
+    simulate(
+        "singlecoil-r4-cartesian",
+        &sample("dicom/oblique_stack"),
+        &study.join("a/s1.npz"),
+    );
+    simulate(
+        "singlecoil-r4-cartesian",
+        &sample("dicom/MR_small.dcm"),
+        &study.join("b/s2.npz"),
+    );
+    std::fs::write(study.join("b/broken.npz"), b"not a zip").unwrap();
+    let out = d.path().join("out");
+    let summary = d.path().join("summary.csv");
+    amri()
+        .args([
+            "recon",
+            "--method",
+            "zero-filled",
+            "--no-progress",
+            "--summary",
+        ])
+        .arg(&summary)
+        .arg(&study)
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("broken.npz"))
+        .stderr(predicate::str::contains("1 of 3 files failed"));
+    assert!(out.join("a/s1.nii.gz").exists() && out.join("a/s1.json").exists());
+    assert!(out.join("b/s2.nii.gz").exists());
+    assert!(
+        !out.join("b/broken.nii.gz").exists(),
+        "no output for a failed file"
+    );
+    let csv = std::fs::read_to_string(&summary).unwrap();
+    assert!(csv.starts_with("input,output,status"), "{csv}");
+    assert_eq!(csv.matches(",ok,").count(), 2, "{csv}");
+    // A rerun skips what is complete and retries only the failure.
+    std::fs::remove_file(study.join("b/broken.npz")).unwrap();
+    let before = std::fs::metadata(out.join("a/s1.nii.gz"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let o = amri()
+        .args(["recon", "--method", "zero-filled", "--json"])
+        .arg(&study)
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+    assert!(v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["status"] == "skipped"));
+    assert_eq!(
+        std::fs::metadata(out.join("a/s1.nii.gz"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        before
+    );
+    // Shards split the sorted list: 0/2 takes a/s1, 1/2 takes b/s2 (here from Slurm's variables).
+    let o = amri()
+        .args(["recon", "--method", "zero-filled", "--json", "--force"])
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .env("SLURM_ARRAY_TASK_COUNT", "2")
+        .arg(&study)
+        .arg(&out)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
+    let files = v["files"].as_array().unwrap();
+    assert_eq!(files.len(), 1);
+    assert!(files[0]["input"].as_str().unwrap().ends_with("s2.npz"));
+    assert_eq!(files[0]["status"], "ok");
+}

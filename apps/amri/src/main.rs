@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod batch;
 mod commands;
 
 /// Reconstruct undersampled MRI with classical solvers and diffusion priors learned from
@@ -11,6 +12,12 @@ mod commands;
 #[derive(Parser, Debug)]
 #[command(name = "amri", version, about, long_about = None)]
 struct Cli {
+    /// More log output on standard error (-v info, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on standard error.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +44,11 @@ enum Command {
         after_help = "Example:\n  amri simulate --protocol brain-r4-cartesian sample-scans/colin27/t1_axial_val.nii.gz out/val_r4.npz"
     )]
     Simulate(commands::simulate::Args),
+    /// Reconstruct measured data: one file, or folders/globs of files in batch.
+    #[command(
+        after_help = "Examples:\n  amri recon --method l1-wavelet --lambda 0.005 --iters 100 out/val_r4.npz out/val_l1.nii.gz\n  amri recon --protocol brain-r4-cartesian study/ out/recon/ --jobs 2 --summary out/summary.csv\n  amri recon --method cg-sense study/ out/recon/ --shard 3/16   # one of 16 Slurm array tasks"
+    )]
+    Recon(commands::recon::Args),
     /// Run the demonstration on the shipped sample scans and say where its outputs are.
     #[command(after_help = "Example:\n  amri demo --out out/demo")]
     Demo(commands::demo::Args),
@@ -44,12 +56,29 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let level = if cli.quiet {
+        tracing::Level::ERROR
+    } else {
+        match cli.verbose {
+            0 => tracing::Level::WARN,
+            1 => tracing::Level::INFO,
+            _ => tracing::Level::DEBUG,
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .init();
     let r = match cli.command {
         Command::Info(a) => commands::info::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Demo(a) => commands::demo::run(a),
         Command::Protocol(a) => commands::protocol::run(a),
         Command::Simulate(a) => commands::simulate::run(a),
+        Command::Recon(a) => commands::recon::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

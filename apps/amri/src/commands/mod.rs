@@ -4,4 +4,5 @@ pub mod convert;
 pub mod demo;
 pub mod info;
 pub mod protocol;
+pub mod recon;
 pub mod simulate;
