@@ -86,6 +86,9 @@ impl Acquisition {
     }
 }
 
+/// One slice's measured samples, its mask and the measurement domain.
+type SliceMeasurement = (Vec<C32>, Option<ndarray::Array2<f32>>, Domain);
+
 /// Simulates the measurement of frame `frame` of every slice of `vol` under `acq`.
 pub fn simulate(vol: &Volume<f32>, frame: usize, acq: &Acquisition) -> Result<KSpace> {
     let [frames, slices, rows, cols] = vol.shape4();
@@ -116,8 +119,7 @@ pub fn simulate(vol: &Volume<f32>, frame: usize, acq: &Acquisition) -> Result<KS
     let corruption = Corruption::new(config, rows, cols, acq.seed)?;
     let maps = (acq.coils > 1).then(|| synthetic_maps(acq.coils, rows, cols, Some(acq.seed)));
 
-    let per_slice: Vec<Result<(Vec<C32>, Option<ndarray::Array2<f32>>, Domain, Vec<usize>)>> = (0
-        ..slices)
+    let per_slice: Vec<Result<SliceMeasurement>> = (0..slices)
         .into_par_iter()
         .map(|s| {
             let mut x: Vec<C32> = img
@@ -131,7 +133,7 @@ pub fn simulate(vol: &Volume<f32>, frame: usize, acq: &Acquisition) -> Result<KS
             }
             let m = corruption.measurement(s as u64, maps.as_ref())?;
             let y = m.measure(&x, acq.seed ^ (0x5EED_0000 + s as u64))?;
-            Ok((y, m.mask().cloned(), m.domain, m.op.oshape().to_vec()))
+            Ok((y, m.mask().cloned(), m.domain))
         })
         .collect();
     let mut outs = Vec::with_capacity(slices);
@@ -147,7 +149,7 @@ pub fn simulate(vol: &Volume<f32>, frame: usize, acq: &Acquisition) -> Result<KS
     let mut data = Array4::<C32>::zeros((slices, c, r2, c2));
     let mut mask =
         (domain != Domain::Projection).then(|| Array3::<f32>::zeros((slices, rows, cols)));
-    for (s, (y, m, _, _)) in outs.into_iter().enumerate() {
+    for (s, (y, m, _)) in outs.into_iter().enumerate() {
         let view = ndarray::ArrayView3::from_shape((c, r2, c2), &y)
             .map_err(|e| OpsError::param("measurement", e.to_string()))?;
         data.slice_mut(s![s, .., .., ..]).assign(&view);
