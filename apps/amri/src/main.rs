@@ -49,9 +49,31 @@ enum Command {
         after_help = "Examples:\n  amri recon --method l1-wavelet --lambda 0.005 --iters 100 out/val_r4.npz out/val_l1.nii.gz\n  amri recon --protocol brain-r4-cartesian study/ out/recon/ --jobs 2 --summary out/summary.csv\n  amri recon --method cg-sense study/ out/recon/ --shard 3/16   # one of 16 Slurm array tasks"
     )]
     Recon(commands::recon::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example:\n  amri completions bash > ~/.local/share/bash-completion/completions/amri"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (amri.1 and one per subcommand) into a folder.
+    #[command(after_help = "Example:\n  amri manpages out/man && man -l out/man/amri.1")]
+    Manpages {
+        /// Output folder (created).
+        dir: std::path::PathBuf,
+    },
     /// Run the demonstration on the shipped sample scans and say where its outputs are.
     #[command(after_help = "Example:\n  amri demo --out out/demo")]
     Demo(commands::demo::Args),
+}
+
+fn write_manpages(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    clap_mangen::generate_to(cmd, dir)?;
+    println!("man pages written to {}", dir.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -79,6 +101,15 @@ fn main() -> ExitCode {
         Command::Protocol(a) => commands::protocol::run(a),
         Command::Simulate(a) => commands::simulate::run(a),
         Command::Recon(a) => commands::recon::run(a),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "amri", &mut buf);
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &buf);
+            Ok(())
+        }
+        Command::Manpages { dir } => write_manpages(&dir),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,7 +29,7 @@ pub struct Args {
     /// Measured-data inputs (`.npz`, fastMRI `.h5`, `.cfl`, complex `.npy`; folders are walked
     /// recursively; quoted glob patterns are expanded), then the output: a file (`.nii.gz`,
     /// `.nii`, `.npy`, `.cfl`) for one input, or a folder that mirrors the input tree.
-    #[arg(required = true, num_args = 2.., value_name = "IN... OUT")]
+    #[arg(required = true, num_args = 2.., value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Protocol (preset name or .toml file) whose `[reconstruction]` section gives the method
     /// and its parameters; flags below override it.
