@@ -32,7 +32,7 @@
 //! [`default_levels`] follows BART's `minsize = 16`: as many levels as keep the coarsest band at
 //! least 16 samples along the shorter side (at least one level when both sides are ≥ 2). BART's
 //! `pics -l1` uses the Daubechies-2 wavelet (4 taps, `WAVELET_DAU2`); amri's
-//! [`crate::app::l1_wavelet`] defaults to [`Wavelet::Db4`], and `Db2` is there to match BART.
+//! [`crate::app::l1_wavelet()`] defaults to [`Wavelet::Db4`], and `Db2` is there to match BART.
 //!
 //! ```
 //! use amri_recon::wavelet::{Wavelet, Wavelet2};
