@@ -414,3 +414,35 @@ fn recon_batch_mirrors_tree_reports_failures_skips_and_shards() {
     assert!(files[0]["input"].as_str().unwrap().ends_with("s2.npz"));
     assert_eq!(files[0]["status"], "ok");
 }
+
+#[test]
+fn demo_runs_end_to_end_on_the_samples() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("demo");
+    amri()
+        .current_dir(root())
+        .args(["demo", "--slices", "2", "--iters", "5", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("l1-wavelet"))
+        .stdout(predicate::str::contains("comparison.png"));
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let psnr = |m: &str| -> f64 {
+        let line = csv
+            .lines()
+            .find(|l| l.starts_with(&format!("{m},")))
+            .unwrap();
+        line.split(',').nth(1).unwrap().parse().unwrap()
+    };
+    assert!(psnr("l1-wavelet") > psnr("zero-filled"), "{csv}");
+    assert_eq!(
+        &std::fs::read(out.join("comparison.png")).unwrap()[1..4],
+        b"PNG"
+    );
+    match amri_io::read(&out.join("val_l1-wavelet.nii.gz")).unwrap() {
+        amri_io::Scan::Image(v) => assert_eq!(v.shape4(), [1, 2, 256, 256]),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(out.join("val_l1-wavelet_dicom").is_dir());
+}
