@@ -1,0 +1,43 @@
+//! amri-diffusion: the ambient diffusion prior for MRI in candle.
+//!
+//! Learns a denoiser `D_θ(x, mask; σ)` from corrupted data only (Ambient Diffusion, Daras et al.,
+//! NeurIPS 2023): during training a further corruption `Ã = B·A` hides part of what the
+//! measurement `A` kept, the network sees `Ã(x0 + σn)` and `Ã`'s mask, and the loss is taken only
+//! where `A` measured. Its minimiser is `E[x0 | Ã x_t]`.
+//!
+//! Entry points:
+//! - [`unet`]: the EDM-style U-Net ([`unet::UNetConfig`] with `tiny` / `base` presets);
+//! - [`precond`]: EDM preconditioning and the [`precond::Denoiser`] (image + mask channels in,
+//!   clean image out);
+//! - [`loss`]: ambient losses for pixel masks and single-coil Cartesian k-space, and the
+//!   supervised clean-data loss;
+//! - [`fourier`]: the centred orthonormal 2-D DFT as differentiable candle matmuls;
+//! - [`train`]: AdamW with warm-up, global-norm clipping, EMA, safetensors checkpoints and a
+//!   JSON model card.
+//!
+//! Conventions: tensors are NCHW `f32`; complex images are 2 channels (real, imaginary); masks
+//! are 1 channel with values in {0, 1}; k-space is centred (DC at `(H/2, W/2)`) as in
+//! `amri_core::fft::fft2c`.
+//!
+//! ```
+//! use amri_diffusion::precond::{denoiser, DenoiserConfig};
+//! use candle_core::{DType, Device, Tensor};
+//! use candle_nn::{VarBuilder, VarMap};
+//! # fn main() -> amri_diffusion::Result<()> {
+//! let dev = Device::Cpu;
+//! let vm = VarMap::new();
+//! let cfg = DenoiserConfig::complex_preset("tiny", 0.5)?;
+//! let d = denoiser(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+//! let x = Tensor::zeros((1, 2, 16, 16), DType::F32, &dev)?; // real/imag
+//! let mask = Tensor::ones((1, 1, 16, 16), DType::F32, &dev)?;
+//! let clean = d.forward(&x, &mask, &Tensor::new(&[0.5f32], &dev)?)?;
+//! assert_eq!(clean.dims(), &[1, 2, 16, 16]);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod error;
+pub mod precond;
+pub mod unet;
+
+pub use error::{DiffusionError, Result};

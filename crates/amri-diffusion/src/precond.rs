@@ -1,0 +1,374 @@
+//! EDM preconditioning (Karras et al. 2022, "Elucidating the Design Space of Diffusion-Based
+//! Generative Models", Table 1) and the amri [`Denoiser`].
+//!
+//! With `s = σ² + σ_d²`:
+//! `c_skip = σ_d²/s`, `c_out = σ σ_d/√s`, `c_in = 1/√s`, `c_noise = ln(σ)/4`,
+//! `D(x; σ) = c_skip x + c_out F(c_in x, c_noise)`, loss weight `λ(σ) = s/(σ σ_d)²`
+//! (so that `λ c_out² = 1`: the effective training target of `F` has unit variance), and
+//! training noise levels are log-normal, `ln σ ~ N(P_mean, P_std²)` with `P_mean = −1.2`,
+//! `P_std = 1.2`.
+
+use candle_core::{Tensor, D};
+use candle_nn::VarBuilder;
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DiffusionError, Result};
+use crate::unet::{unet, UNet, UNetConfig};
+
+/// EDM preconditioning coefficients for a data standard deviation `sigma_data` (σ_d).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EdmPrecond {
+    /// σ_d, the standard deviation of the clean data (EDM default 0.5; for images normalised to
+    /// unit max magnitude choose it from the data).
+    pub sigma_data: f64,
+}
+
+impl Default for EdmPrecond {
+    fn default() -> Self {
+        Self { sigma_data: 0.5 }
+    }
+}
+
+impl EdmPrecond {
+    /// `σ_d²/(σ²+σ_d²)`.
+    pub fn c_skip(&self, sigma: f64) -> f64 {
+        let sd2 = self.sigma_data * self.sigma_data;
+        sd2 / (sigma * sigma + sd2)
+    }
+
+    /// `σ σ_d / √(σ²+σ_d²)`.
+    pub fn c_out(&self, sigma: f64) -> f64 {
+        sigma * self.sigma_data / (sigma * sigma + self.sigma_data * self.sigma_data).sqrt()
+    }
+
+    /// `1/√(σ²+σ_d²)`.
+    pub fn c_in(&self, sigma: f64) -> f64 {
+        1.0 / (sigma * sigma + self.sigma_data * self.sigma_data).sqrt()
+    }
+
+    /// `ln(σ)/4`.
+    pub fn c_noise(&self, sigma: f64) -> f64 {
+        sigma.ln() / 4.0
+    }
+
+    /// EDM loss weight `λ(σ) = (σ²+σ_d²)/(σ σ_d)²`.
+    pub fn loss_weight(&self, sigma: f64) -> f64 {
+        let sd = self.sigma_data;
+        (sigma * sigma + sd * sd) / (sigma * sd).powi(2)
+    }
+
+    /// [`Self::loss_weight`] element-wise on a `[N]` tensor of σ.
+    pub fn loss_weight_t(&self, sigma: &Tensor) -> Result<Tensor> {
+        let sd2 = self.sigma_data * self.sigma_data;
+        let s2 = sigma.sqr()?;
+        Ok(((&s2 + sd2)? / (s2 * sd2)?)?)
+    }
+
+    /// Applies the preconditioning around a raw network `f(c_in·x, c_noise)`:
+    /// `x: [N, C, H, W]`, `sigma: [N]` (> 0), `cond: [N, Cm, H, W]` extra channels passed to
+    /// `f` unscaled after the scaled image (pass `None` for none). Returns `D(x; σ)`, same shape
+    /// as `x`; `f` must return that shape too.
+    pub fn denoise<F>(
+        &self,
+        x: &Tensor,
+        cond: Option<&Tensor>,
+        sigma: &Tensor,
+        f: F,
+    ) -> Result<Tensor>
+    where
+        F: FnOnce(&Tensor, &Tensor) -> Result<Tensor>,
+    {
+        let (n, _, _, _) = x.dims4()?;
+        if sigma.dims() != [n] {
+            return Err(DiffusionError::Shape(format!(
+                "sigma must be [{n}], got {:?}",
+                sigma.dims()
+            )));
+        }
+        let sd2 = self.sigma_data * self.sigma_data;
+        let s2 = sigma.sqr()?;
+        let total = (&s2 + sd2)?; // σ² + σ_d²
+        let c_skip = (total.recip()? * sd2)?;
+        let c_out = ((sigma / total.sqrt()?)? * self.sigma_data)?;
+        let c_in = total.sqrt()?.recip()?;
+        let c_noise = (sigma.log()? / 4.0)?;
+        let col = |t: &Tensor| t.reshape((n, 1, 1, 1));
+        let scaled = x.broadcast_mul(&col(&c_in)?)?;
+        let net_in = match cond {
+            Some(c) => Tensor::cat(&[&scaled, c], 1)?,
+            None => scaled,
+        };
+        let fx = f(&net_in, &c_noise)?;
+        if fx.dims() != x.dims() {
+            return Err(DiffusionError::Shape(format!(
+                "raw network returned {:?}, expected {:?}",
+                fx.dims(),
+                x.dims()
+            )));
+        }
+        Ok((x.broadcast_mul(&col(&c_skip)?)? + fx.broadcast_mul(&col(&c_out)?)?)?)
+    }
+}
+
+/// Log-normal training noise levels: `σ = exp(P_mean + P_std·z)`, `z ~ N(0, 1)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SigmaSampler {
+    /// Mean of ln σ (EDM: −1.2).
+    pub p_mean: f64,
+    /// Standard deviation of ln σ (EDM: 1.2).
+    pub p_std: f64,
+}
+
+impl Default for SigmaSampler {
+    fn default() -> Self {
+        Self {
+            p_mean: -1.2,
+            p_std: 1.2,
+        }
+    }
+}
+
+impl SigmaSampler {
+    /// Draws `n` noise levels from `rng` (deterministic for a seeded RNG).
+    pub fn sample<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Result<Vec<f32>> {
+        let normal = Normal::new(self.p_mean, self.p_std)
+            .map_err(|e| DiffusionError::Config(format!("sigma sampler: {e}")))?;
+        Ok((0..n).map(|_| normal.sample(rng).exp() as f32).collect())
+    }
+}
+
+/// Configuration of a [`Denoiser`]; serialised into model cards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DenoiserConfig {
+    /// The raw network; `in_channels = image_channels + mask_channels`,
+    /// `out_channels = image_channels`.
+    pub unet: UNetConfig,
+    /// Image channels (2: real and imaginary parts of a complex MR image).
+    pub image_channels: usize,
+    /// Conditioning mask channels (1 for a pixel mask or a single k-space sampling mask).
+    pub mask_channels: usize,
+    /// EDM preconditioning (σ_d).
+    pub precond: EdmPrecond,
+}
+
+impl DenoiserConfig {
+    /// A complex-image (2 channels) denoiser with one mask channel on a named U-Net preset
+    /// (`"tiny"` or `"base"`), σ_d = `sigma_data`.
+    pub fn complex_preset(preset: &str, sigma_data: f64) -> Result<Self> {
+        Ok(Self {
+            unet: UNetConfig::preset(preset, 3, 2)?,
+            image_channels: 2,
+            mask_channels: 1,
+            precond: EdmPrecond { sigma_data },
+        })
+    }
+
+    /// Checks channel bookkeeping, σ_d > 0 and the U-Net configuration.
+    pub fn validate(&self) -> Result<()> {
+        if self.unet.in_channels != self.image_channels + self.mask_channels
+            || self.unet.out_channels != self.image_channels
+        {
+            return Err(DiffusionError::Config(format!(
+                "U-Net channels {}→{} do not match {} image + {} mask channels",
+                self.unet.in_channels,
+                self.unet.out_channels,
+                self.image_channels,
+                self.mask_channels
+            )));
+        }
+        if !(self.precond.sigma_data.is_finite() && self.precond.sigma_data > 0.0) {
+            return Err(DiffusionError::Config("sigma_data must be > 0".into()));
+        }
+        self.unet.validate()
+    }
+}
+
+/// The amri denoiser `D_θ(x, mask; σ)`: EDM preconditioning around a [`UNet`] whose input is the
+/// (corrupted, noisy) image followed by the mask channels and whose output is the clean-image
+/// estimate.
+#[derive(Debug, Clone)]
+pub struct Denoiser {
+    cfg: DenoiserConfig,
+    net: UNet,
+}
+
+/// Builds a [`Denoiser`] (weights under `vb.pp("unet")`).
+pub fn denoiser(cfg: &DenoiserConfig, vb: VarBuilder) -> Result<Denoiser> {
+    cfg.validate()?;
+    Ok(Denoiser {
+        cfg: cfg.clone(),
+        net: unet(&cfg.unet, vb.pp("unet"))?,
+    })
+}
+
+impl Denoiser {
+    /// The configuration this denoiser was built from.
+    pub fn config(&self) -> &DenoiserConfig {
+        &self.cfg
+    }
+
+    /// `x: [N, image_channels, H, W]` (real/imag of the corrupted noisy image),
+    /// `mask: [N, mask_channels, H, W]` (or anything broadcastable to it, e.g. a Cartesian
+    /// `[N, 1, 1, W]`; values in {0, 1}), `sigma: [N]` (> 0) → clean estimate, shape of `x`.
+    pub fn forward(&self, x: &Tensor, mask: &Tensor, sigma: &Tensor) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if c != self.cfg.image_channels {
+            return Err(DiffusionError::Shape(format!(
+                "denoiser expects {} image channels, got {c}",
+                self.cfg.image_channels
+            )));
+        }
+        let mask = mask
+            .broadcast_as((n, self.cfg.mask_channels, h, w))
+            .map_err(|e| DiffusionError::Shape(format!("mask {:?}: {e}", mask.dims())))?
+            .to_dtype(x.dtype())?
+            .contiguous()?;
+        self.cfg
+            .precond
+            .denoise(x, Some(&mask), sigma, |inp, c_noise| {
+                self.net.forward(inp, c_noise)
+            })
+    }
+}
+
+/// Per-sample sum of squares over all but the batch axis: `[N, …] → [N]`.
+pub(crate) fn per_sample_sq_norm(t: &Tensor) -> Result<Tensor> {
+    let n = t.dim(0)?;
+    Ok(t.sqr()?.reshape((n, ()))?.sum(D::Minus1)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+    use rand::SeedableRng;
+
+    #[test]
+    fn coefficient_identities() {
+        let p = EdmPrecond { sigma_data: 0.7 };
+        for &s in &[1e-3, 0.1, 0.7, 2.0, 80.0] {
+            // Closed forms: c_skip + c_out²/σ_d² = 1 and c_in² (σ²+σ_d²) = 1.
+            let cs = p.c_skip(s);
+            let co = p.c_out(s);
+            assert!((cs + co * co / (0.7 * 0.7) - 1.0).abs() < 1e-12);
+            assert!((p.c_in(s).powi(2) * (s * s + 0.49) - 1.0).abs() < 1e-12);
+            // λ(σ) c_out(σ)² = 1 (unit effective target weight).
+            assert!((p.loss_weight(s) * co * co - 1.0).abs() < 1e-12);
+            assert!((p.c_noise(s) - s.ln() / 4.0).abs() < 1e-15);
+        }
+        // σ = σ_d: c_skip = 1/2.
+        assert!((p.c_skip(0.7) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn denoise_tends_to_identity_as_sigma_vanishes_for_any_network() -> Result<()> {
+        let dev = Device::Cpu;
+        let p = EdmPrecond { sigma_data: 0.5 };
+        let x = Tensor::randn(0f32, 1., (2, 2, 4, 4), &dev)?;
+        let big = |_: &Tensor, _: &Tensor| -> Result<Tensor> {
+            Ok((Tensor::ones((2, 2, 4, 4), DType::F32, &dev)? * 100.0)?)
+        };
+        let mut prev = f32::INFINITY;
+        for &s in &[1e-1f32, 1e-3, 1e-5] {
+            let sig = Tensor::new(&[s, s], &dev)?;
+            let d = p.denoise(&x, None, &sig, big)?;
+            let err = (d - &x)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            // |D − x| = (1 − c_skip)|x| + c_out·100 ≤ ~ σ·100/σ_d·σ_d
+            let bound = (1.0 - p.c_skip(s as f64)) * 10.0 + p.c_out(s as f64) * 100.0 + 1e-5;
+            assert!((err as f64) <= bound, "σ={s}: err {err} > {bound}");
+            assert!(err < prev);
+            prev = err;
+        }
+        assert!(prev < 1e-2);
+        Ok(())
+    }
+
+    #[test]
+    fn denoise_matches_scalar_formula_and_passes_cond_unscaled() -> Result<()> {
+        let dev = Device::Cpu;
+        let p = EdmPrecond { sigma_data: 0.5 };
+        let x = Tensor::randn(0f32, 1., (2, 1, 2, 2), &dev)?;
+        let cond = Tensor::ones((2, 1, 2, 2), DType::F32, &dev)?;
+        let sig = [0.3f32, 4.0];
+        // F returns its input image channel plus the c_noise value; checks c_in, c_noise, cond.
+        let d = p.denoise(&x, Some(&cond), &Tensor::new(&sig, &dev)?, |inp, cn| {
+            assert_eq!(inp.dims(), &[2, 2, 2, 2]);
+            let c = inp.narrow(1, 1, 1)?;
+            let cmax = c.max_all()?.to_scalar::<f32>()?;
+            let cmin = c.min_all()?.to_scalar::<f32>()?;
+            assert_eq!((cmin, cmax), (1.0, 1.0));
+            Ok(inp
+                .narrow(1, 0, 1)?
+                .broadcast_add(&cn.reshape((2, 1, 1, 1))?)?)
+        })?;
+        let xv = x.flatten_all()?.to_vec1::<f32>()?;
+        let dv = d.flatten_all()?.to_vec1::<f32>()?;
+        for (i, (&xi, &di)) in xv.iter().zip(&dv).enumerate() {
+            let s = sig[i / 4] as f64;
+            let want =
+                p.c_skip(s) * xi as f64 + p.c_out(s) * (p.c_in(s) * xi as f64 + p.c_noise(s));
+            assert!((di as f64 - want).abs() < 1e-5, "{i}: {di} vs {want}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn loss_weight_tensor_matches_scalar() -> Result<()> {
+        let p = EdmPrecond { sigma_data: 0.5 };
+        let s = [0.01f32, 0.5, 3.0];
+        let w = p
+            .loss_weight_t(&Tensor::new(&s, &Device::Cpu)?)?
+            .to_vec1::<f32>()?;
+        for (a, b) in s.iter().zip(w) {
+            let want = p.loss_weight(*a as f64);
+            assert!(((b as f64) - want).abs() / want < 1e-5);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn sigma_sampler_is_seeded_and_log_normal() -> Result<()> {
+        let s = SigmaSampler::default();
+        let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let a = s.sample(4000, &mut r1)?;
+        assert_eq!(a, s.sample(4000, &mut r2)?);
+        let logs: Vec<f64> = a.iter().map(|&v| (v as f64).ln()).collect();
+        let mean = logs.iter().sum::<f64>() / logs.len() as f64;
+        let var = logs.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / logs.len() as f64;
+        // standard errors: 1.2/√4000 ≈ 0.019 for the mean
+        assert!((mean + 1.2).abs() < 0.08, "mean ln σ = {mean}");
+        assert!((var.sqrt() - 1.2).abs() < 0.08, "std ln σ = {}", var.sqrt());
+        Ok(())
+    }
+
+    #[test]
+    fn denoiser_at_init_returns_c_skip_times_input() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut cfg = DenoiserConfig::complex_preset("tiny", 0.5)?;
+        cfg.unet.base_channels = 8;
+        cfg.unet.groups = 4;
+        cfg.unet.attention_head_channels = 8;
+        let vm = VarMap::new();
+        let d = denoiser(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+        let x = Tensor::randn(0f32, 1., (1, 2, 16, 16), &dev)?;
+        let m = Tensor::ones((1, 1, 1, 16), DType::F32, &dev)?; // Cartesian broadcast
+        let out = d.forward(&x, &m, &Tensor::new(&[0.5f32], &dev)?)?;
+        let diff = (out - (x * 0.5)?)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6);
+        assert!(d
+            .forward(
+                &Tensor::zeros((1, 3, 16, 16), DType::F32, &dev)?,
+                &m,
+                &Tensor::new(&[0.5f32], &dev)?
+            )
+            .is_err());
+        let mut bad = cfg.clone();
+        bad.mask_channels = 2;
+        assert!(bad.validate().is_err());
+        Ok(())
+    }
+}
