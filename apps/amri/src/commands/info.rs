@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use amri_core::{Affine, Volume};
 use amri_io::{Format, Scan};
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 /// Arguments of `amri info`.
 #[derive(clap::Args, Debug)]
@@ -39,7 +39,7 @@ pub fn run(args: Args) -> Result<()> {
 /// Text (or JSON) summary of every scan in `path`.
 pub fn describe(path: &std::path::Path, json: bool) -> Result<String> {
     let fmt = Format::detect(path)?;
-    let scans = amri_io::read_all(path).with_context(|| format!("reading {}", path.display()))?;
+    let scans = amri_io::read_all(path)?;
     let mut out = String::new();
     if json {
         let items: Vec<serde_json::Value> = scans.iter().map(|s| scan_json(path, fmt, s)).collect();
