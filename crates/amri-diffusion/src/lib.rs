@@ -37,6 +37,8 @@
 //! ```
 
 pub mod error;
+pub mod fourier;
+pub mod loss;
 pub mod precond;
 pub mod unet;
 
