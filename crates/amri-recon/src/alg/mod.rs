@@ -5,7 +5,9 @@
 //! - [`cg()`]: conjugate gradient for `N x = b` with `N` Hermitian positive semi-definite;
 //! - [`power()`]: power iteration for the largest eigenvalue of `A^H A` (Lipschitz constants);
 //! - [`fista()`]: FISTA for `min f(x) + g(x)`, `f` smooth with `L`-Lipschitz gradient;
-//! - [`pdhg()`]: Chambolle–Pock primal–dual hybrid gradient for `min_x F(K x) + G(x)`.
+//! - [`pdhg()`]: Chambolle–Pock primal–dual hybrid gradient for `min_x F(K x) + G(x)`;
+//! - [`admm()`]: ADMM for `min_x ½‖A x − y‖² + f(G x)` with warm-started inner CG (BART's
+//!   `pics` ADMM).
 //!
 //! Every solver allocates its work vectors once, before the first iteration, calls the
 //! callback after each iteration with an [`IterInfo`], stops when the callback returns
@@ -16,11 +18,13 @@
 //! Vectors are `&[C32]` with the plain Euclidean inner product `<a, b> = Σ conj(a_i) b_i`;
 //! reductions accumulate in `f64`.
 
+pub mod admm;
 pub mod cg;
 pub mod fista;
 pub mod pdhg;
 pub mod power;
 
+pub use admm::{admm, AdmmConfig};
 pub use cg::{cg, CgConfig};
 pub use fista::{fista, FistaConfig};
 pub use pdhg::{pdhg, PdhgConfig};
@@ -35,11 +39,12 @@ use amri_core::C32;
 pub struct IterInfo {
     /// Iteration just completed, counting from 1.
     pub iter: usize,
-    /// Objective value at the current iterate when the solver computes it (FISTA and PDHG when
+    /// Objective value at the current iterate when the solver computes it (FISTA, PDHG, ADMM when
     /// given an objective callable; CG: the quadratic `½ x^H N x − Re(b^H x)`), else `None`.
     pub objective: Option<f64>,
     /// Residual norm: CG `‖b − N x‖₂`; FISTA the norm of the gradient-map step
-    /// `‖x_{k+1} − z_k‖₂ / step`; PDHG the primal step `‖x_{k+1} − x_k‖₂ / τ`.
+    /// `‖x_{k+1} − z_k‖₂ / step`; PDHG the primal step `‖x_{k+1} − x_k‖₂ / τ`; ADMM the primal
+    /// residual `‖G x − z‖₂`.
     pub residual: f64,
     /// Relative change of the iterate `‖x_{k+1} − x_k‖₂ / ‖x_{k+1}‖₂` (0 when both are zero).
     pub rel_change: f64,

@@ -33,7 +33,7 @@ pub mod zero_filled;
 
 pub use cg_sense::{cg_sense, cg_sense_slice, cg_sense_with, CgSenseConfig};
 pub use l1_wavelet::{l1_wavelet, l1_wavelet_slice, l1_wavelet_with, L1WaveletConfig};
-pub use tv::{tv_recon, tv_recon_slice, tv_recon_with, TvConfig};
+pub use tv::{tv_recon, tv_recon_slice, tv_recon_with, TvConfig, TvSolver};
 pub use zero_filled::{zero_filled, zero_filled_coils};
 
 use std::ops::ControlFlow;
