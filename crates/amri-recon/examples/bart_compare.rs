@@ -9,7 +9,7 @@
 //! (same scaled data, same λ and iteration count, wavelet db2 like BART), and prints PSNR and
 //! SSIM (fastMRI definitions, magnitude, against the fully sampled image) and wall time as a
 //! Markdown table. BART is timed as a process (it reads and writes small files). amri's TV runs
-//! twice per case, with its default isotropic TV and with BART's anisotropic periodic TV
+//! twice per case, with its default TV (Neumann boundary) and with BART's periodic TV
 //! (`TvDef::BART`), both compared with the one BART run; `--iters` is BART's `-i`, which for
 //! ADMM counts CG steps (applications of `A^H A`), and amri's `TvConfig::iterations` counts the
 //! same.
@@ -216,13 +216,13 @@ fn main() -> Result<(), Box<dyn Error>> {
                     psnr(reference.view(), bm.view())?,
                     ssim(reference.view(), bm.view())?,
                 );
-                // amri: l1-wavelet, or TV with its default (isotropic, Neumann) definition and
-                // with BART's (anisotropic, periodic), both by ADMM with BART's settings and the
+                // amri: l1-wavelet, or TV with its default definition (isotropic, Neumann) and
+                // with BART's (isotropic, periodic), both by ADMM with BART's settings and the
                 // same budget of A^H A applications as BART's `-i`.
                 let variants: &[(&str, TvDef)] = if method == "TV" {
                     &[
                         ("TV", TvDef::default()),
-                        ("TV (BART's aniso./periodic TV)", TvDef::BART),
+                        ("TV, BART's periodic TV", TvDef::BART),
                     ]
                 } else {
                     &[("l1-wavelet", TvDef::BART)]

@@ -4,11 +4,12 @@
 //! Layers (SigPy's Alg/Prox/App, BART's `italgos`), each using only those below:
 //! - [`thresh`]: soft/hard thresholding and projections on complex vectors;
 //! - [`wavelet`]: orthonormal multi-level 2-D Daubechies transforms for any image size;
-//! - [`tv`]: the discrete gradient, total variation (isotropic, or BART's anisotropic
-//!   periodic) and its proximal map;
+//! - [`tv`]: the discrete gradient, total variation (isotropic or anisotropic, Neumann or
+//!   BART's periodic boundary) and its proximal map;
 //! - [`prox`]: proximal operators as objects ([`prox::L1Wavelet`] with cycle spinning, …);
-//! - [`alg`]: [`alg::cg()`], [`alg::power()`], [`alg::fista()`], [`alg::pdhg()`], [`alg::admm()`] on plain
-//!   closures over flat `&[C32]` buffers, with a per-iteration callback that can cancel;
+//! - [`alg`]: [`alg::cg()`], [`alg::power()`], [`alg::fista()`], [`alg::pdhg()`],
+//!   [`alg::admm()`] on plain closures over flat `&[C32]` buffers, with a per-iteration
+//!   callback that can cancel;
 //! - [`app`]: zero-filled, CG-SENSE, l1-wavelet and TV reconstructions of an
 //!   [`amri_core::KSpace`], slices in parallel.
 //!

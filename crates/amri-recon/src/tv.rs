@@ -10,10 +10,12 @@
 //! the usual choice in the MRI literature (no preferred direction for edges).
 //!
 //! [`TvDef::BART`] is the definition of BART's `pics -R T:3:0:λ`: forward differences with
-//! periodic wrap-around (`(D_r x)[i, j] = x[(i+1) mod rows, j] − x[i, j]`, BART's `md_zfdiff`
-//! is a circular shift minus the input), and, because the joint-threshold flags are `0`, the
-//! anisotropic sum `Σ_ij |D_r x| + |D_c x|`. Use it for like-for-like comparisons with BART.
-//! Also `‖∇‖² ≤ 8`.
+//! periodic wrap-around (`(D_r x)[i, j] = x[(i+1) mod rows, j] − x[i, j]`; BART's `md_zfdiff`
+//! is a circular shift minus the input), isotropic: `pics` thresholds the gradient jointly over
+//! its direction axis (`prox_thresh_create(…, jflags | MD_BIT(DIMS))` in BART's
+//! `opt_reg_configure`), so the `0` of `T:3:0` only adds no further joint axes. Use it for
+//! like-for-like comparisons with BART. [`TvNorm::Anisotropic`] (`Σ |D_r x| + |D_c x|`) is
+//! also available. Every variant has `‖∇‖² ≤ 8`.
 
 use amri_core::C32;
 
@@ -321,7 +323,7 @@ pub enum TvNorm {
     /// `Σ sqrt(|D_r x|² + |D_c x|²)`: the `‖·‖_{2,1}` norm of the gradient field.
     #[default]
     Isotropic,
-    /// `Σ |D_r x| + |D_c x|`: the `ℓ1` norm of the gradient field (BART `-R T:3:0`).
+    /// `Σ |D_r x| + |D_c x|`: the `ℓ1` norm of the gradient field.
     Anisotropic,
 }
 
@@ -336,9 +338,9 @@ pub struct TvDef {
 }
 
 impl TvDef {
-    /// BART's `pics -R T:3:0:λ`: anisotropic, periodic.
+    /// BART's `pics -R T:3:0:λ`: isotropic, periodic.
     pub const BART: TvDef = TvDef {
-        norm: TvNorm::Anisotropic,
+        norm: TvNorm::Isotropic,
         boundary: Boundary::Periodic,
     };
 
@@ -600,9 +602,14 @@ mod tests {
             boundary: Boundary::Neumann,
         };
         assert!((aniso.value(&y, 2, 2) - 2.0).abs() < 1e-6);
-        // Periodic anisotropic: every pixel's row and column neighbours wrap; the lone 0 has
-        // four unit jumps around it (two forward from it, two into it) → 4.
-        assert!((TvDef::BART.value(&y, 2, 2) - 4.0).abs() < 1e-6);
+        // Periodic: the differences wrap, so the lone 0 has four unit jumps around it: at
+        // (0,0) dr = dc = 1 (√2), at (0,1) dc = −1, at (1,0) dr = −1, at (1,1) none.
+        assert!((TvDef::BART.value(&y, 2, 2) - (2.0 + 2f64.sqrt())).abs() < 1e-6);
+        let aniso_periodic = TvDef {
+            norm: TvNorm::Anisotropic,
+            boundary: Boundary::Periodic,
+        };
+        assert!((aniso_periodic.value(&y, 2, 2) - 4.0).abs() < 1e-6);
         // Horizontal ramp j on 4 × 5, periodic: each row 1+1+1+1−4 in modulus → 8 per row.
         let x: Vec<C32> = (0..20).map(|k| C32::new((k % 5) as f32, 0.0)).collect();
         assert!((TvDef::BART.value(&x, 4, 5) - 32.0).abs() < 1e-9);
@@ -619,17 +626,21 @@ mod tests {
             C32::new(0.0, 0.1),
         ];
         let mut h = g.clone();
+        let aniso = TvDef {
+            norm: TvNorm::Anisotropic,
+            boundary: Boundary::Neumann,
+        };
         TvDef::default().shrink(2.0, &mut g);
         assert!((g[0] - C32::new(1.8, 0.0)).norm() < 1e-6);
         assert!((g[2] - C32::new(0.0, 2.4)).norm() < 1e-6);
         assert_eq!(g[1], C32::new(0.0, 0.0));
         assert_eq!(g[3], C32::new(0.0, 0.0));
-        TvDef::BART.shrink(2.0, &mut h);
+        aniso.shrink(2.0, &mut h);
         assert!((h[0] - C32::new(1.0, 0.0)).norm() < 1e-6);
         assert!((h[2] - C32::new(0.0, 2.0)).norm() < 1e-6);
         // Moreau: shrink(t, v) + project(t, v) = v for both norms.
         let v = rand_vec(40, 5);
-        for def in [TvDef::default(), TvDef::BART] {
+        for def in [TvDef::default(), aniso] {
             let (mut a, mut b) = (v.clone(), v.clone());
             def.shrink(0.3, &mut a);
             def.project(0.3, &mut b);

@@ -15,7 +15,7 @@ use amri_recon::app::{
     cg_sense, cg_sense_with, l1_wavelet, l1_wavelet_slice, tv_recon, tv_recon_slice, zero_filled,
     CgSenseConfig, DataScaling, L1WaveletConfig, TvConfig, TvSolver,
 };
-use amri_recon::tv::TvDef;
+use amri_recon::tv::{Boundary, TvDef, TvNorm};
 
 use amri_recon::ReconError;
 use ndarray::{Array2, Array4, Axis};
@@ -336,13 +336,17 @@ fn bad_inputs_are_errors_not_panics() {
 #[test]
 fn tv_admm_and_pdhg_reach_the_same_minimiser() {
     // Two independent algorithms on the same undersampled 4-coil problem, run to convergence,
-    // for both TV definitions.
+    // for the default, BART's and an anisotropic TV.
     let img = common::phantom(32, 32);
     let maps = synthetic_maps(4, 32, 32, Some(5));
     let mask = common::column_mask(32, 32, 3, 6);
     let ks = common::simulate(&img, Some(&maps), &mask);
     let m4 = maps.insert_axis(Axis(0));
-    for def in [TvDef::default(), TvDef::BART] {
+    let aniso = TvDef {
+        norm: TvNorm::Anisotropic,
+        boundary: Boundary::Neumann,
+    };
+    for def in [TvDef::default(), TvDef::BART, aniso] {
         let base = TvConfig {
             lambda: 0.01,
             tv: def,
@@ -380,7 +384,7 @@ fn tv_admm_and_pdhg_reach_the_same_minimiser() {
 fn tv_admm_with_bart_definition_denoises_a_periodic_step_exactly() {
     // A = M F with a full mask is unitary, so the problem is TV denoising of x₀. Every row is
     // the same periodic 1-D step (levels a on k columns, b on n − k, two jumps), so with
-    // BART's anisotropic periodic TV the row differences vanish and each level moves towards
+    // BART's periodic TV the row differences vanish and each level moves towards
     // the other by 2λ/k and 2λ/(n − k) (closed form, while they stay apart).
     let (rows, n, k) = (6, 16, 6);
     let x0: Vec<C32> = (0..rows * n)

@@ -1,12 +1,12 @@
 //! Total-variation compressed sensing: `min_x ½‖A x − y/s‖² + λ TV(x)`, with `TV` the
 //! isotropic, Neumann-boundary TV of [`crate::tv`] by default ([`TvConfig::tv`] selects BART's
-//! anisotropic, periodic definition instead).
+//! periodic-boundary definition, or an anisotropic TV, instead).
 //!
 //! # Solvers
 //! - [`TvSolver::Admm`] (default), as BART's `pics -R T`: [`crate::alg::admm()`] with the
 //!   splitting `z = ∇x`, `(A^H A + ρ∇^H∇) x = A^H y + ρ∇^H(z − u)` by warm-started CG (at most
 //!   [`TvConfig::cg_iterations`] steps, stopped at a relative residual of 10⁻³), `z` by
-//!   isotropic vector (or, anisotropic, complex) soft-thresholding by `λ/ρ`, over-relaxation
+//!   isotropic vector (anisotropic: entry-wise complex) soft-thresholding by `λ/ρ`, over-relaxation
 //!   1.6, `ρ` = [`TvConfig::rho`] (BART defaults: `ρ = 0.5`, 10 CG steps).
 //!   [`TvConfig::iterations`] counts CG steps, i.e. applications of `A^H A`, summed over the
 //!   outer iterations, which is what BART's `pics -i N` counts for ADMM (its `admm` stops once
