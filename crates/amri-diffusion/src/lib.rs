@@ -40,6 +40,7 @@ pub mod error;
 pub mod fourier;
 pub mod loss;
 pub mod precond;
+pub mod train;
 pub mod unet;
 
 pub use error::{DiffusionError, Result};

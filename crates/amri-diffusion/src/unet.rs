@@ -20,7 +20,7 @@
 //! Layers are built by free functions from a [`VarBuilder`] with `vb.pp(...)` scopes, so weights
 //! load from safetensors or a `VarMap` by name.
 
-use candle_core::{DType, Module, Tensor};
+use candle_core::{Module, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -150,15 +150,34 @@ pub fn positional_embedding(c: &Tensor, channels: usize) -> Result<Tensor> {
     let freqs: Vec<f32> = (0..half)
         .map(|k| (-(k as f64) / half as f64 * 10000f64.ln()).exp() as f32)
         .collect();
-    let freqs = Tensor::from_vec(freqs, (1, half), c.device())?;
-    let args = c
-        .to_dtype(DType::F32)?
-        .reshape(((), 1))?
-        .broadcast_mul(&freqs)?;
+    let freqs = Tensor::from_vec(freqs, (1, half), c.device())?.to_dtype(c.dtype())?;
+    let args = c.reshape(((), 1))?.broadcast_mul(&freqs)?;
     Ok(Tensor::cat(&[args.cos()?, args.sin()?], 1)?)
 }
 
-/// A 2-D convolution with padding `k/2`; `zero_init` sets weight and bias to zero (EDM's
+/// A 2-D convolution (stride 1, padding `k/2`) that works around a candle 0.9 CPU bug: its tiled
+/// im2col kernel mistakes a contiguous NCHW input for NHWC when `C_in == H == W` and returns
+/// wrong values (fixed upstream in candle 0.11). For that shape the input is handed over with an
+/// equivalent non-contiguous layout, which takes candle's correct copying path.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    inner: Conv2d,
+}
+
+impl Conv {
+    /// `[N, C_in, H, W] → [N, C_out, H, W]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, c, h, w) = x.dims4()?;
+        let k = self.inner.weight().dim(2)?;
+        if c == h && h == w && k > 1 && x.device().is_cpu() {
+            let x = x.transpose(2, 3)?.contiguous()?.transpose(2, 3)?;
+            return Ok(self.inner.forward(&x)?);
+        }
+        Ok(self.inner.forward(x)?)
+    }
+}
+
+/// A 2-D [`Conv`] with padding `k/2`; `zero_init` sets weight and bias to zero (EDM's
 /// `init_zero`), otherwise candle's default Kaiming-uniform initialisation.
 pub fn conv2d(
     in_c: usize,
@@ -166,7 +185,7 @@ pub fn conv2d(
     kernel: usize,
     zero_init: bool,
     vb: VarBuilder,
-) -> Result<Conv2d> {
+) -> Result<Conv> {
     let cfg = Conv2dConfig {
         padding: kernel / 2,
         ..Default::default()
@@ -174,9 +193,13 @@ pub fn conv2d(
     if zero_init {
         let w = vb.get_with_hints((out_c, in_c, kernel, kernel), "weight", Init::Const(0.0))?;
         let b = vb.get_with_hints(out_c, "bias", Init::Const(0.0))?;
-        Ok(Conv2d::new(w, Some(b), cfg))
+        Ok(Conv {
+            inner: Conv2d::new(w, Some(b), cfg),
+        })
     } else {
-        Ok(candle_nn::conv2d(in_c, out_c, kernel, cfg, vb)?)
+        Ok(Conv {
+            inner: candle_nn::conv2d(in_c, out_c, kernel, cfg, vb)?,
+        })
     }
 }
 
@@ -185,8 +208,8 @@ pub fn conv2d(
 #[derive(Debug, Clone)]
 pub struct Attention {
     norm: GroupNorm,
-    qkv: Conv2d,
-    proj: Conv2d,
+    qkv: Conv,
+    proj: Conv,
     heads: usize,
 }
 
@@ -226,10 +249,12 @@ impl Attention {
             .transpose(2, 3)?
             .contiguous()?; // [N,heads,HW,d]
         let att = (q.matmul(&k)? * (1.0 / (d as f64).sqrt()))?;
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        // `softmax_last_dim` is a fused custom op without a backward pass in candle 0.9; the
+        // composed `softmax` is differentiable.
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
         let out = att.matmul(&v)?; // [N, heads, HW, d]
         let out = out.transpose(2, 3)?.contiguous()?.reshape((n, c, h, w))?;
-        Ok(self.proj.forward(&out)?)
+        self.proj.forward(&out)
     }
 }
 
@@ -237,11 +262,11 @@ impl Attention {
 #[derive(Debug, Clone)]
 pub struct ResBlock {
     norm0: GroupNorm,
-    conv0: Conv2d,
+    conv0: Conv,
     affine: Linear,
     norm1: GroupNorm,
-    conv1: Conv2d,
-    skip: Option<Conv2d>,
+    conv1: Conv,
+    skip: Option<Conv>,
     attn: Option<Attention>,
 }
 
@@ -298,16 +323,16 @@ pub struct UNet {
     cfg: UNetConfig,
     map0: Linear,
     map1: Linear,
-    conv_in: Conv2d,
+    conv_in: Conv,
     /// Encoder blocks per level.
     enc: Vec<Vec<ResBlock>>,
     mid: Vec<ResBlock>,
     /// Decoder blocks per level (index = level).
     dec: Vec<Vec<ResBlock>>,
     /// Post-upsampling convolutions, `up[l]` goes from level `l+1` to level `l`.
-    up: Vec<Conv2d>,
+    up: Vec<Conv>,
     out_norm: GroupNorm,
-    out_conv: Conv2d,
+    out_conv: Conv,
 }
 
 /// Builds a [`UNet`] from `cfg` (`vb` scopes: `map0`, `map1`, `conv_in`, `enc.{l}.{b}`,
@@ -467,7 +492,7 @@ impl UNet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
     use candle_nn::VarMap;
 
     fn small() -> UNetConfig {
@@ -593,6 +618,138 @@ mod tests {
                 .ok_or_else(|| DiffusionError::Config(format!("no grad for {name}")))?;
             let gmax = g.abs()?.max_all()?.to_scalar::<f32>()?;
             assert!(gmax.is_finite(), "{name}: non-finite gradient");
+        }
+        Ok(())
+    }
+
+    /// Direct (loop) convolution with zero padding `k/2`, no bias: the independent reference.
+    fn naive_conv(
+        x: &[f32],
+        w: &[f32],
+        n: usize,
+        ci: usize,
+        co: usize,
+        hw: usize,
+        k: usize,
+    ) -> Vec<f32> {
+        let p = (k / 2) as isize;
+        let mut out = vec![0f32; n * co * hw * hw];
+        for b in 0..n {
+            for o in 0..co {
+                for y in 0..hw {
+                    for xx in 0..hw {
+                        let mut acc = 0f32;
+                        for i in 0..ci {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let sy = y as isize + ky as isize - p;
+                                    let sx = xx as isize + kx as isize - p;
+                                    if sy >= 0
+                                        && sx >= 0
+                                        && (sy as usize) < hw
+                                        && (sx as usize) < hw
+                                    {
+                                        acc += x
+                                            [((b * ci + i) * hw + sy as usize) * hw + sx as usize]
+                                            * w[((o * ci + i) * k + ky) * k + kx];
+                                    }
+                                }
+                            }
+                        }
+                        out[((b * co + o) * hw + y) * hw + xx] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn conv_matches_direct_convolution_including_channels_equal_size() -> Result<()> {
+        // C_in == H == W is the shape where candle 0.9's CPU conv2d is wrong without the
+        // workaround in `Conv`.
+        let dev = Device::Cpu;
+        for &(ci, hw) in &[(8usize, 8usize), (3, 8), (4, 4)] {
+            let vm = VarMap::new();
+            let conv = conv2d(
+                ci,
+                5,
+                3,
+                false,
+                VarBuilder::from_varmap(&vm, DType::F32, &dev),
+            )?;
+            let bias = conv
+                .inner
+                .bias()
+                .cloned()
+                .ok_or_else(|| DiffusionError::Config("bias".into()))?;
+            let conv_nb = Conv {
+                inner: Conv2d::new(conv.inner.weight().clone(), None, *conv.inner.config()),
+            };
+            let x = Tensor::randn(0f32, 1., (2, ci, hw, hw), &dev)?;
+            let got = conv_nb.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+            let want = naive_conv(
+                &x.flatten_all()?.to_vec1::<f32>()?,
+                &conv.inner.weight().flatten_all()?.to_vec1::<f32>()?,
+                2,
+                ci,
+                5,
+                hw,
+                3,
+            );
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 1e-4, "C_in {ci}, {hw}×{hw}: max err {err}");
+            assert_eq!(bias.dims(), &[5]);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() -> Result<()> {
+        // f64 network; central differences on the first entry of every parameter.
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let cfg = UNetConfig {
+            base_channels: 8,
+            ..small()
+        };
+        let net = unet(&cfg, VarBuilder::from_varmap(&vm, DType::F64, &dev))?;
+        for (name, var) in vm.data().lock().expect("varmap lock").iter() {
+            if name.contains("conv1") || name.contains("proj") || name.contains("out_conv") {
+                var.set(&Tensor::randn(0f64, 0.1, var.shape(), &dev)?)?;
+            }
+        }
+        let x = Tensor::randn(0f64, 1., (2, 3, 8, 8), &dev)?;
+        let c = Tensor::new(&[0.1f64, -0.4], &dev)?;
+        let tgt = Tensor::randn(0f64, 1., (2, 2, 8, 8), &dev)?;
+        let loss = || -> Result<Tensor> { Ok((net.forward(&x, &c)? - &tgt)?.sqr()?.sum_all()?) };
+        let grads = loss()?.backward()?;
+        let data = vm.data().lock().expect("varmap lock");
+        for (name, v) in data.iter() {
+            let g = grads
+                .get(v.as_tensor())
+                .ok_or_else(|| DiffusionError::Config(format!("no grad for {name}")))?
+                .flatten_all()?
+                .to_vec1::<f64>()?;
+            let orig = v.as_tensor().flatten_all()?.to_vec1::<f64>()?;
+            let eps = 1e-4;
+            let eval = |d: f64| -> Result<f64> {
+                let mut p = orig.clone();
+                p[0] += d;
+                v.set(&Tensor::from_vec(p, v.shape(), &dev)?)?;
+                Ok(loss()?.to_scalar::<f64>()?)
+            };
+            let fd = (eval(eps)? - eval(-eps)?) / (2.0 * eps);
+            v.set(&Tensor::from_vec(orig, v.shape(), &dev)?)?;
+            assert!(
+                (g[0] - fd).abs() <= 1e-4 * fd.abs().max(1.0),
+                "{name}: autograd {} vs fd {fd}",
+                g[0]
+            );
         }
         Ok(())
     }
