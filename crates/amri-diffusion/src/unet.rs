@@ -67,7 +67,8 @@ impl UNetConfig {
     }
 
     /// Preset for real use on a GPU at 256×256: 64 base channels, five levels ×(1, 2, 2, 4, 4),
-    /// two blocks per level, attention at the lowest level (16×16 for a 256×256 input).
+    /// two blocks per level, attention at the lowest level (16×16 for a 256×256 input); ≈26.9 M
+    /// parameters for 3 input and 2 output channels.
     pub fn base(in_channels: usize, out_channels: usize) -> Self {
         Self {
             in_channels,
@@ -751,6 +752,22 @@ mod tests {
                 g[0]
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn base_preset_builds_at_a_size_between_tiny_and_100m() -> Result<()> {
+        let vm = VarMap::new();
+        unet(
+            &UNetConfig::base(3, 2),
+            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+        )?;
+        let n = param_count(&vm);
+        eprintln!("base preset: {n} parameters");
+        assert!(
+            (5_000_000..100_000_000).contains(&n),
+            "base has {n} parameters"
+        );
         Ok(())
     }
 
