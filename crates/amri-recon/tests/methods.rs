@@ -214,7 +214,8 @@ fn tv_reconstruction_beats_zero_filled_and_decreases_objective() {
         .map(|i| i.objective.expect("tracked"))
         .collect();
     assert!(f[f.len() - 1] < f[0]);
-    // PDHG is not monotone in the primal objective, but the late iterations must settle.
+    // ADMM (the default solver) is not monotone in the objective, but the late iterations
+    // must settle.
     let tail = &f[f.len() - 50..];
     let (lo, hi) = tail
         .iter()
