@@ -491,3 +491,80 @@ fn recon_reads_fastmri_hdf5_and_never_leaks_patient_id() {
         assert!(!bytes.windows(16).any(|w| w == b"do-not-copy-0001"));
     }
 }
+
+/// The broken inputs of tests/bad-inputs/ (made by make_bad_inputs.py): each must give a clear
+/// error naming the file, exit status 1, and no panic, through the CLI and through the library.
+#[test]
+fn bad_input_corpus() {
+    let dir = root().join("tests/bad-inputs");
+    // (file, subcommand and its arguments before the file, words the message must contain)
+    let cases: &[(&str, &[&str], &[&str])] = &[
+        ("truncated.nii.gz", &["info"], &["gzip"]),
+        ("wrong_magic.nii", &["info"], &["magic"]),
+        (
+            "huge_header.nii",
+            &["info"],
+            &["header claims", "file has 400 bytes"],
+        ),
+        ("zero_dim.nii", &["info"], &["dim[2] = 0"]),
+        ("huge_shape.npy", &["info"], &["needs", "bytes"]),
+        ("mask_mismatch.npz", &["info"], &["mask", "[2, 8, 6]"]),
+        (
+            "nan_kspace.npz",
+            &["recon", "--method", "zero-filled", "--no-progress"],
+            &["NaN"],
+        ),
+        ("short.cfl", &["info"], &["800 bytes", "header"]),
+        ("not_hdf5.h5", &["info"], &["not an HDF5 file"]),
+        (
+            "nan_pixels.nii",
+            &["simulate", "--protocol", "pixel-90"],
+            &["NaN"],
+        ),
+        (
+            "protocol_wrong_type.toml",
+            &["protocol", "check"],
+            &["coils", "string"],
+        ),
+        (
+            "protocol_unknown_key.toml",
+            &["protocol", "check"],
+            &["noise", "unknown field"],
+        ),
+        (
+            "protocol_out_of_range.toml",
+            &["protocol", "check"],
+            &["acceleration = 0.5", "[1, 64]"],
+        ),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    for (file, args, words) in cases {
+        let path = dir.join(file);
+        let mut cmd = amri();
+        cmd.args(*args).arg(&path);
+        if args[0] == "recon" {
+            cmd.arg(out.path().join("r.nii.gz"));
+        } else if args[0] == "simulate" {
+            cmd.arg(out.path().join("s.npz"));
+        }
+        let o = cmd.assert().code(1).get_output().clone();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(file),
+            "{file}: message does not name the file: {err}"
+        );
+        assert!(!err.contains("panicked"), "{file}: panic: {err}");
+        for w in *words {
+            assert!(err.contains(w), "{file}: message lacks '{w}': {err}");
+        }
+        // Through the library too: readers return an error naming the file.
+        if args[0] == "info" {
+            let e = amri_io::read(&path).unwrap_err().to_string();
+            assert!(
+                e.contains(file),
+                "{file}: library error does not name the file: {e}"
+            );
+        }
+    }
+    assert!(!out.path().join("r.nii.gz").exists() && !out.path().join("s.npz").exists());
+}
