@@ -150,9 +150,9 @@ fn tv_admm_matches_bart_pics_tv() {
         },
         "bart/rec_tv_conv",
     );
-    // Measured on 2026-11-23: 1.3e-2 (100 steps), 1.2e-2 (3000 steps), Neumann 3.1e-2. Both
-    // solvers stop their inner CG at a relative residual of 1e-3, which leaves x stalled at
-    // about that accuracy, so the two ADMM runs settle at slightly different points.
+    // Measured on 2026-11-23: 1.3e-2 (100 steps), 1.2e-2 (3000 steps), Neumann 3.1e-2. The
+    // residual 1 % is not explained yet; likely (unverified) both solvers' inner CG, stopped at
+    // a relative residual of 1e-3, stalls x at slightly different points.
     eprintln!("TV vs BART: 100 CG steps {e100:.2e}, converged {econv:.2e}, Neumann {eneu:.2e}");
     assert!(
         e100 < 2e-2,

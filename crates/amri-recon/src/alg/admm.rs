@@ -40,7 +40,10 @@ pub struct AdmmConfig {
     /// its `admm` stops once the CG steps summed over the outer iterations exceed `N`. Here the
     /// last x-update is cut short so that the total never exceeds the budget.
     pub cg_budget: Option<usize>,
-    /// Stop when `‖x_{k+1} − x_k‖ / ‖x_{k+1}‖ < tol` after an outer iteration (0: never).
+    /// Stop when `‖x_{k+1} − x_k‖ / ‖x_{k+1}‖ < tol` after an outer iteration whose x-update
+    /// took at least one CG step (0: never). An x-update whose initial residual already meets
+    /// `cg_tol` leaves `x` unchanged while `z` and `u` still move, so it is not counted as
+    /// convergence.
     pub tol: f64,
 }
 
@@ -183,6 +186,7 @@ where
         p.copy_from_slice(&r);
         let mut rs = norm_sqr(&r);
         check_finite("residual of the admm x-update", rs)?;
+        let mut steps = 0usize;
         for _ in 0..max_cg {
             if rs <= eps2 || rs == 0.0 {
                 break;
@@ -197,7 +201,7 @@ where
                 &mut tm,
                 &mut tn,
             );
-            cg_used += 1;
+            steps += 1;
             let pap = dot(&p, &ap).re;
             check_finite("p^H M p in the admm x-update", pap)?;
             if pap <= 0.0 {
@@ -216,6 +220,8 @@ where
                 .zip(&r)
                 .for_each(|(pi, ri)| *pi = ri + *pi * beta);
         }
+
+        cg_used += steps;
 
         // z- and u-updates with over-relaxation.
         g(x, &mut gx);
@@ -248,7 +254,7 @@ where
             log.stop = Stop::Cancelled;
             break;
         }
-        if info.rel_change < cfg.tol {
+        if steps > 0 && info.rel_change < cfg.tol {
             log.stop = Stop::Converged;
             break;
         }
@@ -334,6 +340,27 @@ mod tests {
             assert!((a - b).norm() < 1e-4, "{a} vs {b}");
         }
         assert!(log.last().unwrap().residual < 1e-4);
+        // With a tolerance it stops early, at a point that still satisfies the closed form.
+        let mut x2 = vec![C32::new(0.0, 0.0); 40];
+        let cfg = AdmmConfig { tol: 1e-6, ..cfg };
+        let log2 = admm(
+            id,
+            id,
+            id,
+            |t, v| soft_thresh(t * lam, v),
+            &y,
+            &mut x2,
+            40,
+            &cfg,
+            None,
+            no_callback,
+        )
+        .unwrap();
+        assert_eq!(log2.stop, Stop::Converged);
+        assert!(log2.iterations() < 300);
+        for (a, b) in x2.iter().zip(&want) {
+            assert!((a - b).norm() < 1e-4, "{a} vs {b}");
+        }
     }
 
     /// 1-D TV denoising of a step (closed form): levels `a` (k samples) and `b` (n − k), `a < b`,
