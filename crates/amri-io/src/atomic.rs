@@ -35,6 +35,32 @@ where
     Ok(())
 }
 
+/// Removes the temporary files that an interrupted [`write_atomic`] of `path` left behind (a
+/// process killed between creating and renaming its temporary file cannot remove it). Returns
+/// how many were removed. Only names of the form `.{file name}.*.part` in `path`'s folder are
+/// touched.
+pub fn remove_stale_parts(path: &Path) -> usize {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return 0;
+    };
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&prefix) && n.ends_with(".part") && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Writes `bytes` to `path` atomically (see [`write_atomic`]).
 pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic(path, |w| w.write_all(bytes))
@@ -59,5 +85,17 @@ mod tests {
         assert_eq!(names.len(), 1, "temporary file left behind");
         write_bytes(&p, b"new").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
+    }
+
+    #[test]
+    fn stale_parts_of_a_killed_write_are_removed_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.nii.gz");
+        std::fs::write(d.path().join(".x.nii.gz.abc123.part"), b"half").unwrap();
+        std::fs::write(d.path().join(".y.nii.gz.abc123.part"), b"other file's").unwrap();
+        std::fs::write(&p, b"complete").unwrap();
+        assert_eq!(remove_stale_parts(&p), 1);
+        assert!(d.path().join(".y.nii.gz.abc123.part").exists());
+        assert_eq!(std::fs::read(&p).unwrap(), b"complete");
     }
 }

@@ -398,6 +398,16 @@ fn run_one(
         report.status = "skipped".into();
         return report;
     }
+    // Temporary files of a run that was killed mid-write: never complete, safe to remove.
+    for p in [&job.output, &job.sidecar] {
+        let n = amri_io::atomic::remove_stale_parts(p);
+        if n > 0 {
+            tracing::info!(
+                "removed {n} temporary file(s) of an interrupted write of {}",
+                p.display()
+            );
+        }
+    }
     match recon_file(job, settings, reference, mp) {
         Ok(m) => {
             if let Some(m) = m {
