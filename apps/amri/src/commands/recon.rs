@@ -441,13 +441,25 @@ fn recon_file(
     ks.validate()
         .with_context(|| format!("{}", job.input.display()))?;
     let [slices, ..] = ks.shape4();
-    let bar = mp.add(ProgressBar::new(
-        (slices * s.iterations_or_default()) as u64,
-    ));
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} iterations {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    // TV's ADMM reports once per outer iteration while `--iters` counts inner CG steps (as
+    // BART's `pics -i` does), so its bar counts without a total.
+    let bar = if s.method == Method::Tv {
+        let b = mp.add(ProgressBar::no_length());
+        b.set_style(
+            ProgressStyle::with_template("{prefix:>8} {spinner} {pos} outer iterations {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        b
+    } else {
+        let b = mp.add(ProgressBar::new(
+            (slices * s.iterations_or_default()) as u64,
+        ));
+        b.set_style(
+            ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} iterations {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    };
     bar.set_prefix(s.method.name());
     bar.set_message(
         job.input
