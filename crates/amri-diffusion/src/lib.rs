@@ -39,6 +39,7 @@
 pub mod error;
 pub mod fourier;
 pub mod loss;
+pub mod optim;
 pub mod precond;
 pub mod train;
 pub mod unet;

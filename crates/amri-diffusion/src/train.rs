@@ -3,16 +3,28 @@
 //! checkpoints as safetensors plus a JSON model card, each written atomically (temp file +
 //! rename).
 //!
-//! A step takes a [`Batch`] already carrying the corruption (A and Ã masks); σ and the noise are
-//! drawn by the trainer from its seeded RNG, so the same seed and the same batches give the same
-//! weights. Resume, fine-tuning and CLI wiring are not here yet.
+//! A step takes a [`Batch`] already carrying the corruption (A and Ã masks); σ and the noise of
+//! step `t` are drawn from an RNG seeded by `(seed, t)` ([`step_rng`]), so nothing but the step
+//! counter is needed to continue the random stream.
+//!
+//! **Exact resume.** A checkpoint holds the raw weights, the EMA weights, the optimiser state
+//! ([`crate::optim::AdamW`]: first/second moments and its step count) and the card with the step
+//! counter and configuration. Because every random draw of step `t` — σ, noise and (with
+//! [`crate::data`]) the data order and `Ã` — is a function of `(seed, t)`, [`Trainer::resume`]
+//! continues bitwise as if training had never stopped (tested).
+//!
+//! **Checkpoint layout.** [`save_run_checkpoint`] writes `RUN/ckpt-<step:08>/` (the four files,
+//! each through a temporary file and a rename) and only then replaces the one-line pointer file
+//! `RUN/latest` atomically; older checkpoint folders but the previous one are removed afterwards.
+//! A kill at any point leaves `latest` naming a complete checkpoint. [`resolve_checkpoint`]
+//! accepts either a run folder (follows `latest`) or a checkpoint folder.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -22,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DiffusionError, Result};
 use crate::fourier::CenteredDft2;
 use crate::loss::{ambient_kspace_loss, ambient_pixel_loss, supervised_loss};
+use crate::optim::{AdamW, AdamWParams};
 use crate::precond::{denoiser, Denoiser, DenoiserConfig, SigmaSampler};
 
 /// File name of the raw (optimiser) weights inside a checkpoint directory.
@@ -30,6 +43,10 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const EMA_FILE: &str = "ema.safetensors";
 /// File name of the model card inside a checkpoint directory.
 pub const CARD_FILE: &str = "model.json";
+/// File name of the optimiser state ([`AdamW::save`]) inside a checkpoint directory.
+pub const OPTIM_FILE: &str = "optim.safetensors";
+/// Name of the pointer file in a run folder naming its newest complete checkpoint folder.
+pub const LATEST_FILE: &str = "latest";
 
 /// Optimisation hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +65,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Log-normal training noise levels.
     pub sigma: SigmaSampler,
+    /// Variables whose name starts with any of these prefixes are frozen (not optimised), e.g.
+    /// `["conv_in", "enc."]` for the U-Net encoder. Empty: train everything.
+    #[serde(default)]
+    pub freeze: Vec<String>,
 }
 
 impl Default for TrainConfig {
@@ -60,8 +81,31 @@ impl Default for TrainConfig {
             ema_decay: 0.999,
             seed: 0,
             sigma: SigmaSampler::default(),
+            freeze: Vec::new(),
         }
     }
+}
+
+/// Variable-name prefixes of the U-Net encoder (input convolution and `enc.*` blocks), for
+/// [`TrainConfig::freeze`].
+pub const ENCODER_PREFIXES: [&str; 2] = ["conv_in", "enc."];
+
+/// SplitMix64 finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// An independent seed for `(seed, step, tag)` (SplitMix64 mixing of the parts).
+pub fn derive_seed(seed: u64, step: u64, tag: u64) -> u64 {
+    mix(mix(mix(seed) ^ step) ^ tag)
+}
+
+/// The RNG of σ and noise draws of training step `step` (0-based) under `seed`.
+pub fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(derive_seed(seed, step, 0x5167))
 }
 
 /// Which loss a model was trained with.
@@ -213,7 +257,6 @@ pub struct Trainer {
     /// (name, var, EMA copy), sorted by name.
     ema: Vec<(String, Var, Tensor)>,
     step: usize,
-    rng: ChaCha8Rng,
     dft: Option<CenteredDft2>,
 }
 
@@ -245,9 +288,20 @@ impl Trainer {
         let varmap = VarMap::new();
         let model = denoiser(dcfg, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
         let vars = sorted_vars(&varmap);
+        let trainable: Vec<(String, Var)> = vars
+            .iter()
+            .filter(|(n, _)| !cfg.freeze.iter().any(|p| n.starts_with(p.as_str())))
+            .cloned()
+            .collect();
+        if trainable.is_empty() {
+            return Err(DiffusionError::Config(format!(
+                "freeze prefixes {:?} leave no trainable variable",
+                cfg.freeze
+            )));
+        }
         let opt = AdamW::new(
-            vars.iter().map(|(_, v)| v.clone()).collect(),
-            ParamsAdamW {
+            trainable,
+            AdamWParams {
                 lr: warmup_lr(cfg, 0),
                 weight_decay: cfg.weight_decay,
                 ..Default::default()
@@ -268,9 +322,90 @@ impl Trainer {
             opt,
             ema,
             step: 0,
-            rng: ChaCha8Rng::seed_from_u64(cfg.seed),
             dft: None,
         })
+    }
+
+    /// Continues a run from a checkpoint (a run folder with `latest`, or a checkpoint folder):
+    /// raw and EMA weights, optimiser moments and step count, the step counter and the
+    /// configuration all come from it, so further [`Trainer::step`]s with the same batches give
+    /// bitwise the weights an uninterrupted run would have. Returns the trainer and the card.
+    pub fn resume(path: &Path, dev: &Device) -> Result<(Self, ModelCard)> {
+        let dir = resolve_checkpoint(path)?;
+        let card = read_card(&dir)?;
+        let mut t = Self::new(&card.denoiser, &card.train, dev)?;
+        load_varmap(&mut t.varmap, &dir.join(WEIGHTS_FILE))?;
+        t.load_ema(&dir.join(EMA_FILE))?;
+        t.opt.load(&dir.join(OPTIM_FILE))?;
+        if t.opt.step_count() != card.steps as u64 {
+            return Err(DiffusionError::Config(format!(
+                "checkpoint {}: optimiser has taken {} steps but the card says {}",
+                dir.display(),
+                t.opt.step_count(),
+                card.steps
+            )));
+        }
+        t.step = card.steps;
+        Ok((t, card))
+    }
+
+    /// Starts fine-tuning from a checkpoint's **EMA** weights (raw and EMA copies both start
+    /// there) with a new optimisation configuration `cfg`: fresh optimiser, step 0. The network
+    /// and preconditioning come from the base card, which is returned.
+    pub fn from_base(path: &Path, cfg: &TrainConfig, dev: &Device) -> Result<(Self, ModelCard)> {
+        let dir = resolve_checkpoint(path)?;
+        let card = read_card(&dir)?;
+        let mut t = Self::new(&card.denoiser, cfg, dev)?;
+        load_varmap(&mut t.varmap, &dir.join(EMA_FILE))?;
+        for (_, v, e) in t.ema.iter_mut() {
+            *e = v.as_tensor().copy()?;
+        }
+        Ok((t, card))
+    }
+
+    fn load_ema(&mut self, path: &Path) -> Result<()> {
+        if !path.is_file() {
+            return Err(missing(path));
+        }
+        let dev = self.model_device();
+        let loaded = candle_core::safetensors::load(path, &dev)?;
+        for (n, v, e) in self.ema.iter_mut() {
+            let t = loaded.get(n).ok_or_else(|| {
+                DiffusionError::Config(format!("{} lacks variable {n}", path.display()))
+            })?;
+            if t.dims() != v.dims() {
+                return Err(DiffusionError::Shape(format!(
+                    "{n} in {}: expected {:?}, got {:?}",
+                    path.display(),
+                    v.dims(),
+                    t.dims()
+                )));
+            }
+            *e = t.clone();
+        }
+        Ok(())
+    }
+
+    fn model_device(&self) -> Device {
+        self.ema
+            .first()
+            .map(|(_, v, _)| v.device().clone())
+            .unwrap_or(Device::Cpu)
+    }
+
+    /// The training configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// The denoiser configuration.
+    pub fn denoiser_config(&self) -> &DenoiserConfig {
+        &self.dcfg
+    }
+
+    /// The optimiser (its state is part of every checkpoint).
+    pub fn optimizer(&self) -> &AdamW {
+        &self.opt
     }
 
     /// The model being trained (raw weights).
@@ -335,14 +470,16 @@ impl Trainer {
         }
     }
 
-    /// Draws σ `[N]` and noise shaped like the batch from the trainer's seeded RNG.
-    pub fn draw_noise(&mut self, batch: &Batch) -> Result<(Tensor, Tensor)> {
+    /// Draws σ `[N]` and noise shaped like the batch for the current step, from
+    /// [`step_rng`]`(seed, step)`: the same step always gets the same draws.
+    pub fn draw_noise(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         let x = batch.data();
         let dims = x.dims4()?;
-        let sig = self.cfg.sigma.sample(dims.0, &mut self.rng)?;
+        let mut rng = step_rng(self.cfg.seed, self.step as u64);
+        let sig = self.cfg.sigma.sample(dims.0, &mut rng)?;
         let count = x.elem_count();
         let noise: Vec<f32> = (0..count)
-            .map(|_| StandardNormal.sample(&mut self.rng))
+            .map(|_| StandardNormal.sample(&mut rng))
             .collect();
         Ok((
             Tensor::from_vec(sig, dims.0, x.device())?,
@@ -403,8 +540,9 @@ impl Trainer {
         })
     }
 
-    /// Writes `model.safetensors` (raw weights), `ema.safetensors` and `model.json` into `dir`
-    /// (created if missing), each via a temporary file renamed into place.
+    /// Writes `model.safetensors` (raw weights), `ema.safetensors`, `optim.safetensors` and
+    /// `model.json` (last) into `dir` (created if missing), each via a temporary file renamed
+    /// into place. For crash safety across the four files use [`save_run_checkpoint`].
     pub fn save_checkpoint(&self, dir: &Path, card: &ModelCard) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|source| DiffusionError::Io {
             path: dir.to_path_buf(),
@@ -418,6 +556,10 @@ impl Trainer {
         let tmp = tmp_path(&ema);
         candle_core::safetensors::save(&self.ema_weights(), &tmp)?;
         rename(&tmp, &ema)?;
+        let optim = dir.join(OPTIM_FILE);
+        let tmp = tmp_path(&optim);
+        self.opt.save(&tmp)?;
+        rename(&tmp, &optim)?;
         let json = serde_json::to_vec_pretty(card)?;
         write_atomic(&dir.join(CARD_FILE), &json)
     }
@@ -432,14 +574,11 @@ pub enum Weights {
     Ema,
 }
 
-/// Reads a checkpoint directory: its card and a [`Denoiser`] with the chosen weights on `dev`.
+/// Reads a checkpoint (a checkpoint folder, or a run folder whose `latest` names one): its card
+/// and a [`Denoiser`] with the chosen weights on `dev`.
 pub fn load_checkpoint(dir: &Path, which: Weights, dev: &Device) -> Result<(ModelCard, Denoiser)> {
-    let card_path = dir.join(CARD_FILE);
-    let bytes = std::fs::read(&card_path).map_err(|source| DiffusionError::Io {
-        path: card_path.clone(),
-        source,
-    })?;
-    let card: ModelCard = serde_json::from_slice(&bytes)?;
+    let dir = resolve_checkpoint(dir)?;
+    let card = read_card(&dir)?;
     let mut vm = VarMap::new();
     let model = denoiser(
         &card.denoiser,
@@ -449,8 +588,91 @@ pub fn load_checkpoint(dir: &Path, which: Weights, dev: &Device) -> Result<(Mode
         Weights::Raw => WEIGHTS_FILE,
         Weights::Ema => EMA_FILE,
     });
-    vm.load(&file)?;
+    load_varmap(&mut vm, &file)?;
     Ok((card, model))
+}
+
+fn missing(path: &Path) -> DiffusionError {
+    DiffusionError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
+    }
+}
+
+fn load_varmap(vm: &mut VarMap, file: &Path) -> Result<()> {
+    if !file.is_file() {
+        return Err(missing(file));
+    }
+    Ok(vm.load(file)?)
+}
+
+/// Reads the model card (`model.json`) of a checkpoint folder.
+pub fn read_card(dir: &Path) -> Result<ModelCard> {
+    let card_path = dir.join(CARD_FILE);
+    let bytes = std::fs::read(&card_path).map_err(|source| DiffusionError::Io {
+        path: card_path.clone(),
+        source,
+    })?;
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// The checkpoint folder `path` designates: the folder named by `path/latest` when that pointer
+/// exists, else `path` itself when it holds a `model.json`; [`DiffusionError::Io`] otherwise.
+pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+    let pointer = path.join(LATEST_FILE);
+    if pointer.is_file() {
+        let name = std::fs::read_to_string(&pointer).map_err(|source| DiffusionError::Io {
+            path: pointer.clone(),
+            source,
+        })?;
+        let name = name.trim();
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(DiffusionError::Config(format!(
+                "{}: not a checkpoint folder name: {name:?}",
+                pointer.display()
+            )));
+        }
+        return Ok(path.join(name));
+    }
+    if path.join(CARD_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    Err(DiffusionError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no checkpoint here (neither a `latest` pointer nor model.json)",
+        ),
+    })
+}
+
+/// Name of the checkpoint folder of step count `steps` inside a run folder.
+pub fn checkpoint_name(steps: usize) -> String {
+    format!("ckpt-{steps:08}")
+}
+
+/// Saves `trainer`'s state as `run/ckpt-<steps>/` then points `run/latest` at it (atomic
+/// replace), then removes older `ckpt-*` folders except the one `latest` named before. Returns
+/// the checkpoint folder. Safe against a kill at any point: `latest` always names a complete
+/// checkpoint (or does not exist yet).
+pub fn save_run_checkpoint(trainer: &Trainer, run: &Path, card: &ModelCard) -> Result<PathBuf> {
+    let name = checkpoint_name(trainer.steps());
+    let dir = run.join(&name);
+    let previous = std::fs::read_to_string(run.join(LATEST_FILE))
+        .ok()
+        .map(|s| s.trim().to_owned());
+    trainer.save_checkpoint(&dir, card)?;
+    write_atomic(&run.join(LATEST_FILE), format!("{name}\n").as_bytes())?;
+    if let Ok(entries) = std::fs::read_dir(run) {
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with("ckpt-") && n != name && Some(&n) != previous.as_ref() {
+                // Best effort: a stale folder left behind is harmless.
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(dir)
 }
 
 fn tmp_path(p: &Path) -> PathBuf {
@@ -692,7 +914,7 @@ mod tests {
             })?
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect();
-        assert_eq!(names.len(), 3, "stray files: {names:?}");
+        assert_eq!(names.len(), 4, "stray files: {names:?}");
         let (card2, raw) = load_checkpoint(dir.path(), Weights::Raw, &dev)?;
         assert_eq!(card2, card);
         assert_eq!(card2.steps, 2);
