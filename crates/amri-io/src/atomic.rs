@@ -54,7 +54,8 @@ pub fn remove_stale_parts(path: &Path) -> usize {
     let mut removed = 0;
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
-        if n.starts_with(&prefix) && n.ends_with(".part") && std::fs::remove_file(e.path()).is_ok() {
+        if n.starts_with(&prefix) && n.ends_with(".part") && std::fs::remove_file(e.path()).is_ok()
+        {
             removed += 1;
         }
     }
