@@ -20,6 +20,12 @@ pub enum DiffusionError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The corruption model (amri-ops) refused a configuration or a draw.
+    #[error("corruption model: {0}")]
+    Ops(#[from] amri_ops::OpsError),
+    /// A requested combination is not implemented (the message says which and what works).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// A JSON model card could not be (de)serialised.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

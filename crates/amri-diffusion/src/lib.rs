@@ -36,6 +36,7 @@
 //! # }
 //! ```
 
+pub mod data;
 pub mod error;
 pub mod fourier;
 pub mod loss;
