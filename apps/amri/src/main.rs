@@ -50,6 +50,16 @@ enum Command {
         after_help = "Examples:\n  amri recon --method l1-wavelet --lambda 0.005 --iters 100 out/val_r4.npz out/val_l1.nii.gz\n  amri recon --protocol brain-r4-cartesian study/ out/recon/ --jobs 2 --summary out/summary.csv\n  amri recon --method cg-sense study/ out/recon/ --shard 3/16   # one of 16 Slurm array tasks"
     )]
     Recon(commands::recon::Args),
+    /// Train a diffusion prior from image volumes under a protocol's corruption model.
+    #[command(
+        after_help = "Example:\n  amri train --protocol brain-r4-cartesian --preset tiny --steps 2000 --batch 8 --out out/prior sample-scans/colin27/t1_axial_train2.nii.gz\n  amri train --protocol brain-r4-cartesian --steps 4000 --batch 8 --out out/prior --resume sample-scans/colin27/t1_axial_train2.nii.gz"
+    )]
+    Train(commands::train::Args),
+    /// Fine-tune a trained prior (lower learning rate, optionally frozen encoder).
+    #[command(
+        after_help = "Example:\n  amri finetune --base out/prior --protocol brain-r4-cartesian --steps 500 --freeze-down --out out/prior_ft scans/"
+    )]
+    Finetune(commands::train::FinetuneArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Example:\n  amri completions bash > ~/.local/share/bash-completion/completions/amri"
@@ -102,6 +112,8 @@ fn main() -> ExitCode {
         Command::Protocol(a) => commands::protocol::run(a),
         Command::Simulate(a) => commands::simulate::run(a),
         Command::Recon(a) => commands::recon::run(a),
+        Command::Train(a) => commands::train::run(a),
+        Command::Finetune(a) => commands::train::finetune(a),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();

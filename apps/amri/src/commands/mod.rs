@@ -6,3 +6,4 @@ pub mod info;
 pub mod protocol;
 pub mod recon;
 pub mod simulate;
+pub mod train;

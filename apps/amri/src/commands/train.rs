@@ -1,0 +1,497 @@
+//! `amri train` and `amri finetune`: learn a diffusion prior from image volumes under a protocol's
+//! acquisition (corruption) model, with exact resume.
+//!
+//! Plan: resolve the protocol → read the image volumes (files or folders) → build the
+//! [`TrainingSet`] (per-volume normalisation, A and Ã from the protocol) → a fresh trainer, a
+//! base checkpoint (`finetune`) or the run's own latest checkpoint (`--resume`) → step with a
+//! progress bar → every `--checkpoint-every` steps and at the end: checkpoint (atomic, `latest`
+//! pointer), `loss.csv` (rewritten atomically) and `loss.png`.
+//!
+//! Output folder: `ckpt-<step>/` (model, EMA, optimiser, card), `latest`, `loss.csv`
+//! (`step,loss,lr,grad_norm,seconds`), `loss.png`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use amri_core::Volume;
+use amri_diffusion::data::{TrainObjective, TrainingSet};
+use amri_diffusion::precond::DenoiserConfig;
+use amri_diffusion::train::{
+    read_card, resolve_checkpoint, save_run_checkpoint, ModelCard, StepStats, TrainConfig, Trainer,
+    ENCODER_PREFIXES, LATEST_FILE,
+};
+use amri_io::Scan;
+use amri_protocol::Protocol;
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::Array3;
+use serde::{Deserialize, Serialize};
+
+/// σ_data of the EDM preconditioning for images normalised to 99.5th percentile = 1.
+const SIGMA_DATA: f64 = 0.5;
+/// Name of the loss log in the output folder.
+pub const LOSS_CSV: &str = "loss.csv";
+/// Name of the loss-curve figure in the output folder.
+pub const LOSS_PNG: &str = "loss.png";
+
+/// Options shared by `train` and `finetune`.
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// Protocol (preset name or .toml file) whose `[acquisition]` is the corruption model.
+    #[arg(long, short)]
+    pub protocol: String,
+    /// Total optimisation steps of the run (a resumed run continues up to this count).
+    #[arg(long)]
+    pub steps: usize,
+    /// Slices per mini-batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Output folder: checkpoints, `latest`, loss.csv, loss.png.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint (bitwise as if uninterrupted).
+    #[arg(long)]
+    pub resume: bool,
+    /// Seed of σ, noise and data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Loss: ambient (from corrupted data only) or supervised (clean images; reference).
+    #[arg(long, default_value = "ambient", value_parser = parse_objective)]
+    pub objective: TrainObjective,
+    /// Save a checkpoint every N steps (and always at the end).
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: usize,
+    /// Warm-up steps of the learning rate.
+    #[arg(long, default_value_t = 100)]
+    pub warmup: usize,
+    /// EMA decay per step.
+    #[arg(long, default_value_t = 0.999)]
+    pub ema: f64,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Training image volumes (NIfTI, DICOM series folders, npy) or folders of them.
+    #[arg(required = true, value_name = "TRAIN_INPUTS")]
+    pub inputs: Vec<PathBuf>,
+}
+
+/// Arguments of `amri train`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// U-Net size: tiny (~1.6 M parameters, CPU-friendly) or base.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Peak AdamW learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Arguments of `amri finetune`.
+#[derive(clap::Args, Debug)]
+pub struct FinetuneArgs {
+    /// Base checkpoint: a run folder (its `latest`) or a checkpoint folder.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// Peak AdamW learning rate (lower than training's default).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Freeze the U-Net encoder (input convolution and down-path blocks).
+    #[arg(long)]
+    pub freeze_down: bool,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+fn parse_objective(s: &str) -> Result<TrainObjective, String> {
+    match s {
+        "ambient" => Ok(TrainObjective::Ambient),
+        "supervised" => Ok(TrainObjective::Supervised),
+        _ => Err(format!("expected ambient or supervised, got {s:?}")),
+    }
+}
+
+/// What the card's free-form `corruption` field holds for CLI runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Protocol name.
+    pub protocol: String,
+    /// The protocol's acquisition (corruption model).
+    pub acquisition: amri_ops::simulate::Acquisition,
+    /// Slices per batch (part of the data order).
+    pub batch: usize,
+    /// `ambient` or `supervised`.
+    pub objective: TrainObjective,
+    /// Number of training slices.
+    pub slices: usize,
+    /// Base checkpoint folder for fine-tuned runs.
+    pub base: Option<String>,
+}
+
+/// One row of `loss.csv`.
+#[derive(Debug, Clone, Copy)]
+struct LogRow {
+    step: usize,
+    loss: f32,
+    lr: f64,
+    grad_norm: f32,
+    seconds: f64,
+}
+
+/// `amri train`.
+pub fn run(a: Args) -> Result<()> {
+    let c = &a.common;
+    let start = |protocol: &Protocol, set: &TrainingSet, dev: &Device| -> Result<Trainer> {
+        let _ = (protocol, set);
+        let dcfg = DenoiserConfig::complex_preset(&a.preset, SIGMA_DATA)
+            .with_context(|| format!("--preset {}", a.preset))?;
+        Ok(Trainer::new(
+            &dcfg,
+            &train_config(c, a.lr, Vec::new()),
+            dev,
+        )?)
+    };
+    drive(c, Some(a.preset.as_str()), None, &start)
+}
+
+/// `amri finetune`.
+pub fn finetune(a: FinetuneArgs) -> Result<()> {
+    let c = &a.common;
+    let base_dir = resolve_checkpoint(&a.base)
+        .with_context(|| format!("--base {}: not a checkpoint", a.base.display()))?;
+    let base_card = read_card(&base_dir)
+        .with_context(|| format!("--base {}: unreadable model card", base_dir.display()))?;
+    check_base(&base_card, &base_dir)?;
+    let freeze = if a.freeze_down {
+        ENCODER_PREFIXES.iter().map(|s| s.to_string()).collect()
+    } else {
+        Vec::new()
+    };
+    let start = |_: &Protocol, _: &TrainingSet, dev: &Device| -> Result<Trainer> {
+        let cfg = train_config(c, a.lr, freeze.clone());
+        Ok(Trainer::from_base(&base_dir, &cfg, dev)?.0)
+    };
+    drive(
+        c,
+        base_card.preset.as_deref(),
+        Some(base_dir.display().to_string()),
+        &start,
+    )
+}
+
+fn check_base(card: &ModelCard, dir: &Path) -> Result<()> {
+    if card.format != "amri-diffusion/1" {
+        bail!(
+            "--base {}: model card format {:?} is not amri-diffusion/1",
+            dir.display(),
+            card.format
+        );
+    }
+    if card.denoiser.image_channels != 2 {
+        bail!(
+            "--base {}: the model takes {} image channels; training here uses complex images (2)",
+            dir.display(),
+            card.denoiser.image_channels
+        );
+    }
+    Ok(())
+}
+
+fn train_config(c: &Common, lr: f64, freeze: Vec<String>) -> TrainConfig {
+    TrainConfig {
+        lr,
+        warmup_steps: c.warmup,
+        ema_decay: c.ema,
+        seed: c.seed,
+        freeze,
+        ..Default::default()
+    }
+}
+
+type Start<'a> = dyn Fn(&Protocol, &TrainingSet, &Device) -> Result<Trainer> + 'a;
+
+fn drive(c: &Common, preset: Option<&str>, base: Option<String>, start: &Start) -> Result<()> {
+    if c.steps == 0 {
+        bail!("--steps must be ≥ 1");
+    }
+    if c.batch == 0 {
+        bail!("--batch must be ≥ 1");
+    }
+    if c.checkpoint_every == 0 {
+        bail!("--checkpoint-every must be ≥ 1");
+    }
+    let protocol = Protocol::resolve(&c.protocol)?;
+    let has_run = c.out.join(LATEST_FILE).is_file();
+    if has_run && !c.resume {
+        bail!(
+            "{} already holds a training run; pass --resume to continue it or choose another --out",
+            c.out.display()
+        );
+    }
+    if c.resume && !has_run {
+        bail!(
+            "--resume: {} holds no checkpoint (no `latest` file)",
+            c.out.display()
+        );
+    }
+    let volumes = read_volumes(&c.inputs)?;
+    let set = TrainingSet::from_volumes(&volumes, &protocol.acquisition, c.objective)
+        .context("building the training set")?;
+    let dev = Device::Cpu;
+    let (mut trainer, info, preset, mut log) = if c.resume {
+        let (t, card) = Trainer::resume(&c.out, &dev)
+            .with_context(|| format!("resuming from {}", c.out.display()))?;
+        let info: RunInfo = serde_json::from_value(card.corruption.clone())
+            .context("the checkpoint's card has no amri training record")?;
+        if info.protocol != protocol.name || info.acquisition != protocol.acquisition {
+            bail!(
+                "--resume: the run was trained under protocol {:?}, not {:?}",
+                info.protocol,
+                protocol.name
+            );
+        }
+        if info.batch != c.batch || info.objective != c.objective {
+            bail!(
+                "--resume: the run used --batch {} and --objective {:?}; give the same",
+                info.batch,
+                info.objective
+            );
+        }
+        let log = read_log(&c.out.join(LOSS_CSV), t.steps())?;
+        (t, info, card.preset, log)
+    } else {
+        let t = start(&protocol, &set, &dev)?;
+        let info = RunInfo {
+            protocol: protocol.name.clone(),
+            acquisition: protocol.acquisition.clone(),
+            batch: c.batch,
+            objective: c.objective,
+            slices: set.len(),
+            base,
+        };
+        (t, info, preset.map(str::to_owned), Vec::new())
+    };
+    std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
+    let first = trainer.steps();
+    if first >= c.steps {
+        eprintln!(
+            "{} already at step {first} ≥ --steps {}; nothing to do",
+            c.out.display(),
+            c.steps
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "training {} parameters on {} slices of {}×{} ({:?}, protocol {}), steps {first}..{}",
+        trainer.num_parameters(),
+        set.len(),
+        set.shape().0,
+        set.shape().1,
+        set.objective(),
+        protocol.name,
+        c.steps
+    );
+    let bar = if c.no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(c.steps as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>8} [{bar:30}] {pos}/{len} steps {per_sec} {elapsed_precise} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix("train");
+    bar.set_position(first as u64);
+    let t0 = Instant::now();
+    let offset = log.last().map(|r| r.seconds).unwrap_or(0.0);
+    let save = |trainer: &Trainer, log: &[LogRow]| -> Result<()> {
+        let card = trainer.card(
+            set.objective(),
+            preset.as_deref(),
+            serde_json::to_value(&info)?,
+        )?;
+        save_run_checkpoint(trainer, &c.out, &card)?;
+        write_log(&c.out.join(LOSS_CSV), log)?;
+        plot_loss(&c.out.join(LOSS_PNG), log)
+    };
+    for step in first..c.steps {
+        let batch = set.step_batch(c.batch, c.seed, step as u64, &dev)?;
+        let s: StepStats = trainer
+            .step(&batch)
+            .with_context(|| format!("step {step}"))?;
+        log.push(LogRow {
+            step: s.step,
+            loss: s.loss,
+            lr: s.lr,
+            grad_norm: s.grad_norm,
+            seconds: offset + t0.elapsed().as_secs_f64(),
+        });
+        bar.set_message(format!("loss {:.4}", s.loss));
+        bar.inc(1);
+        let done = step + 1;
+        if done % c.checkpoint_every == 0 || done == c.steps {
+            save(&trainer, &log)?;
+        }
+    }
+    bar.finish_and_clear();
+    let last = log.last().map(|r| r.loss).unwrap_or(f32::NAN);
+    println!(
+        "trained to step {} (final loss {last:.4}); checkpoint {}",
+        trainer.steps(),
+        c.out.join(LATEST_FILE).display()
+    );
+    Ok(())
+}
+
+/// Reads every image volume named by `inputs` (files, or folders searched recursively for
+/// NIfTI/npy files; a folder without those is read as a DICOM series folder).
+fn read_volumes(inputs: &[PathBuf]) -> Result<Vec<Volume<f32>>> {
+    let mut files = Vec::new();
+    for p in inputs {
+        if !p.exists() {
+            bail!("training input {} does not exist", p.display());
+        }
+        if p.is_dir() {
+            let mut found = Vec::new();
+            walk(p, &mut found)?;
+            if found.is_empty() {
+                files.push(p.clone()); // a DICOM series folder
+            } else {
+                files.extend(found);
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut vols = Vec::new();
+    for f in files {
+        let scans = amri_io::read_all(&f).with_context(|| format!("reading {}", f.display()))?;
+        for s in scans {
+            vols.push(match s {
+                Scan::Image(v) => v,
+                Scan::ComplexImage(v) => Volume {
+                    data: v.data.mapv(|z| z.norm()),
+                    affine: v.affine,
+                    meta: v.meta,
+                },
+                Scan::KSpace(_) => bail!(
+                    "{} holds measured k-space; training takes image volumes",
+                    f.display()
+                ),
+            });
+        }
+    }
+    if vols.is_empty() {
+        bail!("no training volumes found");
+    }
+    Ok(vols)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if name.ends_with(".nii") || name.ends_with(".nii.gz") || name.ends_with(".npy") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn write_log(path: &Path, rows: &[LogRow]) -> Result<()> {
+    let mut s = String::from("step,loss,lr,grad_norm,seconds\n");
+    for r in rows {
+        s.push_str(&format!(
+            "{},{},{},{},{:.3}\n",
+            r.step, r.loss, r.lr, r.grad_norm, r.seconds
+        ));
+    }
+    amri_io::atomic::write_bytes(path, s.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The rows of an existing log with `step < upto` (rows after the checkpoint are dropped: they
+/// are retrained). A missing log is empty.
+fn read_log(path: &Path, upto: usize) -> Result<Vec<LogRow>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow!(e).context(format!("reading {}", path.display()))),
+    };
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let bad = || anyhow!("{}:{}: malformed row {line:?}", path.display(), n + 1);
+        if f.len() != 5 {
+            return Err(bad());
+        }
+        let row = LogRow {
+            step: f[0].parse().map_err(|_| bad())?,
+            loss: f[1].parse().map_err(|_| bad())?,
+            lr: f[2].parse().map_err(|_| bad())?,
+            grad_norm: f[3].parse().map_err(|_| bad())?,
+            seconds: f[4].parse().map_err(|_| bad())?,
+        };
+        if row.step < upto {
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// A 480×320 line plot of log10(loss) against step, white background, axes in grey.
+fn plot_loss(path: &Path, rows: &[LogRow]) -> Result<()> {
+    let (h, w, m) = (320usize, 480usize, 24usize);
+    let mut img = Array3::<u8>::from_elem((h, w, 3), 255);
+    for x in m..w - m {
+        img.slice_mut(ndarray::s![h - m, x, ..]).fill(120);
+    }
+    for y in m..h - m {
+        img.slice_mut(ndarray::s![y, m, ..]).fill(120);
+    }
+    let pts: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.loss.is_finite() && r.loss > 0.0)
+        .map(|r| (r.step as f64, f64::from(r.loss).log10()))
+        .collect();
+    if pts.len() >= 2 {
+        let (x0, x1) = (pts[0].0, pts[pts.len() - 1].0.max(pts[0].0 + 1.0));
+        let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        let hi = if hi - lo < 1e-9 { lo + 1.0 } else { hi };
+        let px = |p: (f64, f64)| -> (f64, f64) {
+            (
+                m as f64 + (p.0 - x0) / (x1 - x0) * (w - 2 * m - 1) as f64,
+                (h - m) as f64 - (p.1 - lo) / (hi - lo) * (h - 2 * m - 1) as f64,
+            )
+        };
+        for pair in pts.windows(2) {
+            let (a, b) = (px(pair[0]), px(pair[1]));
+            let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
+            for k in 0..=n {
+                let t = k as f64 / n as f64;
+                let (x, y) = (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1));
+                let (xi, yi) = (x.round() as usize, y.round() as usize);
+                if yi < h && xi < w {
+                    img[[yi, xi, 0]] = 20;
+                    img[[yi, xi, 1]] = 90;
+                    img[[yi, xi, 2]] = 200;
+                }
+            }
+        }
+    }
+    amri_io::png::write_rgb(path, img.view()).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,199 @@
+//! End-to-end tests of `amri train` / `amri finetune` on a tiny synthetic NIfTI volume.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+
+use amri_core::{Affine, Volume};
+use amri_io::{Scan, WriteOptions};
+use assert_cmd::Command;
+use ndarray::Array4;
+use predicates::prelude::*;
+
+fn amri() -> Command {
+    Command::cargo_bin("amri").unwrap()
+}
+
+/// A 4-slice 32×32 phantom volume (ellipses of varying intensity) written as NIfTI.
+fn volume(dir: &Path) -> PathBuf {
+    let data = Array4::from_shape_fn((1, 4, 32, 32), |(_, s, i, j)| {
+        let (y, x) = (i as f32 / 16.0 - 1.0, j as f32 / 16.0 - 1.0);
+        let outer = (x * x / 0.8 + y * y / 0.6 < 1.0) as u8 as f32;
+        let inner = ((x - 0.2 * s as f32 / 4.0).powi(2) + y * y < 0.1) as u8 as f32;
+        200.0 * outer + 150.0 * inner
+    });
+    let p = dir.join("vol.nii.gz");
+    amri_io::write(
+        &p,
+        &Scan::Image(Volume::new(data, Affine::default())),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    p
+}
+
+fn log_rows(out: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("step,loss,lr,grad_norm,seconds"));
+    lines.map(str::to_owned).collect()
+}
+
+fn card(out: &Path) -> serde_json::Value {
+    let latest = std::fs::read_to_string(out.join("latest")).unwrap();
+    let text = std::fs::read_to_string(out.join(latest.trim()).join("model.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn train(out: &Path, vol: &Path, steps: usize) -> Command {
+    let mut c = amri();
+    c.args([
+        "train",
+        "--protocol",
+        "singlecoil-r4-cartesian",
+        "--preset",
+        "tiny",
+    ])
+    .args(["--steps", &steps.to_string(), "--batch", "2", "--seed", "5"])
+    .args([
+        "--checkpoint-every",
+        "2",
+        "--warmup",
+        "2",
+        "--no-progress",
+        "--out",
+    ])
+    .arg(out)
+    .arg(vol);
+    c
+}
+
+#[test]
+fn train_resume_finetune_and_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = volume(tmp.path());
+    let out = tmp.path().join("run");
+
+    train(&out, &vol, 3).assert().success();
+    assert_eq!(
+        std::fs::read_to_string(out.join("latest")).unwrap().trim(),
+        "ckpt-00000003"
+    );
+    assert!(out.join("loss.png").is_file());
+    let rows = log_rows(&out);
+    let steps: Vec<&str> = rows.iter().map(|r| r.split(',').next().unwrap()).collect();
+    assert_eq!(steps, ["0", "1", "2"]);
+    let c = card(&out);
+    assert_eq!(c["steps"], 3);
+    assert_eq!(c["seed"], 5);
+    assert_eq!(c["preset"], "tiny");
+    assert_eq!(c["objective"], "ambient_kspace");
+    assert_eq!(c["corruption"]["protocol"], "singlecoil-r4-cartesian");
+    assert_eq!(c["corruption"]["slices"], 4);
+
+    // the run exists: a second plain `train` refuses to overwrite it
+    train(&out, &vol, 3)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--resume"));
+
+    // resume continues the step count and the loss log
+    train(&out, &vol, 5).arg("--resume").assert().success();
+    assert_eq!(card(&out)["steps"], 5);
+    let rows2 = log_rows(&out);
+    assert_eq!(rows2.len(), 5);
+    assert_eq!(rows2[..3], rows[..]);
+    assert!(rows2[4].starts_with("4,"));
+    // only the newest checkpoint and the previous one are kept
+    assert!(out.join("ckpt-00000005").is_dir() && out.join("ckpt-00000004").is_dir());
+    assert!(!out.join("ckpt-00000002").exists());
+
+    // fine-tuning from the run, encoder frozen, lower default learning rate
+    let ft = tmp.path().join("ft");
+    amri()
+        .args(["finetune", "--base"])
+        .arg(&out)
+        .args([
+            "--protocol",
+            "singlecoil-r4-cartesian",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+        ])
+        .args(["--freeze-down", "--no-progress", "--out"])
+        .arg(&ft)
+        .arg(&vol)
+        .assert()
+        .success();
+    let f = card(&ft);
+    assert_eq!(f["steps"], 1);
+    assert_eq!(f["train"]["lr"], 1e-4);
+    assert_eq!(f["train"]["freeze"], serde_json::json!(["conv_in", "enc."]));
+    assert_eq!(f["denoiser"], c["denoiser"]);
+
+    // a base whose card is not an amri-diffusion/1 card
+    let bad = tmp.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    let mut bc = c.clone();
+    bc["format"] = "something-else/3".into();
+    std::fs::write(bad.join("model.json"), serde_json::to_vec(&bc).unwrap()).unwrap();
+    amri()
+        .args(["finetune", "--base"])
+        .arg(&bad)
+        .args([
+            "--protocol",
+            "singlecoil-r4-cartesian",
+            "--steps",
+            "1",
+            "--out",
+        ])
+        .arg(tmp.path().join("ft2"))
+        .arg(&vol)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not amri-diffusion/1"));
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = volume(tmp.path());
+    let out = tmp.path().join("run");
+    train(&out, &tmp.path().join("missing.nii.gz"), 2)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("missing.nii.gz")
+                .and(predicate::str::contains("does not exist")),
+        );
+    train(&out, &vol, 2)
+        .arg("--resume")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("holds no checkpoint"));
+    amri()
+        .args([
+            "train",
+            "--protocol",
+            "brain-r4-cartesian",
+            "--steps",
+            "1",
+            "--out",
+        ])
+        .arg(&out)
+        .arg(&vol)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not supported for training yet"));
+    amri()
+        .args(["finetune", "--base"])
+        .arg(tmp.path().join("nowhere"))
+        .args(["--protocol", "pixel-90", "--steps", "1", "--out"])
+        .arg(&out)
+        .arg(&vol)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("nowhere").and(predicate::str::contains("not a checkpoint")),
+        );
+}
