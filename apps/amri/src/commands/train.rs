@@ -79,7 +79,7 @@ pub struct Common {
 /// Arguments of `amri train`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// U-Net size: tiny (~1.6 M parameters, CPU-friendly) or base.
+    /// U-Net size: tiny (0.79 M parameters, CPU-friendly) or base (26.9 M).
     #[arg(long, default_value = "tiny")]
     pub preset: String,
     /// Peak AdamW learning rate.
