@@ -207,7 +207,7 @@ fn parse_header(text: &str) -> std::result::Result<Header, String> {
     } else {
         return Err(format!(
             "bad 'fortran_order' value {}",
-            &fo[..fo.len().min(10)]
+            fo.chars().take(10).collect::<String>()
         ));
     };
     let sh = dict_value(text, "shape").ok_or("header has no 'shape'")?;

@@ -284,9 +284,19 @@ fn read_instance(
         _ => {}
     }
 
-    let decoded = obj
-        .decode_pixel_data()
-        .map_err(|e| IoError::malformed(path, format!("cannot decode pixel data ({ts}): {e}")))?;
+    // The codecs of dicom-pixeldata can panic on corrupt compressed data (found by fuzzing: an
+    // out-of-bounds index in its RLE decoder); a corrupt file must be an error, not a crash.
+    let decoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()))
+            .map_err(|_| {
+                IoError::malformed(
+                    path,
+                    format!("cannot decode pixel data ({ts}): the compressed data are corrupt"),
+                )
+            })?
+            .map_err(|e| {
+                IoError::malformed(path, format!("cannot decode pixel data ({ts}): {e}"))
+            })?;
     let raw: &[u8] = decoded.data();
     if (raw.len() as u64) < need {
         return Err(IoError::malformed(

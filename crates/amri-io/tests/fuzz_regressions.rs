@@ -1,0 +1,26 @@
+//! Inputs found by the cargo-fuzz targets in fuzz/ that crashed a reader; each must now be a
+//! clear error naming the file.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+fn check(name: &str, expect: &str) {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz")
+        .join(name);
+    let e = amri_io::read_all(&p).unwrap_err().to_string();
+    assert!(e.contains(name), "{e}");
+    assert!(e.contains(expect), "{e}");
+}
+
+#[test]
+fn corrupt_rle_pixel_data_is_an_error_not_a_panic() {
+    // dicom-pixeldata 0.10.1's RLE decoder indexes out of bounds on this file.
+    check("dicom_rle_out_of_bounds.dcm", "pixel data");
+}
+
+#[test]
+fn non_ascii_fortran_order_value_is_an_error_not_a_panic() {
+    // A multi-byte character inside the 'fortran_order' value once sliced a str mid-character.
+    check("npy_fortran_order_utf8.npy", "fortran_order");
+}
