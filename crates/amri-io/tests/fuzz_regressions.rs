@@ -24,3 +24,9 @@ fn non_ascii_fortran_order_value_is_an_error_not_a_panic() {
     // A multi-byte character inside the 'fortran_order' value once sliced a str mid-character.
     check("npy_fortran_order_utf8.npy", "fortran_order");
 }
+
+#[test]
+fn npz_member_with_the_same_header_bug_is_an_error() {
+    // The npz target found the same 'fortran_order' slicing bug inside a bundle member.
+    check("npz_fortran_order_utf8.npz", "fortran_order");
+}
