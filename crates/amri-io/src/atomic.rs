@@ -20,11 +20,17 @@ where
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".part")
-        .tempfile_in(dir)
-        .map_err(|e| IoError::os(path, e))?;
+    let prefix = format!(".{name}.");
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".part");
+    // Temporary files are private (0600) by default; outputs get the mode an ordinary file
+    // would: 0666 minus the process umask.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let tmp = builder.tempfile_in(dir).map_err(|e| IoError::os(path, e))?;
     {
         let mut w = BufWriter::new(tmp.as_file());
         fill(&mut w).map_err(|e| IoError::os(path, e))?;
@@ -86,6 +92,24 @@ mod tests {
         assert_eq!(names.len(), 1, "temporary file left behind");
         write_bytes(&p, b"new").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_get_ordinary_file_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.bin");
+        write_bytes(&p, b"data").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        // Readable by group and others unless the umask forbids it; never the private 0600.
+        let reference = d.path().join("plain.bin");
+        std::fs::write(&reference, b"data").unwrap();
+        let plain = std::fs::metadata(&reference).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, plain,
+            "atomic output mode {mode:o} differs from a plain file's {plain:o}"
+        );
     }
 
     #[test]
