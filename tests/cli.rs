@@ -18,6 +18,22 @@ fn amri() -> Command {
     Command::cargo_bin("amri").unwrap()
 }
 
+/// Reads `p`, which must hold a real-valued image.
+fn read_image(p: &Path) -> amri_core::Volume<f32> {
+    match amri_io::read(p).unwrap() {
+        amri_io::Scan::Image(v) => v,
+        other => panic!("{}: expected an image, got {other:?}", p.display()),
+    }
+}
+
+/// Reads `p`, which must hold measured data.
+fn read_kspace(p: &Path) -> amri_core::KSpace {
+    match amri_io::read(p).unwrap() {
+        amri_io::Scan::KSpace(k) => k,
+        other => panic!("{}: expected measured data, got {other:?}", p.display()),
+    }
+}
+
 #[test]
 fn info_prints_dims_geometry_and_no_patient_identity() {
     let out = amri()
@@ -66,13 +82,7 @@ fn convert_dicom_series_to_nifti_keeps_data_and_geometry() {
         .arg(&out)
         .assert()
         .success();
-    let (a, b) = match (
-        amri_io::read(&sample("dicom/oblique_stack")).unwrap(),
-        amri_io::read(&out).unwrap(),
-    ) {
-        (amri_io::Scan::Image(a), amri_io::Scan::Image(b)) => (a, b),
-        other => panic!("unexpected scans {other:?}"),
-    };
+    let (a, b) = (read_image(&sample("dicom/oblique_stack")), read_image(&out));
     assert_eq!(a.data, b.data);
     assert!(a.affine.max_abs_diff(&b.affine) < 1e-4);
 }
@@ -96,13 +106,10 @@ fn convert_nifti_to_deidentified_dicom_and_back() {
         .arg(&back)
         .assert()
         .success();
-    let (a, b) = match (
-        amri_io::read(&sample("colin27/t1_axial_val.nii.gz")).unwrap(),
-        amri_io::read(&back).unwrap(),
-    ) {
-        (amri_io::Scan::Image(a), amri_io::Scan::Image(b)) => (a, b),
-        other => panic!("unexpected scans {other:?}"),
-    };
+    let (a, b) = (
+        read_image(&sample("colin27/t1_axial_val.nii.gz")),
+        read_image(&back),
+    );
     // uint8 values survive the int16 DICOM round trip exactly; geometry to 1e-4 mm.
     assert_eq!(a.data, b.data);
     assert!(
@@ -126,10 +133,10 @@ fn convert_to_png_npy_and_cfl() {
     }
     let png = std::fs::read(d.path().join("v.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
-    match amri_io::read(&d.path().join("v.npy")).unwrap() {
-        amri_io::Scan::Image(v) => assert_eq!(v.shape4(), [1, 24, 256, 256]),
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_eq!(
+        read_image(&d.path().join("v.npy")).shape4(),
+        [1, 24, 256, 256]
+    );
     assert!(d.path().join("v.hdr").exists());
 }
 
@@ -251,10 +258,7 @@ fn simulate_is_reproducible_and_matches_the_protocol() {
     assert_eq!(a, b, "same protocol and seed must give the same bytes");
     let c = run("c.npz", &["--seed", "3"]);
     assert_ne!(a, c);
-    let k = match amri_io::read(&d.path().join("a.npz")).unwrap() {
-        amri_io::Scan::KSpace(k) => k,
-        other => panic!("unexpected {other:?}"),
-    };
+    let k = read_kspace(&d.path().join("a.npz"));
     assert_eq!(k.shape4(), [5, 4, 64, 64]);
     // fastMRI RandomMaskFunc at R=4 keeps about a quarter of the columns, all centre lines.
     let f = k.sampled_fraction();
@@ -308,13 +312,9 @@ fn recon_single_file_beats_zero_filled_and_writes_provenance() {
         .unwrap();
         assert_eq!(side["settings"]["method"], method);
         assert!(side["amri_version"].is_string());
-        match amri_io::read(&out).unwrap() {
-            amri_io::Scan::Image(v) => {
-                assert_eq!(v.shape4(), [1, 5, 64, 64]);
-                assert!(v.meta.description.contains(method));
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+        let img = read_image(&out);
+        assert_eq!(img.shape4(), [1, 5, 64, 64]);
+        assert!(img.meta.description.contains(method));
         v["files"][0]["psnr"].as_f64().unwrap()
     };
     let zf = psnr_of("zero-filled", &[]);
@@ -440,10 +440,10 @@ fn demo_runs_end_to_end_on_the_samples() {
         &std::fs::read(out.join("comparison.png")).unwrap()[1..4],
         b"PNG"
     );
-    match amri_io::read(&out.join("val_l1-wavelet.nii.gz")).unwrap() {
-        amri_io::Scan::Image(v) => assert_eq!(v.shape4(), [1, 2, 256, 256]),
-        other => panic!("unexpected {other:?}"),
-    }
+    assert_eq!(
+        read_image(&out.join("val_l1-wavelet.nii.gz")).shape4(),
+        [1, 2, 256, 256]
+    );
     assert!(out.join("val_l1-wavelet_dicom").is_dir());
 }
 
