@@ -249,13 +249,7 @@ where
             residual: res2.sqrt(),
             rel_change: rel(dx2, xn2),
         };
-        log.history.push(info);
-        if callback(&info).is_break() {
-            log.stop = Stop::Cancelled;
-            break;
-        }
-        if steps > 0 && info.rel_change < cfg.tol {
-            log.stop = Stop::Converged;
+        if log.record(info, &mut callback, steps > 0 && info.rel_change < cfg.tol) {
             break;
         }
         if cfg.cg_budget.is_some_and(|b| cg_used >= b) {

@@ -115,13 +115,7 @@ where
             residual: rs_new.sqrt(),
             rel_change: rel(dx2, xn2),
         };
-        log.history.push(info);
-        if callback(&info).is_break() {
-            log.stop = Stop::Cancelled;
-            break;
-        }
-        if (rs_new / bn2).sqrt() < cfg.tol {
-            log.stop = Stop::Converged;
+        if log.record(info, &mut callback, (rs_new / bn2).sqrt() < cfg.tol) {
             break;
         }
         let beta = (rs_new / rs) as f32;

@@ -112,13 +112,7 @@ where
             residual: gm2.sqrt() / alpha as f64,
             rel_change: rel(dx2, xn2),
         };
-        log.history.push(info);
-        if callback(&info).is_break() {
-            log.stop = Stop::Cancelled;
-            break;
-        }
-        if info.rel_change < cfg.tol {
-            log.stop = Stop::Converged;
+        if log.record(info, &mut callback, info.rel_change < cfg.tol) {
             break;
         }
     }

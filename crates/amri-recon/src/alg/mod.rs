@@ -83,6 +83,24 @@ impl SolveLog {
         self.history.last()
     }
 
+    /// Records one iteration, reports it to `callback` and says whether the solver stops: on a
+    /// `Break` from the callback ([`Stop::Cancelled`]) or when `converged` ([`Stop::Converged`]).
+    pub(crate) fn record<F>(&mut self, info: IterInfo, callback: &mut F, converged: bool) -> bool
+    where
+        F: FnMut(&IterInfo) -> ControlFlow<()>,
+    {
+        self.history.push(info);
+        if callback(&info).is_break() {
+            self.stop = Stop::Cancelled;
+            return true;
+        }
+        if converged {
+            self.stop = Stop::Converged;
+            return true;
+        }
+        false
+    }
+
     pub(crate) fn with_capacity(n: usize) -> Self {
         Self {
             history: Vec::with_capacity(n),

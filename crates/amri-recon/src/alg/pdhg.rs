@@ -130,13 +130,7 @@ where
             residual: dx2.sqrt() / tau as f64,
             rel_change: rel(dx2, xn2),
         };
-        log.history.push(info);
-        if callback(&info).is_break() {
-            log.stop = Stop::Cancelled;
-            break;
-        }
-        if info.rel_change < cfg.tol {
-            log.stop = Stop::Converged;
+        if log.record(info, &mut callback, info.rel_change < cfg.tol) {
             break;
         }
     }
