@@ -3,11 +3,13 @@
 //! Each 2-D slice of each input volume is one *scan* `i` (numbered in input order: volume by
 //! volume, frame by frame, slice by slice). For training:
 //!
-//! 1. magnitudes are normalised per volume so that the [`NORM_PERCENTILE`]th percentile of
-//!    `|x|` over the whole volume is 1 ([`normalise_volume`]);
-//! 2. if the acquisition asks for it (`synthetic_phase`, default), the slice is multiplied by the
+//! 1. if the acquisition asks for it (`synthetic_phase`, default), the slice is multiplied by the
 //!    same smooth synthetic phase `amri simulate` uses, `amri_ops::coils::smooth_phase(rows,
 //!    cols, seed + i)`, so the model learns complex images;
+//! 2. each volume is divided by its **measurement scale** ([`measurement_scale`]): the
+//!    [`NORM_PERCENTILE`]th percentile of the zero-filled magnitude of its *measured* data (see
+//!    [`measured_magnitudes`]), so that the same number can be computed from a user's measured
+//!    scan at inference — the clean image is never used;
 //! 3. the corruption model draws `A_i = Corruption::measurement(i, None)` (seeded by the
 //!    acquisition seed only, so the training set is the same one `amri simulate` would produce)
 //!    and, at training step `t`, `Ã = Corruption::further(&A_i, i, t)` (`t` matters only under
@@ -29,12 +31,13 @@
 //! ([`batch_indices`]) — a pure function of `(seed, t)`, so a resumed run needs no stored
 //! position.
 
+use amri_core::fft::ifft2c;
 use amri_core::{Volume, C32};
-use amri_ops::coils::smooth_phase;
+use amri_ops::coils::{rss, smooth_phase};
 use amri_ops::corruption::{Corruption, CorruptionSpec, Domain, Measurement};
 use amri_ops::simulate::Acquisition;
 use candle_core::{Device, Tensor};
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DiffusionError, Result};
@@ -68,8 +71,102 @@ pub fn abs_percentile(values: &[f32], q: f64) -> f32 {
     a[rank.min(a.len() - 1)]
 }
 
+/// One measured 2-D slice as a user has it, the input of [`measurement_scale`].
+#[derive(Debug, Clone, Copy)]
+pub enum MeasuredSlice<'a> {
+    /// Centred k-space `[coil, row, col]` (DC at `(rows/2, cols/2)`, orthonormal as
+    /// `amri_core::fft::fft2c`) with its `[row, col]` sampling mask (1 = measured).
+    Kspace {
+        /// Measured k-space, one plane per coil (single coil: one plane).
+        kspace: ArrayView3<'a, C32>,
+        /// Sampling mask, 1 = measured.
+        mask: ArrayView2<'a, f32>,
+    },
+    /// Image-domain measurement (pixel mask, boxes): the corrupted complex image `[row, col]`
+    /// and its mask (1 = measured pixel).
+    Image {
+        /// The measured (corrupted) image.
+        image: ArrayView2<'a, C32>,
+        /// Pixel mask, 1 = measured.
+        mask: ArrayView2<'a, f32>,
+    },
+}
+
+/// The magnitudes one measured slice contributes to [`measurement_scale`]:
+/// - k-space: every pixel of the root-sum-of-squares over coils of the zero-filled coil images
+///   `|Fᴴ(M ⊙ y_c)|` (single coil: `|Fᴴ(M ⊙ y)|`);
+/// - image domain: `|y|` on the measured pixels only (mask ≠ 0), so the result does not depend
+///   on how many pixels the mask removed.
+///
+/// Errors if the mask's shape is not the slice's `[row, col]`.
+pub fn measured_magnitudes(slice: &MeasuredSlice) -> Result<Vec<f32>> {
+    match slice {
+        MeasuredSlice::Kspace { kspace, mask } => {
+            let (_, r, c) = kspace.dim();
+            if mask.dim() != (r, c) {
+                return Err(DiffusionError::Shape(format!(
+                    "k-space mask {:?} does not match k-space [{r}, {c}]",
+                    mask.shape()
+                )));
+            }
+            let mut masked: Array3<C32> = kspace.to_owned();
+            for mut plane in masked.outer_iter_mut() {
+                plane.zip_mut_with(mask, |v, m| *v *= *m);
+            }
+            Ok(rss(ifft2c(&masked).view()).into_iter().collect())
+        }
+        MeasuredSlice::Image { image, mask } => {
+            if mask.dim() != image.dim() {
+                return Err(DiffusionError::Shape(format!(
+                    "pixel mask {:?} does not match image {:?}",
+                    mask.shape(),
+                    image.shape()
+                )));
+            }
+            Ok(image
+                .iter()
+                .zip(mask.iter())
+                .filter(|(_, m)| **m != 0.0)
+                .map(|(v, _)| v.norm())
+                .collect())
+        }
+    }
+}
+
+/// The intensity scale of one volume from its **measured** data only: the
+/// [`NORM_PERCENTILE`]th percentile of [`measured_magnitudes`] pooled over all its slices
+/// (falling back to the maximum when that percentile is 0). Training divides the volume by it
+/// ([`TrainingSet::from_volumes`]); inference must divide a user's measured scan by the same
+/// number (and multiply the reconstruction back). Errors on NaN/infinite data or all-zero data.
+pub fn measurement_scale(slices: &[MeasuredSlice]) -> Result<f32> {
+    let mut all = Vec::new();
+    for s in slices {
+        all.extend(measured_magnitudes(s)?);
+    }
+    scale_of(&all)
+}
+
+/// [`NORM_PERCENTILE`]th percentile of non-negative magnitudes, max as fallback; errors on
+/// non-finite or all-zero input.
+fn scale_of(all: &[f32]) -> Result<f32> {
+    if all.iter().any(|v| !v.is_finite()) {
+        return Err(DiffusionError::Config(
+            "measured data holds NaN or infinite values".into(),
+        ));
+    }
+    let mut scale = abs_percentile(all, NORM_PERCENTILE);
+    if scale <= 0.0 {
+        scale = all.iter().fold(0.0f32, |m, v| m.max(*v));
+    }
+    if scale <= 0.0 {
+        return Err(DiffusionError::Config("measured data is all zeros".into()));
+    }
+    Ok(scale)
+}
+
 /// Divides `values` (one volume's magnitudes) by their [`NORM_PERCENTILE`]th percentile of `|x|`
-/// and returns that scale. Errors on non-finite values or an all-zero volume.
+/// and returns that scale. Errors on non-finite values or an all-zero volume. This is the
+/// *clean-image* rule of earlier models; training now uses [`measurement_scale`].
 pub fn normalise_volume(values: &mut [f32]) -> Result<f32> {
     if values.iter().any(|v| !v.is_finite()) {
         return Err(DiffusionError::Config(
@@ -119,6 +216,9 @@ pub struct TrainingSet {
     cols: usize,
     corruption: Corruption,
     objective: Objective,
+    /// Measurement scale each volume was divided by ([`measurement_scale`]); empty for sets
+    /// built with [`TrainingSet::new`] from already normalised slices.
+    scales: Vec<f32>,
 }
 
 impl TrainingSet {
@@ -177,31 +277,89 @@ impl TrainingSet {
             cols,
             corruption,
             objective,
+            scales: Vec::new(),
         })
     }
 
     /// A training set from image volumes `[frame, slice, row, col]`: every frame and slice is a
-    /// scan; each volume is normalised on its own ([`normalise_volume`], over all its frames).
-    /// Volumes must share the in-plane shape.
+    /// scan; each volume is divided by its own [`measurement_scale`] computed from the measured
+    /// data of all its frames and slices (never from the clean image). Volumes must share the
+    /// in-plane shape.
     pub fn from_volumes(
         volumes: &[Volume<f32>],
         acq: &Acquisition,
         objective: TrainObjective,
     ) -> Result<Self> {
         let mut slices = Vec::new();
-        for v in volumes {
-            let mut data = v.data.clone();
-            let flat = data
-                .as_slice_mut()
-                .ok_or_else(|| DiffusionError::Config("volume data is not contiguous".into()))?;
-            normalise_volume(flat)?;
-            for frame in data.axis_iter(Axis(0)) {
+        let mut ranges = Vec::with_capacity(volumes.len());
+        for (k, v) in volumes.iter().enumerate() {
+            if v.data.iter().any(|x| !x.is_finite()) {
+                return Err(DiffusionError::Config(format!(
+                    "training volume {k} holds NaN or infinite values"
+                )));
+            }
+            let start = slices.len();
+            for frame in v.data.axis_iter(Axis(0)) {
                 for s in frame.axis_iter(Axis(0)) {
                     slices.push(s.to_owned());
                 }
             }
+            ranges.push(start..slices.len());
         }
-        Self::new(&slices, acq, objective)
+        let mut set = Self::new(&slices, acq, objective)?;
+        let mut scales = Vec::with_capacity(ranges.len());
+        for (k, range) in ranges.into_iter().enumerate() {
+            let mut mags = Vec::new();
+            for i in range.clone() {
+                mags.extend(set.measured_magnitudes_of(i)?);
+            }
+            let scale = scale_of(&mags)
+                .map_err(|e| DiffusionError::Config(format!("training volume {k}: {e}")))?;
+            for i in range {
+                set.images[i].iter_mut().for_each(|v| *v /= scale);
+            }
+            scales.push(scale);
+        }
+        set.scales = scales;
+        Ok(set)
+    }
+
+    /// The measurement scale ([`measurement_scale`]) each input volume was divided by, in input
+    /// order (empty for [`TrainingSet::new`]).
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// [`measured_magnitudes`] of scan `i`'s measurement `A_i x_i` at the set's current scale.
+    fn measured_magnitudes_of(&self, i: usize) -> Result<Vec<f32>> {
+        let (r, c) = (self.rows, self.cols);
+        let x = self
+            .images
+            .get(i)
+            .ok_or_else(|| DiffusionError::Config(format!("scan {i} out of range")))?;
+        let a = self.corruption.measurement(i as u64, None)?;
+        let y = a.measure(x, 0)?;
+        let mask = Self::mask(&a)?;
+        let shape_err = |e: ndarray::ShapeError| DiffusionError::Shape(format!("scan {i}: {e}"));
+        match a.domain {
+            Domain::Kspace => {
+                let k = Array3::from_shape_vec((y.len() / (r * c), r, c), y).map_err(shape_err)?;
+                measured_magnitudes(&MeasuredSlice::Kspace {
+                    kspace: k.view(),
+                    mask: mask.view(),
+                })
+            }
+            Domain::Image => {
+                let im = Array2::from_shape_vec((r, c), y).map_err(shape_err)?;
+                measured_magnitudes(&MeasuredSlice::Image {
+                    image: im.view(),
+                    mask: mask.view(),
+                })
+            }
+            Domain::Projection => Err(DiffusionError::Unsupported(
+                "measurement scale of projection measurements".into(),
+            )),
+        }
     }
 
     /// Number of scans.

@@ -224,6 +224,24 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: Option<f64>
     Ok(norm as f32)
 }
 
+/// How the training intensities were normalised; recorded in every model card so inference can
+/// apply the same scale to a user's scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntensityNorm {
+    /// Each volume divided by the 99.5th percentile of its *clean* `|x|` (cards written before
+    /// the measurement rule; an ambient user cannot reproduce this scale exactly).
+    CleanPercentile,
+    /// Each volume divided by [`crate::data::measurement_scale`] of its measured data: the
+    /// 99.5th percentile of the zero-filled magnitude (RSS over coils of `|Fᴴ(M ⊙ y_c)|` for
+    /// k-space, `|y|` on measured pixels for image-domain corruptions).
+    MeasuredPercentile,
+}
+
+fn legacy_norm() -> IntensityNorm {
+    IntensityNorm::CleanPercentile
+}
+
 /// Everything needed to rebuild and interpret a checkpoint; stored as `model.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelCard {
@@ -245,6 +263,9 @@ pub struct ModelCard {
     pub seed: u64,
     /// Optimisation hyper-parameters.
     pub train: TrainConfig,
+    /// Intensity normalisation of the training data (absent in old cards: the clean rule).
+    #[serde(default = "legacy_norm")]
+    pub normalisation: IntensityNorm,
 }
 
 /// Trains a [`Denoiser`] with AdamW, warm-up, clipping and EMA.
@@ -520,7 +541,8 @@ impl Trainer {
     }
 
     /// The model card for the current state, trained with `objective` on the corruption protocol
-    /// described by `corruption`.
+    /// described by `corruption`, with data normalised by [`crate::data::measurement_scale`]
+    /// ([`IntensityNorm::MeasuredPercentile`], the rule of [`crate::data::TrainingSet`]).
     pub fn card(
         &self,
         objective: Objective,
@@ -537,6 +559,7 @@ impl Trainer {
             steps: self.step,
             seed: self.cfg.seed,
             train: self.cfg.clone(),
+            normalisation: IntensityNorm::MeasuredPercentile,
         })
     }
 
