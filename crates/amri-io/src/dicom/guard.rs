@@ -310,3 +310,141 @@ impl Walker<'_> {
         Ok(())
     }
 }
+
+/// Transfer syntax UID of RLE Lossless (PS3.5 Annex G).
+pub(crate) const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+
+/// Checks every RLE Lossless fragment (one per frame, PS3.5 G.4) before dicom-pixeldata decodes
+/// it: a 64-byte header with at most 15 segments, increasing offsets inside the fragment, and
+/// each segment amri needs (`bytes_per_sample` for one sample per pixel) decoding to at least
+/// `rows × cols` bytes. dicom-pixeldata 0.10 indexes out of bounds on fragments that break any
+/// of these (found by fuzzing).
+pub(crate) fn check_rle(
+    path: &Path,
+    fragments: &[Vec<u8>],
+    rows: usize,
+    cols: usize,
+    bytes_per_sample: usize,
+) -> Result<()> {
+    let bad = |msg: String| IoError::malformed(path, format!("corrupt RLE pixel data: {msg}"));
+    let plane = (rows as u64) * (cols as u64);
+    for (i, f) in fragments.iter().enumerate() {
+        if f.len() < 64 {
+            return Err(bad(format!(
+                "fragment {i} has {} bytes, shorter than the 64-byte RLE header",
+                f.len()
+            )));
+        }
+        let word =
+            |k: usize| u32::from_le_bytes([f[4 * k], f[4 * k + 1], f[4 * k + 2], f[4 * k + 3]]);
+        let n = word(0) as usize;
+        if n > 15 || n < bytes_per_sample {
+            return Err(bad(format!(
+                "fragment {i} declares {n} segments ({bytes_per_sample} needed, at most 15)"
+            )));
+        }
+        let mut offsets: Vec<usize> = (1..=n).map(|k| word(k) as usize).collect();
+        offsets.push(f.len());
+        for s in 0..bytes_per_sample {
+            let (a, b) = (offsets[s], offsets[s + 1]);
+            if a < 64 || a > b || b > f.len() {
+                return Err(bad(format!(
+                    "fragment {i} segment {s} spans bytes {a}..{b} of {}",
+                    f.len()
+                )));
+            }
+            let got = packbits_len(&f[a..b]);
+            if got < plane {
+                return Err(bad(format!(
+                    "fragment {i} segment {s} decodes to {got} bytes, {rows}×{cols} = {plane} needed"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Number of bytes the PackBits stream `seg` decodes to, counted the way dicom-pixeldata decodes
+/// it (a literal run cut short by the end of the segment yields what is there; a replicate run
+/// missing its byte yields nothing).
+fn packbits_len(seg: &[u8]) -> u64 {
+    let (mut p, mut out) = (0usize, 0u64);
+    while p < seg.len() {
+        let h = seg[p] as i8;
+        p += 1;
+        if h >= 0 {
+            let n = h as usize + 1;
+            out += n.min(seg.len() - p) as u64;
+            p += n;
+        } else if h != -128 {
+            if p >= seg.len() {
+                break;
+            }
+            out += (1 - h as i64) as u64;
+            p += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod rle_tests {
+    use super::*;
+
+    /// The PackBits example of Apple Technical Note TN1023: 15 bytes decoding to 24.
+    const TN1023: [u8; 15] = [
+        0xFE, 0xAA, 0x02, 0x80, 0x00, 0x2A, 0xFD, 0xAA, 0x03, 0x80, 0x00, 0x2A, 0x22, 0xF7, 0xAA,
+    ];
+
+    /// An RLE fragment: the 64-byte header giving one segment at byte 64, then `segment`.
+    fn fragment(segments: u32, segment: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 64];
+        f[..4].copy_from_slice(&segments.to_le_bytes());
+        f[4..8].copy_from_slice(&64u32.to_le_bytes());
+        f.extend_from_slice(segment);
+        f
+    }
+
+    #[test]
+    fn packbits_length_matches_the_tn1023_example() {
+        assert_eq!(packbits_len(&TN1023), 24);
+        // Cut inside the final replicate run: that run yields nothing.
+        assert_eq!(packbits_len(&TN1023[..14]), 24 - 10);
+        // A literal run of 4 cut after 2 bytes yields those 2.
+        assert_eq!(packbits_len(&[0x03, 1, 2]), 2);
+        // -128 is a no-op.
+        assert_eq!(packbits_len(&[0x80, 0x80]), 0);
+    }
+
+    #[test]
+    fn rle_fragments_are_checked_against_the_image_size() {
+        let p = Path::new("x.dcm");
+        // 24 decoded bytes: enough for 4×6 at 8 bits, not for 5×5.
+        check_rle(p, &[fragment(1, &TN1023)], 4, 6, 1).unwrap();
+        let e = check_rle(p, &[fragment(1, &TN1023)], 5, 5, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.dcm") && e.contains("decodes to 24 bytes"),
+            "{e}"
+        );
+        // 16-bit samples need two segments.
+        let e = check_rle(p, &[fragment(1, &TN1023)], 4, 6, 2)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("declares 1 segments"), "{e}");
+        let e = check_rle(p, &[fragment(16, &TN1023)], 4, 6, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 15"), "{e}");
+        let e = check_rle(p, &[vec![1, 0, 0, 0]], 4, 6, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shorter than the 64-byte RLE header"), "{e}");
+        // An offset past the end of the fragment.
+        let mut f = fragment(1, &TN1023);
+        f[4..8].copy_from_slice(&1000u32.to_le_bytes());
+        let e = check_rle(p, &[f], 4, 6, 1).unwrap_err().to_string();
+        assert!(e.contains("spans bytes 1000..79"), "{e}");
+    }
+}

@@ -284,8 +284,14 @@ fn read_instance(
         _ => {}
     }
 
-    // The codecs of dicom-pixeldata can panic on corrupt compressed data (found by fuzzing: an
-    // out-of-bounds index in its RLE decoder); a corrupt file must be an error, not a crash.
+    // dicom-pixeldata's RLE decoder indexes out of bounds on corrupt segments (found by
+    // fuzzing): check them first. Its other codecs could still panic on corrupt data; a corrupt
+    // file must be an error, not a crash, so decoding also runs under catch_unwind.
+    if obj.meta().transfer_syntax() == guard::RLE_LOSSLESS {
+        if let Some(Value::PixelSequence(seq)) = obj.get(tags::PIXEL_DATA).map(|e| e.value()) {
+            guard::check_rle(path, seq.fragments(), rows, cols, bytes_per)?;
+        }
+    }
     let decoded =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()))
             .map_err(|_| {
