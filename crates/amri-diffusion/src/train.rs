@@ -108,6 +108,124 @@ pub fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(derive_seed(seed, step, 0x5167))
 }
 
+/// FNV-1a hash of a variable name (stable across platforms and versions).
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
+    })
+}
+
+/// Tag of weight-initialisation draws in [`derive_seed`].
+const TAG_INIT: u64 = 0x1417;
+
+/// Draws the initial value of variable `name` with `shape` under candle-nn's `init` rule (same
+/// distributions and bounds as `candle_nn::Init::var`), from a ChaCha8 RNG seeded by
+/// [`derive_seed`]`(seed, fnv1a(name), TAG)`: a pure function of `(seed, name, shape, init)`,
+/// independent of the order in which the model creates its variables.
+pub fn seeded_init(
+    init: candle_nn::Init,
+    shape: &candle_core::Shape,
+    name: &str,
+    seed: u64,
+    dev: &Device,
+) -> Result<Tensor> {
+    use candle_nn::init::NormalOrUniform;
+    use candle_nn::Init;
+    let n = shape.elem_count();
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, name_hash(name), TAG_INIT));
+    let uniform = |rng: &mut ChaCha8Rng, lo: f64, up: f64| -> Vec<f32> {
+        (0..n)
+            .map(|_| (lo + (up - lo) * rand::Rng::random::<f64>(rng)) as f32)
+            .collect()
+    };
+    let normal = |rng: &mut ChaCha8Rng, mean: f64, std: f64| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let z: f64 = StandardNormal.sample(rng);
+                (mean + std * z) as f32
+            })
+            .collect()
+    };
+    let values = match init {
+        Init::Const(c) => vec![c as f32; n],
+        Init::Uniform { lo, up } => uniform(&mut rng, lo, up),
+        Init::Randn { mean, stdev } => normal(&mut rng, mean, stdev),
+        Init::Kaiming {
+            dist,
+            fan,
+            non_linearity,
+        } => {
+            let std = non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt();
+            match dist {
+                NormalOrUniform::Uniform => {
+                    let bound = 3f64.sqrt() * std;
+                    uniform(&mut rng, -bound, bound)
+                }
+                NormalOrUniform::Normal => normal(&mut rng, 0.0, std),
+            }
+        }
+    };
+    Ok(Tensor::from_vec(values, shape.clone(), dev)?)
+}
+
+/// A [`VarMap`] whose missing variables are created by [`seeded_init`] instead of candle's
+/// global RNG, so that building a model twice with one seed gives bitwise equal weights.
+struct SeededVarMap {
+    vm: VarMap,
+    seed: u64,
+}
+
+impl candle_nn::var_builder::SimpleBackend for SeededVarMap {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let mut data = self.vm.data().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = data.get(name) {
+            if v.shape() != &s {
+                candle_core::bail!("shape mismatch on {name}: {s:?} <> {:?}", v.shape());
+            }
+            return Ok(v.as_tensor().clone());
+        }
+        let t = seeded_init(h, &s, name, self.seed, dev)
+            .map_err(|e| candle_core::Error::Msg(format!("initialising {name}: {e}")))?
+            .to_dtype(dtype)?;
+        let var = Var::from_tensor(&t)?;
+        let out = var.as_tensor().clone();
+        data.insert(name.to_owned(), var);
+        Ok(out)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("variable {name} must be created with a shape")
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.vm
+            .data()
+            .lock()
+            .map(|d| d.contains_key(name))
+            .unwrap_or(false)
+    }
+}
+
+/// A [`VarBuilder`] over `vm` that initialises every new variable with [`seeded_init`] under
+/// `seed`.
+pub fn seeded_var_builder(vm: &VarMap, seed: u64, dev: &Device) -> VarBuilder<'static> {
+    VarBuilder::from_backend(
+        Box::new(SeededVarMap {
+            vm: vm.clone(),
+            seed,
+        }),
+        DType::F32,
+        dev.clone(),
+    )
+}
+
 /// Which loss a model was trained with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -299,7 +417,9 @@ fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
 }
 
 impl Trainer {
-    /// A freshly initialised model on `dev`; initial weights are drawn by candle's RNG.
+    /// A freshly initialised model on `dev`. Initial weights are drawn by [`seeded_init`] from
+    /// `cfg.seed` (candle-nn's distributions, a ChaCha8 stream per variable name), so two fresh
+    /// trainers with one seed hold bitwise equal weights.
     pub fn new(dcfg: &DenoiserConfig, cfg: &TrainConfig, dev: &Device) -> Result<Self> {
         if !(0.0..1.0).contains(&cfg.ema_decay) || cfg.lr.is_nan() || cfg.lr <= 0.0 {
             return Err(DiffusionError::Config(
@@ -307,7 +427,7 @@ impl Trainer {
             ));
         }
         let varmap = VarMap::new();
-        let model = denoiser(dcfg, VarBuilder::from_varmap(&varmap, DType::F32, dev))?;
+        let model = denoiser(dcfg, seeded_var_builder(&varmap, cfg.seed, dev))?;
         let vars = sorted_vars(&varmap);
         let trainable: Vec<(String, Var)> = vars
             .iter()
@@ -780,6 +900,131 @@ mod tests {
             mask_a,
             mask_tilde,
         })
+    }
+
+    fn weights_of(t: &Trainer) -> Result<Vec<(String, Vec<u32>)>> {
+        sorted_vars(t.varmap())
+            .into_iter()
+            .map(|(n, v)| {
+                let bits = v
+                    .as_tensor()
+                    .flatten_all()?
+                    .to_vec1::<f32>()?
+                    .into_iter()
+                    .map(f32::to_bits)
+                    .collect();
+                Ok((n, bits))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fresh_trainers_with_one_seed_have_bitwise_equal_weights() -> Result<()> {
+        let dev = Device::Cpu;
+        let cfg = |seed| TrainConfig {
+            seed,
+            warmup_steps: 0,
+            ..Default::default()
+        };
+        let mut a = Trainer::new(&small_cfg()?, &cfg(3), &dev)?;
+        let mut b = Trainer::new(&small_cfg()?, &cfg(3), &dev)?;
+        let c = Trainer::new(&small_cfg()?, &cfg(4), &dev)?;
+        let (wa, wb, wc) = (weights_of(&a)?, weights_of(&b)?, weights_of(&c)?);
+        assert!(wa.len() > 10);
+        assert!(wa == wb, "same seed, different initial weights");
+        // every randomly initialised variable differs under another seed; constants do not
+        let mut differing = 0;
+        for ((n, x), (_, y)) in wa.iter().zip(&wc) {
+            let constant = x.iter().all(|v| *v == x[0]);
+            if constant {
+                assert_eq!(x, y, "{n}: constant init changed with the seed");
+            } else {
+                assert_ne!(x, y, "{n}: random init ignores the seed");
+                differing += 1;
+            }
+        }
+        assert!(differing > 5);
+        // and they stay equal through training on the same batches
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let batch = synthetic_pixel_batch(2, 8, 0.7, 0.2, &mut rng, &dev)?;
+        a.step(&batch)?;
+        b.step(&batch)?;
+        assert!(weights_of(&a)? == weights_of(&b)?);
+        Ok(())
+    }
+
+    #[test]
+    fn seeded_init_follows_candle_distributions() -> Result<()> {
+        use candle_nn::init::{FanInOut, NonLinearity, NormalOrUniform};
+        use candle_nn::Init;
+        let dev = Device::Cpu;
+        let shape = candle_core::Shape::from((64, 32, 3, 3));
+        let stats = |t: &Tensor| -> Result<(f64, f64, f64)> {
+            let v = t.flatten_all()?.to_vec1::<f32>()?;
+            let n = v.len() as f64;
+            let mean = v.iter().map(|x| *x as f64).sum::<f64>() / n;
+            let var = v.iter().map(|x| (*x as f64 - mean).powi(2)).sum::<f64>() / n;
+            let max = v.iter().fold(0f64, |m, x| m.max((*x as f64).abs()));
+            Ok((mean, var.sqrt(), max))
+        };
+        // Kaiming uniform, fan-in 32·9, ReLU gain √2: U(−b, b) with b = √3·√2/√288
+        let k = seeded_init(
+            Init::Kaiming {
+                dist: NormalOrUniform::Uniform,
+                fan: FanInOut::FanIn,
+                non_linearity: NonLinearity::ReLU,
+            },
+            &shape,
+            "w",
+            0,
+            &dev,
+        )?;
+        let b = 3f64.sqrt() * 2f64.sqrt() / 288f64.sqrt();
+        let (mean, std, max) = stats(&k)?;
+        assert!(max < b && max > 0.99 * b, "max {max} vs bound {b}");
+        assert!(mean.abs() < 0.01 * b);
+        assert!((std / (b / 3f64.sqrt()) - 1.0).abs() < 0.02, "std {std}");
+        let r = seeded_init(
+            Init::Randn {
+                mean: 1.0,
+                stdev: 0.5,
+            },
+            &shape,
+            "w",
+            0,
+            &dev,
+        )?;
+        let (mean, std, _) = stats(&r)?;
+        assert!((mean - 1.0).abs() < 0.01 && (std - 0.5).abs() < 0.01);
+        let c = seeded_init(Init::Const(0.25), &shape, "w", 0, &dev)?;
+        assert_eq!(stats(&c)?, (0.25, 0.0, 0.25));
+        // a pure function of (seed, name): another name or seed gives another draw
+        let again = seeded_init(
+            Init::Randn {
+                mean: 1.0,
+                stdev: 0.5,
+            },
+            &shape,
+            "w",
+            0,
+            &dev,
+        )?;
+        let other = seeded_init(
+            Init::Randn {
+                mean: 1.0,
+                stdev: 0.5,
+            },
+            &shape,
+            "v",
+            0,
+            &dev,
+        )?;
+        let diff = |a: &Tensor, b: &Tensor| -> Result<f32> {
+            Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()?)
+        };
+        assert_eq!(diff(&r, &again)?, 0.0);
+        assert!(diff(&r, &other)? > 0.0);
+        Ok(())
     }
 
     #[test]
