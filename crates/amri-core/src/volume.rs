@@ -227,14 +227,33 @@ impl KSpace {
                 )));
             }
         }
-        if self
+        let bad = |n: usize, of: usize, what: &str| {
+            CoreError::Invalid(format!("{what} holds {n} NaN or infinite values (of {of})"))
+        };
+        let n = self
             .data
             .iter()
-            .any(|v| !v.re.is_finite() || !v.im.is_finite())
-        {
-            return Err(CoreError::Invalid(
-                "k-space holds NaN or infinite samples".into(),
-            ));
+            .filter(|v| !v.re.is_finite() || !v.im.is_finite())
+            .count();
+        if n > 0 {
+            return Err(bad(n, self.data.len(), "k-space"));
+        }
+        for (what, a) in [("mask", &self.mask), ("reference", &self.reference)] {
+            if let Some(a) = a {
+                let n = a.iter().filter(|v| !v.is_finite()).count();
+                if n > 0 {
+                    return Err(bad(n, a.len(), what));
+                }
+            }
+        }
+        if let Some(m) = &self.sensitivities {
+            let n = m
+                .iter()
+                .filter(|v| !v.re.is_finite() || !v.im.is_finite())
+                .count();
+            if n > 0 {
+                return Err(bad(n, m.len(), "sensitivity maps"));
+            }
         }
         Ok(())
     }
@@ -264,8 +283,20 @@ mod tests {
         assert!(k.validate().is_err());
         k.mask = Some(Array3::ones((2, 4, 5)));
         assert!(k.validate().is_ok());
+        k.mask.as_mut().unwrap()[[1, 2, 3]] = f32::NAN;
+        let e = k.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("mask holds 1 NaN or infinite values (of 40)"),
+            "{e}"
+        );
+        k.mask = Some(Array3::ones((2, 4, 5)));
         k.data[[0, 0, 0, 0]] = C32::new(f32::NAN, 0.0);
-        assert!(k.validate().is_err());
+        k.data[[1, 2, 3, 4]] = C32::new(0.0, f32::NEG_INFINITY);
+        let e = k.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("k-space holds 2 NaN or infinite values (of 120)"),
+            "{e}"
+        );
     }
 
     #[test]
