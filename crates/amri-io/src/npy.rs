@@ -512,6 +512,12 @@ pub fn read(path: &Path) -> Result<Scan> {
             format!("array of shape {shape:?}: amri reads .npy arrays of 1 to 4 dimensions"),
         )
     })?;
+    if shape.contains(&0) {
+        return Err(IoError::malformed(
+            path,
+            format!("array of shape {shape:?} has a zero-sized dimension: no samples"),
+        ));
+    }
     let dtype = a.dtype_name();
     let shape_err = |e: ndarray::ShapeError| IoError::malformed(path, format!("shape: {e}"));
     if let Some(c) = a.to_c32() {
@@ -662,6 +668,13 @@ fn broadcast_mask(path: &Path, name: &str, m: ArrayD<f32>, srk: [usize; 3]) -> R
             format!("{name} of shape {sh:?} does not broadcast to [slice, row, col] = {srk:?}"),
         ));
     }
+    let bad = m.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        return Err(IoError::malformed(
+            path,
+            format!("{name} holds {bad} NaN or infinite values (of {})", m.len()),
+        ));
+    }
     let m = m
         .broadcast(IxDyn(&srk))
         .ok_or_else(|| {
@@ -696,6 +709,12 @@ pub fn read_kspace_npz(path: &Path) -> Result<KSpace> {
             format!("'kspace' has shape {shape:?}, expected [slice, coil, row, col]"),
         )
     })?;
+    if shape.contains(&0) {
+        return Err(IoError::malformed(
+            path,
+            format!("'kspace' of shape {shape:?} has a zero-sized dimension: no samples"),
+        ));
+    }
     let shape_err = |e: ndarray::ShapeError| IoError::malformed(path, format!("shape: {e}"));
     let data: Array4<C32> = c
         .into_shape_with_order(s4)

@@ -50,6 +50,14 @@ pub fn run(args: Args) -> Result<()> {
             args.input.display()
         ),
     };
+    let bad = vol.data.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        bail!(
+            "{}: {bad} of {} pixel values are NaN or infinite; simulate needs a finite image",
+            args.input.display(),
+            vol.data.len()
+        );
+    }
     let mut k = amri_ops::simulate::simulate(&vol, args.frame, &protocol.acquisition)
         .with_context(|| format!("simulating {} with {}", args.input.display(), protocol.name))?;
     k.attributes

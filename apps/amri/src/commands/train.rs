@@ -383,6 +383,15 @@ fn read_volumes(inputs: &[PathBuf]) -> Result<Vec<Volume<f32>>> {
                     f.display()
                 ),
             });
+            let v = &vols[vols.len() - 1];
+            let bad = v.data.iter().filter(|x| !x.is_finite()).count();
+            if bad > 0 {
+                bail!(
+                    "{}: {bad} of {} pixel values are NaN or infinite; training needs finite images",
+                    f.display(),
+                    v.data.len()
+                );
+            }
         }
     }
     if vols.is_empty() {
