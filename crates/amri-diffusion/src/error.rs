@@ -26,6 +26,9 @@ pub enum DiffusionError {
     /// A requested combination is not implemented (the message says which and what works).
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// A long computation (sampling) was cancelled by its caller before it finished.
+    #[error("cancelled")]
+    Cancelled,
     /// A JSON model card could not be (de)serialised.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

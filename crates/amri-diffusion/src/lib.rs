@@ -13,7 +13,10 @@
 //!   supervised clean-data loss;
 //! - [`fourier`]: the centred orthonormal 2-D DFT as differentiable candle matmuls;
 //! - [`train`]: AdamW with warm-up, global-norm clipping, EMA, safetensors checkpoints and a
-//!   JSON model card.
+//!   JSON model card;
+//! - [`sample`]: inference — [`sample::Prior`], one-step reconstruction, the posterior sampler
+//!   (mean and uncertainty) and the unconditional sampler;
+//! - [`memorize`]: nearest-training-slice similarity of samples (memorisation report).
 //!
 //! Conventions: tensors are NCHW `f32`; complex images are 2 channels (real, imaginary); masks
 //! are 1 channel with values in {0, 1}; k-space is centred (DC at `(H/2, W/2)`) as in
@@ -40,8 +43,10 @@ pub mod data;
 pub mod error;
 pub mod fourier;
 pub mod loss;
+pub mod memorize;
 pub mod optim;
 pub mod precond;
+pub mod sample;
 pub mod train;
 pub mod unet;
 

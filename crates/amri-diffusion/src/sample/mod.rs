@@ -1,0 +1,487 @@
+//! Inference with a trained prior: one-step reconstruction, the posterior sampler for inverse
+//! problems (mean and per-pixel uncertainty) and the unconditional fixed-mask sampler.
+//!
+//! Entry points:
+//! - [`Prior::load`]: a checkpoint (run folder, checkpoint folder) with its EMA weights, model
+//!   card and the SHA-256 of the weights file (provenance);
+//! - [`one_step`]: `E[x0 | A y]` from one network call at the measurement's own mask and a small
+//!   σ, optionally with hard data consistency on the measured samples;
+//! - [`posterior`]: an ambient-diffusion posterior sampler (after Aali et al. 2024) on an EDM
+//!   (Karras ρ) σ schedule with an exact Gaussian data step; several samples give a mean and a
+//!   per-pixel standard deviation;
+//! - [`sample_unconditional`]: new slices from the prior (EDM Heun, one fixed training-type
+//!   mask per sample, as the Ambient Diffusion sampler).
+//!
+//! Every sampler is generic over [`PriorDenoiser`], so tests plug in analytic denoisers.
+//!
+//! **Conventions.** A [`Problem`] is one 2-D slice as a user has it: centred k-space (DC at
+//! `(rows/2, cols/2)`, orthonormal as `amri_core::fft::fft2c`) `[coil, row, col]` with a
+//! `[row, col]` mask, or a corrupted complex image with a pixel mask (1 = measured).
+//! Variances and noise levels are **per real component** (real and imaginary parts each), the
+//! convention of training (`x_t = x0 + σ n`, `n` with i.i.d. N(0, 1) real and imaginary parts).
+//!
+//! **Intensity scaling.** Training divides each volume by its measurement scale
+//! ([`crate::data::measurement_scale`]: the 99.5th percentile of the zero-filled magnitude of the
+//! measured data). Inference divides the measured data by the same number computed from the
+//! user's scan ([`measured_scale`], over the whole volume when the caller passes all its slices),
+//! runs the network in those units and multiplies the result back, so outputs are in the input's
+//! units.
+//!
+//! **Multi-coil.** The network knows single complex images. Multi-coil k-space `y_c = M F S_c x`
+//! is turned into a *virtual single coil*: `x_zf = Σ_c conj(S_c) Fᴴ y_c / Σ_c |S_c|²` and
+//! `y_v = M ⊙ F x_zf`, with the maps given or estimated by ESPIRiT from the calibration region
+//! (`amri_ops::espirit`). For fully sampled data `y_v = F x` exactly; under undersampling the
+//! aliasing is coil-weighted, so this is an approximation (a SENSE data step would remove it).
+//!
+//! **Image size.** The U-Net needs sizes that are multiples of `2^(levels−1)`; other sizes are
+//! zero-padded (image and mask channels, centred) before the network call and cropped after.
+
+mod heun;
+mod one_step;
+mod posterior;
+mod prior;
+
+use amri_core::fft::{fft2c, ifft2c};
+use amri_core::C32;
+use amri_ops::espirit::{espirit_maps, EspiritConfig};
+use candle_core::{DType, Device, Tensor};
+use ndarray::{s, Array2, Array3, Axis, Zip};
+use rand::Rng;
+use rand_distr::StandardNormal;
+
+use crate::data::{measurement_scale, MeasuredSlice};
+use crate::error::{DiffusionError, Result};
+use crate::loss::DenoiseFn;
+
+pub use heun::{sample_unconditional, UnconditionalConfig};
+pub use one_step::{one_step, OneStepConfig};
+pub use posterior::{posterior, NetMasks, PosteriorConfig, PosteriorResult};
+pub use prior::{sha256_file, sha256_hex, Prior};
+
+/// What the network's image input is, fixed by how it was trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputDomain {
+    /// Ambient pixel prior: input `Ã ⊙ x`, mask channel `Ã` (image layout).
+    Pixel,
+    /// Ambient k-space prior: input `Fᴴ(M̃ ⊙ F x)`, mask channel `M̃` (centred k-space layout).
+    Kspace,
+    /// Prior trained on clean images: input `x`, mask channel all ones.
+    Clean,
+}
+
+/// What a sampler needs from a prior: a denoiser `(x [N,2,H,W], mask [N,1,H,W], σ [N]) → x̂0`
+/// (as [`DenoiseFn`]) and how it was trained.
+pub trait PriorDenoiser: DenoiseFn {
+    /// How the network input is formed.
+    fn input_domain(&self) -> InputDomain;
+    /// σ_d of the preconditioning: the prior's per-component standard deviation, used for the
+    /// width of `p(x0 | x_t)` in the posterior sampler's data step.
+    fn sigma_data(&self) -> f64;
+    /// Device the network runs on.
+    fn device(&self) -> &Device;
+    /// Height and width given to the network must be multiples of this (inputs are padded).
+    fn size_multiple(&self) -> usize {
+        1
+    }
+    /// A mask `Ã` `[rows, cols]` of the training corruption (`A` then the further `B`) drawn
+    /// with `draw` as seed; all ones for priors trained without corruption.
+    fn training_mask(&self, rows: usize, cols: usize, draw: u64) -> Result<Array2<f32>> {
+        let _ = draw;
+        Ok(Array2::ones((rows, cols)))
+    }
+}
+
+/// One 2-D slice as a user has it.
+#[derive(Debug, Clone)]
+pub enum Problem {
+    /// Centred k-space `[coil, row, col]` with its `[row, col]` sampling mask (1 = measured)
+    /// and, for several coils, optional maps `[coil, row, col]` (estimated by ESPIRiT if absent).
+    Kspace {
+        /// Measured k-space (unmeasured samples are ignored).
+        kspace: Array3<C32>,
+        /// Sampling mask.
+        mask: Array2<f32>,
+        /// Coil sensitivity maps.
+        maps: Option<Array3<C32>>,
+    },
+    /// Image-domain corruption (pixel mask, boxes): the corrupted complex image and its mask.
+    Pixels {
+        /// Measured image (unmeasured pixels are ignored).
+        image: Array2<C32>,
+        /// Pixel mask.
+        mask: Array2<f32>,
+    },
+}
+
+/// Where a single-coil measurement lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Measured {
+    Kspace,
+    Pixels,
+}
+
+/// A problem reduced to one complex image grid: `y` (k-space or image, zero off the mask).
+#[derive(Debug, Clone)]
+pub(crate) struct Single {
+    pub domain: Measured,
+    pub y: Array2<C32>,
+    pub mask: Array2<f32>,
+}
+
+impl Problem {
+    /// `(rows, cols)` of the image grid.
+    pub fn shape(&self) -> (usize, usize) {
+        match self {
+            Problem::Kspace { mask, .. } | Problem::Pixels { mask, .. } => mask.dim(),
+        }
+    }
+
+    /// The measured data as [`crate::data::measurement_scale`] takes it.
+    pub fn measured_slice(&self) -> MeasuredSlice<'_> {
+        match self {
+            Problem::Kspace { kspace, mask, .. } => MeasuredSlice::Kspace {
+                kspace: kspace.view(),
+                mask: mask.view(),
+            },
+            Problem::Pixels { image, mask } => MeasuredSlice::Image {
+                image: image.view(),
+                mask: mask.view(),
+            },
+        }
+    }
+
+    /// Checks shapes and finiteness; the error says what is wrong.
+    pub fn validate(&self) -> Result<()> {
+        let (r, c) = self.shape();
+        if r == 0 || c == 0 {
+            return Err(DiffusionError::Shape(format!("empty {r}×{c} slice")));
+        }
+        let finite = |it: &mut dyn Iterator<Item = bool>| {
+            let mut ok = true;
+            for b in it {
+                ok &= b;
+            }
+            ok
+        };
+        match self {
+            Problem::Kspace { kspace, maps, mask } => {
+                let (nc, kr, kc) = kspace.dim();
+                if nc == 0 || (kr, kc) != (r, c) {
+                    return Err(DiffusionError::Shape(format!(
+                        "k-space {:?} does not match mask [{r}, {c}]",
+                        kspace.shape()
+                    )));
+                }
+                if let Some(m) = maps {
+                    if m.dim() != kspace.dim() {
+                        return Err(DiffusionError::Shape(format!(
+                            "coil maps {:?} do not match k-space {:?}",
+                            m.shape(),
+                            kspace.shape()
+                        )));
+                    }
+                }
+                if !finite(&mut kspace.iter().map(|v| v.re.is_finite() && v.im.is_finite()))
+                    || !finite(&mut mask.iter().map(|v| v.is_finite()))
+                {
+                    return Err(DiffusionError::Config(
+                        "k-space or mask holds NaN or infinite values".into(),
+                    ));
+                }
+            }
+            Problem::Pixels { image, mask } => {
+                if image.dim() != (r, c) {
+                    return Err(DiffusionError::Shape(format!(
+                        "image {:?} does not match mask [{r}, {c}]",
+                        image.shape()
+                    )));
+                }
+                if !finite(&mut image.iter().map(|v| v.re.is_finite() && v.im.is_finite()))
+                    || !finite(&mut mask.iter().map(|v| v.is_finite()))
+                {
+                    return Err(DiffusionError::Config(
+                        "image or mask holds NaN or infinite values".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The single-image form (virtual coil for multi-coil k-space, see the module docs),
+    /// divided by `scale`.
+    pub(crate) fn single(&self, scale: f32) -> Result<Single> {
+        self.validate()?;
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(DiffusionError::Config(format!(
+                "intensity scale must be > 0, got {scale}"
+            )));
+        }
+        let bin = |m: &Array2<f32>| m.mapv(|v| if v != 0.0 { 1.0f32 } else { 0.0 });
+        match self {
+            Problem::Pixels { image, mask } => {
+                let mask = bin(mask);
+                let mut y = image / C32::new(scale, 0.0);
+                Zip::from(&mut y).and(&mask).for_each(|v, m| *v *= *m);
+                Ok(Single {
+                    domain: Measured::Pixels,
+                    y,
+                    mask,
+                })
+            }
+            Problem::Kspace { kspace, mask, maps } => {
+                let mask = bin(mask);
+                let mut k = kspace / C32::new(scale, 0.0);
+                for mut plane in k.outer_iter_mut() {
+                    Zip::from(&mut plane).and(&mask).for_each(|v, m| *v *= *m);
+                }
+                let y = if k.dim().0 == 1 {
+                    k.index_axis(Axis(0), 0).to_owned()
+                } else {
+                    let maps = match maps {
+                        Some(m) => m.clone(),
+                        None => espirit_maps(k.view(), &EspiritConfig::default())?,
+                    };
+                    let imgs = ifft2c(&k);
+                    let (_, r, c) = k.dim();
+                    let mut num = Array2::<C32>::zeros((r, c));
+                    let mut den = Array2::<f32>::zeros((r, c));
+                    for (img, s) in imgs.outer_iter().zip(maps.outer_iter()) {
+                        Zip::from(&mut num)
+                            .and(&mut den)
+                            .and(&img)
+                            .and(&s)
+                            .for_each(|n, d, x, s| {
+                                *n += s.conj() * x;
+                                *d += s.norm_sqr();
+                            });
+                    }
+                    Zip::from(&mut num).and(&den).for_each(|n, d| {
+                        *n = if *d > 1e-12 {
+                            *n / *d
+                        } else {
+                            C32::new(0.0, 0.0)
+                        };
+                    });
+                    let mut yv = fft2c(&num);
+                    Zip::from(&mut yv).and(&mask).for_each(|v, m| *v *= *m);
+                    yv
+                };
+                Ok(Single {
+                    domain: Measured::Kspace,
+                    y,
+                    mask,
+                })
+            }
+        }
+    }
+}
+
+impl Single {
+    /// The zero-filled image of the measurement.
+    pub fn zero_filled(&self) -> Array2<C32> {
+        match self.domain {
+            Measured::Pixels => self.y.clone(),
+            Measured::Kspace => ifft2c(&self.y),
+        }
+    }
+}
+
+/// The intensity scale of a volume from its measured slices ([`crate::data::measurement_scale`]):
+/// divide by it before the network, multiply the reconstruction back.
+pub fn measured_scale(problems: &[Problem]) -> Result<f32> {
+    let slices: Vec<MeasuredSlice> = problems.iter().map(Problem::measured_slice).collect();
+    measurement_scale(&slices)
+}
+
+/// The EDM (Karras et al. 2022) noise levels `σ_i = (σ_max^{1/ρ} + i/(n−1)·(σ_min^{1/ρ} −
+/// σ_max^{1/ρ}))^ρ`, `i = 0…n−1`, from `σ_max` down to `σ_min` (one level if `n == 1`: σ_max).
+pub fn karras_sigmas(n: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> Result<Vec<f64>> {
+    if n == 0 {
+        return Err(DiffusionError::Config("sampler steps must be ≥ 1".into()));
+    }
+    if !(sigma_min > 0.0 && sigma_max >= sigma_min && sigma_max.is_finite() && rho > 0.0) {
+        return Err(DiffusionError::Config(format!(
+            "need 0 < sigma_min ≤ sigma_max and rho > 0, got sigma_min = {sigma_min}, \
+             sigma_max = {sigma_max}, rho = {rho}"
+        )));
+    }
+    if n == 1 {
+        return Ok(vec![sigma_max]);
+    }
+    let (a, b) = (sigma_max.powf(1.0 / rho), sigma_min.powf(1.0 / rho));
+    Ok((0..n)
+        .map(|i| (a + i as f64 / (n - 1) as f64 * (b - a)).powf(rho))
+        .collect())
+}
+
+/// `[N, H, W]` complex → `[N, 2, H, W]` f32 tensor (real, imag).
+pub(crate) fn to_tensor(x: &Array3<C32>, dev: &Device) -> Result<Tensor> {
+    let (n, h, w) = x.dim();
+    let mut v = Vec::with_capacity(n * 2 * h * w);
+    for img in x.outer_iter() {
+        v.extend(img.iter().map(|c| c.re));
+        v.extend(img.iter().map(|c| c.im));
+    }
+    Ok(Tensor::from_vec(v, (n, 2, h, w), dev)?)
+}
+
+/// `[N, 2, H, W]` f32 tensor → `[N, H, W]` complex.
+pub(crate) fn from_tensor(t: &Tensor) -> Result<Array3<C32>> {
+    let (n, c, h, w) = t.dims4()?;
+    if c != 2 {
+        return Err(DiffusionError::Shape(format!(
+            "expected 2 channels (real, imag), got {c}"
+        )));
+    }
+    let v = t
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let mut out = Array3::<C32>::zeros((n, h, w));
+    for (k, mut img) in out.outer_iter_mut().enumerate() {
+        let off = k * 2 * h * w;
+        for (i, o) in img.iter_mut().enumerate() {
+            *o = C32::new(v[off + i], v[off + h * w + i]);
+        }
+    }
+    Ok(out)
+}
+
+/// The network input for `x` `[N, H, W]` with per-sample masks `[N, H, W]` under `domain`
+/// (see [`InputDomain`]); returns (input, mask channel).
+pub(crate) fn network_input(
+    domain: InputDomain,
+    x: &Array3<C32>,
+    masks: &Array3<f32>,
+) -> (Array3<C32>, Array3<f32>) {
+    match domain {
+        InputDomain::Pixel => {
+            let mut inp = x.clone();
+            Zip::from(&mut inp).and(masks).for_each(|v, m| *v *= *m);
+            (inp, masks.clone())
+        }
+        InputDomain::Kspace => {
+            let mut k = fft2c(x);
+            Zip::from(&mut k).and(masks).for_each(|v, m| *v *= *m);
+            (ifft2c(&k), masks.clone())
+        }
+        InputDomain::Clean => (x.clone(), Array3::ones(x.dim())),
+    }
+}
+
+/// `multiple`-aligned size ≥ `n`.
+fn round_up(n: usize, multiple: usize) -> usize {
+    n.div_ceil(multiple.max(1)) * multiple.max(1)
+}
+
+/// One denoiser call on `x` `[N, H, W]` at noise level `sigma` with training-layout masks
+/// `[N, H, W]`: builds the network input for `d`'s domain, pads to the network's size
+/// multiple, calls, crops.
+pub(crate) fn denoise_batch<D: PriorDenoiser + ?Sized>(
+    d: &D,
+    x: &Array3<C32>,
+    masks: &Array3<f32>,
+    sigma: f64,
+) -> Result<Array3<C32>> {
+    let multiple = d.size_multiple();
+    let (n, h, w) = x.dim();
+    let (inp, m) = network_input(d.input_domain(), x, masks);
+    let (hp, wp) = (round_up(h, multiple), round_up(w, multiple));
+    let (r0, c0) = ((hp - h) / 2, (wp - w) / 2);
+    let (inp, m) = if (hp, wp) == (h, w) {
+        (inp, m)
+    } else {
+        let mut pi = Array3::<C32>::zeros((n, hp, wp));
+        pi.slice_mut(s![.., r0..r0 + h, c0..c0 + w]).assign(&inp);
+        let mut pm = Array3::<f32>::zeros((n, hp, wp));
+        pm.slice_mut(s![.., r0..r0 + h, c0..c0 + w]).assign(&m);
+        (pi, pm)
+    };
+    let dev = d.device();
+    let xt = to_tensor(&inp, dev)?;
+    let mt = Tensor::from_vec(m.iter().copied().collect::<Vec<f32>>(), (n, 1, hp, wp), dev)?;
+    let st = Tensor::from_vec(vec![sigma as f32; n], n, dev)?;
+    let out = from_tensor(&d.denoise(&xt, &mt, &st)?)?;
+    Ok(out.slice(s![.., r0..r0 + h, c0..c0 + w]).to_owned())
+}
+
+/// Complex white noise `[N, H, W]`, real and imaginary parts i.i.d. N(0, 1).
+pub(crate) fn complex_noise<R: Rng + ?Sized>(
+    shape: (usize, usize, usize),
+    rng: &mut R,
+) -> Array3<C32> {
+    Array3::from_shape_simple_fn(shape, || {
+        let re: f32 = rng.sample(StandardNormal);
+        let im: f32 = rng.sample(StandardNormal);
+        C32::new(re, im)
+    })
+}
+
+/// Checks the cancel flag.
+pub(crate) fn check_cancel(cancel: &std::sync::atomic::AtomicBool) -> Result<()> {
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        Err(DiffusionError::Cancelled)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn karras_schedule_endpoints_and_monotone() -> Result<()> {
+        let s = karras_sigmas(10, 0.002, 80.0, 7.0)?;
+        assert_eq!(s.len(), 10);
+        assert!((s[0] - 80.0).abs() < 1e-9 && (s[9] - 0.002).abs() < 1e-12);
+        assert!(s.windows(2).all(|w| w[1] < w[0]));
+        // ρ = 1 is linear
+        let l = karras_sigmas(5, 1.0, 5.0, 1.0)?;
+        for (a, b) in l.iter().zip([5.0, 4.0, 3.0, 2.0, 1.0]) {
+            assert!((a - b).abs() < 1e-12);
+        }
+        assert!(karras_sigmas(0, 0.1, 1.0, 7.0).is_err());
+        assert!(karras_sigmas(3, 0.0, 1.0, 7.0).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn tensor_round_trip() -> Result<()> {
+        let x = Array3::from_shape_fn((2, 3, 4), |(a, b, c)| {
+            C32::new(a as f32 + b as f32 * 0.5, c as f32 - 1.0)
+        });
+        let t = to_tensor(&x, &Device::Cpu)?;
+        assert_eq!(t.dims(), &[2, 2, 3, 4]);
+        assert_eq!(from_tensor(&t)?, x);
+        Ok(())
+    }
+
+    #[test]
+    fn virtual_coil_is_exact_for_full_sampling() -> Result<()> {
+        let (r, c) = (8, 8);
+        let x = Array2::from_shape_fn((r, c), |(i, j)| {
+            C32::new((i as f32 * 0.3).sin(), (j as f32 * 0.2).cos())
+        });
+        let maps = amri_ops::coils::synthetic_maps(4, r, c, Some(3));
+        let mut k = Array3::<C32>::zeros((4, r, c));
+        for (mut kc, s) in k.outer_iter_mut().zip(maps.outer_iter()) {
+            kc.assign(&fft2c(&(&x * &s)));
+        }
+        let p = Problem::Kspace {
+            kspace: k,
+            mask: Array2::ones((r, c)),
+            maps: Some(maps),
+        };
+        let s = p.single(2.0)?;
+        let want = fft2c(&x) / C32::new(2.0, 0.0);
+        let err = (&s.y - &want)
+            .iter()
+            .map(|v| v.norm())
+            .fold(0.0f32, f32::max);
+        assert!(err < 1e-4, "virtual coil differs by {err}");
+        Ok(())
+    }
+}
