@@ -65,4 +65,50 @@ h = h + " " * (118 - len(h) - 1) + "\n"
     'name = "x"\n[acquisition]\ncoils = 1\nnoise = 0.1\n[acquisition.corruption]\ntype = "pixel"\np = 0.5\n')
 (here / "protocol_out_of_range.toml").write_text(
     'name = "x"\n[acquisition]\n[acquisition.corruption]\ntype = "kspace"\npattern = "random"\nacceleration = 0.5\ncenter_fraction = 0.08\n')
+
+# --- Added for issue 9 (hardening, second pass) ---
+# Image .npy with NaN, +Inf and -Inf pixels (valid file; simulate and train must refuse it).
+d = np.ones((16, 16), np.float32)
+d[2, 3] = np.nan
+d[4, 5] = np.inf
+d[6, 7] = -np.inf
+np.save(here / "nan_pixels.npy", d)
+# Image .npy with a zero-sized dimension.
+np.save(here / "zero_dim.npy", np.ones((0, 16), np.float32))
+# Measured-data bundle whose k-space has a zero-sized row axis.
+buf = io.BytesIO()
+np.savez(buf, kspace=np.ones((1, 1, 0, 8), np.complex64))
+(here / "zero_dim_kspace.npz").write_bytes(buf.getvalue())
+# Measured-data bundle with an infinite sample and a NaN imaginary part.
+k = np.ones((1, 1, 8, 8), np.complex64)
+k[0, 0, 1, 1] = np.inf
+k[0, 0, 2, 2] = complex(0, np.nan)
+buf = io.BytesIO()
+np.savez(buf, kspace=k)
+(here / "inf_kspace.npz").write_bytes(buf.getvalue())
+# Measured-data bundle whose mask holds NaN (once read as "measured").
+m = np.ones((1, 8, 8), np.float32)
+m[0, 3, :] = np.nan
+buf = io.BytesIO()
+np.savez(buf, kspace=np.ones((1, 1, 8, 8), np.complex64), mask=m)
+(here / "nan_mask.npz").write_bytes(buf.getvalue())
+# Measured-data bundle cut in half: the zip's central directory is gone.
+buf = io.BytesIO()
+np.savez(buf, kspace=np.ones((1, 1, 8, 8), np.complex64))
+(here / "truncated.npz").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+# BART pair with a NaN sample (the header and size are right).
+(here / "nan_kspace.hdr").write_text("# Dimensions\n8 8 1 1 1\n")
+c = np.ones(64, np.complex64)
+c[5] = np.nan
+(here / "nan_kspace.cfl").write_bytes(c.tobytes())
+# DICOM cut in the middle of its pixel data.
+dcm = (samples / "dicom/MR_small.dcm").read_bytes()
+(here / "truncated.dcm").write_bytes(dcm[: len(dcm) - len(dcm) // 3])
+# Protocols with wrong value types in the reconstruction and corruption tables.
+(here / "protocol_wrong_type_lambda.toml").write_text(
+    'name = "x"\n[acquisition]\n[acquisition.corruption]\ntype = "pixel"\np = 0.5\n'
+    '[reconstruction]\nmethod = "tv"\nlambda = "small"\n')
+(here / "protocol_wrong_type_acceleration.toml").write_text(
+    'name = "x"\n[acquisition]\n[acquisition.corruption]\ntype = "kspace"\npattern = "random"\n'
+    'acceleration = [4]\ncenter_fraction = 0.08\n')
 print("ok")
