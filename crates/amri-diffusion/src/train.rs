@@ -90,6 +90,15 @@ impl Default for TrainConfig {
 /// [`TrainConfig::freeze`].
 pub const ENCODER_PREFIXES: [&str; 2] = ["conv_in", "enc."];
 
+/// Whether variable `name` is frozen by `prefixes`: a prefix matches the full variable name or
+/// the U-Net's own name below the denoiser's `unet.` scope (so `enc.` freezes `unet.enc.*`).
+pub fn is_frozen(name: &str, prefixes: &[String]) -> bool {
+    let inner = name.strip_prefix("unet.");
+    prefixes
+        .iter()
+        .any(|p| name.starts_with(p.as_str()) || inner.is_some_and(|n| n.starts_with(p.as_str())))
+}
+
 /// SplitMix64 finaliser.
 fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -292,7 +301,7 @@ pub struct StepStats {
     pub step: usize,
     /// Loss value before the update.
     pub loss: f32,
-    /// Global gradient L2 norm before clipping.
+    /// Global gradient L2 norm of the trainable (non-frozen) variables before clipping.
     pub grad_norm: f32,
     /// Learning rate used.
     pub lr: f64,
@@ -395,6 +404,8 @@ pub struct Trainer {
     opt: AdamW,
     /// (name, var, EMA copy), sorted by name.
     ema: Vec<(String, Var, Tensor)>,
+    /// The variables the optimiser updates (not frozen), sorted by name.
+    trainable: Vec<Var>,
     step: usize,
     dft: Option<CenteredDft2>,
 }
@@ -431,7 +442,7 @@ impl Trainer {
         let vars = sorted_vars(&varmap);
         let trainable: Vec<(String, Var)> = vars
             .iter()
-            .filter(|(n, _)| !cfg.freeze.iter().any(|p| n.starts_with(p.as_str())))
+            .filter(|(n, _)| !is_frozen(n, &cfg.freeze))
             .cloned()
             .collect();
         if trainable.is_empty() {
@@ -440,6 +451,16 @@ impl Trainer {
                 cfg.freeze
             )));
         }
+        if let Some(p) = cfg.freeze.iter().find(|p| {
+            !vars
+                .iter()
+                .any(|(n, _)| is_frozen(n, std::slice::from_ref(*p)))
+        }) {
+            return Err(DiffusionError::Config(format!(
+                "freeze prefix {p:?} matches no variable of the model"
+            )));
+        }
+        let trainable_vars = trainable.iter().map(|(_, v)| v.clone()).collect();
         let opt = AdamW::new(
             trainable,
             AdamWParams {
@@ -462,6 +483,7 @@ impl Trainer {
             model,
             opt,
             ema,
+            trainable: trainable_vars,
             step: 0,
             dft: None,
         })
@@ -628,8 +650,8 @@ impl Trainer {
         ))
     }
 
-    /// One optimisation step: draw σ and noise, loss, backward, clip, AdamW at the warm-up
-    /// learning rate, EMA update.
+    /// One optimisation step: draw σ and noise, loss, backward, clip the global gradient norm of
+    /// the trainable (non-frozen) variables, AdamW at the warm-up learning rate, EMA update.
     pub fn step(&mut self, batch: &Batch) -> Result<StepStats> {
         let (sigma, noise) = self.draw_noise(batch)?;
         let loss = self.loss(batch, &sigma, &noise)?;
@@ -641,8 +663,8 @@ impl Trainer {
             )));
         }
         let mut grads = loss.backward()?;
-        let vars: Vec<Var> = self.ema.iter().map(|(_, v, _)| v.clone()).collect();
-        let grad_norm = clip_grad_norm(&mut grads, &vars, self.cfg.grad_clip)?;
+        // only the trainable variables: frozen ones have gradients too but are never updated
+        let grad_norm = clip_grad_norm(&mut grads, &self.trainable, self.cfg.grad_clip)?;
         let lr = warmup_lr(&self.cfg, self.step);
         self.opt.set_learning_rate(lr);
         self.opt.step(&grads)?;
@@ -1024,6 +1046,60 @@ mod tests {
         };
         assert_eq!(diff(&r, &again)?, 0.0);
         assert!(diff(&r, &other)? > 0.0);
+        Ok(())
+    }
+
+    #[test]
+    fn clipping_counts_only_trainable_variables() -> Result<()> {
+        let dev = Device::Cpu;
+        let cfg = TrainConfig {
+            seed: 2,
+            warmup_steps: 0,
+            grad_clip: Some(1e-3),
+            freeze: ENCODER_PREFIXES.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        };
+        let mut t = Trainer::new(&small_cfg()?, &cfg, &dev)?;
+        // a live network (the zero-initialised output convolution would block every gradient)
+        for (_, var) in sorted_vars(t.varmap()) {
+            var.set(&Tensor::randn(0f32, 0.2, var.shape(), &dev)?)?;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        let batch = synthetic_pixel_batch(2, 8, 0.7, 0.2, &mut rng, &dev)?;
+        // independent computation of the two norms from the same draws
+        let (sigma, noise) = t.draw_noise(&batch)?;
+        let grads = t.loss(&batch, &sigma, &noise)?.backward()?;
+        let (mut trainable, mut frozen) = (0f64, 0f64);
+        for (name, var) in sorted_vars(t.varmap()) {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                let sq = g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                if is_frozen(&name, &cfg.freeze) {
+                    frozen += sq;
+                } else {
+                    trainable += sq;
+                }
+            }
+        }
+        assert!(
+            frozen > 0.0,
+            "frozen prefix has no gradient: nothing tested"
+        );
+        let before = weights_of(&t)?;
+        let stats = t.step(&batch)?;
+        let want = trainable.sqrt();
+        assert!(
+            (stats.grad_norm as f64 - want).abs() <= 1e-4 * want,
+            "reported {} vs trainable-only {want} (all: {})",
+            stats.grad_norm,
+            (trainable + frozen).sqrt()
+        );
+        // frozen variables did not move, trainable ones did
+        for ((n, a), (_, b)) in before.iter().zip(weights_of(&t)?.iter()) {
+            if is_frozen(n, &cfg.freeze) {
+                assert_eq!(a, b, "{n} is frozen but moved");
+            }
+        }
+        assert!(before != weights_of(&t)?);
         Ok(())
     }
 
