@@ -197,3 +197,65 @@ fn bad_inputs_give_clear_errors() {
             predicate::str::contains("nowhere").and(predicate::str::contains("not a checkpoint")),
         );
 }
+
+#[test]
+fn resume_ignores_changed_optimiser_flags_with_a_warning_and_refuses_a_changed_data_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = volume(tmp.path());
+    let out = tmp.path().join("run");
+    let base = |steps: usize| {
+        let mut c = amri();
+        c.args(["train", "--protocol", "pixel-90", "--steps"])
+            .arg(steps.to_string())
+            .args(["--no-progress", "--out"])
+            .arg(&out)
+            .arg(&vol);
+        c
+    };
+    base(1)
+        .args([
+            "--batch", "2", "--lr", "0.002", "--seed", "3", "--ema", "0.9",
+        ])
+        .assert()
+        .success();
+    // same values given again, or none: no warning
+    base(2)
+        .arg("--resume")
+        .args(["--lr", "0.002", "--seed", "3"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("ignored").not());
+    // changed optimiser flags: each named in a warning, the run's values kept
+    base(3)
+        .arg("--resume")
+        .args([
+            "--lr", "0.01", "--ema", "0.5", "--warmup", "7", "--seed", "4",
+        ])
+        .args(["--preset", "base"])
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("--lr 0.01 ignored")
+                .and(predicate::str::contains("--ema 0.5 ignored"))
+                .and(predicate::str::contains("--warmup 7 ignored"))
+                .and(predicate::str::contains("--seed 4 ignored"))
+                .and(predicate::str::contains("--preset base ignored")),
+        );
+    let c = card(&out);
+    assert_eq!(c["steps"], 3);
+    assert_eq!(c["train"]["lr"], 0.002);
+    assert_eq!(c["train"]["ema_decay"], 0.9);
+    assert_eq!(c["train"]["seed"], 3);
+    assert_eq!(c["preset"], "tiny");
+    assert_eq!(c["corruption"]["batch"], 2);
+    // a changed batch size or objective would change the data stream: refused, nothing written
+    for (flag, value) in [("--batch", "3"), ("--objective", "supervised")] {
+        base(4)
+            .arg("--resume")
+            .args([flag, value])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(flag).and(predicate::str::contains("not")));
+        assert_eq!(card(&out)["steps"], 3);
+    }
+}

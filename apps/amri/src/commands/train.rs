@@ -44,30 +44,33 @@ pub struct Common {
     /// Total optimisation steps of the run (a resumed run continues up to this count).
     #[arg(long)]
     pub steps: usize,
-    /// Slices per mini-batch.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
+    /// Slices per mini-batch [default: 8; --resume: the run's, a different value is an error].
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Output folder: checkpoints, `latest`, loss.csv, loss.png.
     #[arg(long)]
     pub out: PathBuf,
-    /// Continue the run in --out from its latest checkpoint (bitwise as if uninterrupted).
+    /// Continue the run in --out from its latest checkpoint (bitwise as if uninterrupted). The
+    /// run's own seed, learning rate, warm-up, EMA and preset are used: other values given for
+    /// them are ignored with a warning; a different --batch, --objective or protocol is an error.
     #[arg(long)]
     pub resume: bool,
-    /// Seed of σ, noise and data order.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Loss: ambient (from corrupted data only) or supervised (clean images; reference).
-    #[arg(long, default_value = "ambient", value_parser = parse_objective)]
-    pub objective: TrainObjective,
+    /// Seed of weight initialisation, σ, noise and data order [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Loss: ambient (from corrupted data only) or supervised (clean images; reference)
+    /// [default: ambient; --resume: the run's, a different value is an error].
+    #[arg(long, value_parser = parse_objective)]
+    pub objective: Option<TrainObjective>,
     /// Save a checkpoint every N steps (and always at the end).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: usize,
-    /// Warm-up steps of the learning rate.
-    #[arg(long, default_value_t = 100)]
-    pub warmup: usize,
-    /// EMA decay per step.
-    #[arg(long, default_value_t = 0.999)]
-    pub ema: f64,
+    /// Warm-up steps of the learning rate [default: 100].
+    #[arg(long)]
+    pub warmup: Option<usize>,
+    /// EMA decay per step [default: 0.999].
+    #[arg(long)]
+    pub ema: Option<f64>,
     /// Hide the progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -79,12 +82,12 @@ pub struct Common {
 /// Arguments of `amri train`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// U-Net size: tiny (0.79 M parameters, CPU-friendly) or base (26.9 M).
-    #[arg(long, default_value = "tiny")]
-    pub preset: String,
-    /// Peak AdamW learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
+    /// U-Net size: tiny (0.79 M parameters, CPU-friendly) or base (26.9 M) [default: tiny].
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Peak AdamW learning rate [default: 0.001].
+    #[arg(long)]
+    pub lr: Option<f64>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -95,9 +98,9 @@ pub struct FinetuneArgs {
     /// Base checkpoint: a run folder (its `latest`) or a checkpoint folder.
     #[arg(long)]
     pub base: PathBuf,
-    /// Peak AdamW learning rate (lower than training's default).
-    #[arg(long, default_value_t = 1e-4)]
-    pub lr: f64,
+    /// Peak AdamW learning rate, lower than training's default [default: 0.0001].
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Freeze the U-Net encoder (input convolution and down-path blocks).
     #[arg(long)]
     pub freeze_down: bool,
@@ -140,20 +143,44 @@ struct LogRow {
     seconds: f64,
 }
 
+/// Default of `amri train --preset`.
+const DEFAULT_PRESET: &str = "tiny";
+/// Default of `amri train --lr`.
+const DEFAULT_LR: f64 = 1e-3;
+/// Default of `amri finetune --lr`.
+const DEFAULT_FINETUNE_LR: f64 = 1e-4;
+
+/// A flag a resumed run does not honour: `(flag, value given, value the run continues with)`.
+type Ignored = (&'static str, String, String);
+
 /// `amri train`.
 pub fn run(a: Args) -> Result<()> {
     let c = &a.common;
-    let start = |protocol: &Protocol, set: &TrainingSet, dev: &Device| -> Result<Trainer> {
-        let _ = (protocol, set);
-        let dcfg = DenoiserConfig::complex_preset(&a.preset, SIGMA_DATA)
-            .with_context(|| format!("--preset {}", a.preset))?;
+    let preset = a.preset.clone().unwrap_or_else(|| DEFAULT_PRESET.into());
+    let start = |_: &Protocol, _: &TrainingSet, dev: &Device| -> Result<Trainer> {
+        let dcfg = DenoiserConfig::complex_preset(&preset, SIGMA_DATA)
+            .with_context(|| format!("--preset {preset}"))?;
         Ok(Trainer::new(
             &dcfg,
-            &train_config(c, a.lr, Vec::new()),
+            &train_config(c, a.lr.unwrap_or(DEFAULT_LR), Vec::new()),
             dev,
         )?)
     };
-    drive(c, Some(a.preset.as_str()), None, &start)
+    let ignored = |card: &ModelCard, _: &RunInfo| -> Vec<Ignored> {
+        let mut v = Vec::new();
+        if let Some(p) = &a.preset {
+            if card.preset.as_deref() != Some(p.as_str()) {
+                v.push(("--preset", p.clone(), format!("{:?}", card.preset)));
+            }
+        }
+        if let Some(lr) = a.lr {
+            if lr != card.train.lr {
+                v.push(("--lr", lr.to_string(), card.train.lr.to_string()));
+            }
+        }
+        v
+    };
+    drive(c, Some(preset.as_str()), None, &start, &ignored)
 }
 
 /// `amri finetune`.
@@ -164,20 +191,45 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
     let base_card = read_card(&base_dir)
         .with_context(|| format!("--base {}: unreadable model card", base_dir.display()))?;
     check_base(&base_card, &base_dir)?;
-    let freeze = if a.freeze_down {
+    let freeze: Vec<String> = if a.freeze_down {
         ENCODER_PREFIXES.iter().map(|s| s.to_string()).collect()
     } else {
         Vec::new()
     };
     let start = |_: &Protocol, _: &TrainingSet, dev: &Device| -> Result<Trainer> {
-        let cfg = train_config(c, a.lr, freeze.clone());
+        let cfg = train_config(c, a.lr.unwrap_or(DEFAULT_FINETUNE_LR), freeze.clone());
         Ok(Trainer::from_base(&base_dir, &cfg, dev)?.0)
+    };
+    let base_name = base_dir.display().to_string();
+    let ignored = |card: &ModelCard, info: &RunInfo| -> Vec<Ignored> {
+        let mut v = Vec::new();
+        if let Some(lr) = a.lr {
+            if lr != card.train.lr {
+                v.push(("--lr", lr.to_string(), card.train.lr.to_string()));
+            }
+        }
+        if a.freeze_down && card.train.freeze != freeze {
+            v.push((
+                "--freeze-down",
+                "set".into(),
+                format!("frozen prefixes {:?}", card.train.freeze),
+            ));
+        }
+        if info.base.as_deref() != Some(base_name.as_str()) {
+            v.push((
+                "--base",
+                base_name.clone(),
+                info.base.clone().unwrap_or_else(|| "none".into()),
+            ));
+        }
+        v
     };
     drive(
         c,
         base_card.preset.as_deref(),
         Some(base_dir.display().to_string()),
         &start,
+        &ignored,
     )
 }
 
@@ -199,24 +251,63 @@ fn check_base(card: &ModelCard, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Default of `--batch`.
+const DEFAULT_BATCH: usize = 8;
+/// Default of `--warmup`.
+const DEFAULT_WARMUP: usize = 100;
+/// Default of `--ema`.
+const DEFAULT_EMA: f64 = 0.999;
+
 fn train_config(c: &Common, lr: f64, freeze: Vec<String>) -> TrainConfig {
     TrainConfig {
         lr,
-        warmup_steps: c.warmup,
-        ema_decay: c.ema,
-        seed: c.seed,
+        warmup_steps: c.warmup.unwrap_or(DEFAULT_WARMUP),
+        ema_decay: c.ema.unwrap_or(DEFAULT_EMA),
+        seed: c.seed.unwrap_or(0),
         freeze,
         ..Default::default()
     }
 }
 
-type Start<'a> = dyn Fn(&Protocol, &TrainingSet, &Device) -> Result<Trainer> + 'a;
+/// The common flags a resumed run ignores (given, and different from the run's own values).
+fn ignored_common(c: &Common, card: &ModelCard) -> Vec<Ignored> {
+    let mut v = Vec::new();
+    if let Some(w) = c.warmup {
+        if w != card.train.warmup_steps {
+            v.push((
+                "--warmup",
+                w.to_string(),
+                card.train.warmup_steps.to_string(),
+            ));
+        }
+    }
+    if let Some(e) = c.ema {
+        if e != card.train.ema_decay {
+            v.push(("--ema", e.to_string(), card.train.ema_decay.to_string()));
+        }
+    }
+    if let Some(s) = c.seed {
+        if s != card.train.seed {
+            v.push(("--seed", s.to_string(), card.train.seed.to_string()));
+        }
+    }
+    v
+}
 
-fn drive(c: &Common, preset: Option<&str>, base: Option<String>, start: &Start) -> Result<()> {
+type Start<'a> = dyn Fn(&Protocol, &TrainingSet, &Device) -> Result<Trainer> + 'a;
+type IgnoredFlags<'a> = dyn Fn(&ModelCard, &RunInfo) -> Vec<Ignored> + 'a;
+
+fn drive(
+    c: &Common,
+    preset: Option<&str>,
+    base: Option<String>,
+    start: &Start,
+    ignored: &IgnoredFlags,
+) -> Result<()> {
     if c.steps == 0 {
         bail!("--steps must be ≥ 1");
     }
-    if c.batch == 0 {
+    if c.batch == Some(0) {
         bail!("--batch must be ≥ 1");
     }
     if c.checkpoint_every == 0 {
@@ -236,11 +327,10 @@ fn drive(c: &Common, preset: Option<&str>, base: Option<String>, start: &Start) 
             c.out.display()
         );
     }
-    let volumes = read_volumes(&c.inputs)?;
-    let set = TrainingSet::from_volumes(&volumes, &protocol.acquisition, c.objective)
-        .context("building the training set")?;
     let dev = Device::Cpu;
-    let (mut trainer, info, preset, mut log) = if c.resume {
+    // A resumed run's card fixes the data stream (batch, objective) and the optimisation
+    // (seed, lr, warm-up, EMA, preset): read it before building the training set.
+    let resumed = if c.resume {
         let (t, card) = Trainer::resume(&c.out, &dev)
             .with_context(|| format!("resuming from {}", c.out.display()))?;
         let info: RunInfo = serde_json::from_value(card.corruption.clone())
@@ -252,27 +342,66 @@ fn drive(c: &Common, preset: Option<&str>, base: Option<String>, start: &Start) 
                 protocol.name
             );
         }
-        if info.batch != c.batch || info.objective != c.objective {
+        if let Some(b) = c.batch.filter(|b| *b != info.batch) {
             bail!(
-                "--resume: the run used --batch {} and --objective {:?}; give the same",
+                "--resume: the run used --batch {}, not {b}; the data order depends on it, so \
+                 the run could not continue exactly (leave --batch out or give {})",
                 info.batch,
+                info.batch
+            );
+        }
+        if let Some(o) = c.objective.filter(|o| *o != info.objective) {
+            bail!(
+                "--resume: the run used --objective {:?}, not {o:?}; leave --objective out or \
+                 give the same",
                 info.objective
             );
         }
-        let log = read_log(&c.out.join(LOSS_CSV), t.steps())?;
-        (t, info, card.preset, log)
+        let mut flags = ignored_common(c, &card);
+        flags.extend(ignored(&card, &info));
+        for (flag, given, used) in &flags {
+            tracing::warn!(
+                "--resume: {flag} {given} ignored; the run continues with its checkpoint's {used} \
+                 (exact resume)"
+            );
+        }
+        Some((t, card, info))
     } else {
-        let t = start(&protocol, &set, &dev)?;
-        let info = RunInfo {
-            protocol: protocol.name.clone(),
-            acquisition: protocol.acquisition.clone(),
-            batch: c.batch,
-            objective: c.objective,
-            slices: set.len(),
-            base,
-        };
-        (t, info, preset.map(str::to_owned), Vec::new())
+        None
     };
+    let objective = resumed
+        .as_ref()
+        .map(|r| r.2.objective)
+        .or(c.objective)
+        .unwrap_or(TrainObjective::Ambient);
+    let batch_size = resumed
+        .as_ref()
+        .map(|r| r.2.batch)
+        .or(c.batch)
+        .unwrap_or(DEFAULT_BATCH);
+    let volumes = read_volumes(&c.inputs)?;
+    let set = TrainingSet::from_volumes(&volumes, &protocol.acquisition, objective)
+        .context("building the training set")?;
+    let (mut trainer, info, preset, mut log) = match resumed {
+        Some((t, card, info)) => {
+            let log = read_log(&c.out.join(LOSS_CSV), t.steps())?;
+            (t, info, card.preset, log)
+        }
+        None => {
+            let t = start(&protocol, &set, &dev)?;
+            let info = RunInfo {
+                protocol: protocol.name.clone(),
+                acquisition: protocol.acquisition.clone(),
+                batch: batch_size,
+                objective,
+                slices: set.len(),
+                base,
+            };
+            (t, info, preset.map(str::to_owned), Vec::new())
+        }
+    };
+    // the data order follows the run's own seed (the card's), never a flag given on resume
+    let seed = trainer.config().seed;
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
     let first = trainer.steps();
     if first >= c.steps {
@@ -319,7 +448,7 @@ fn drive(c: &Common, preset: Option<&str>, base: Option<String>, start: &Start) 
         plot_loss(&c.out.join(LOSS_PNG), log)
     };
     for step in first..c.steps {
-        let batch = set.step_batch(c.batch, c.seed, step as u64, &dev)?;
+        let batch = set.step_batch(batch_size, seed, step as u64, &dev)?;
         let s: StepStats = trainer
             .step(&batch)
             .with_context(|| format!("step {step}"))?;
