@@ -287,18 +287,22 @@ pub fn write_series(
             put_str(&mut o, tags::MODALITY, VR::CS, "MR");
             put_str(&mut o, tags::MANUFACTURER, VR::LO, "amri");
             put_str(&mut o, tags::REFERRING_PHYSICIAN_NAME, VR::PN, "");
-            put_str(
-                &mut o,
-                tags::SERIES_DESCRIPTION,
-                VR::LO,
-                &opts.series_description,
-            );
-            put_str(
-                &mut o,
-                tags::DERIVATION_DESCRIPTION,
-                VR::ST,
-                &opts.derivation_description,
-            );
+            // PS3.15 Basic Profile: Series and Derivation Description are X (removed), as a
+            // free-text description may name the patient.
+            if !opts.deidentify {
+                put_str(
+                    &mut o,
+                    tags::SERIES_DESCRIPTION,
+                    VR::LO,
+                    &opts.series_description,
+                );
+                put_str(
+                    &mut o,
+                    tags::DERIVATION_DESCRIPTION,
+                    VR::ST,
+                    &opts.derivation_description,
+                );
+            }
             if let Some(rs) = &referenced_series {
                 put_seq(&mut o, tags::REFERENCED_SERIES_SEQUENCE, vec![rs.clone()]);
             }
@@ -338,7 +342,23 @@ pub fn write_series(
                     &mut o,
                     tags::DEIDENTIFICATION_METHOD,
                     VR::LO,
-                    "amri: patient name/ID/birth date/sex replaced; source UIDs dropped",
+                    "amri: PS3.15 Basic Profile on the attributes amri writes",
+                );
+                // De-identification Method Code Sequence: 113100 "Basic Application
+                // Confidentiality Profile" (DCM, PS3.16 CID 7050).
+                let mut code = InMemDicomObject::new_empty();
+                put_str(&mut code, tags::CODE_VALUE, VR::SH, "113100");
+                put_str(&mut code, tags::CODING_SCHEME_DESIGNATOR, VR::SH, "DCM");
+                put_str(
+                    &mut code,
+                    tags::CODE_MEANING,
+                    VR::LO,
+                    "Basic Application Confidentiality Profile",
+                );
+                put_seq(
+                    &mut o,
+                    tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE,
+                    vec![code],
                 );
             }
             put_strs(&mut o, tags::SCANNING_SEQUENCE, VR::CS, &["RM".to_string()]);
@@ -520,5 +540,198 @@ mod tests {
         assert!(a.starts_with("2.25.") && a.len() <= 64);
         assert_ne!(a, b);
         assert!(a[5..].chars().all(|c| c.is_ascii_digit()));
+    }
+
+    /// What PS3.15 Table E.1-1 (Basic Profile) asks of each attribute amri writes, as applied
+    /// with `deidentify` (docs/reliability.md lists the same table).
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Action {
+        /// Not in the profile (or K): kept.
+        K,
+        /// Z: written empty.
+        Z,
+        /// Z with a dummy value that is not the source's.
+        ZDummy,
+        /// X: not written.
+        X,
+        /// U: a new `2.25.` UID, never the source's.
+        U,
+        /// Added by the profile (Patient Identity Removed and the method attributes).
+        Added,
+    }
+
+    const PROFILE: &[(Tag, Action)] = &[
+        (tags::SPECIFIC_CHARACTER_SET, Action::K),
+        (tags::IMAGE_TYPE, Action::K),
+        (tags::SOP_CLASS_UID, Action::K),
+        (tags::SOP_INSTANCE_UID, Action::U),
+        (tags::STUDY_DATE, Action::Z),
+        (tags::STUDY_TIME, Action::Z),
+        (tags::ACCESSION_NUMBER, Action::Z),
+        (tags::MODALITY, Action::K),
+        (tags::MANUFACTURER, Action::K),
+        (tags::REFERRING_PHYSICIAN_NAME, Action::Z),
+        (tags::SERIES_DESCRIPTION, Action::X),
+        (tags::REFERENCED_SERIES_SEQUENCE, Action::X),
+        (tags::DERIVATION_DESCRIPTION, Action::X),
+        (tags::SOURCE_IMAGE_SEQUENCE, Action::X),
+        (tags::PATIENT_NAME, Action::ZDummy),
+        (tags::PATIENT_ID, Action::ZDummy),
+        (tags::PATIENT_BIRTH_DATE, Action::Z),
+        (tags::PATIENT_SEX, Action::Z),
+        (tags::PATIENT_IDENTITY_REMOVED, Action::Added),
+        (tags::DEIDENTIFICATION_METHOD, Action::Added),
+        (tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE, Action::Added),
+        (tags::SCANNING_SEQUENCE, Action::K),
+        (tags::SEQUENCE_VARIANT, Action::K),
+        (tags::SCAN_OPTIONS, Action::K),
+        (tags::MR_ACQUISITION_TYPE, Action::K),
+        (tags::SLICE_THICKNESS, Action::K),
+        (tags::REPETITION_TIME, Action::K),
+        (tags::ECHO_TIME, Action::K),
+        (tags::MAGNETIC_FIELD_STRENGTH, Action::K),
+        (tags::SPACING_BETWEEN_SLICES, Action::K),
+        (tags::ECHO_TRAIN_LENGTH, Action::K),
+        (tags::SOFTWARE_VERSIONS, Action::K),
+        (tags::STUDY_INSTANCE_UID, Action::U),
+        (tags::SERIES_INSTANCE_UID, Action::U),
+        (tags::STUDY_ID, Action::Z),
+        (tags::SERIES_NUMBER, Action::K),
+        (tags::INSTANCE_NUMBER, Action::K),
+        (tags::IMAGE_POSITION_PATIENT, Action::K),
+        (tags::IMAGE_ORIENTATION_PATIENT, Action::K),
+        (tags::FRAME_OF_REFERENCE_UID, Action::U),
+        (tags::TEMPORAL_POSITION_IDENTIFIER, Action::K),
+        (tags::NUMBER_OF_TEMPORAL_POSITIONS, Action::K),
+        (tags::POSITION_REFERENCE_INDICATOR, Action::K),
+        (tags::SAMPLES_PER_PIXEL, Action::K),
+        (tags::PHOTOMETRIC_INTERPRETATION, Action::K),
+        (tags::ROWS, Action::K),
+        (tags::COLUMNS, Action::K),
+        (tags::PIXEL_SPACING, Action::K),
+        (tags::BITS_ALLOCATED, Action::K),
+        (tags::BITS_STORED, Action::K),
+        (tags::HIGH_BIT, Action::K),
+        (tags::PIXEL_REPRESENTATION, Action::K),
+        (tags::WINDOW_CENTER, Action::K),
+        (tags::WINDOW_WIDTH, Action::K),
+        (tags::RESCALE_INTERCEPT, Action::K),
+        (tags::RESCALE_SLOPE, Action::K),
+        (tags::RESCALE_TYPE, Action::K),
+        (tags::PIXEL_DATA, Action::K),
+    ];
+
+    /// A two-frame, two-slice volume that came from a DICOM series with a known patient.
+    fn identified_volume() -> Volume<f32> {
+        let data = ndarray::Array4::from_shape_fn((2, 2, 4, 3), |(t, k, r, c)| {
+            (t * 100 + k * 10 + r * 3 + c) as f32
+        });
+        let mut v = Volume::new(data, amri_core::Affine::IDENTITY);
+        v.meta.patient = Some(PatientInfo {
+            name: "Doe^Jane".into(),
+            id: "PID-0042-SECRET".into(),
+            birth_date: "19610723".into(),
+            sex: "F".into(),
+        });
+        v.meta.series = Some(SeriesInfo {
+            modality: "MR".into(),
+            series_description: "Jane Doe knee".into(),
+            study_instance_uid: "1.2.3.4.100".into(),
+            series_instance_uid: "1.2.3.4.200".into(),
+            frame_of_reference_uid: "1.2.3.4.300".into(),
+            sop_class_uid: MR_IMAGE_STORAGE.into(),
+            sop_instance_uids: (0..4).map(|i| format!("1.2.3.4.40{i}")).collect(),
+            manufacturer: "ACME".into(),
+            field_strength_t: Some(3.0),
+            repetition_time_ms: Some(500.0),
+            echo_time_ms: Some(15.0),
+            transfer_syntax: uids::EXPLICIT_VR_LITTLE_ENDIAN.into(),
+        });
+        v
+    }
+
+    #[test]
+    fn deidentified_files_follow_the_basic_profile_tag_by_tag() {
+        let v = identified_volume();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DicomWriteOptions {
+            series_description: "Jane Doe knee recon".into(),
+            ..DicomWriteOptions::default()
+        };
+        let plain = write_series(&dir.path().join("plain"), &v, &opts).unwrap();
+        let deid = DicomWriteOptions {
+            deidentify: true,
+            ..opts
+        };
+        let anon = write_series(&dir.path().join("anon"), &v, &deid).unwrap();
+        let source_uids = ["1.2.3.4.100", "1.2.3.4.200", "1.2.3.4.300", "1.2.3.4.400"];
+        let text = |o: &InMemDicomObject, t: Tag| {
+            o.get(t)
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_string())
+        };
+
+        // Without de-identification the identity and the links are there (the test can fail).
+        let p = dicom_object::open_file(&plain[0]).unwrap();
+        assert_eq!(text(&p, tags::PATIENT_NAME).as_deref(), Some("Doe^Jane"));
+        assert_eq!(
+            text(&p, tags::STUDY_INSTANCE_UID).as_deref(),
+            Some("1.2.3.4.100")
+        );
+        for (tag, action) in PROFILE {
+            if *action == Action::X {
+                assert!(p.get(*tag).is_some(), "{tag} missing from the plain file");
+            }
+        }
+
+        for f in &anon {
+            let o = dicom_object::open_file(f).unwrap();
+            let sop = text(&o, tags::SOP_INSTANCE_UID).unwrap();
+            assert_eq!(o.meta().media_storage_sop_instance_uid(), sop);
+            for e in o.iter() {
+                let tag = e.header().tag;
+                assert!(
+                    PROFILE.iter().any(|(t, _)| *t == tag),
+                    "{}: writes {tag}, which the profile table does not list",
+                    f.display()
+                );
+            }
+            for (tag, action) in PROFILE {
+                let value = text(&o, *tag);
+                match action {
+                    Action::K => {}
+                    Action::Z => assert_eq!(value.as_deref(), Some(""), "{tag}"),
+                    Action::ZDummy => {
+                        let s = value.unwrap();
+                        assert!(!s.is_empty() && !s.contains("Doe") && !s.contains("0042"));
+                    }
+                    Action::X => assert!(o.get(*tag).is_none(), "{tag} written"),
+                    Action::U => {
+                        let u = value.unwrap();
+                        assert!(u.starts_with("2.25."), "{tag} = {u}");
+                        assert!(!source_uids.iter().any(|s| u.starts_with(s)), "{tag} = {u}");
+                    }
+                    Action::Added => assert!(o.get(*tag).is_some(), "{tag} missing"),
+                }
+            }
+            assert_eq!(
+                text(&o, tags::PATIENT_IDENTITY_REMOVED).as_deref(),
+                Some("YES")
+            );
+            let code = o
+                .get(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
+                .and_then(|e| e.items())
+                .and_then(|i| i.first())
+                .unwrap();
+            assert_eq!(text(code, tags::CODE_VALUE).as_deref(), Some("113100"));
+            let bytes = std::fs::read(f).unwrap();
+            for secret in ["Doe", "Jane", "PID-0042", "19610723", "1.2.3.4."] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{}: holds {secret}",
+                    f.display()
+                );
+            }
+        }
     }
 }
