@@ -47,7 +47,7 @@ enum Command {
     Simulate(commands::simulate::Args),
     /// Reconstruct measured data: one file, or folders/globs of files in batch.
     #[command(
-        after_help = "Examples:\n  amri recon --method l1-wavelet --lambda 0.005 --iters 100 out/val_r4.npz out/val_l1.nii.gz\n  amri recon --protocol brain-r4-cartesian study/ out/recon/ --jobs 2 --summary out/summary.csv\n  amri recon --method cg-sense study/ out/recon/ --shard 3/16   # one of 16 Slurm array tasks"
+        after_help = "Examples:\n  amri recon --method l1-wavelet --lambda 0.005 --iters 100 out/val_r4.npz out/val_l1.nii.gz\n  amri recon --method iterative --model out/prior --samples 8 --steps 50 out/val_r4.npz out/val_prior.nii.gz   # also writes val_prior_std.nii.gz\n  amri recon --protocol brain-r4-cartesian study/ out/recon/ --jobs 2 --summary out/summary.csv\n  amri recon --method cg-sense study/ out/recon/ --shard 3/16   # one of 16 Slurm array tasks"
     )]
     Recon(commands::recon::Args),
     /// Train a diffusion prior from image volumes under a protocol's corruption model.
@@ -60,6 +60,11 @@ enum Command {
         after_help = "Example:\n  amri finetune --base out/prior --protocol brain-r4-cartesian --steps 500 --freeze-down --out out/prior_ft scans/"
     )]
     Finetune(commands::train::FinetuneArgs),
+    /// Draw samples from a prior and measure how close they come to its training slices.
+    #[command(
+        after_help = "Example:\n  amri memorization --model out/prior --train sample-scans/colin27/t1_axial_train2.nii.gz --samples 16 --out out/memorization"
+    )]
+    Memorization(commands::memorization::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(
         after_help = "Example:\n  amri completions bash > ~/.local/share/bash-completion/completions/amri"
@@ -114,6 +119,7 @@ fn main() -> ExitCode {
         Command::Recon(a) => commands::recon::run(a),
         Command::Train(a) => commands::train::run(a),
         Command::Finetune(a) => commands::train::finetune(a),
+        Command::Memorization(a) => commands::memorization::run(a),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut buf = Vec::new();

@@ -16,9 +16,23 @@
 //! center_fraction = 0.08
 //!
 //! [reconstruction]
-//! method = "l1-wavelet"      # zero-filled | cg-sense | l1-wavelet | tv
+//! method = "l1-wavelet"      # zero-filled | cg-sense | l1-wavelet | tv | one-step | iterative
 //! lambda = 0.005
 //! iterations = 100
+//! ```
+//!
+//! The learned-prior methods take their own keys (all optional; the command line can give
+//! them too):
+//!
+//! ```toml
+//! [reconstruction]
+//! method = "iterative"       # posterior sampling with a diffusion prior
+//! model = "models/brain-r4"  # checkpoint or run folder (relative to the working directory)
+//! steps = 50                 # sampler noise levels (network calls per sample)
+//! samples = 4                # posterior samples per scan → mean and per-pixel std
+//! zeta = 1.0                 # likelihood step size in (0, 1]
+//! data_consistency = true    # one-step: replace measured samples by the data
+//! seed = 0
 //! ```
 //!
 //! Unknown keys, wrong types, missing required fields and out-of-range values are errors that
@@ -72,10 +86,11 @@ pub enum ProtocolError {
 pub type Result<T> = std::result::Result<T, ProtocolError>;
 
 /// A reconstruction method a protocol can name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// Inverse FFT of the zero-filled data; root-sum-of-squares over coils.
+    /// Inverse FFT of the zero-filled data; root-sum-of-squares over coils (the default).
+    #[default]
     ZeroFilled,
     /// Conjugate gradient on the SENSE normal equations (optionally Tikhonov).
     CgSense,
@@ -83,16 +98,39 @@ pub enum Method {
     L1Wavelet,
     /// Total-variation compressed sensing (PDHG).
     Tv,
+    /// One network call of a learned diffusion prior: `E[x0 | A y]` (needs a model).
+    OneStep,
+    /// Posterior sampling with a learned diffusion prior: mean and per-pixel standard deviation
+    /// of several samples (needs a model).
+    Iterative,
 }
 
 impl Method {
-    /// Every method, in the order `--help` lists them.
+    /// The classical methods (no learned prior), in the order `--help` lists them.
     pub const ALL: [Method; 4] = [
         Method::ZeroFilled,
         Method::CgSense,
         Method::L1Wavelet,
         Method::Tv,
     ];
+
+    /// The methods that need a learned prior (a model).
+    pub const PRIOR: [Method; 2] = [Method::OneStep, Method::Iterative];
+
+    /// Every method: [`Method::ALL`] then [`Method::PRIOR`].
+    pub const EVERY: [Method; 6] = [
+        Method::ZeroFilled,
+        Method::CgSense,
+        Method::L1Wavelet,
+        Method::Tv,
+        Method::OneStep,
+        Method::Iterative,
+    ];
+
+    /// Whether the method needs a learned prior (`--model`).
+    pub fn is_prior(self) -> bool {
+        Method::PRIOR.contains(&self)
+    }
 
     /// The kebab-case name used in TOML and on the command line.
     pub fn name(self) -> &'static str {
@@ -101,6 +139,8 @@ impl Method {
             Method::CgSense => "cg-sense",
             Method::L1Wavelet => "l1-wavelet",
             Method::Tv => "tv",
+            Method::OneStep => "one-step",
+            Method::Iterative => "iterative",
         }
     }
 }
@@ -108,11 +148,11 @@ impl Method {
 impl std::str::FromStr for Method {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Method::ALL
+        Method::EVERY
             .into_iter()
             .find(|m| m.name() == s)
             .ok_or_else(|| {
-                let names: Vec<_> = Method::ALL.iter().map(|m| m.name()).collect();
+                let names: Vec<_> = Method::EVERY.iter().map(|m| m.name()).collect();
                 format!("unknown method '{s}'; expected one of {}", names.join(", "))
             })
     }
@@ -134,9 +174,42 @@ pub struct Reconstruction {
     /// Relative-change stopping tolerance.
     #[serde(default)]
     pub tol: Option<f32>,
-    /// Seed of random choices (wavelet cycle-spinning shifts).
+    /// Seed of random choices (wavelet cycle-spinning shifts; sampler noise).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Learned prior: checkpoint or run folder (one-step, iterative).
+    #[serde(default)]
+    pub model: Option<PathBuf>,
+    /// Sampler noise levels, i.e. network calls per sample (iterative).
+    #[serde(default)]
+    pub steps: Option<usize>,
+    /// Posterior samples per scan (iterative).
+    #[serde(default)]
+    pub samples: Option<usize>,
+    /// Likelihood step size ζ in (0, 1] (iterative).
+    #[serde(default)]
+    pub zeta: Option<f64>,
+    /// Replace measured samples by the measured data after the network call (one-step).
+    #[serde(default)]
+    pub data_consistency: Option<bool>,
+}
+
+impl Reconstruction {
+    /// Settings of `method` with every optional key absent.
+    pub fn new(method: Method) -> Self {
+        Self {
+            method,
+            lambda: None,
+            iterations: None,
+            tol: None,
+            seed: None,
+            model: None,
+            steps: None,
+            samples: None,
+            zeta: None,
+            data_consistency: None,
+        }
+    }
 }
 
 /// A named acquisition and, optionally, its reconstruction.
@@ -365,6 +438,54 @@ impl Protocol {
                     return bad("reconstruction.tol", t.to_string(), "a number ≥ 0");
                 }
             }
+            if let Some(s) = r.steps {
+                if !(1..=10_000).contains(&s) {
+                    return bad(
+                        "reconstruction.steps",
+                        s.to_string(),
+                        "an integer in [1, 10000]",
+                    );
+                }
+            }
+            if let Some(n) = r.samples {
+                if !(1..=1000).contains(&n) {
+                    return bad(
+                        "reconstruction.samples",
+                        n.to_string(),
+                        "an integer in [1, 1000]",
+                    );
+                }
+            }
+            if let Some(z) = r.zeta {
+                if !(z.is_finite() && z > 0.0 && z <= 1.0) {
+                    return bad("reconstruction.zeta", z.to_string(), "a number in (0, 1]");
+                }
+            }
+            if let Some(m) = &r.model {
+                if m.as_os_str().is_empty() {
+                    return bad(
+                        "reconstruction.model",
+                        "\"\"".into(),
+                        "a checkpoint or run folder",
+                    );
+                }
+            }
+            if !r.method.is_prior() {
+                let prior_keys = [
+                    ("model", r.model.is_some()),
+                    ("steps", r.steps.is_some()),
+                    ("samples", r.samples.is_some()),
+                    ("zeta", r.zeta.is_some()),
+                    ("data_consistency", r.data_consistency.is_some()),
+                ];
+                if let Some((k, _)) = prior_keys.iter().find(|(_, set)| *set) {
+                    return bad(
+                        &format!("reconstruction.{k}"),
+                        format!("set for method = \"{}\"", r.method.name()),
+                        "only with method = \"one-step\" or \"iterative\" (a learned prior)",
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -420,6 +541,67 @@ mod tests {
         );
         let t = BUILTIN[0].1.replace("coils = 8", "coils = 0");
         assert!(Protocol::from_toml(&t, "x.toml").is_err());
+    }
+
+    #[test]
+    fn prior_methods_parse_and_their_keys_are_checked() {
+        let base = BUILTIN[0].1.replace(
+            "method = \"l1-wavelet\"\nlambda = 0.005\niterations = 100",
+            "method = \"iterative\"\nmodel = \"runs/prior\"\nsteps = 30\nsamples = 8\nzeta = 0.5\nseed = 3",
+        );
+        let p = Protocol::from_toml(&base, "x.toml").unwrap();
+        let r = p.reconstruction.as_ref().unwrap();
+        assert_eq!(r.method, Method::Iterative);
+        assert!(r.method.is_prior());
+        assert_eq!(r.model.as_deref(), Some(Path::new("runs/prior")));
+        assert_eq!(
+            (r.steps, r.samples, r.zeta, r.seed),
+            (Some(30), Some(8), Some(0.5), Some(3))
+        );
+        assert_eq!(Protocol::from_toml(&p.to_toml(), "again").unwrap(), p);
+        let one = base.replace("\"iterative\"", "\"one-step\"") + "";
+        let one = one.replace("seed = 3", "seed = 3\ndata_consistency = true");
+        let p1 = Protocol::from_toml(&one, "x.toml").unwrap();
+        assert_eq!(p1.reconstruction.unwrap().data_consistency, Some(true));
+        for (from, to, key, allowed) in [
+            ("zeta = 0.5", "zeta = 1.5", "reconstruction.zeta", "(0, 1]"),
+            (
+                "samples = 8",
+                "samples = 0",
+                "reconstruction.samples",
+                "[1, 1000]",
+            ),
+            (
+                "steps = 30",
+                "steps = 0",
+                "reconstruction.steps",
+                "[1, 10000]",
+            ),
+        ] {
+            let e = Protocol::from_toml(&base.replace(from, to), "x.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("x.toml") && e.contains(key) && e.contains(allowed),
+                "{e}"
+            );
+        }
+        // prior keys on a classical method are refused, naming the key
+        let e = Protocol::from_toml(&base.replace("\"iterative\"", "\"tv\""), "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("reconstruction.model") && e.contains("one-step"),
+            "{e}"
+        );
+        // unknown keys still name the allowed ones
+        let e = Protocol::from_toml(&base.replace("zeta = 0.5", "zetta = 0.5"), "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zetta") && e.contains("zeta"), "{e}");
+        assert_eq!("one-step".parse::<Method>(), Ok(Method::OneStep));
+        let e = "diffusion".parse::<Method>().unwrap_err();
+        assert!(e.contains("iterative") && e.contains("zero-filled"), "{e}");
     }
 
     #[test]

@@ -129,7 +129,7 @@ pub fn run(args: Args) -> Result<()> {
             lambda: match method {
                 Method::CgSense => Some(0.0),
                 Method::L1Wavelet | Method::Tv => Some(0.005),
-                Method::ZeroFilled => None,
+                _ => None,
             },
             iterations: (method != Method::ZeroFilled).then_some(match method {
                 Method::CgSense => args.iters.min(30),
@@ -137,6 +137,7 @@ pub fn run(args: Args) -> Result<()> {
             }),
             tol: None,
             seed: 0,
+            ..Settings::default()
         };
         let t = Instant::now();
         let img = reconstruct(&ks, &s, &|_, _| ControlFlow::Continue(()))

@@ -3,6 +3,7 @@
 pub mod convert;
 pub mod demo;
 pub mod info;
+pub mod memorization;
 pub mod protocol;
 pub mod recon;
 pub mod simulate;

@@ -4,21 +4,30 @@
 //! share → skip files whose outputs are complete (unless `--force`) → reconstruct in parallel
 //! (`--jobs`) with progress bars → write each image atomically with a JSON provenance sidecar →
 //! print (and optionally save) a per-file summary. The exit status is 1 if any file failed.
+//!
+//! The learned-prior methods (`one-step`, `iterative`) load the model once (`--model`, a
+//! checkpoint or run folder) and reconstruct each slice with `amri_diffusion::sample`; the
+//! intensity scale is computed per file from the measured data of all its slices, and the
+//! model's SHA-256 goes into every sidecar. `iterative` also writes `<output>_std` (per-pixel
+//! standard deviation of the posterior samples, same format).
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use amri_core::{KSpace, Volume};
+use amri_core::{KSpace, Volume, C32};
+use amri_diffusion::sample::{
+    measured_scale, one_step, posterior, OneStepConfig, PosteriorConfig, Prior, Problem,
+};
 use amri_io::{Scan, WriteOptions};
 use amri_protocol::{Method, Protocol, Reconstruction as ReconSettings};
 use amri_recon::alg::IterInfo;
 use amri_recon::app::{self, CgSenseConfig, L1WaveletConfig, TvConfig};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use ndarray::{Array3, Axis};
+use ndarray::{Array2, Array3, Axis};
 use serde::Serialize;
 
 use crate::batch::{self, Job, Shard};
@@ -35,9 +44,27 @@ pub struct Args {
     /// and its parameters; flags below override it.
     #[arg(long, short)]
     pub protocol: Option<String>,
-    /// Method: zero-filled, cg-sense, l1-wavelet, tv.
+    /// Method: zero-filled, cg-sense, l1-wavelet, tv, or with a learned prior (--model):
+    /// one-step, iterative.
     #[arg(long, short)]
     pub method: Option<Method>,
+    /// Learned prior for one-step / iterative: a checkpoint folder or a training run folder
+    /// (its `latest` checkpoint).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Iterative: sampler noise levels (network calls per sample).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Iterative: posterior samples per scan (their mean is the reconstruction, their per-pixel
+    /// standard deviation goes to `<output>_std`).
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Iterative: likelihood step size ζ in (0, 1].
+    #[arg(long)]
+    pub zeta: Option<f64>,
+    /// One-step: replace the measured samples by the measured data after the network call.
+    #[arg(long)]
+    pub data_consistency: bool,
     /// Regularisation weight λ (BART `pics -r` scaling; Tikhonov weight for cg-sense).
     #[arg(long)]
     pub lambda: Option<f32>,
@@ -47,7 +74,7 @@ pub struct Args {
     /// Stop when the relative change falls below this (0: run all iterations).
     #[arg(long)]
     pub tol: Option<f32>,
-    /// Seed (wavelet cycle-spinning shifts).
+    /// Seed (wavelet cycle-spinning shifts; sampler noise of `iterative`).
     #[arg(long)]
     pub seed: Option<u64>,
     /// Fully sampled reference image to report PSNR/SSIM/NMSE against (single input only; by
@@ -100,7 +127,7 @@ pub struct FileReport {
 }
 
 /// Method and parameters after merging protocol and flags.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Settings {
     /// Protocol name, if one was given.
     pub protocol: Option<String>,
@@ -114,6 +141,20 @@ pub struct Settings {
     pub tol: Option<f32>,
     /// Seed.
     pub seed: u64,
+    /// Learned prior (one-step, iterative): the folder given.
+    pub model: Option<PathBuf>,
+    /// SHA-256 of the prior's weights file (provenance).
+    pub model_sha256: Option<String>,
+    /// Checkpoint folder the weights came from.
+    pub model_checkpoint: Option<String>,
+    /// Sampler steps (iterative).
+    pub steps: Option<usize>,
+    /// Posterior samples (iterative).
+    pub samples: Option<usize>,
+    /// Likelihood step size ζ (iterative).
+    pub zeta: Option<f64>,
+    /// Hard data consistency (one-step).
+    pub data_consistency: Option<bool>,
 }
 
 impl Settings {
@@ -126,18 +167,12 @@ impl Settings {
             }
             None => (None, None),
         };
-        let base = base.unwrap_or(ReconSettings {
-            method: Method::ZeroFilled,
-            lambda: None,
-            iterations: None,
-            tol: None,
-            seed: None,
-        });
+        let base = base.unwrap_or(ReconSettings::new(Method::ZeroFilled));
         let method = match (a.method, protocol.is_some()) {
             (Some(m), _) => m,
             (None, true) => base.method,
             (None, false) => {
-                bail!("give --method (zero-filled, cg-sense, l1-wavelet, tv) or --protocol")
+                bail!("give --method (zero-filled, cg-sense, l1-wavelet, tv, one-step, iterative) or --protocol")
             }
         };
         if let Some(l) = a.lambda {
@@ -148,6 +183,48 @@ impl Settings {
         if a.iters == Some(0) {
             bail!("--iters must be ≥ 1");
         }
+        if a.steps == Some(0) {
+            bail!("--steps must be ≥ 1");
+        }
+        if a.samples == Some(0) {
+            bail!("--samples must be ≥ 1");
+        }
+        if let Some(z) = a.zeta {
+            if !(z > 0.0 && z <= 1.0) {
+                bail!("--zeta must be in (0, 1], got {z}");
+            }
+        }
+        // Prior options with a classical method are a mistake worth reporting.
+        let base_is_prior = base.method == method;
+        if !method.is_prior() {
+            let given = [
+                ("--model", a.model.is_some()),
+                ("--steps", a.steps.is_some()),
+                ("--samples", a.samples.is_some()),
+                ("--zeta", a.zeta.is_some()),
+                ("--data-consistency", a.data_consistency),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+                bail!(
+                    "{flag} applies to the learned-prior methods (one-step, iterative), not {}",
+                    method.name()
+                );
+            }
+        }
+        fn pick<T>(use_base: bool, flag: Option<T>, proto: Option<T>) -> Option<T> {
+            if use_base {
+                flag.or(proto)
+            } else {
+                flag
+            }
+        }
+        let model = pick(base_is_prior, a.model.clone(), base.model.clone());
+        if method.is_prior() && model.is_none() {
+            bail!(
+                "--method {} needs --model (a checkpoint folder or a training run folder)",
+                method.name()
+            );
+        }
         Ok(Settings {
             protocol,
             method,
@@ -155,7 +232,30 @@ impl Settings {
             iterations: a.iters.or(base.iterations),
             tol: a.tol.or(base.tol),
             seed: a.seed.or(base.seed).unwrap_or(0),
+            model,
+            model_sha256: None,
+            model_checkpoint: None,
+            steps: pick(base_is_prior, a.steps, base.steps),
+            samples: pick(base_is_prior, a.samples, base.samples),
+            zeta: pick(base_is_prior, a.zeta, base.zeta),
+            data_consistency: pick(
+                base_is_prior,
+                a.data_consistency.then_some(true),
+                base.data_consistency,
+            ),
         })
+    }
+
+    /// The posterior sampler's settings (iterative).
+    fn posterior_config(&self) -> PosteriorConfig {
+        let d = PosteriorConfig::default();
+        PosteriorConfig {
+            steps: self.steps.unwrap_or(d.steps),
+            samples: self.samples.unwrap_or(d.samples),
+            zeta: self.zeta.unwrap_or(d.zeta),
+            seed: self.seed,
+            ..d
+        }
     }
 
     fn iterations_or_default(&self) -> usize {
@@ -164,6 +264,8 @@ impl Settings {
             Method::CgSense => CgSenseConfig::default().iterations,
             Method::L1Wavelet => L1WaveletConfig::default().iterations,
             Method::Tv => TvConfig::default().iterations,
+            Method::OneStep => 1,
+            Method::Iterative => self.posterior_config().steps,
         })
     }
 }
@@ -191,6 +293,12 @@ pub fn reconstruct(
     }
     let tol = s.tol.map(f64::from);
     let img = match s.method {
+        Method::OneStep | Method::Iterative => {
+            bail!(
+                "{} needs a learned prior: use reconstruct_prior",
+                s.method.name()
+            )
+        }
         Method::ZeroFilled => return Ok(app::zero_filled(ks)?),
         Method::CgSense => {
             let mut c = CgSenseConfig::default();
@@ -218,6 +326,128 @@ pub fn reconstruct(
     Ok(img.magnitude())
 }
 
+/// A learned-prior reconstruction: magnitude images `[slice, row, col]` and, for `iterative`,
+/// the per-pixel standard deviation of the posterior samples.
+pub struct PriorRecon {
+    /// Magnitude of the reconstruction (one-step output, or the posterior mean).
+    pub image: Array3<f32>,
+    /// Per-pixel standard deviation (iterative only).
+    pub std: Option<Array3<f32>>,
+}
+
+/// The 2-D problems of every slice of `ks` (k-space with its mask and maps, or an
+/// image-domain measurement with its pixel mask).
+pub fn problems(ks: &KSpace) -> Result<Vec<Problem>> {
+    let [slices, _, rows, cols] = ks.shape4();
+    let image_domain = match ks.attributes.get("domain").map(String::as_str) {
+        Some("image") => true,
+        Some("projection") => bail!(
+            "holds Gaussian random projections; the learned priors here take k-space or image-domain measurements"
+        ),
+        _ => false,
+    };
+    (0..slices)
+        .map(|s| {
+            let mask: Array2<f32> = match &ks.mask {
+                Some(m) => m.index_axis(Axis(0), s).to_owned(),
+                None => Array2::ones((rows, cols)),
+            };
+            let data = ks.data.index_axis(Axis(0), s);
+            Ok(if image_domain {
+                Problem::Pixels {
+                    image: data.index_axis(Axis(0), 0).to_owned(),
+                    mask,
+                }
+            } else {
+                Problem::Kspace {
+                    kspace: data.to_owned(),
+                    mask,
+                    maps: ks
+                        .sensitivities
+                        .as_ref()
+                        .map(|m| m.index_axis(Axis(0), s).to_owned()),
+                }
+            })
+        })
+        .collect()
+}
+
+/// Reconstructs every slice of `ks` with the learned prior: one scale for the whole file
+/// ([`measured_scale`] of all slices), `progress` called once per network step.
+pub fn reconstruct_prior(
+    ks: &KSpace,
+    s: &Settings,
+    prior: &Prior,
+    progress: &(dyn Fn() + Sync),
+) -> Result<PriorRecon> {
+    let probs = problems(ks)?;
+    let scale = measured_scale(&probs).context("intensity scale of the measured data")?;
+    let [slices, _, rows, cols] = ks.shape4();
+    let mut image = Array3::<f32>::zeros((slices, rows, cols));
+    let mag = |x: &Array2<C32>| x.mapv(|v| v.norm());
+    match s.method {
+        Method::OneStep => {
+            let cfg = OneStepConfig {
+                data_consistency: s.data_consistency.unwrap_or(false),
+                scale: Some(scale),
+                ..Default::default()
+            };
+            for (k, p) in probs.iter().enumerate() {
+                let x = one_step(prior, p, &cfg).with_context(|| format!("slice {k}"))?;
+                image.index_axis_mut(Axis(0), k).assign(&mag(&x));
+                progress();
+            }
+            Ok(PriorRecon { image, std: None })
+        }
+        Method::Iterative => {
+            // amri simulate stores σ per complex sample; the sampler takes it per component.
+            let noise = ks
+                .attributes
+                .get("noise_sigma")
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .unwrap_or(0.0)
+                / std::f64::consts::SQRT_2;
+            let cfg = PosteriorConfig {
+                noise_sigma: noise,
+                scale: Some(scale),
+                ..s.posterior_config()
+            };
+            let mut std = Array3::<f32>::zeros((slices, rows, cols));
+            let never = AtomicBool::new(false);
+            for (k, p) in probs.iter().enumerate() {
+                let slice_cfg = PosteriorConfig {
+                    seed: amri_diffusion::train::derive_seed(cfg.seed, k as u64, 0x511CE),
+                    ..cfg.clone()
+                };
+                let r = posterior(prior, p, &slice_cfg, &|_, _| progress(), &never)
+                    .with_context(|| format!("slice {k}"))?;
+                image.index_axis_mut(Axis(0), k).assign(&mag(&r.mean));
+                std.index_axis_mut(Axis(0), k).assign(&r.std);
+            }
+            Ok(PriorRecon {
+                image,
+                std: Some(std),
+            })
+        }
+        m => bail!("{} is not a learned-prior method", m.name()),
+    }
+}
+
+/// `<stem>_std<ext>` beside `output` (the uncertainty map of `iterative`).
+pub fn std_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for e in [".nii.gz", ".nii", ".npy", ".cfl"] {
+        if let Some(stem) = name.strip_suffix(e) {
+            return output.with_file_name(format!("{stem}_std{e}"));
+        }
+    }
+    output.with_file_name(format!("{name}_std"))
+}
+
 fn read_kspace(path: &Path) -> Result<KSpace> {
     match amri_io::read(path)? {
         Scan::KSpace(k) => Ok(k),
@@ -243,7 +473,17 @@ fn read_reference(path: &Path) -> Result<Array3<f32>> {
 
 /// Runs `amri recon`.
 pub fn run(args: Args) -> Result<()> {
-    let settings = Settings::from_args(&args)?;
+    let mut settings = Settings::from_args(&args)?;
+    let prior = match (&settings.model, settings.method.is_prior()) {
+        (Some(m), true) => {
+            let p = Prior::load(m, &candle_core::Device::Cpu)
+                .with_context(|| format!("--model {}: cannot load the prior", m.display()))?;
+            settings.model_sha256 = Some(p.sha256().to_owned());
+            settings.model_checkpoint = Some(p.checkpoint_dir().display().to_string());
+            Some(p)
+        }
+        _ => None,
+    };
     let (inputs, output) = args.paths.split_at(args.paths.len() - 1);
     let output = &output[0];
     for i in inputs {
@@ -296,7 +536,14 @@ pub fn run(args: Args) -> Result<()> {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(job) = jobs.get(i) else { break };
-                let report = run_one(job, &settings, &args, reference.as_ref(), &mp);
+                let report = run_one(
+                    job,
+                    &settings,
+                    &args,
+                    reference.as_ref(),
+                    prior.as_ref(),
+                    &mp,
+                );
                 files_bar.inc(1);
                 match &report.status[..] {
                     "failed" => tracing::error!("{}", report.error.clone().unwrap_or_default()),
@@ -381,6 +628,7 @@ fn run_one(
     settings: &Settings,
     args: &Args,
     reference: Option<&Array3<f32>>,
+    prior: Option<&Prior>,
     mp: &MultiProgress,
 ) -> FileReport {
     let start = Instant::now();
@@ -408,7 +656,7 @@ fn run_one(
             );
         }
     }
-    match recon_file(job, settings, reference, mp) {
+    match recon_file(job, settings, reference, prior, mp) {
         Ok(m) => {
             if let Some(m) = m {
                 report.psnr = Some(m.psnr);
@@ -435,6 +683,7 @@ fn recon_file(
     job: &Job,
     s: &Settings,
     reference: Option<&Array3<f32>>,
+    prior: Option<&Prior>,
     mp: &MultiProgress,
 ) -> Result<Option<amri_core::metrics::Metrics>> {
     let ks = read_kspace(&job.input)?;
@@ -471,7 +720,14 @@ fn recon_file(
         bar.inc(1);
         ControlFlow::Continue(())
     };
-    let img = reconstruct(&ks, s, &progress);
+    let (img, std) = match (s.method.is_prior(), prior) {
+        (false, _) => (reconstruct(&ks, s, &progress), None),
+        (true, Some(p)) => match reconstruct_prior(&ks, s, p, &|| bar.inc(1)) {
+            Ok(r) => (Ok(r.image), r.std),
+            Err(e) => (Err(e), None),
+        },
+        (true, None) => (Err(anyhow!("{} needs --model", s.method.name())), None),
+    };
     bar.finish_and_clear();
     mp.remove(&bar);
     let img = img.with_context(|| format!("{}", job.input.display()))?;
@@ -488,24 +744,46 @@ fn recon_file(
         ),
         None => None,
     };
-    let (sl, r, c) = img.dim();
-    let data = img
-        .into_shape_with_order((1, sl, r, c))
-        .map_err(|e| anyhow!("internal shape error: {e}"))?;
-    let mut vol = Volume::new(data, ks.affine);
-    vol.meta.description = format!(
-        "amri {} {}{}",
+    let description = format!(
+        "amri {} {}{}{}",
         env!("CARGO_PKG_VERSION"),
         s.method.name(),
         s.protocol
             .as_ref()
             .map(|p| format!(" {p}"))
+            .unwrap_or_default(),
+        s.model_sha256
+            .as_ref()
+            .map(|h| format!(" model sha256:{}", &h[..h.len().min(16)]))
             .unwrap_or_default()
     );
+    let volume = |img: Array3<f32>, what: &str| -> Result<Volume<f32>> {
+        let (sl, r, c) = img.dim();
+        let data = img
+            .into_shape_with_order((1, sl, r, c))
+            .map_err(|e| anyhow!("internal shape error: {e}"))?;
+        let mut vol = Volume::new(data, ks.affine);
+        vol.meta.description = format!("{description}{what}");
+        Ok(vol)
+    };
     if let Some(parent) = job.output.parent() {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
     }
-    amri_io::write(&job.output, &Scan::Image(vol), &WriteOptions::default())?;
+    // The uncertainty map first: the image and then the sidecar mark a complete output.
+    if let Some(sd) = std {
+        let p = std_path(&job.output);
+        amri_io::atomic::remove_stale_parts(&p);
+        amri_io::write(
+            &p,
+            &Scan::Image(volume(sd, " posterior std")?),
+            &WriteOptions::default(),
+        )?;
+    }
+    amri_io::write(
+        &job.output,
+        &Scan::Image(volume(img, "")?),
+        &WriteOptions::default(),
+    )?;
     Ok(metrics)
 }
