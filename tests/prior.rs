@@ -154,6 +154,35 @@ fn one_step_iterative_and_memorization_on_a_tiny_kspace_prior() {
         "same seed, different reconstruction"
     );
 
+    // a protocol can name the prior method and its model; flags override its keys
+    let proto = t.join("prior.toml");
+    std::fs::write(
+        &proto,
+        format!(
+            "name = \"prior-r4\"\n[acquisition]\ncoils = 1\nnoise_level = 0.002\n\
+             [acquisition.corruption]\ntype = \"kspace\"\npattern = \"random\"\n\
+             acceleration = 4.0\ncenter_fraction = 0.08\n[reconstruction]\n\
+             method = \"iterative\"\nmodel = {:?}\nsteps = 2\nsamples = 3\nseed = 4\n",
+            run.display().to_string()
+        ),
+    )
+    .unwrap();
+    let pr = t.join("pr.nii.gz");
+    amri()
+        .args(["recon", "--protocol"])
+        .arg(&proto)
+        .args(["--samples", "2", "--no-progress"])
+        .arg(&meas)
+        .arg(&pr)
+        .assert()
+        .success();
+    let side = sidecar(&t.join("pr.json"));
+    assert_eq!(side["settings"]["method"], "iterative");
+    assert_eq!(side["settings"]["steps"], 2);
+    assert_eq!(side["settings"]["samples"], 2, "--samples did not override");
+    assert_eq!(side["settings"]["model_sha256"], sha.as_str());
+    assert!(t.join("pr_std.nii.gz").is_file());
+
     // memorization
     let mem = t.join("mem");
     amri()
