@@ -19,7 +19,7 @@
 //! A kill at any point leaves `latest` naming a complete checkpoint. [`resolve_checkpoint`]
 //! accepts either a run folder (follows `latest`) or a checkpoint folder.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::backprop::GradStore;
@@ -499,7 +499,15 @@ impl Trainer {
         let mut t = Self::new(&card.denoiser, &card.train, dev)?;
         load_varmap(&mut t.varmap, &dir.join(WEIGHTS_FILE))?;
         t.load_ema(&dir.join(EMA_FILE))?;
-        t.opt.load(&dir.join(OPTIM_FILE))?;
+        let optim = dir.join(OPTIM_FILE);
+        if optim.is_file() {
+            check_tensors(
+                &optim,
+                &t.optimizer_shapes(),
+                "the optimiser state of the card's model",
+            )?;
+        }
+        t.opt.load(&optim)?;
         if t.opt.step_count() != card.steps as u64 {
             return Err(DiffusionError::Config(format!(
                 "checkpoint {}: optimiser has taken {} steps but the card says {}",
@@ -530,6 +538,11 @@ impl Trainer {
         if !path.is_file() {
             return Err(missing(path));
         }
+        check_tensors(
+            path,
+            &varmap_shapes(&self.varmap),
+            "the model its card describes",
+        )?;
         let dev = self.model_device();
         let loaded = candle_core::safetensors::load(path, &dev)?;
         for (n, v, e) in self.ema.iter_mut() {
@@ -547,6 +560,21 @@ impl Trainer {
             *e = t.clone();
         }
         Ok(())
+    }
+
+    /// Tensors of a saved optimiser state: `m.<name>`, `v.<name>` per trainable variable and
+    /// the scalar `F64` `step`.
+    fn optimizer_shapes(&self) -> BTreeMap<String, (&'static str, Vec<usize>)> {
+        let shapes = varmap_shapes(&self.varmap);
+        let mut out = BTreeMap::new();
+        for name in self.opt.names() {
+            if let Some((_, shape)) = shapes.get(name) {
+                out.insert(format!("m.{name}"), ("F32", shape.clone()));
+                out.insert(format!("v.{name}"), ("F32", shape.clone()));
+            }
+        }
+        out.insert("step".into(), ("F64", Vec::new()));
+        out
     }
 
     fn model_device(&self) -> Device {
@@ -768,7 +796,201 @@ fn load_varmap(vm: &mut VarMap, file: &Path) -> Result<()> {
     if !file.is_file() {
         return Err(missing(file));
     }
+    check_tensors(file, &varmap_shapes(vm), "the model its card describes")?;
     Ok(vm.load(file)?)
+}
+
+/// Name → shape of every variable of `vm` (all `f32`).
+fn varmap_shapes(vm: &VarMap) -> BTreeMap<String, (&'static str, Vec<usize>)> {
+    sorted_vars(vm)
+        .into_iter()
+        .map(|(n, v)| (n, ("F32", v.dims().to_vec())))
+        .collect()
+}
+
+/// Largest safetensors header accepted (bytes): far above any amri model's, far below memory.
+const MAX_HEADER: u64 = 64 << 20;
+
+fn dtype_size(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
+        "U16" | "I16" | "F16" | "BF16" => 2,
+        "U32" | "I32" | "F32" => 4,
+        "U64" | "I64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// One tensor declared in a safetensors header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredTensor {
+    /// Element type as written in the header (`"F32"`, `"F64"`, …).
+    pub dtype: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Byte range `[begin, end)` inside the data section.
+    pub offsets: [u64; 2],
+}
+
+fn bad_file(path: &Path, what: String) -> DiffusionError {
+    DiffusionError::Config(format!("{}: {what}", path.display()))
+}
+
+/// Reads and validates the header of the safetensors file `path` without loading its data:
+/// the header length fits the file (and [`MAX_HEADER`]), it is a JSON object of tensors with a
+/// known dtype, a shape and data offsets whose length equals `elements × dtype size`, the data
+/// regions tile the data section without gaps or overlap, and the file is exactly as long as the
+/// header declares (no bytes beyond the declared tensors, none missing). Returns the tensors by
+/// name (`__metadata__` is skipped). Only the safetensors format is read: no pickle, no code.
+pub fn safetensors_index(path: &Path) -> Result<BTreeMap<String, DeclaredTensor>> {
+    use std::io::Read;
+    let io = |source| DiffusionError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let len = f.metadata().map_err(io)?.len();
+    let mut n8 = [0u8; 8];
+    if len < 8 {
+        return Err(bad_file(
+            path,
+            format!("{len} bytes is too short for a safetensors file"),
+        ));
+    }
+    f.read_exact(&mut n8).map_err(io)?;
+    let n = u64::from_le_bytes(n8);
+    if n > len - 8 || n > MAX_HEADER {
+        return Err(bad_file(
+            path,
+            format!("not a safetensors file: header length {n} exceeds the file ({len} bytes)"),
+        ));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(io)?;
+    let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
+        bad_file(
+            path,
+            format!("not a safetensors file: header is not JSON ({e})"),
+        )
+    })?;
+    let obj = json
+        .as_object()
+        .ok_or_else(|| bad_file(path, "safetensors header is not a JSON object".into()))?;
+    let mut out = BTreeMap::new();
+    for (name, t) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |what: &str| bad_file(path, format!("tensor {name}: {what}"));
+        let dtype = t
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .ok_or_else(|| bad("no dtype"))?;
+        let size = dtype_size(dtype).ok_or_else(|| bad(&format!("unknown dtype {dtype}")))?;
+        let shape: Vec<usize> = t
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .ok_or_else(|| bad("no shape"))?
+            .iter()
+            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("shape is not a list of sizes"))?;
+        let offs: Vec<u64> = t
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .ok_or_else(|| bad("no data_offsets"))?
+            .iter()
+            .map(|d| d.as_u64())
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("data_offsets are not byte offsets"))?;
+        let [b, e] = offs[..] else {
+            return Err(bad("data_offsets must be [begin, end]"));
+        };
+        let want = shape
+            .iter()
+            .try_fold(size, |a, d| a.checked_mul(*d as u64))
+            .ok_or_else(|| bad("shape overflows"))?;
+        if e < b || e - b != want {
+            return Err(bad(&format!(
+                "data_offsets [{b}, {e}] hold {} bytes but shape {shape:?} of {dtype} needs {want}",
+                e.saturating_sub(b)
+            )));
+        }
+        out.insert(
+            name.clone(),
+            DeclaredTensor {
+                dtype: dtype.to_owned(),
+                shape,
+                offsets: [b, e],
+            },
+        );
+    }
+    let mut regions: Vec<(u64, u64, &str)> = out
+        .iter()
+        .map(|(n, t)| (t.offsets[0], t.offsets[1], n.as_str()))
+        .collect();
+    regions.sort_unstable();
+    let mut end = 0u64;
+    for (b, e, name) in regions {
+        if b != end {
+            return Err(bad_file(
+                path,
+                format!("tensor {name}: data starts at byte {b}, expected {end} (gap or overlap)"),
+            ));
+        }
+        end = e;
+    }
+    let data = len - 8 - n;
+    if data > end {
+        return Err(bad_file(
+            path,
+            format!(
+                "{} bytes beyond its declared tensors (file {len} bytes, tensors end at {})",
+                data - end,
+                8 + n + end
+            ),
+        ));
+    }
+    if data < end {
+        return Err(bad_file(
+            path,
+            format!("truncated: its tensors need {} more bytes", end - data),
+        ));
+    }
+    Ok(out)
+}
+
+/// Checks that the safetensors file `path` holds exactly the tensors `expected` (name → (dtype,
+/// shape)) of `what` (e.g. "the model its card describes"): every error names the file and the
+/// first tensor that is unexpected, missing, or of another shape or dtype. See
+/// [`safetensors_index`] for the file-level checks.
+pub fn check_tensors(
+    path: &Path,
+    expected: &BTreeMap<String, (&str, Vec<usize>)>,
+    what: &str,
+) -> Result<()> {
+    let found = safetensors_index(path)?;
+    if let Some(name) = found.keys().find(|n| !expected.contains_key(*n)) {
+        return Err(bad_file(
+            path,
+            format!("unexpected tensor {name}: not part of {what}"),
+        ));
+    }
+    for (name, (dtype, shape)) in expected {
+        let t = found
+            .get(name)
+            .ok_or_else(|| bad_file(path, format!("lacks tensor {name} of {what}")))?;
+        if t.shape != *shape || t.dtype != *dtype {
+            return Err(bad_file(
+                path,
+                format!(
+                    "tensor {name} is {} {:?}, but {what} needs {dtype} {shape:?}",
+                    t.dtype, t.shape
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the model card (`model.json`) of a checkpoint folder.
