@@ -113,6 +113,35 @@ fn one_step_iterative_and_memorization_on_a_tiny_kspace_prior() {
     }
     assert!(side["report"]["psnr"].as_f64().unwrap().is_finite());
 
+    // As σ → 0 EDM preconditioning returns the network input: one-step at a tiny σ is the
+    // zero-filled image, in the input's units (checks the intensity scale round trip).
+    let tiny = t.join("tiny.nii.gz");
+    let zf = t.join("zf.nii.gz");
+    amri()
+        .args([
+            "recon", "--method", "one-step", "--sigma", "1e-6", "--model",
+        ])
+        .arg(&run)
+        .arg("--no-progress")
+        .arg(&meas)
+        .arg(&tiny)
+        .assert()
+        .success();
+    amri()
+        .args(["recon", "--method", "zero-filled", "--no-progress"])
+        .arg(&meas)
+        .arg(&zf)
+        .assert()
+        .success();
+    let (a, b) = (read_image(&tiny), read_image(&zf));
+    let peak = b.iter().copied().fold(0.0f32, f32::max);
+    let worst = a
+        .iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(peak > 0.0 && worst < 1e-3 * peak, "{worst} vs peak {peak}");
+
     // iterative: mean + std, seeded
     let it = t.join("it.nii.gz");
     let iterative = |out: &Path| {

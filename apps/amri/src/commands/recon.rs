@@ -65,6 +65,10 @@ pub struct Args {
     /// One-step: replace the measured samples by the measured data after the network call.
     #[arg(long)]
     pub data_consistency: bool,
+    /// One-step: noise level σ given to the network (normalised units, default 0.05; as σ → 0
+    /// the output tends to the zero-filled input).
+    #[arg(long)]
+    pub sigma: Option<f64>,
     /// Regularisation weight λ (BART `pics -r` scaling; Tikhonov weight for cg-sense).
     #[arg(long)]
     pub lambda: Option<f32>,
@@ -155,6 +159,8 @@ pub struct Settings {
     pub zeta: Option<f64>,
     /// Hard data consistency (one-step).
     pub data_consistency: Option<bool>,
+    /// Noise level given to the network (one-step).
+    pub sigma: Option<f64>,
 }
 
 impl Settings {
@@ -189,6 +195,11 @@ impl Settings {
         if a.samples == Some(0) {
             bail!("--samples must be ≥ 1");
         }
+        if let Some(v) = a.sigma {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("--sigma must be > 0, got {v}");
+            }
+        }
         if let Some(z) = a.zeta {
             if !(z > 0.0 && z <= 1.0) {
                 bail!("--zeta must be in (0, 1], got {z}");
@@ -203,6 +214,7 @@ impl Settings {
                 ("--samples", a.samples.is_some()),
                 ("--zeta", a.zeta.is_some()),
                 ("--data-consistency", a.data_consistency),
+                ("--sigma", a.sigma.is_some()),
             ];
             if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
                 bail!(
@@ -243,6 +255,7 @@ impl Settings {
                 a.data_consistency.then_some(true),
                 base.data_consistency,
             ),
+            sigma: a.sigma,
         })
     }
 
@@ -390,7 +403,7 @@ pub fn reconstruct_prior(
             let cfg = OneStepConfig {
                 data_consistency: s.data_consistency.unwrap_or(false),
                 scale: Some(scale),
-                ..Default::default()
+                sigma: s.sigma.unwrap_or(OneStepConfig::default().sigma),
             };
             for (k, p) in probs.iter().enumerate() {
                 let x = one_step(prior, p, &cfg).with_context(|| format!("slice {k}"))?;
