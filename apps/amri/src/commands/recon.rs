@@ -800,3 +800,40 @@ fn recon_file(
     )?;
     Ok(metrics)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn std_path_keeps_the_format_extension() {
+        for (a, b) in [
+            ("out/x.nii.gz", "out/x_std.nii.gz"),
+            ("x.nii", "x_std.nii"),
+            ("a/b.npy", "a/b_std.npy"),
+            ("c.cfl", "c_std.cfl"),
+            ("noext", "noext_std"),
+        ] {
+            assert_eq!(std_path(Path::new(a)), PathBuf::from(b));
+        }
+    }
+
+    #[test]
+    fn problems_follow_the_measurement_domain() -> Result<()> {
+        let data = ndarray::Array4::from_elem((2, 3, 4, 5), C32::new(1.0, 0.0));
+        let mut ks = KSpace::new(data);
+        let ps = problems(&ks)?;
+        assert_eq!(ps.len(), 2);
+        assert!(
+            matches!(&ps[0], Problem::Kspace { kspace, mask, maps: None }
+            if kspace.dim() == (3, 4, 5) && mask.iter().all(|&m| m == 1.0))
+        );
+        ks.attributes.insert("domain".into(), "image".into());
+        assert!(
+            matches!(&problems(&ks)?[1], Problem::Pixels { image, .. } if image.dim() == (4, 5))
+        );
+        ks.attributes.insert("domain".into(), "projection".into());
+        assert!(problems(&ks).is_err());
+        Ok(())
+    }
+}
