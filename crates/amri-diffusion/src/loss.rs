@@ -541,6 +541,7 @@ mod tests {
 
     /// Minimiser of a loss that is quadratic in the parameters `θ` (`k` scalars): with
     /// `g(θ) = Hθ + g0`, `H`'s columns are `g(e_j) − g0`; returns `−H⁻¹ g0` (Gaussian elimination).
+    #[allow(clippy::needless_range_loop)] // Gaussian elimination reads best with indices
     fn quadratic_minimiser(k: usize, loss: &dyn Fn(&[Var]) -> Result<Tensor>) -> Result<Vec<f64>> {
         let dev = Device::Cpu;
         let grad = |theta: &[f64]| -> Result<Vec<f64>> {
