@@ -259,3 +259,39 @@ fn resume_ignores_changed_optimiser_flags_with_a_warning_and_refuses_a_changed_d
         assert_eq!(card(&out)["steps"], 3);
     }
 }
+
+#[test]
+fn tweedie_objective_trains_on_noisy_protocols_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = volume(tmp.path());
+    let out = tmp.path().join("tw");
+    amri()
+        .args([
+            "train",
+            "--protocol",
+            "singlecoil-r4-cartesian",
+            "--objective",
+            "tweedie",
+        ])
+        .args(["--steps", "1", "--batch", "2", "--no-progress", "--out"])
+        .arg(&out)
+        .arg(&vol)
+        .assert()
+        .success();
+    let c = card(&out);
+    assert_eq!(c["corruption"]["objective"], "tweedie");
+    assert_eq!(c["objective"], "ambient_kspace");
+    assert_eq!(
+        c["corruption"]["acquisition"]["noise_level"],
+        0.002f32 as f64
+    );
+    // pixel-90 has noise_level = 0: nothing to train a noisy-data model on
+    amri()
+        .args(["train", "--protocol", "pixel-90", "--objective", "tweedie"])
+        .args(["--steps", "1", "--no-progress", "--out"])
+        .arg(tmp.path().join("tw2"))
+        .arg(&vol)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("noise_level > 0"));
+}

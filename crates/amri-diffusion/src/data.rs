@@ -22,8 +22,12 @@
 //!   (centred orthonormal DFT, as `amri_core::fft::fft2c`);
 //! - the supervised objective → [`Batch::Supervised`] with the clean `x`.
 //!
-//! Measurement noise (`noise_level`) is not added: the ambient losses model noiseless
-//! measurements. Multi-coil (`coils > 1`) and Gaussian-CS corruptions return
+//! Measurement noise (`noise_level`) is not added for the ambient and supervised objectives (their
+//! losses model noiseless measurements). [`TrainObjective::Tweedie`] draws each scan's noisy
+//! measurement once, as `amri simulate` does (complex noise σ = `noise_level · max|x|` of the
+//! volume, on measured entries only, seed `acq.seed ^ (0x5EED_0000 + i)`), normalises it with
+//! the rest of the volume, and serves it as [`Batch::Noisy`] with
+//! `σ_n = σ/(√2·scale)` per real and imaginary part ([`TrainingSet::noise_levels`]). Multi-coil (`coils > 1`) and Gaussian-CS corruptions return
 //! [`DiffusionError::Unsupported`].
 //!
 //! Data order: step `t` with batch size `B` takes positions `t·B … t·B+B−1` of an endless stream
@@ -54,6 +58,10 @@ pub enum TrainObjective {
     Ambient,
     /// Supervised loss on the clean images (a reference / upper bound).
     Supervised,
+    /// Noisy-data ambient loss (double Tweedie, [`crate::loss::tweedie_pixel_loss`] /
+    /// [`crate::loss::tweedie_kspace_loss`]): the measurements carry the acquisition's
+    /// `noise_level` and the loss recovers the clean-data denoiser anyway.
+    Tweedie,
 }
 
 /// The `q`th percentile (0–100, nearest-rank on the sorted values) of `|v|`; 0 for empty input.
@@ -219,6 +227,17 @@ pub struct TrainingSet {
     /// Measurement scale each volume was divided by ([`measurement_scale`]); empty for sets
     /// built with [`TrainingSet::new`] from already normalised slices.
     scales: Vec<f32>,
+    /// For [`TrainObjective::Tweedie`]: every scan's noisy measurement and its σ_n.
+    noisy: Option<NoisyData>,
+}
+
+/// Noisy measurements of a [`TrainObjective::Tweedie`] set (normalised units).
+#[derive(Debug, Clone)]
+struct NoisyData {
+    /// `y_i = A_i x_i + n_i`, flattened like `Measurement::measure`'s output.
+    measured: Vec<Vec<C32>>,
+    /// Noise standard deviation of each real and imaginary part of `y_i`.
+    sigma_n: Vec<f32>,
 }
 
 impl TrainingSet {
@@ -228,6 +247,21 @@ impl TrainingSet {
         slices: &[Array2<f32>],
         acq: &Acquisition,
         objective: TrainObjective,
+    ) -> Result<Self> {
+        let all = 0..slices.len();
+        Self::build(slices, std::slice::from_ref(&all), acq, objective, false)
+    }
+
+    /// The set of `slices`, `ranges` giving each volume's scans: builds the complex images,
+    /// draws the noisy measurements (Tweedie, noise σ = `noise_level · max|x|` of the volume per
+    /// complex sample, as `amri simulate`) and, if `normalise`, divides each volume by its
+    /// [`measurement_scale`].
+    fn build(
+        slices: &[Array2<f32>],
+        ranges: &[std::ops::Range<usize>],
+        acq: &Acquisition,
+        objective: TrainObjective,
+        normalise: bool,
     ) -> Result<Self> {
         let first = slices
             .first()
@@ -246,18 +280,25 @@ impl TrainingSet {
                 acq.coils
             )));
         }
-        let objective = match (objective, &acq.corruption) {
-            (_, CorruptionSpec::GaussianCs { .. }) => {
-                return Err(DiffusionError::Unsupported(
+        let tweedie = objective == TrainObjective::Tweedie;
+        let objective =
+            match (objective, &acq.corruption) {
+                (_, CorruptionSpec::GaussianCs { .. }) => return Err(DiffusionError::Unsupported(
                     "Gaussian compressed-sensing corruptions are not supported for training yet; \
                      use k-space, pixel or box corruptions"
                         .into(),
-                ))
-            }
-            (TrainObjective::Supervised, _) => Objective::Supervised,
-            (TrainObjective::Ambient, CorruptionSpec::Kspace { .. }) => Objective::AmbientKspace,
-            (TrainObjective::Ambient, _) => Objective::AmbientPixel,
-        };
+                )),
+                (TrainObjective::Supervised, _) => Objective::Supervised,
+                (_, CorruptionSpec::Kspace { .. }) => Objective::AmbientKspace,
+                (_, _) => Objective::AmbientPixel,
+            };
+        if tweedie && !(acq.noise_level.is_finite() && acq.noise_level > 0.0) {
+            return Err(DiffusionError::Config(format!(
+                "the tweedie (noisy-data) objective needs an acquisition with noise_level > 0, \
+                 got {}",
+                acq.noise_level
+            )));
+        }
         let corruption = Corruption::new(acq.corruption_config(0.0), rows, cols, acq.seed)?;
         let images = slices
             .iter()
@@ -271,14 +312,69 @@ impl TrainingSet {
                 x
             })
             .collect();
-        Ok(Self {
+        let mut set = Self {
             images,
             rows,
             cols,
             corruption,
             objective,
             scales: Vec::new(),
-        })
+            noisy: None,
+        };
+        let mut noisy = NoisyData {
+            measured: Vec::new(),
+            sigma_n: Vec::new(),
+        };
+        let mut scales = Vec::with_capacity(ranges.len());
+        for (k, range) in ranges.iter().enumerate() {
+            let mut sigma_abs = 0f32;
+            if tweedie {
+                let peak = slices[range.clone()]
+                    .iter()
+                    .flat_map(|s| s.iter())
+                    .fold(0f32, |m, v| m.max(v.abs()));
+                sigma_abs = acq.noise_level * peak;
+                let noise = amri_ops::noise::Noise::from_sigma(sigma_abs)?;
+                for i in range.clone() {
+                    let a = set.corruption.measurement(i as u64, None)?;
+                    let mut y = a.measure(&set.images[i], 0)?;
+                    let mask: Vec<f32> = Self::mask(&a)?.iter().copied().collect();
+                    // the seed `amri simulate` uses for slice i
+                    noise.add_masked(&mut y, &mask, acq.seed ^ (0x5EED_0000 + i as u64))?;
+                    noisy.measured.push(y);
+                }
+            }
+            let mut scale = 1f32;
+            if normalise {
+                let mut mags = Vec::new();
+                for i in range.clone() {
+                    let y = match tweedie {
+                        true => noisy.measured[i].clone(),
+                        false => set.clean_measurement(i)?,
+                    };
+                    mags.extend(set.measured_magnitudes_of(i, y)?);
+                }
+                scale = scale_of(&mags)
+                    .map_err(|e| DiffusionError::Config(format!("training volume {k}: {e}")))?;
+                for i in range.clone() {
+                    set.images[i].iter_mut().for_each(|v| *v /= scale);
+                    if tweedie {
+                        noisy.measured[i].iter_mut().for_each(|v| *v /= scale);
+                    }
+                }
+                scales.push(scale);
+            }
+            if tweedie {
+                // complex σ splits into σ/√2 per real and imaginary part
+                let sn = sigma_abs / (std::f32::consts::SQRT_2 * scale);
+                noisy.sigma_n.extend(range.clone().map(|_| sn));
+            }
+        }
+        set.scales = scales;
+        if tweedie {
+            set.noisy = Some(noisy);
+        }
+        Ok(set)
     }
 
     /// A training set from image volumes `[frame, slice, row, col]`: every frame and slice is a
@@ -306,22 +402,7 @@ impl TrainingSet {
             }
             ranges.push(start..slices.len());
         }
-        let mut set = Self::new(&slices, acq, objective)?;
-        let mut scales = Vec::with_capacity(ranges.len());
-        for (k, range) in ranges.into_iter().enumerate() {
-            let mut mags = Vec::new();
-            for i in range.clone() {
-                mags.extend(set.measured_magnitudes_of(i)?);
-            }
-            let scale = scale_of(&mags)
-                .map_err(|e| DiffusionError::Config(format!("training volume {k}: {e}")))?;
-            for i in range {
-                set.images[i].iter_mut().for_each(|v| *v /= scale);
-            }
-            scales.push(scale);
-        }
-        set.scales = scales;
-        Ok(set)
+        Self::build(&slices, &ranges, acq, objective, true)
     }
 
     /// The measurement scale ([`measurement_scale`]) each input volume was divided by, in input
@@ -330,15 +411,26 @@ impl TrainingSet {
         &self.scales
     }
 
-    /// [`measured_magnitudes`] of scan `i`'s measurement `A_i x_i` at the set's current scale.
-    fn measured_magnitudes_of(&self, i: usize) -> Result<Vec<f32>> {
-        let (r, c) = (self.rows, self.cols);
+    /// σ_n of every scan (per real and imaginary part, normalised units) for a
+    /// [`TrainObjective::Tweedie`] set; `None` otherwise.
+    pub fn noise_levels(&self) -> Option<&[f32]> {
+        self.noisy.as_ref().map(|n| n.sigma_n.as_slice())
+    }
+
+    /// Scan `i`'s noiseless measurement `A_i x_i` at the set's current scale.
+    fn clean_measurement(&self, i: usize) -> Result<Vec<C32>> {
         let x = self
             .images
             .get(i)
             .ok_or_else(|| DiffusionError::Config(format!("scan {i} out of range")))?;
         let a = self.corruption.measurement(i as u64, None)?;
-        let y = a.measure(x, 0)?;
+        Ok(a.measure(x, 0)?)
+    }
+
+    /// [`measured_magnitudes`] of scan `i`'s measurement `y`.
+    fn measured_magnitudes_of(&self, i: usize, y: Vec<C32>) -> Result<Vec<f32>> {
+        let (r, c) = (self.rows, self.cols);
+        let a = self.corruption.measurement(i as u64, None)?;
         let mask = Self::mask(&a)?;
         let shape_err = |e: ndarray::ShapeError| DiffusionError::Shape(format!("scan {i}: {e}"));
         match a.domain {
@@ -444,8 +536,12 @@ impl TrainingSet {
                         .iter_mut()
                         .zip(Self::mask(&at)?.iter())
                         .for_each(|(d, s)| *d = *s);
-                    // noise σ is 0 (built with `corruption_config(0.0)`), so this is exactly A x
-                    a.measure(x, 0)?
+                    match &self.noisy {
+                        // Tweedie: the stored noisy measurement (zero outside A as well)
+                        Some(nd) => nd.measured[i].clone(),
+                        // noise σ is 0 (built with `corruption_config(0.0)`): exactly A x
+                        None => a.measure(x, 0)?,
+                    }
                 }
             };
             if values.len() != r * c {
@@ -463,7 +559,7 @@ impl TrainingSet {
         }
         let data = Tensor::from_vec(data, (n, 2, r, c), dev)?;
         let mask = |m: Vec<f32>| Tensor::from_vec(m, (n, 1, r, c), dev);
-        Ok(match self.objective {
+        let batch = match self.objective {
             Objective::Supervised => Batch::Supervised { x0: data },
             Objective::AmbientPixel => Batch::AmbientPixel {
                 x_a: data,
@@ -474,6 +570,17 @@ impl TrainingSet {
                 y: data,
                 mask_a: mask(ma)?,
                 mask_tilde: mask(mt)?,
+            },
+        };
+        Ok(match &self.noisy {
+            None => batch,
+            Some(nd) => Batch::Noisy {
+                inner: Box::new(batch),
+                sigma_n: Tensor::from_vec(
+                    scans.iter().map(|&i| nd.sigma_n[i]).collect::<Vec<f32>>(),
+                    n,
+                    dev,
+                )?,
             },
         })
     }

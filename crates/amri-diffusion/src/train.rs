@@ -33,7 +33,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DiffusionError, Result};
 use crate::fourier::CenteredDft2;
-use crate::loss::{ambient_kspace_loss, ambient_pixel_loss, supervised_loss};
+use crate::loss::{
+    ambient_kspace_loss, ambient_pixel_loss, supervised_loss, tweedie_kspace_loss,
+    tweedie_pixel_loss,
+};
 use crate::optim::{AdamW, AdamWParams};
 use crate::precond::{denoiser, Denoiser, DenoiserConfig, SigmaSampler};
 
@@ -273,6 +276,16 @@ pub enum Batch {
         /// x0, real/imag.
         x0: Tensor,
     },
+    /// An ambient batch ([`Batch::AmbientPixel`] or [`Batch::AmbientKspace`]) whose data carry
+    /// known Gaussian noise: trained with the double-Tweedie losses
+    /// ([`crate::loss::tweedie_pixel_loss`], [`crate::loss::tweedie_kspace_loss`]), σ drawn above
+    /// σ_n.
+    Noisy {
+        /// The ambient batch with the noisy data.
+        inner: Box<Batch>,
+        /// `[N]` noise standard deviation of each real and imaginary part of the data.
+        sigma_n: Tensor,
+    },
 }
 
 impl Batch {
@@ -282,6 +295,7 @@ impl Batch {
             Batch::AmbientPixel { .. } => Objective::AmbientPixel,
             Batch::AmbientKspace { .. } => Objective::AmbientKspace,
             Batch::Supervised { .. } => Objective::Supervised,
+            Batch::Noisy { inner, .. } => inner.objective(),
         }
     }
 
@@ -290,6 +304,7 @@ impl Batch {
             Batch::AmbientPixel { x_a, .. } => x_a,
             Batch::AmbientKspace { y, .. } => y,
             Batch::Supervised { x0 } => x0,
+            Batch::Noisy { inner, .. } => inner.data(),
         }
     }
 }
@@ -658,16 +673,82 @@ impl Trainer {
                 ambient_kspace_loss(&self.model, &p, &dft, y, mask_a, mask_tilde, sigma, noise)
             }
             Batch::Supervised { x0 } => supervised_loss(&self.model, &p, x0, sigma, noise),
+            Batch::Noisy { inner, sigma_n } => match inner.as_ref() {
+                Batch::AmbientPixel {
+                    x_a,
+                    mask_a,
+                    mask_tilde,
+                } => tweedie_pixel_loss(
+                    &self.model,
+                    &p,
+                    x_a,
+                    mask_a,
+                    mask_tilde,
+                    sigma,
+                    sigma_n,
+                    noise,
+                ),
+                Batch::AmbientKspace {
+                    y,
+                    mask_a,
+                    mask_tilde,
+                } => {
+                    let (_, _, h, w) = y.dims4()?;
+                    let dft = self.dft_for(h, w, y.device())?;
+                    tweedie_kspace_loss(
+                        &self.model,
+                        &p,
+                        &dft,
+                        y,
+                        mask_a,
+                        mask_tilde,
+                        sigma,
+                        sigma_n,
+                        noise,
+                    )
+                }
+                other => Err(DiffusionError::Unsupported(format!(
+                    "noisy-data training of a {:?} batch",
+                    other.objective()
+                ))),
+            },
         }
     }
 
     /// Draws σ `[N]` and noise shaped like the batch for the current step, from
-    /// [`step_rng`]`(seed, step)`: the same step always gets the same draws.
+    /// [`step_rng`]`(seed, step)`: the same step always gets the same draws. For a
+    /// [`Batch::Noisy`] each σ is redrawn until it exceeds the sample's σ_n (the log-normal
+    /// restricted to σ > σ_n).
     pub fn draw_noise(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         let x = batch.data();
         let dims = x.dims4()?;
         let mut rng = step_rng(self.cfg.seed, self.step as u64);
-        let sig = self.cfg.sigma.sample(dims.0, &mut rng)?;
+        let sig = match batch {
+            Batch::Noisy { sigma_n, .. } => {
+                let floor = sigma_n.to_vec1::<f32>()?;
+                let mut out = Vec::with_capacity(floor.len());
+                for sn in floor {
+                    let mut tries = 0;
+                    let s = loop {
+                        let s = self.cfg.sigma.sample(1, &mut rng)?[0];
+                        if s > sn {
+                            break s;
+                        }
+                        tries += 1;
+                        if tries > 100_000 {
+                            return Err(DiffusionError::Config(format!(
+                                "noise level σ_n = {sn} is above almost every training σ \
+                                 (log-normal P_mean {}, P_std {})",
+                                self.cfg.sigma.p_mean, self.cfg.sigma.p_std
+                            )));
+                        }
+                    };
+                    out.push(s);
+                }
+                out
+            }
+            _ => self.cfg.sigma.sample(dims.0, &mut rng)?,
+        };
         let count = x.elem_count();
         let noise: Vec<f32> = (0..count)
             .map(|_| StandardNormal.sample(&mut rng))

@@ -65,7 +65,9 @@ fn parts(b: &Batch) -> Result<(Nchw, Nchw, Nchw)> {
             mask_a,
             mask_tilde,
         } => Ok((vec4(y)?, vec4(mask_a)?, vec4(mask_tilde)?)),
-        Batch::Supervised { .. } => Err(DiffusionError::Config("supervised batch".into())),
+        Batch::Supervised { .. } | Batch::Noisy { .. } => Err(DiffusionError::Config(
+            "not a noiseless ambient batch".into(),
+        )),
     }
 }
 

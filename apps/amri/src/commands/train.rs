@@ -58,7 +58,8 @@ pub struct Common {
     /// Seed of weight initialisation, σ, noise and data order [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Loss: ambient (from corrupted data only) or supervised (clean images; reference)
+    /// Loss: ambient (from corrupted data only), tweedie (corrupted data with the protocol's
+    /// Gaussian noise_level, double-Tweedie loss) or supervised (clean images; reference)
     /// [default: ambient; --resume: the run's, a different value is an error].
     #[arg(long, value_parser = parse_objective)]
     pub objective: Option<TrainObjective>,
@@ -112,7 +113,10 @@ fn parse_objective(s: &str) -> Result<TrainObjective, String> {
     match s {
         "ambient" => Ok(TrainObjective::Ambient),
         "supervised" => Ok(TrainObjective::Supervised),
-        _ => Err(format!("expected ambient or supervised, got {s:?}")),
+        "tweedie" => Ok(TrainObjective::Tweedie),
+        _ => Err(format!(
+            "expected ambient, supervised or tweedie, got {s:?}"
+        )),
     }
 }
 
@@ -125,7 +129,7 @@ pub struct RunInfo {
     pub acquisition: amri_ops::simulate::Acquisition,
     /// Slices per batch (part of the data order).
     pub batch: usize,
-    /// `ambient` or `supervised`.
+    /// `ambient`, `supervised` or `tweedie`.
     pub objective: TrainObjective,
     /// Number of training slices.
     pub slices: usize,
