@@ -295,3 +295,135 @@ fn tweedie_objective_trains_on_noisy_protocols_only() {
         .failure()
         .stderr(predicate::str::contains("noise_level > 0"));
 }
+
+/// SplitMix64: the seeded kill times of the SIGKILL test.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The raw, EMA and optimiser tensors of a run's latest checkpoint, as bit patterns by name.
+fn final_state(run: &Path) -> Vec<(String, Vec<u32>)> {
+    let dir = run.join(std::fs::read_to_string(run.join("latest")).unwrap().trim());
+    let mut out = Vec::new();
+    for f in ["model.safetensors", "ema.safetensors", "optim.safetensors"] {
+        let ts = candle_core::safetensors::load(dir.join(f), &candle_core::Device::Cpu).unwrap();
+        let mut names: Vec<&String> = ts.keys().collect();
+        names.sort();
+        for n in names {
+            let bits = ts[n]
+                .to_dtype(candle_core::DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()
+                .into_iter()
+                .map(|v| (v as f32).to_bits())
+                .collect();
+            out.push((format!("{f}:{n}"), bits));
+        }
+    }
+    out
+}
+
+/// `step,loss,lr,grad_norm` of every loss.csv row (the wall-clock column differs by design).
+fn loss_rows(run: &Path) -> Vec<String> {
+    log_rows(run)
+        .iter()
+        .map(|r| r.rsplit_once(',').unwrap().0.to_owned())
+        .collect()
+}
+
+#[test]
+fn sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = volume(tmp.path());
+    let steps = 10;
+    let cmd = |out: &Path, resume: bool| {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("amri"));
+        c.args(["train", "--protocol", "pixel-90", "--preset", "tiny"])
+            .args([
+                "--steps",
+                &steps.to_string(),
+                "--batch",
+                "2",
+                "--seed",
+                "11",
+            ])
+            .args(["--checkpoint-every", "1", "--warmup", "3", "--ema", "0.9"])
+            .args(["--no-progress", "--out"])
+            .arg(out)
+            .arg(&vol)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    // the uninterrupted reference, timed to place the kills
+    let reference = tmp.path().join("reference");
+    let t0 = std::time::Instant::now();
+    assert!(cmd(&reference, false).status().unwrap().success());
+    let full = t0.elapsed();
+
+    // the same run killed with SIGKILL at three seeded random moments, resumed after each
+    let run = tmp.path().join("killed");
+    let mut rng = 2024u64;
+    let mut kills = 0;
+    let mut resumed_from = Vec::new();
+    for _ in 0..3 {
+        let resume = run.join("latest").is_file();
+        if resume {
+            resumed_from.push(card(&run)["steps"].as_u64().unwrap());
+        }
+        let done = if resume {
+            card(&run)["steps"].as_u64().unwrap()
+        } else {
+            0
+        };
+        let remaining = (steps as u64 - done) as f64 / steps as f64;
+        let mut child = cmd(&run, resume).spawn().unwrap();
+        // uniformly in [20 %, 90 %] of the expected duration of what is left
+        let frac = 0.2 + 0.7 * (splitmix(&mut rng) % 1000) as f64 / 1000.0;
+        std::thread::sleep(full.mul_f64(frac * remaining));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL on Unix
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    let resume = run.join("latest").is_file();
+    if resume {
+        resumed_from.push(card(&run)["steps"].as_u64().unwrap());
+    }
+    assert!(cmd(&run, resume).status().unwrap().success());
+    eprintln!("{kills} kills; resumed from steps {resumed_from:?}; full run {full:?}");
+    assert!(
+        kills >= 2,
+        "only {kills} kills landed: the test did not test"
+    );
+    assert!(
+        resumed_from.iter().any(|s| *s > 0 && *s < steps as u64),
+        "no resume from a mid-run checkpoint: {resumed_from:?}"
+    );
+
+    assert_eq!(card(&run)["steps"], steps);
+    let (a, b) = (final_state(&reference), final_state(&run));
+    assert_eq!(a.len(), b.len());
+    for ((na, va), (nb, vb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(va == vb, "{na} differs after kill + resume");
+    }
+    assert_eq!(loss_rows(&reference), loss_rows(&run));
+    // no temporary files left in the final checkpoint
+    let dir = run.join(std::fs::read_to_string(run.join("latest")).unwrap().trim());
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains(".tmp"), "stray {name}");
+    }
+}
