@@ -175,7 +175,7 @@ fn bad_inputs_give_clear_errors() {
         .args([
             "train",
             "--protocol",
-            "brain-r4-cartesian",
+            "gaussian-cs",
             "--steps",
             "1",
             "--out",
@@ -426,4 +426,35 @@ fn sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         assert!(!name.contains(".tmp"), "stray {name}");
     }
+}
+
+#[test]
+fn multicoil_protocols_train_with_acs_coil_maps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = volume(tmp.path());
+    let out = tmp.path().join("mc");
+    // 8 coils, random Cartesian R=4 with 8 % centre lines (3 of 32): maps from those lines
+    amri()
+        .args([
+            "train",
+            "--protocol",
+            "brain-r4-cartesian",
+            "--steps",
+            "2",
+            "--batch",
+            "2",
+        ])
+        .args(["--no-progress", "--out"])
+        .arg(&out)
+        .arg(&vol)
+        .assert()
+        .success();
+    let c = card(&out);
+    assert_eq!(c["steps"], 2);
+    assert_eq!(c["objective"], "ambient_kspace");
+    assert_eq!(c["corruption"]["acquisition"]["coils"], 8);
+    let rows = log_rows(&out);
+    assert_eq!(rows.len(), 2);
+    let loss: f64 = rows[1].split(',').nth(1).unwrap().parse().unwrap();
+    assert!(loss.is_finite() && loss > 0.0);
 }

@@ -20,6 +20,10 @@
 //! - pixel / box corruptions → [`Batch::AmbientPixel`] with `x_a = A ⊙ x`;
 //! - single-coil Cartesian or Poisson k-space → [`Batch::AmbientKspace`] with `y = M ⊙ F x`
 //!   (centred orthonormal DFT, as `amri_core::fft::fft2c`);
+//! - multi-coil k-space (`coils > 1`) → [`Batch::AmbientMulticoil`] with `y_c = M ⊙ F(S_c x)`
+//!   (`S_c` = `amri_ops::coils::synthetic_maps(coils, rows, cols, seed)`, as `amri simulate`)
+//!   and coil maps estimated from each scan's measured ACS only ([`acs_maps`]), `[N, coils, 2,
+//!   H, W]` each; the data are precomputed when the set is built;
 //! - the supervised objective → [`Batch::Supervised`] with the clean `x`.
 //!
 //! Measurement noise (`noise_level`) is not added for the ambient and supervised objectives (their
@@ -27,8 +31,9 @@
 //! measurement once, as `amri simulate` does (complex noise σ = `noise_level · max|x|` of the
 //! volume, on measured entries only, seed `acq.seed ^ (0x5EED_0000 + i)`), normalises it with
 //! the rest of the volume, and serves it as [`Batch::Noisy`] with
-//! `σ_n = σ/(√2·scale)` per real and imaginary part ([`TrainingSet::noise_levels`]). Multi-coil (`coils > 1`) and Gaussian-CS corruptions return
-//! [`DiffusionError::Unsupported`].
+//! `σ_n = σ/(√2·scale)` per real and imaginary part ([`TrainingSet::noise_levels`]).
+//! Gaussian-CS corruptions, multi-coil pixel/box acquisitions and multi-coil noisy-data training
+//! return [`DiffusionError::Unsupported`].
 //!
 //! Data order: step `t` with batch size `B` takes positions `t·B … t·B+B−1` of an endless stream
 //! that visits the scans in [`crate::train::data_order`]`(n, seed, epoch)` for epoch 0, 1, …
@@ -37,8 +42,9 @@
 
 use amri_core::fft::ifft2c;
 use amri_core::{Volume, C32};
-use amri_ops::coils::{rss, smooth_phase};
+use amri_ops::coils::{rss, smooth_phase, synthetic_maps};
 use amri_ops::corruption::{Corruption, CorruptionSpec, Domain, Measurement};
+use amri_ops::espirit::{acs_region_from_mask, espirit_with_region, EspiritConfig};
 use amri_ops::simulate::Acquisition;
 use candle_core::{Device, Tensor};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
@@ -193,6 +199,34 @@ pub fn normalise_volume(values: &mut [f32]) -> Result<f32> {
     Ok(scale)
 }
 
+/// Coil sensitivity maps `[coil, row, col]` of one multi-coil scan from its measured centred
+/// k-space `[coil, row, col]` and the `[row, col]` 0/1 calibration (ACS) mask only: ESPIRiT
+/// (amri-ops, BART defaults otherwise) on the largest fully sampled rectangle around DC inside
+/// `acs`, kernel `min(6, smallest side)`, **no crop** (`crop = 0`): maps have unit norm over
+/// coils at every pixel. BART's crop 0.8 zeroes most of an object that fills the field of view
+/// when the calibration region is narrow (docs/operators.md), which would hide it from the loss.
+/// Errors if the ACS region is missing or smaller than 3×3.
+pub fn acs_maps(kspace: ArrayView3<C32>, acs: ArrayView2<f32>) -> Result<Array3<C32>> {
+    let sampled = acs.mapv(|v| v != 0.0);
+    let region = acs_region_from_mask(sampled.view()).ok_or_else(|| {
+        DiffusionError::Config("no calibration (ACS) region at the k-space centre".into())
+    })?;
+    let side = region.size[0].min(region.size[1]);
+    if side < 3 {
+        return Err(DiffusionError::Config(format!(
+            "calibration region {}×{} is too small to estimate coil maps (needs ≥ 3×3; raise \
+             center_fraction)",
+            region.size[0], region.size[1]
+        )));
+    }
+    let cfg = EspiritConfig {
+        kernel: side.min(6),
+        crop: 0.0,
+        ..Default::default()
+    };
+    Ok(espirit_with_region(kspace, region, &cfg)?.maps)
+}
+
 /// The `batch` scan indices of training step `step` (see the module docs); empty if `n == 0`.
 pub fn batch_indices(n: usize, batch: usize, seed: u64, step: u64) -> Vec<usize> {
     if n == 0 {
@@ -229,6 +263,18 @@ pub struct TrainingSet {
     scales: Vec<f32>,
     /// For [`TrainObjective::Tweedie`]: every scan's noisy measurement and its σ_n.
     noisy: Option<NoisyData>,
+    /// For multi-coil k-space acquisitions: measured coil data and estimated maps.
+    coil_data: Option<CoilData>,
+}
+
+/// Multi-coil measurements and ACS-estimated coil maps (normalised units).
+#[derive(Debug, Clone)]
+struct CoilData {
+    coils: usize,
+    /// `y_i` `[coils, rows, cols]` flattened, centred k-space, zero outside M.
+    measured: Vec<Vec<C32>>,
+    /// ESPIRiT maps from `y_i`'s ACS, `[coils, rows, cols]` flattened.
+    maps: Vec<Vec<C32>>,
 }
 
 /// Noisy measurements of a [`TrainObjective::Tweedie`] set (normalised units).
@@ -273,14 +319,28 @@ impl TrainingSet {
                 s.shape()
             )));
         }
-        if acq.coils > 1 {
-            return Err(DiffusionError::Unsupported(format!(
-                "training under a {}-coil acquisition is not supported for training yet; \
-                 use coils = 1 (single-coil k-space, pixel or box corruptions)",
+        let tweedie = objective == TrainObjective::Tweedie;
+        let multicoil = acq.coils > 1 && objective != TrainObjective::Supervised;
+        if acq.coils > 64 {
+            return Err(DiffusionError::Config(format!(
+                "coils must be in [1, 64], got {}",
                 acq.coils
             )));
         }
-        let tweedie = objective == TrainObjective::Tweedie;
+        if multicoil && !matches!(acq.corruption, CorruptionSpec::Kspace { .. }) {
+            return Err(DiffusionError::Unsupported(format!(
+                "a {}-coil acquisition needs a k-space corruption for training (pixel and box \
+                 corruptions are single-image measurements; use coils = 1)",
+                acq.coils
+            )));
+        }
+        if multicoil && tweedie {
+            return Err(DiffusionError::Unsupported(format!(
+                "noisy-data (tweedie) training of {}-coil data is not supported; use the \
+                 ambient objective or a single-coil protocol",
+                acq.coils
+            )));
+        }
         let objective =
             match (objective, &acq.corruption) {
                 (_, CorruptionSpec::GaussianCs { .. }) => return Err(DiffusionError::Unsupported(
@@ -320,6 +380,13 @@ impl TrainingSet {
             objective,
             scales: Vec::new(),
             noisy: None,
+            coil_data: None,
+        };
+        let true_maps = multicoil.then(|| synthetic_maps(acq.coils, rows, cols, Some(acq.seed)));
+        let mut coil = CoilData {
+            coils: acq.coils,
+            measured: Vec::new(),
+            maps: Vec::new(),
         };
         let mut noisy = NoisyData {
             measured: Vec::new(),
@@ -344,13 +411,23 @@ impl TrainingSet {
                     noisy.measured.push(y);
                 }
             }
+            if let Some(maps) = &true_maps {
+                for i in range.clone() {
+                    // y_c = M F (S_c x): what a multi-coil scanner measures, as `amri simulate`
+                    let a = set.corruption.measurement(i as u64, Some(maps))?;
+                    coil.measured.push(a.measure(&set.images[i], 0)?);
+                }
+            }
             let mut scale = 1f32;
             if normalise {
                 let mut mags = Vec::new();
                 for i in range.clone() {
-                    let y = match tweedie {
-                        true => noisy.measured[i].clone(),
-                        false => set.clean_measurement(i)?,
+                    let y = if tweedie {
+                        noisy.measured[i].clone()
+                    } else if multicoil {
+                        coil.measured[i].clone()
+                    } else {
+                        set.clean_measurement(i)?
                     };
                     mags.extend(set.measured_magnitudes_of(i, y)?);
                 }
@@ -360,6 +437,9 @@ impl TrainingSet {
                     set.images[i].iter_mut().for_each(|v| *v /= scale);
                     if tweedie {
                         noisy.measured[i].iter_mut().for_each(|v| *v /= scale);
+                    }
+                    if multicoil {
+                        coil.measured[i].iter_mut().for_each(|v| *v /= scale);
                     }
                 }
                 scales.push(scale);
@@ -373,6 +453,21 @@ impl TrainingSet {
         set.scales = scales;
         if tweedie {
             set.noisy = Some(noisy);
+        }
+        if multicoil {
+            // coil maps from each scan's own measured ACS, never from the true maps
+            for (i, y) in coil.measured.iter().enumerate() {
+                let a = set.corruption.measurement(i as u64, None)?;
+                let acs = a.acs.clone().ok_or_else(|| {
+                    DiffusionError::Config(format!("scan {i}: k-space measurement without ACS"))
+                })?;
+                let k = Array3::from_shape_vec((acq.coils, rows, cols), y.clone())
+                    .map_err(|e| DiffusionError::Shape(format!("scan {i}: {e}")))?;
+                let maps = acs_maps(k.view(), acs.view())
+                    .map_err(|e| DiffusionError::Config(format!("scan {i}: {e}")))?;
+                coil.maps.push(maps.into_iter().collect());
+            }
+            set.coil_data = Some(coil);
         }
         Ok(set)
     }
@@ -505,6 +600,9 @@ impl TrainingSet {
         if n == 0 {
             return Err(DiffusionError::Config("empty batch".into()));
         }
+        if let Some(cd) = &self.coil_data {
+            return self.multicoil_batch(cd, scans, step, dev);
+        }
         let mut data = vec![0f32; n * 2 * r * c];
         let mut ma = vec![0f32; n * r * c];
         let mut mt = vec![0f32; n * r * c];
@@ -583,6 +681,62 @@ impl TrainingSet {
                 )?,
             },
         })
+    }
+
+    /// A [`Batch::AmbientMulticoil`]: `y`, maps `[N, coils, 2, H, W]`, masks `[N, 1, H, W]`.
+    fn multicoil_batch(
+        &self,
+        cd: &CoilData,
+        scans: &[usize],
+        step: u64,
+        dev: &Device,
+    ) -> Result<Batch> {
+        let (r, c, nc, n) = (self.rows, self.cols, cd.coils, scans.len());
+        let plane = r * c;
+        let mut y = vec![0f32; n * nc * 2 * plane];
+        let mut maps = vec![0f32; n * nc * 2 * plane];
+        let mut ma = vec![0f32; n * plane];
+        let mut mt = vec![0f32; n * plane];
+        for (b, &i) in scans.iter().enumerate() {
+            let (yi, si) = match (cd.measured.get(i), cd.maps.get(i)) {
+                (Some(y), Some(s)) => (y, s),
+                _ => {
+                    return Err(DiffusionError::Config(format!(
+                        "scan {i} out of range (have {})",
+                        self.len()
+                    )))
+                }
+            };
+            for (src, dst) in [(yi, &mut y), (si, &mut maps)] {
+                for k in 0..nc {
+                    let off = ((b * nc + k) * 2) * plane;
+                    for p in 0..plane {
+                        dst[off + p] = src[k * plane + p].re;
+                        dst[off + plane + p] = src[k * plane + p].im;
+                    }
+                }
+            }
+            let (a, at) = self.masks(i, step)?;
+            ma[b * plane..(b + 1) * plane]
+                .iter_mut()
+                .zip(a.iter())
+                .for_each(|(d, s)| *d = *s);
+            mt[b * plane..(b + 1) * plane]
+                .iter_mut()
+                .zip(at.iter())
+                .for_each(|(d, s)| *d = *s);
+        }
+        Ok(Batch::AmbientMulticoil {
+            y: Tensor::from_vec(y, (n, nc, 2, r, c), dev)?,
+            maps: Tensor::from_vec(maps, (n, nc, 2, r, c), dev)?,
+            mask_a: Tensor::from_vec(ma, (n, 1, r, c), dev)?,
+            mask_tilde: Tensor::from_vec(mt, (n, 1, r, c), dev)?,
+        })
+    }
+
+    /// Number of receive coils of the batches (1 unless a multi-coil k-space set).
+    pub fn coils(&self) -> usize {
+        self.coil_data.as_ref().map_or(1, |c| c.coils)
     }
 
     /// The batch of training step `step` for batch size `batch` under `seed`

@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DiffusionError, Result};
 use crate::fourier::CenteredDft2;
 use crate::loss::{
-    ambient_kspace_loss, ambient_pixel_loss, supervised_loss, tweedie_kspace_loss,
-    tweedie_pixel_loss,
+    ambient_kspace_loss, ambient_pixel_loss, multicoil_kspace_loss, supervised_loss,
+    tweedie_kspace_loss, tweedie_pixel_loss,
 };
 use crate::optim::{AdamW, AdamWParams};
 use crate::precond::{denoiser, Denoiser, DenoiserConfig, SigmaSampler};
@@ -276,6 +276,20 @@ pub enum Batch {
         /// x0, real/imag.
         x0: Tensor,
     },
+    /// Multi-coil k-space: `y_c = M ⊙ F(S_c x0)` `[N, coils, 2, H, W]` centred, the coil maps
+    /// `[N, coils, 2, H, W]` estimated from the ACS of `y` only, M and M̃ ⊆ M `[N, 1, H, W]`;
+    /// trained with [`crate::loss::multicoil_kspace_loss`] (network input and card objective as
+    /// [`Objective::AmbientKspace`]).
+    AmbientMulticoil {
+        /// `M ⊙ F(S_c x0)` per coil, real/imag.
+        y: Tensor,
+        /// Estimated coil maps (image domain), real/imag.
+        maps: Tensor,
+        /// M.
+        mask_a: Tensor,
+        /// M̃.
+        mask_tilde: Tensor,
+    },
     /// An ambient batch ([`Batch::AmbientPixel`] or [`Batch::AmbientKspace`]) whose data carry
     /// known Gaussian noise: trained with the double-Tweedie losses
     /// ([`crate::loss::tweedie_pixel_loss`], [`crate::loss::tweedie_kspace_loss`]), σ drawn above
@@ -295,6 +309,7 @@ impl Batch {
             Batch::AmbientPixel { .. } => Objective::AmbientPixel,
             Batch::AmbientKspace { .. } => Objective::AmbientKspace,
             Batch::Supervised { .. } => Objective::Supervised,
+            Batch::AmbientMulticoil { .. } => Objective::AmbientKspace,
             Batch::Noisy { inner, .. } => inner.objective(),
         }
     }
@@ -304,6 +319,7 @@ impl Batch {
             Batch::AmbientPixel { x_a, .. } => x_a,
             Batch::AmbientKspace { y, .. } => y,
             Batch::Supervised { x0 } => x0,
+            Batch::AmbientMulticoil { y, .. } => y,
             Batch::Noisy { inner, .. } => inner.data(),
         }
     }
@@ -673,6 +689,31 @@ impl Trainer {
                 ambient_kspace_loss(&self.model, &p, &dft, y, mask_a, mask_tilde, sigma, noise)
             }
             Batch::Supervised { x0 } => supervised_loss(&self.model, &p, x0, sigma, noise),
+            Batch::AmbientMulticoil {
+                y,
+                maps,
+                mask_a,
+                mask_tilde,
+            } => {
+                let d = y.dims();
+                if d.len() != 5 {
+                    return Err(DiffusionError::Shape(format!(
+                        "multi-coil data must be [N, coils, 2, H, W], got {d:?}"
+                    )));
+                }
+                let dft = self.dft_for(d[3], d[4], y.device())?;
+                multicoil_kspace_loss(
+                    &self.model,
+                    &p,
+                    &dft,
+                    y,
+                    maps,
+                    mask_a,
+                    mask_tilde,
+                    sigma,
+                    noise,
+                )
+            }
             Batch::Noisy { inner, sigma_n } => match inner.as_ref() {
                 Batch::AmbientPixel {
                     x_a,
@@ -721,7 +762,12 @@ impl Trainer {
     /// restricted to σ > σ_n).
     pub fn draw_noise(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         let x = batch.data();
-        let dims = x.dims4()?;
+        let dims = x.dims().to_vec();
+        if dims.len() < 4 {
+            return Err(DiffusionError::Shape(format!(
+                "batch data must be [N, …, H, W], got {dims:?}"
+            )));
+        }
         let mut rng = step_rng(self.cfg.seed, self.step as u64);
         let sig = match batch {
             Batch::Noisy { sigma_n, .. } => {
@@ -747,14 +793,14 @@ impl Trainer {
                 }
                 out
             }
-            _ => self.cfg.sigma.sample(dims.0, &mut rng)?,
+            _ => self.cfg.sigma.sample(dims[0], &mut rng)?,
         };
         let count = x.elem_count();
         let noise: Vec<f32> = (0..count)
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
         Ok((
-            Tensor::from_vec(sig, dims.0, x.device())?,
+            Tensor::from_vec(sig, dims[0], x.device())?,
             Tensor::from_vec(noise, dims, x.device())?,
         ))
     }

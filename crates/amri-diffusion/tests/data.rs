@@ -65,9 +65,9 @@ fn parts(b: &Batch) -> Result<(Nchw, Nchw, Nchw)> {
             mask_a,
             mask_tilde,
         } => Ok((vec4(y)?, vec4(mask_a)?, vec4(mask_tilde)?)),
-        Batch::Supervised { .. } | Batch::Noisy { .. } => Err(DiffusionError::Config(
-            "not a noiseless ambient batch".into(),
-        )),
+        Batch::Supervised { .. } | Batch::Noisy { .. } | Batch::AmbientMulticoil { .. } => Err(
+            DiffusionError::Config("not a noiseless ambient batch".into()),
+        ),
     }
 }
 
@@ -214,7 +214,8 @@ fn supervised_batches_are_the_clean_images() -> Result<()> {
 }
 
 #[test]
-fn multicoil_and_gaussian_cs_are_refused_clearly() -> Result<()> {
+fn unsupported_multicoil_combinations_and_gaussian_cs_are_refused_clearly() -> Result<()> {
+    // 16×16 at 12.5 % centre lines: a 2-line ACS cannot calibrate coil maps
     let mc = acq(serde_json::json!({
         "corruption": {"type": "kspace", "pattern": "equispaced", "acceleration": 4.0,
                        "center_fraction": 0.125},
@@ -224,8 +225,14 @@ fn multicoil_and_gaussian_cs_are_refused_clearly() -> Result<()> {
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
+    assert!(e.contains("too small to estimate coil maps"), "{e}");
+    let px = acq(serde_json::json!({"corruption": {"type": "pixel", "p": 0.5}, "coils": 4}))?;
+    let e = TrainingSet::new(&slices(1), &px, TrainObjective::Ambient)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(
-        e.contains("not supported for training yet") && e.contains("4-coil"),
+        e.contains("4-coil") && e.contains("k-space corruption"),
         "{e}"
     );
     let g = acq(serde_json::json!({"corruption": {"type": "gaussian_cs", "ratio": 0.5}}))?;
