@@ -347,3 +347,115 @@ fn every_corpus_file_has_a_case() {
         );
     }
 }
+
+/// A one-step training run on `MR_small` (64×64, a second), whose checkpoint folder is returned
+/// after its model card has been edited to describe a U-Net half as wide as the weights. Made
+/// here rather than kept in tests/bad-inputs/: a checkpoint is 13 MB.
+fn checkpoint_with_a_lying_card(dir: &Path) -> (PathBuf, u64) {
+    let img = corpus().join("../../sample-scans/dicom/MR_small.dcm");
+    let run = dir.join("run");
+    let o = Command::cargo_bin("amri")
+        .unwrap()
+        .args([
+            "train",
+            "--protocol",
+            "pixel-90",
+            "--steps",
+            "1",
+            "--batch",
+            "1",
+        ])
+        .args(["--checkpoint-every", "1", "--no-progress", "--out"])
+        .arg(&run)
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let latest = std::fs::read_to_string(run.join("latest")).unwrap();
+    let ckpt = run.join(latest.trim());
+    let card_path = ckpt.join("model.json");
+    let mut card: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&card_path).unwrap()).unwrap();
+    let unet = &mut card["denoiser"]["unet"];
+    let half = unet["base_channels"].as_u64().unwrap() / 2;
+    unet["base_channels"] = half.into();
+    unet["attention_head_channels"] = half.into();
+    std::fs::write(&card_path, serde_json::to_vec_pretty(&card).unwrap()).unwrap();
+    (ckpt, half)
+}
+
+#[test]
+fn checkpoint_that_does_not_match_its_card_is_refused_by_finetune_and_recon() {
+    let d = tempfile::tempdir().unwrap();
+    let (ckpt, half) = checkpoint_with_a_lying_card(d.path());
+    let img = corpus().join("../../sample-scans/dicom/MR_small.dcm");
+    let out = d.path().join("ft");
+    let args: Vec<String> = [
+        "finetune",
+        "--base",
+        &ckpt.to_string_lossy(),
+        "--protocol",
+        "pixel-90",
+        "--steps",
+        "2",
+        "--batch",
+        "1",
+        "--no-progress",
+        "--out",
+        &out.to_string_lossy(),
+        &img.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let err = run_failing("ckpt-00000001", &args);
+    assert!(err.contains(".safetensors"), "{err}");
+    assert!(err.contains(&format!("needs F32 [{half}]")), "{err}");
+    assert!(
+        !out.join("latest").exists(),
+        "a fine-tuned checkpoint was written"
+    );
+    // Through the library: the card check of load_checkpoint.
+    let e = amri_diffusion::train::load_checkpoint(
+        &ckpt,
+        amri_diffusion::train::Weights::Ema,
+        &candle_core::Device::Cpu,
+    )
+    .err()
+    .expect("a checkpoint with a lying card loaded")
+    .to_string();
+    assert!(
+        e.contains("ema.safetensors") && e.contains(&format!("needs F32 [{half}]")),
+        "{e}"
+    );
+
+    // And by reconstruction with the prior.
+    let sim = d.path().join("sim.npz");
+    Command::cargo_bin("amri")
+        .unwrap()
+        .args(["simulate", "--protocol", "pixel-90"])
+        .arg(&img)
+        .arg(&sim)
+        .assert()
+        .success();
+    let rec = d.path().join("rec.nii.gz");
+    let args: Vec<String> = [
+        "recon",
+        "--method",
+        "one-step",
+        "--model",
+        &ckpt.to_string_lossy(),
+        "--no-progress",
+        &sim.to_string_lossy(),
+        &rec.to_string_lossy(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let err = run_failing("ckpt-00000001", &args);
+    assert!(
+        err.contains("ema.safetensors") && err.contains("model card"),
+        "{err}"
+    );
+    assert!(!rec.exists());
+}
