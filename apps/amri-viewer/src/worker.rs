@@ -1,0 +1,636 @@
+//! Reconstructions on a background thread: simulate (when asked), estimate coil maps, run each
+//! method, and report progress, results and errors through a channel. The UI polls
+//! [`Worker::poll`] every frame and never blocks; [`Worker::cancel`] stops the solvers at their
+//! next iteration.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use amri_core::{Affine, KSpace, Volume, C32};
+use amri_ops::simulate::Acquisition;
+use amri_protocol::Method;
+use amri_recon::alg::IterInfo;
+use amri_recon::app::{self, CgSenseConfig, L1WaveletConfig, TvConfig};
+use ndarray::{s, Array3, Array4, Axis};
+
+use crate::error::{Result, ViewerError};
+use crate::study::ReconResult;
+
+/// A reconstruction method the viewer can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReconMethod {
+    /// One of the classical methods of `amri-recon`.
+    Classical(Method),
+}
+
+impl ReconMethod {
+    /// Every method offered, in panel order.
+    pub fn all() -> Vec<ReconMethod> {
+        Method::ALL
+            .into_iter()
+            .map(ReconMethod::Classical)
+            .collect()
+    }
+
+    /// Name shown on panels and checkboxes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReconMethod::Classical(m) => m.name(),
+        }
+    }
+
+    /// Whether the method has a regularisation weight λ.
+    pub fn has_lambda(self) -> bool {
+        matches!(self, ReconMethod::Classical(Method::L1Wavelet | Method::Tv))
+    }
+
+    /// Whether the method iterates.
+    pub fn iterates(self) -> bool {
+        !matches!(self, ReconMethod::Classical(Method::ZeroFilled))
+    }
+}
+
+/// Parameters of one method.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MethodParams {
+    /// Regularisation weight λ (BART `pics -r` scaling), when the method has one.
+    pub lambda: f32,
+    /// Iterations of iterative methods.
+    pub iterations: usize,
+    /// Seed (wavelet cycle spinning).
+    pub seed: u64,
+}
+
+impl MethodParams {
+    /// The defaults `amri demo` uses: λ = 0.005 for l1-wavelet/TV, 0 for CG-SENSE; 60
+    /// iterations (30 for CG-SENSE).
+    pub fn default_for(m: ReconMethod) -> Self {
+        match m {
+            ReconMethod::Classical(Method::CgSense) => MethodParams {
+                lambda: 0.0,
+                iterations: 30,
+                seed: 0,
+            },
+            ReconMethod::Classical(Method::ZeroFilled) => MethodParams {
+                lambda: 0.0,
+                iterations: 1,
+                seed: 0,
+            },
+            ReconMethod::Classical(_) => MethodParams {
+                lambda: 0.005,
+                iterations: 60,
+                seed: 0,
+            },
+        }
+    }
+}
+
+/// A simulation to run before reconstructing.
+#[derive(Clone, Debug)]
+pub struct Simulation {
+    /// Magnitude image `[slice, row, col]`.
+    pub image: Arc<Array3<f32>>,
+    /// Its voxel → world affine.
+    pub affine: Affine,
+    /// How to acquire it.
+    pub acquisition: Acquisition,
+}
+
+/// Where the measured data of a job comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// Measured data already loaded (or simulated before).
+    Measured(Box<KSpace>),
+    /// Simulate from an image first.
+    Simulate(Box<Simulation>),
+}
+
+/// One request: what to reconstruct and how.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// The measured data.
+    pub source: Source,
+    /// Methods with their parameters, run in this order.
+    pub methods: Vec<(ReconMethod, MethodParams)>,
+    /// Reconstruct only this slice (fast); `None` = every slice.
+    pub only_slice: Option<usize>,
+}
+
+/// What the worker reports.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// What it is doing now, in words.
+    Status(String),
+    /// Measured data simulated from the image, with the acquisition used.
+    Simulated(Box<KSpace>, Acquisition),
+    /// Coil maps `[slice, coil, row, col]` estimated for the whole volume (cache them).
+    Maps(Array4<C32>),
+    /// One finished reconstruction.
+    Result(Box<ReconResult>),
+    /// The job failed with this message.
+    Failed(String),
+    /// The job ended (always the last event).
+    Finished {
+        /// Stopped by [`Worker::cancel`].
+        cancelled: bool,
+        /// Wall time in seconds.
+        seconds: f64,
+    },
+}
+
+/// Handle of a running job.
+pub struct Worker {
+    rx: Receiver<Event>,
+    cancel: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+    finished: bool,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts `job` on a new thread; `wake` is called after every event (e.g. to request a
+    /// repaint).
+    pub fn spawn(job: Job, wake: impl Fn() + Send + 'static) -> Worker {
+        let (tx, rx) = channel();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
+        let total = Arc::new(AtomicUsize::new(1));
+        let ctl = Control {
+            tx,
+            wake: Box::new(wake),
+            cancel: cancel.clone(),
+            done: done.clone(),
+            total: total.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("amri-viewer-recon".into())
+            .spawn(move || {
+                let t = Instant::now();
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(job, &ctl)));
+                let failure = match r {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(p) => Some(format!(
+                        "the reconstruction failed: {}",
+                        p.downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "internal error".into())
+                    )),
+                };
+                let cancelled = ctl.cancelled();
+                if let Some(msg) = failure {
+                    if !cancelled {
+                        ctl.send(Event::Failed(msg));
+                    }
+                }
+                ctl.send(Event::Finished {
+                    cancelled,
+                    seconds: t.elapsed().as_secs_f64(),
+                });
+            })
+            .ok();
+        let mut w = Worker {
+            rx,
+            cancel,
+            done,
+            total,
+            finished: false,
+            handle,
+        };
+        if w.handle.is_none() {
+            w.finished = true;
+        }
+        w
+    }
+
+    /// Asks the job to stop at the next solver iteration; its partial results are dropped.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// True once cancel was asked.
+    pub fn is_cancelling(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// Fraction of the work done, in `[0, 1]`.
+    pub fn progress(&self) -> f32 {
+        let t = self.total.load(Ordering::Relaxed).max(1);
+        (self.done.load(Ordering::Relaxed) as f32 / t as f32).clamp(0.0, 1.0)
+    }
+
+    /// Every event reported since the last call (never blocks).
+    pub fn poll(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Ok(e) = self.rx.try_recv() {
+            if matches!(e, Event::Finished { .. }) {
+                self.finished = true;
+                if let Some(h) = self.handle.take() {
+                    let _ = h.join();
+                }
+            }
+            out.push(e);
+        }
+        if self.handle.as_ref().is_some_and(|h| h.is_finished()) && !self.finished {
+            // The thread ended without its last event (it cannot, but never hang on it).
+            while let Ok(e) = self.rx.try_recv() {
+                out.push(e);
+            }
+            self.finished = true;
+        }
+        out
+    }
+
+    /// True when the job has ended and its last event was polled.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+struct Control {
+    tx: Sender<Event>,
+    wake: Box<dyn Fn() + Send>,
+    cancel: Arc<AtomicBool>,
+    done: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+}
+
+impl Control {
+    fn send(&self, e: Event) {
+        let _ = self.tx.send(e);
+        (self.wake)();
+    }
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// Simulates the measurement of `image` under `acquisition` (as `amri simulate`).
+pub fn simulate(image: &Array3<f32>, affine: Affine, acquisition: &Acquisition) -> Result<KSpace> {
+    let vol = Volume::new(image.clone().insert_axis(Axis(0)), affine);
+    let mut k = amri_ops::simulate::simulate(&vol, 0, acquisition)?;
+    k.attributes.insert("source".into(), "amri-viewer".into());
+    Ok(k)
+}
+
+/// The measured data of one slice as a one-slice [`KSpace`].
+pub fn slice_of(ks: &KSpace, k: usize) -> KSpace {
+    let mut out = ks.clone();
+    out.data = ks.data.slice(s![k..k + 1, .., .., ..]).to_owned();
+    out.mask = ks
+        .mask
+        .as_ref()
+        .map(|m| m.slice(s![k..k + 1, .., ..]).to_owned());
+    out.reference = ks
+        .reference
+        .as_ref()
+        .map(|m| m.slice(s![k..k + 1, .., ..]).to_owned());
+    out.sensitivities = ks
+        .sensitivities
+        .as_ref()
+        .map(|m| m.slice(s![k..k + 1, .., .., ..]).to_owned());
+    out
+}
+
+/// Reconstructs `ks` with `method`, reporting each solver iteration to `progress` (as
+/// `amri recon` does); magnitude images `[slice, row, col]`.
+pub fn reconstruct(
+    ks: &KSpace,
+    method: ReconMethod,
+    p: &MethodParams,
+    progress: &(dyn Fn(usize, &IterInfo) -> ControlFlow<()> + Sync),
+) -> Result<Array3<f32>> {
+    let ReconMethod::Classical(m) = method;
+    match ks.attributes.get("domain").map(String::as_str) {
+        Some("image") => {
+            if m != Method::ZeroFilled {
+                return Err(ViewerError::msg(format!(
+                    "this is an image-domain measurement (pixel or box corruption); {} reconstructs k-space — use zero-filled, or a learned prior",
+                    m.name()
+                )));
+            }
+            return Ok(ks.data.index_axis(Axis(1), 0).mapv(|v| v.norm()));
+        }
+        Some("projection") => {
+            return Err(ViewerError::msg(
+                "this data holds Gaussian random projections; the classical methods reconstruct k-space",
+            ))
+        }
+        _ => {}
+    }
+    let img = match m {
+        Method::ZeroFilled => return Ok(app::zero_filled(ks)?),
+        Method::CgSense => {
+            let c = CgSenseConfig {
+                lambda: p.lambda,
+                iterations: p.iterations,
+                ..CgSenseConfig::default()
+            };
+            app::cg_sense_with(ks, None, &c, progress)?
+        }
+        Method::L1Wavelet => {
+            let c = L1WaveletConfig {
+                lambda: p.lambda,
+                iterations: p.iterations,
+                seed: p.seed,
+                ..L1WaveletConfig::default()
+            };
+            app::l1_wavelet_with(ks, None, &c, progress)?
+        }
+        Method::Tv => {
+            let c = TvConfig {
+                lambda: p.lambda,
+                iterations: p.iterations,
+                ..TvConfig::default()
+            };
+            app::tv_recon_with(ks, None, &c, progress)?
+        }
+        Method::OneStep | Method::Iterative => {
+            return Err(ViewerError::msg(format!(
+                "{} needs a learned prior (amri_diffusion::sample)",
+                m.name()
+            )))
+        }
+    };
+    Ok(img.magnitude())
+}
+
+fn run(job: Job, ctl: &Control) -> Result<()> {
+    let mut ks = match job.source {
+        Source::Measured(k) => *k,
+        Source::Simulate(sim) => {
+            ctl.send(Event::Status("simulating the acquisition".into()));
+            let k = simulate(&sim.image, sim.affine, &sim.acquisition)?;
+            ctl.send(Event::Simulated(Box::new(k.clone()), sim.acquisition));
+            k
+        }
+    };
+    let [slices, coils, rows, cols] = ks.shape4();
+    if let Some(k) = job.only_slice {
+        if k >= slices {
+            return Err(ViewerError::msg(format!(
+                "slice {k} is outside the data's {slices} slices"
+            )));
+        }
+        ks = slice_of(&ks, k);
+    }
+    let n = ks.shape4()[0];
+    let work: Vec<usize> = job
+        .methods
+        .iter()
+        .map(|(m, p)| {
+            if m.iterates() {
+                n * p.iterations.max(1)
+            } else {
+                n
+            }
+        })
+        .collect();
+    ctl.total
+        .store(work.iter().sum::<usize>().max(1), Ordering::Relaxed);
+    let needs_maps = coils > 1
+        && ks.sensitivities.is_none()
+        && ks.attributes.get("domain").is_none_or(|d| d == "kspace")
+        && job.methods.iter().any(|(m, _)| m.iterates());
+    if needs_maps {
+        ctl.send(Event::Status("estimating coil maps (ESPIRiT)".into()));
+        ks.sensitivities = app::resolve_maps(&ks, None)?;
+        if let (None, Some(m)) = (job.only_slice, ks.sensitivities.as_ref()) {
+            ctl.send(Event::Maps(m.clone()));
+        }
+    }
+    let mut base = 0usize;
+    for ((method, params), w) in job.methods.iter().zip(&work) {
+        if ctl.cancelled() {
+            break;
+        }
+        ctl.done.store(base, Ordering::Relaxed);
+        ctl.send(Event::Status(format!("{} …", method.name())));
+        let t = Instant::now();
+        let done = &ctl.done;
+        let cancel = &ctl.cancel;
+        let progress = |_: usize, _: &IterInfo| {
+            done.fetch_add(1, Ordering::Relaxed);
+            if cancel.load(Ordering::Relaxed) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let img = reconstruct(&ks, *method, params, &progress)?;
+        if ctl.cancelled() {
+            break;
+        }
+        let seconds = t.elapsed().as_secs_f64();
+        let (image, valid) = match job.only_slice {
+            None => (img, vec![true; slices]),
+            Some(k) => {
+                let mut full = Array3::zeros((slices, rows, cols));
+                full.index_axis_mut(Axis(0), k)
+                    .assign(&img.index_axis(Axis(0), 0));
+                let mut v = vec![false; slices];
+                v[k] = true;
+                (full, v)
+            }
+        };
+        let mut details = Vec::new();
+        if method.has_lambda() || matches!(method, ReconMethod::Classical(Method::CgSense)) {
+            details.push(format!("λ={}", params.lambda));
+        }
+        if method.iterates() {
+            details.push(format!("{} it", params.iterations));
+        }
+        details.push(format!("{seconds:.1} s"));
+        base += w;
+        ctl.done.store(base, Ordering::Relaxed);
+        ctl.send(Event::Result(Box::new(ReconResult {
+            label: method.name().to_string(),
+            image,
+            valid,
+            std: None,
+            seconds,
+            details: details.join(", "),
+        })));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amri_ops::corruption::{CorruptionSpec, KspacePattern};
+    use std::time::Duration;
+
+    fn phantom(slices: usize, n: usize) -> Array3<f32> {
+        Array3::from_shape_fn((slices, n, n), |(_, i, j)| {
+            let (y, x) = (i as f32 - n as f32 / 2.0, j as f32 - n as f32 / 2.0);
+            if x * x + y * y < (n as f32 * 0.35).powi(2) {
+                1.0 + 0.5 * ((i / 4 + j / 4) % 2) as f32
+            } else {
+                0.0
+            }
+        })
+    }
+
+    pub(crate) fn acquisition(acceleration: f64, coils: usize) -> Acquisition {
+        Acquisition {
+            corruption: CorruptionSpec::Kspace {
+                pattern: KspacePattern::Equispaced,
+                acceleration,
+                center_fraction: 0.25,
+                axis: 1,
+            },
+            delta: 0.1,
+            further: Default::default(),
+            further_box_size: None,
+            coils,
+            synthetic_phase: false,
+            noise_level: 0.0,
+            seed: 0,
+            store_maps: false,
+        }
+    }
+
+    fn wait(w: &mut Worker) -> Vec<Event> {
+        let mut all = Vec::new();
+        let t = Instant::now();
+        while !w.is_finished() {
+            all.extend(w.poll());
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "worker did not finish"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        all
+    }
+
+    #[test]
+    fn zero_filled_of_a_fully_sampled_single_coil_scan_is_the_image() {
+        let img = phantom(2, 16);
+        let job = Job {
+            source: Source::Simulate(Box::new(Simulation {
+                image: Arc::new(img.clone()),
+                affine: Affine::IDENTITY,
+                acquisition: acquisition(1.0, 1),
+            })),
+            methods: vec![(
+                ReconMethod::Classical(Method::ZeroFilled),
+                MethodParams::default_for(ReconMethod::Classical(Method::ZeroFilled)),
+            )],
+            only_slice: None,
+        };
+        let mut w = Worker::spawn(job, || {});
+        let ev = wait(&mut w);
+        let r = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::Result(r) => Some(r.clone()),
+                _ => None,
+            })
+            .expect("a result");
+        let err = (&r.image - &img)
+            .mapv(f32::abs)
+            .fold(0.0f32, |a, b| a.max(*b));
+        assert!(err < 1e-4, "zero-filled of full data differs by {err}");
+        assert!(ev.iter().any(|e| matches!(e, Event::Simulated(..))));
+        assert!(matches!(
+            ev.last(),
+            Some(Event::Finished {
+                cancelled: false,
+                ..
+            })
+        ));
+        assert_eq!(w.progress(), 1.0);
+    }
+
+    #[test]
+    fn cancel_stops_a_long_reconstruction_and_drops_it() {
+        let img = phantom(2, 32);
+        let k = simulate(&img, Affine::IDENTITY, &acquisition(4.0, 1)).unwrap();
+        let m = ReconMethod::Classical(Method::L1Wavelet);
+        let job = Job {
+            source: Source::Measured(Box::new(k)),
+            methods: vec![(
+                m,
+                MethodParams {
+                    lambda: 0.005,
+                    iterations: 1_000_000,
+                    seed: 0,
+                },
+            )],
+            only_slice: None,
+        };
+        let t = Instant::now();
+        let mut w = Worker::spawn(job, || {});
+        while w.progress() == 0.0 {
+            std::thread::sleep(Duration::from_millis(2));
+            assert!(t.elapsed() < Duration::from_secs(60));
+        }
+        w.cancel();
+        let ev = wait(&mut w);
+        assert!(t.elapsed() < Duration::from_secs(60));
+        assert!(!ev.iter().any(|e| matches!(e, Event::Result(_))));
+        assert!(!ev.iter().any(|e| matches!(e, Event::Failed(_))));
+        assert!(matches!(
+            ev.last(),
+            Some(Event::Finished {
+                cancelled: true,
+                ..
+            })
+        ));
+        assert!(w.progress() < 0.01);
+    }
+
+    #[test]
+    fn single_slice_job_fills_one_slice_and_errors_are_reported() {
+        let img = phantom(3, 16);
+        let k = simulate(&img, Affine::IDENTITY, &acquisition(2.0, 1)).unwrap();
+        let m = ReconMethod::Classical(Method::CgSense);
+        let job = Job {
+            source: Source::Measured(Box::new(k.clone())),
+            methods: vec![(m, MethodParams::default_for(m))],
+            only_slice: Some(1),
+        };
+        let mut w = Worker::spawn(job, || {});
+        let ev = wait(&mut w);
+        let r = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::Result(r) => Some(r.clone()),
+                _ => None,
+            })
+            .expect("a result");
+        assert_eq!(r.valid, vec![false, true, false]);
+        assert_eq!(r.image.index_axis(Axis(0), 0).sum(), 0.0);
+        assert!(r.image.index_axis(Axis(0), 1).sum() > 0.0);
+
+        let job = Job {
+            source: Source::Measured(Box::new(k)),
+            methods: vec![(m, MethodParams::default_for(m))],
+            only_slice: Some(7),
+        };
+        let mut w = Worker::spawn(job, || {});
+        let ev = wait(&mut w);
+        let msg = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::Failed(m) => Some(m.clone()),
+                _ => None,
+            })
+            .expect("an error");
+        assert!(msg.contains("slice 7"), "{msg}");
+    }
+}
