@@ -28,7 +28,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
 use serde::{Deserialize, Serialize};
 
-/// σ_data of the EDM preconditioning for images normalised to 99.5th percentile = 1.
+/// σ_data of the EDM preconditioning for volumes divided by their measurement scale
+/// (`amri_diffusion::data::measurement_scale`, 99.5th percentile of the zero-filled magnitude).
 const SIGMA_DATA: f64 = 0.5;
 /// Name of the loss log in the output folder.
 pub const LOSS_CSV: &str = "loss.csv";
