@@ -348,41 +348,9 @@ pub struct PriorRecon {
     pub std: Option<Array3<f32>>,
 }
 
-/// The 2-D problems of every slice of `ks` (k-space with its mask and maps, or an
-/// image-domain measurement with its pixel mask).
+/// The 2-D problems of every slice of `ks` ([`Problem::from_kspace`]).
 pub fn problems(ks: &KSpace) -> Result<Vec<Problem>> {
-    let [slices, _, rows, cols] = ks.shape4();
-    let image_domain = match ks.attributes.get("domain").map(String::as_str) {
-        Some("image") => true,
-        Some("projection") => bail!(
-            "holds Gaussian random projections; the learned priors here take k-space or image-domain measurements"
-        ),
-        _ => false,
-    };
-    (0..slices)
-        .map(|s| {
-            let mask: Array2<f32> = match &ks.mask {
-                Some(m) => m.index_axis(Axis(0), s).to_owned(),
-                None => Array2::ones((rows, cols)),
-            };
-            let data = ks.data.index_axis(Axis(0), s);
-            Ok(if image_domain {
-                Problem::Pixels {
-                    image: data.index_axis(Axis(0), 0).to_owned(),
-                    mask,
-                }
-            } else {
-                Problem::Kspace {
-                    kspace: data.to_owned(),
-                    mask,
-                    maps: ks
-                        .sensitivities
-                        .as_ref()
-                        .map(|m| m.index_axis(Axis(0), s).to_owned()),
-                }
-            })
-        })
-        .collect()
+    Ok(Problem::from_kspace(ks)?)
 }
 
 /// Reconstructs every slice of `ks` with the learned prior: one scale for the whole file

@@ -42,7 +42,7 @@ mod posterior;
 mod prior;
 
 use amri_core::fft::{fft2c, ifft2c};
-use amri_core::C32;
+use amri_core::{KSpace, C32};
 use amri_ops::espirit::{espirit_maps, EspiritConfig};
 use candle_core::{DType, Device, Tensor};
 use ndarray::{s, Array2, Array3, Axis, Zip};
@@ -129,6 +129,52 @@ pub(crate) struct Single {
 }
 
 impl Problem {
+    /// The problems of every slice of a [`KSpace`] as `amri_io` reads it: centred k-space
+    /// `[slice, coil, row, col]` with its mask (fully sampled if none) and stored maps, or, when
+    /// `attributes["domain"] == "image"` (pixel/box corruptions from `amri simulate`), the
+    /// corrupted image `[slice, 1, row, col]` with its pixel mask. Gaussian projections are
+    /// refused.
+    pub fn from_kspace(ks: &KSpace) -> Result<Vec<Problem>> {
+        let [slices, _, rows, cols] = ks.shape4();
+        let image_domain = match ks.attributes.get("domain").map(String::as_str) {
+            Some("image") => true,
+            Some("projection") => {
+                return Err(DiffusionError::Unsupported(
+                    "Gaussian random projections: the learned priors take k-space or \
+                     image-domain measurements"
+                        .into(),
+                ))
+            }
+            _ => false,
+        };
+        (0..slices)
+            .map(|s| {
+                let mask: Array2<f32> = match &ks.mask {
+                    Some(m) => m.index_axis(Axis(0), s).to_owned(),
+                    None => Array2::ones((rows, cols)),
+                };
+                let data = ks.data.index_axis(Axis(0), s);
+                let p = if image_domain {
+                    Problem::Pixels {
+                        image: data.index_axis(Axis(0), 0).to_owned(),
+                        mask,
+                    }
+                } else {
+                    Problem::Kspace {
+                        kspace: data.to_owned(),
+                        mask,
+                        maps: ks
+                            .sensitivities
+                            .as_ref()
+                            .map(|m| m.index_axis(Axis(0), s).to_owned()),
+                    }
+                };
+                p.validate()?;
+                Ok(p)
+            })
+            .collect()
+    }
+
     /// `(rows, cols)` of the image grid.
     pub fn shape(&self) -> (usize, usize) {
         match self {
