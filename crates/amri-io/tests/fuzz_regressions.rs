@@ -31,3 +31,13 @@ fn npz_member_with_the_same_header_bug_is_an_error() {
     // The npz target found the same 'fortran_order' slicing bug inside a bundle member.
     check("npz_fortran_order_utf8.npz", "fortran_order");
 }
+
+#[test]
+fn jpeg2000_codestream_larger_than_rows_columns_is_an_error_not_a_panic() {
+    // dicom-pixeldata 0.10.1's JPEG 2000 adapter indexed out of bounds: the codestream's SIZ
+    // says 64×63807 for a 64×64 image (found by the dicom target, 2026-11-23).
+    check(
+        "dicom_j2k_siz_larger_than_rows.dcm",
+        "component 0 is 63807×64 (rows×columns), larger than Rows×Columns 64×64",
+    );
+}

@@ -364,6 +364,100 @@ pub(crate) fn check_rle(
     Ok(())
 }
 
+/// Transfer syntax UIDs that dicom-pixeldata decodes with OpenJPEG (JPEG 2000 and HTJ2K).
+pub(crate) const JPEG2000: [&str; 7] = [
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.92",
+    "1.2.840.10008.1.2.4.93",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+];
+
+/// The first `n` bytes of the concatenation of `fragments[i..]` (fewer if there are not that
+/// many): a frame's encoded data is always whole fragments from some index on.
+fn head(fragments: &[Vec<u8>], i: usize, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n);
+    for f in &fragments[i..] {
+        let take = (n - out.len()).min(f.len());
+        out.extend_from_slice(&f[..take]);
+        if out.len() == n {
+            break;
+        }
+    }
+    out
+}
+
+/// Checks the JPEG 2000 codestream header (SIZ, ISO 15444-1 A.5.1) of every frame before
+/// dicom-pixeldata decodes it: no JP2 file-format wrapper (PS3.5 A.4.4 excludes it; its palette
+/// box could add components), at most `samples` components, and each component no larger than
+/// `rows × cols`. dicom-pixeldata 0.10 copies every decoded sample into a buffer sized from
+/// Rows × Columns and indexes out of bounds otherwise (found by fuzzing). A frame starts at a
+/// fragment boundary, so the header is read at each one.
+pub(crate) fn check_jpeg2000(
+    path: &Path,
+    fragments: &[Vec<u8>],
+    rows: usize,
+    cols: usize,
+    samples: usize,
+) -> Result<()> {
+    const JP2: [u8; 12] = [
+        0x00, 0x00, 0x00, 0x0c, 0x6a, 0x50, 0x20, 0x20, 0x0d, 0x0a, 0x87, 0x0a,
+    ];
+    const SOC_SIZ: [u8; 4] = [0xff, 0x4f, 0xff, 0x51];
+    let bad =
+        |msg: String| IoError::malformed(path, format!("corrupt JPEG 2000 pixel data: {msg}"));
+    for i in 0..fragments.len() {
+        let h = head(fragments, i, 42);
+        if h.starts_with(&JP2) {
+            return Err(bad(format!(
+                "fragment {i} is a JP2 file, which DICOM does not allow (a bare codestream is required)"
+            )));
+        }
+        if !h.starts_with(&SOC_SIZ) || h.len() < 42 {
+            // Not the start of a codestream (OpenJPEG refuses such a frame) or too short to
+            // hold a SIZ segment (OpenJPEG refuses it too).
+            continue;
+        }
+        let u32_at = |k: usize| u64::from(u32::from_be_bytes([h[k], h[k + 1], h[k + 2], h[k + 3]]));
+        // SOC(2) SIZ(2) Lsiz(2) Rsiz(2) Xsiz Ysiz XOsiz YOsiz XTsiz YTsiz XTOsiz YTOsiz Csiz(2)
+        let (x, y, x0, y0) = (u32_at(8), u32_at(12), u32_at(16), u32_at(20));
+        let ncomp = usize::from(u16::from_be_bytes([h[40], h[41]]));
+        if ncomp == 0 || ncomp > samples {
+            return Err(bad(format!(
+                "fragment {i} holds {ncomp} components, {samples} expected (SamplesPerPixel)"
+            )));
+        }
+        if x <= x0 || y <= y0 {
+            return Err(bad(format!(
+                "fragment {i} declares an empty image (Xsiz {x}, XOsiz {x0}, Ysiz {y}, YOsiz {y0})"
+            )));
+        }
+        let h = head(fragments, i, 42 + 3 * ncomp);
+        if h.len() < 42 + 3 * ncomp {
+            continue; // truncated SIZ: OpenJPEG refuses it
+        }
+        for c in 0..ncomp {
+            let (dx, dy) = (u64::from(h[43 + 3 * c]), u64::from(h[44 + 3 * c]));
+            if dx == 0 || dy == 0 {
+                return Err(bad(format!(
+                    "fragment {i} component {c} has a zero subsampling factor"
+                )));
+            }
+            let w = x.div_ceil(dx) - x0.div_ceil(dx);
+            let hgt = y.div_ceil(dy) - y0.div_ceil(dy);
+            if w > cols as u64 || hgt > rows as u64 {
+                return Err(bad(format!(
+                    "fragment {i} component {c} is {hgt}×{w} (rows×columns), larger than \
+                     Rows×Columns {rows}×{cols}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Number of bytes the PackBits stream `seg` decodes to, counted the way dicom-pixeldata decodes
 /// it (a literal run cut short by the end of the segment yields what is there; a replicate run
 /// missing its byte yields nothing).
@@ -388,7 +482,7 @@ fn packbits_len(seg: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
-mod rle_tests {
+mod codec_tests {
     use super::*;
 
     /// The PackBits example of Apple Technical Note TN1023: 15 bytes decoding to 24.
@@ -446,5 +540,52 @@ mod rle_tests {
         f[4..8].copy_from_slice(&1000u32.to_le_bytes());
         let e = check_rle(p, &[f], 4, 6, 1).unwrap_err().to_string();
         assert!(e.contains("spans bytes 1000..79"), "{e}");
+    }
+
+    /// A bare codestream header: SOC, SIZ for a `w`×`h` image of `comps` 8-bit components
+    /// with subsampling 1, then a few bytes standing in for the rest.
+    fn codestream(w: u32, h: u32, comps: u16) -> Vec<u8> {
+        let mut b = vec![0xff, 0x4f, 0xff, 0x51];
+        b.extend_from_slice(&(38 + 3 * comps).to_be_bytes()); // Lsiz
+        b.extend_from_slice(&0u16.to_be_bytes()); // Rsiz
+        for v in [w, h, 0, 0, w, h, 0, 0] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        b.extend_from_slice(&comps.to_be_bytes());
+        for _ in 0..comps {
+            b.extend_from_slice(&[7, 1, 1]);
+        }
+        b.extend_from_slice(&[0xff, 0x52, 0, 0]);
+        b
+    }
+
+    #[test]
+    fn jpeg2000_headers_are_checked_against_rows_columns_and_samples() {
+        let p = Path::new("x.dcm");
+        check_jpeg2000(p, &[codestream(64, 32, 1)], 32, 64, 1).unwrap();
+        // Split across fragments after an empty one (a frame is whole fragments from some index).
+        let cs = codestream(64, 33, 1);
+        let frags = vec![Vec::new(), cs[..3].to_vec(), cs[3..].to_vec()];
+        let e = check_jpeg2000(p, &frags, 32, 64, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("x.dcm") && e.contains("is 33×64 (rows×columns)"),
+            "{e}"
+        );
+        let e = check_jpeg2000(p, &[codestream(64, 32, 3)], 32, 64, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("3 components, 1 expected"), "{e}");
+        let mut jp2 = vec![
+            0, 0, 0, 0x0c, 0x6a, 0x50, 0x20, 0x20, 0x0d, 0x0a, 0x87, 0x0a,
+        ];
+        jp2.extend(codestream(64, 32, 1));
+        let e = check_jpeg2000(p, &[jp2], 32, 64, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("JP2 file"), "{e}");
+        // Not a codestream at all: left to the decoder, which refuses it.
+        check_jpeg2000(p, &[b"not jpeg".to_vec()], 32, 64, 1).unwrap();
     }
 }

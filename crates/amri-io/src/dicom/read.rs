@@ -292,6 +292,11 @@ fn read_instance(
             guard::check_rle(path, seq.fragments(), rows, cols, bytes_per)?;
         }
     }
+    if guard::JPEG2000.contains(&obj.meta().transfer_syntax()) {
+        if let Some(Value::PixelSequence(seq)) = obj.get(tags::PIXEL_DATA).map(|e| e.value()) {
+            guard::check_jpeg2000(path, seq.fragments(), rows, cols, spp as usize)?;
+        }
+    }
     let decoded =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()))
             .map_err(|_| {
