@@ -42,6 +42,7 @@
 pub mod data;
 pub mod error;
 pub mod fourier;
+pub mod fused;
 pub mod loss;
 pub mod memorize;
 pub mod optim;

@@ -21,10 +21,11 @@
 //! load from safetensors or a `VarMap` by name.
 
 use candle_core::{Module, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Init, Linear, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DiffusionError, Result};
+use crate::fused;
 
 /// Shape and capacity of a [`UNet`]; serialised into model cards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +67,22 @@ impl UNetConfig {
         }
     }
 
+    /// CPU preset for 256×256 images (≈1.2 M parameters for 3 input and 2 output channels):
+    /// `tiny`'s widths over five levels ×(1, 1, 2, 2, 2), one block per level, attention only at
+    /// the lowest level (16×16 for a 256×256 input), so that no attention map exceeds 256 tokens.
+    pub fn small(in_channels: usize, out_channels: usize) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            base_channels: 32,
+            channel_mult: vec![1, 1, 2, 2, 2],
+            blocks_per_level: 1,
+            attention_levels: vec![4],
+            attention_head_channels: 32,
+            groups: 8,
+        }
+    }
+
     /// Preset for real use on a GPU at 256×256: 64 base channels, five levels ×(1, 2, 2, 4, 4),
     /// two blocks per level, attention at the lowest level (16×16 for a 256×256 input); ≈26.9 M
     /// parameters for 3 input and 2 output channels.
@@ -82,13 +99,14 @@ impl UNetConfig {
         }
     }
 
-    /// A named preset (`"tiny"` or `"base"`).
+    /// A named preset (`"tiny"`, `"small"` or `"base"`).
     pub fn preset(name: &str, in_channels: usize, out_channels: usize) -> Result<Self> {
         match name {
             "tiny" => Ok(Self::tiny(in_channels, out_channels)),
+            "small" => Ok(Self::small(in_channels, out_channels)),
             "base" => Ok(Self::base(in_channels, out_channels)),
             other => Err(DiffusionError::Config(format!(
-                "unknown U-Net preset {other:?} (known: tiny, base)"
+                "unknown U-Net preset {other:?} (known: tiny, small, base)"
             ))),
         }
     }
@@ -156,30 +174,29 @@ pub fn positional_embedding(c: &Tensor, channels: usize) -> Result<Tensor> {
     Ok(Tensor::cat(&[args.cos()?, args.sin()?], 1)?)
 }
 
-/// A 2-D convolution (stride 1, padding `k/2`) that works around a candle 0.9 CPU bug: its tiled
-/// im2col kernel mistakes a contiguous NCHW input for NHWC when `C_in == H == W` and returns
-/// wrong values (fixed upstream in candle 0.11). For that shape the input is handed over with an
-/// equivalent non-contiguous layout, which takes candle's correct copying path.
+/// A 2-D convolution, stride 1, zero padding `k/2` (odd square kernel `k`), with bias.
+///
+/// On the CPU it runs [`crate::fused::conv2d`] (im2col + GEMM with a hand-written backward), which
+/// is also immune to candle 0.9's CPU conv bug for `C_in == H == W` inputs; on other devices
+/// candle's `conv2d`. Weights are `weight: [C_out, C_in, k, k]` and `bias: [C_out]`, the names
+/// and layout of `candle_nn::Conv2d`.
 #[derive(Debug, Clone)]
 pub struct Conv {
-    inner: Conv2d,
+    weight: Tensor,
+    bias: Tensor,
 }
 
 impl Conv {
     /// `[N, C_in, H, W] → [N, C_out, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, c, h, w) = x.dims4()?;
-        let k = self.inner.weight().dim(2)?;
-        if c == h && h == w && k > 1 && x.device().is_cpu() {
-            let x = x.transpose(2, 3)?.contiguous()?.transpose(2, 3)?;
-            return Ok(self.inner.forward(&x)?);
-        }
-        Ok(self.inner.forward(x)?)
+        let y = fused::conv2d(x, &self.weight)?;
+        Ok(y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?)
     }
 }
 
 /// A 2-D [`Conv`] with padding `k/2`; `zero_init` sets weight and bias to zero (EDM's
-/// `init_zero`), otherwise candle's default Kaiming-uniform initialisation.
+/// `init_zero`), otherwise the initialisation of `candle_nn::conv2d` (Kaiming-normal weights,
+/// bias uniform in `±1/sqrt(C_in)`).
 pub fn conv2d(
     in_c: usize,
     out_c: usize,
@@ -187,20 +204,75 @@ pub fn conv2d(
     zero_init: bool,
     vb: VarBuilder,
 ) -> Result<Conv> {
-    let cfg = Conv2dConfig {
-        padding: kernel / 2,
-        ..Default::default()
-    };
-    if zero_init {
-        let w = vb.get_with_hints((out_c, in_c, kernel, kernel), "weight", Init::Const(0.0))?;
-        let b = vb.get_with_hints(out_c, "bias", Init::Const(0.0))?;
-        Ok(Conv {
-            inner: Conv2d::new(w, Some(b), cfg),
-        })
+    if kernel % 2 == 0 {
+        return Err(DiffusionError::Config(format!(
+            "convolution kernels must be odd, got {kernel}"
+        )));
+    }
+    let (wi, bi) = if zero_init {
+        (Init::Const(0.0), Init::Const(0.0))
     } else {
-        Ok(Conv {
-            inner: candle_nn::conv2d(in_c, out_c, kernel, cfg, vb)?,
-        })
+        let bound = 1.0 / (in_c as f64).sqrt();
+        (
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )
+    };
+    Ok(Conv {
+        weight: vb.get_with_hints((out_c, in_c, kernel, kernel), "weight", wi)?,
+        bias: vb.get_with_hints(out_c, "bias", bi)?,
+    })
+}
+
+/// GroupNorm with per-channel affine (`weight`, `bias`: `[C]`, the names of
+/// `candle_nn::GroupNorm`), biased variance, `eps = 1e-5`; optionally fused with SiLU.
+#[derive(Debug, Clone)]
+pub struct Norm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+}
+
+/// Builds a [`Norm`] on `channels` channels in `groups` groups (weight 1, bias 0).
+pub fn norm(groups: usize, channels: usize, vb: VarBuilder) -> Result<Norm> {
+    if groups == 0 || channels % groups != 0 {
+        return Err(DiffusionError::Config(format!(
+            "{channels} channels do not split into {groups} GroupNorm groups"
+        )));
+    }
+    Ok(Norm {
+        weight: vb.get_with_hints(channels, "weight", Init::Const(1.0))?,
+        bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
+        groups,
+    })
+}
+
+impl Norm {
+    /// `[N, C, H, W] → [N, C, H, W]`, normalised per sample and group.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(fused::group_norm(
+            x,
+            &self.weight,
+            &self.bias,
+            self.groups,
+            1e-5,
+            false,
+        )?)
+    }
+
+    /// `silu(GroupNorm(x))` in one fused pass on the CPU.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(fused::group_norm(
+            x,
+            &self.weight,
+            &self.bias,
+            self.groups,
+            1e-5,
+            true,
+        )?)
     }
 }
 
@@ -208,7 +280,7 @@ pub fn conv2d(
 /// zero-initialised 1×1 output projection; returns only the residual branch.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    norm: GroupNorm,
+    norm: Norm,
     qkv: Conv,
     proj: Conv,
     heads: usize,
@@ -223,7 +295,7 @@ pub fn attention(channels: usize, cfg: &UNetConfig, vb: VarBuilder) -> Result<At
         )));
     }
     Ok(Attention {
-        norm: candle_nn::group_norm(cfg.groups, channels, 1e-5, vb.pp("norm"))?,
+        norm: norm(cfg.groups, channels, vb.pp("norm"))?,
         qkv: conv2d(channels, 3 * channels, 1, false, vb.pp("qkv"))?,
         proj: conv2d(channels, channels, 1, true, vb.pp("proj"))?,
         heads,
@@ -262,10 +334,10 @@ impl Attention {
 /// Residual block with noise-embedding injection and optional self-attention.
 #[derive(Debug, Clone)]
 pub struct ResBlock {
-    norm0: GroupNorm,
+    norm0: Norm,
     conv0: Conv,
     affine: Linear,
-    norm1: GroupNorm,
+    norm1: Norm,
     conv1: Conv,
     skip: Option<Conv>,
     attn: Option<Attention>,
@@ -281,10 +353,10 @@ pub fn res_block(
     vb: VarBuilder,
 ) -> Result<ResBlock> {
     Ok(ResBlock {
-        norm0: candle_nn::group_norm(cfg.groups, in_c, 1e-5, vb.pp("norm0"))?,
+        norm0: norm(cfg.groups, in_c, vb.pp("norm0"))?,
         conv0: conv2d(in_c, out_c, 3, false, vb.pp("conv0"))?,
         affine: candle_nn::linear(cfg.emb_channels(), out_c, vb.pp("affine"))?,
-        norm1: candle_nn::group_norm(cfg.groups, out_c, 1e-5, vb.pp("norm1"))?,
+        norm1: norm(cfg.groups, out_c, vb.pp("norm1"))?,
         conv1: conv2d(out_c, out_c, 3, true, vb.pp("conv1"))?,
         skip: if in_c != out_c {
             Some(conv2d(in_c, out_c, 1, false, vb.pp("skip"))?)
@@ -302,10 +374,10 @@ pub fn res_block(
 impl ResBlock {
     /// `x: [N, in_c, H, W]`, `emb: [N, emb_channels]` → `[N, out_c, H, W]`.
     pub fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = self.conv0.forward(&self.norm0.forward(x)?.silu()?)?;
+        let h = self.conv0.forward(&self.norm0.forward_silu(x)?)?;
         let bias = self.affine.forward(emb)?.unsqueeze(2)?.unsqueeze(3)?;
         let h = h.broadcast_add(&bias)?;
-        let h = self.conv1.forward(&self.norm1.forward(&h)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(&h)?)?;
         let skip = match &self.skip {
             Some(s) => s.forward(x)?,
             None => x.clone(),
@@ -332,7 +404,7 @@ pub struct UNet {
     dec: Vec<Vec<ResBlock>>,
     /// Post-upsampling convolutions, `up[l]` goes from level `l+1` to level `l`.
     up: Vec<Conv>,
-    out_norm: GroupNorm,
+    out_norm: Norm,
     out_conv: Conv,
 }
 
@@ -408,7 +480,7 @@ pub fn unet(cfg: &UNetConfig, vb: VarBuilder) -> Result<UNet> {
             debug_assert_eq!(cur, ch(l));
         }
     }
-    let out_norm = candle_nn::group_norm(cfg.groups, ch(0), 1e-5, vb.pp("out_norm"))?;
+    let out_norm = norm(cfg.groups, ch(0), vb.pp("out_norm"))?;
     let out_conv = conv2d(ch(0), cfg.out_channels, 3, true, vb.pp("out_conv"))?;
     Ok(UNet {
         cfg: cfg.clone(),
@@ -478,14 +550,11 @@ impl UNet {
                 hcur = b.forward(&Tensor::cat(&[&hcur, &s], 1)?, &emb)?;
             }
             if l > 0 {
-                let (_, _, hh, ww) = hcur.dims4()?;
-                hcur = hcur.upsample_nearest2d(2 * hh, 2 * ww)?;
+                hcur = fused::upsample2x(&hcur)?;
                 hcur = self.up[l - 1].forward(&hcur)?;
             }
         }
-        let out = self
-            .out_conv
-            .forward(&self.out_norm.forward(&hcur)?.silu()?)?;
+        let out = self.out_conv.forward(&self.out_norm.forward_silu(&hcur)?)?;
         Ok(out)
     }
 }
@@ -667,8 +736,7 @@ mod tests {
 
     #[test]
     fn conv_matches_direct_convolution_including_channels_equal_size() -> Result<()> {
-        // C_in == H == W is the shape where candle 0.9's CPU conv2d is wrong without the
-        // workaround in `Conv`.
+        // C_in == H == W is the shape where candle 0.9's own CPU conv2d is wrong.
         let dev = Device::Cpu;
         for &(ci, hw) in &[(8usize, 8usize), (3, 8), (4, 4)] {
             let vm = VarMap::new();
@@ -679,19 +747,16 @@ mod tests {
                 false,
                 VarBuilder::from_varmap(&vm, DType::F32, &dev),
             )?;
-            let bias = conv
-                .inner
-                .bias()
-                .cloned()
-                .ok_or_else(|| DiffusionError::Config("bias".into()))?;
+            let bias = conv.bias.clone();
             let conv_nb = Conv {
-                inner: Conv2d::new(conv.inner.weight().clone(), None, *conv.inner.config()),
+                weight: conv.weight.clone(),
+                bias: bias.zeros_like()?,
             };
             let x = Tensor::randn(0f32, 1., (2, ci, hw, hw), &dev)?;
             let got = conv_nb.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
             let want = naive_conv(
                 &x.flatten_all()?.to_vec1::<f32>()?,
-                &conv.inner.weight().flatten_all()?.to_vec1::<f32>()?,
+                &conv.weight.flatten_all()?.to_vec1::<f32>()?,
                 2,
                 ci,
                 5,
@@ -768,6 +833,26 @@ mod tests {
             (5_000_000..100_000_000).contains(&n),
             "base has {n} parameters"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn small_preset_runs_at_a_non_square_size_with_16x16_attention() -> Result<()> {
+        let vm = VarMap::new();
+        let cfg = UNetConfig::small(3, 2);
+        let net = unet(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu))?;
+        let n = param_count(&vm);
+        assert!(
+            (1_000_000..2_000_000).contains(&n),
+            "small has {n} parameters"
+        );
+        assert_eq!(cfg.size_multiple(), 16);
+        let x = Tensor::randn(0f32, 1., (1, 3, 32, 48), &Device::Cpu)?;
+        let y = net.forward(&x, &Tensor::new(&[0.1f32], &Device::Cpu)?)?;
+        assert_eq!(y.dims(), &[1, 2, 32, 48]);
+        assert!(net
+            .forward(&x.narrow(3, 0, 40)?, &Tensor::new(&[0.1f32], &Device::Cpu)?)
+            .is_err());
         Ok(())
     }
 

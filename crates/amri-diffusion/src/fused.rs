@@ -1,0 +1,731 @@
+//! CPU kernels with hand-written backward passes for the U-Net's hot spots.
+//!
+//! candle 0.9's CPU backward passes are the slow part of a training step: a 3×3 convolution's
+//! input gradient goes through a direct-loop `conv_transpose2d`, GroupNorm and SiLU are
+//! composed of a dozen element-wise ops that each allocate, and nearest-neighbour upsampling's
+//! gradient is a grouped convolution. The ops here do the same maths in one pass each:
+//!
+//! - [`conv2d`]: stride-1 "same" convolution (odd square kernel, padding `k/2`) as im2col + one
+//!   GEMM per image (faer), with backward passes that are GEMMs + col2im;
+//! - [`group_norm`]: GroupNorm with an optional fused SiLU, forward and backward in one pass over
+//!   each group;
+//! - [`upsample2x`]: nearest-neighbour ×2 upsampling whose backward is a 2×2 sum-pool.
+//!
+//! All take and return NCHW `f32` tensors. On devices other than the CPU they fall back to
+//! candle's own ops, so the `cuda` build is unchanged. The unit tests check values and gradients
+//! against candle's reference ops.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+type CResult<T> = candle_core::Result<T>;
+
+/// A contiguous `f32` slice of a CPU storage, or an error naming the op.
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> CResult<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("{op}: only f32 tensors are supported"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// Parallelism for one GEMM: all threads when images are not processed in parallel.
+fn gemm_par(parallel_over_images: bool) -> Par {
+    if parallel_over_images {
+        Par::Seq
+    } else {
+        Par::rayon(0)
+    }
+}
+
+/// Shape of a stride-1 same convolution: batch, input channels, output channels, H, W, kernel.
+#[derive(Debug, Clone, Copy)]
+struct ConvDims {
+    n: usize,
+    ci: usize,
+    co: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+}
+
+impl ConvDims {
+    fn from_layouts(x: &Layout, wt: &Layout, op: &str) -> CResult<Self> {
+        let (n, ci, h, w) = x.shape().dims4()?;
+        let (co, ci2, k, k2) = wt.shape().dims4()?;
+        if ci2 != ci || k != k2 || k % 2 == 0 {
+            candle_core::bail!(
+                "{op}: kernel {:?} does not fit input {:?} (odd square kernels only)",
+                wt.shape(),
+                x.shape()
+            );
+        }
+        Ok(Self { n, ci, co, h, w, k })
+    }
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
+    fn kk(&self) -> usize {
+        self.ci * self.k * self.k
+    }
+}
+
+/// im2col for one image: `col[(c·k + ky)·k + kx, y·W + x] = img[c, y + ky − p, x + kx − p]`
+/// (zero outside), `col: [C·k², H·W]` row-major.
+fn im2col(img: &[f32], d: &ConvDims, col: &mut [f32]) {
+    let (h, w, k) = (d.h, d.w, d.k);
+    let p = k / 2;
+    col.par_chunks_mut(h * w)
+        .enumerate()
+        .with_min_len(8)
+        .for_each(|(row, out)| {
+            let c = row / (k * k);
+            let ky = (row / k) % k;
+            let kx = row % k;
+            let src = &img[c * h * w..(c + 1) * h * w];
+            for y in 0..h {
+                let sy = y as isize + ky as isize - p as isize;
+                let dst = &mut out[y * w..(y + 1) * w];
+                if sy < 0 || sy >= h as isize {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let srow = &src[sy as usize * w..(sy as usize + 1) * w];
+                // x + kx − p in [0, w): x in [p − kx, w + p − kx)
+                let lo = p.saturating_sub(kx).min(w);
+                let hi = (w + p).saturating_sub(kx).min(w);
+                dst[..lo].fill(0.0);
+                dst[hi..].fill(0.0);
+                if lo < hi {
+                    let s0 = lo + kx - p;
+                    dst[lo..hi].copy_from_slice(&srow[s0..s0 + (hi - lo)]);
+                }
+            }
+        });
+}
+
+/// col2im for one image: the adjoint of [`im2col`], accumulated into `img: [C, H, W]`.
+fn col2im(col: &[f32], d: &ConvDims, img: &mut [f32]) {
+    let (h, w, k) = (d.h, d.w, d.k);
+    let p = k / 2;
+    img.par_chunks_mut(h * w).enumerate().for_each(|(c, dst)| {
+        dst.fill(0.0);
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = (c * k + ky) * k + kx;
+                let src = &col[row * h * w..(row + 1) * h * w];
+                let lo = p.saturating_sub(kx).min(w);
+                let hi = (w + p).saturating_sub(kx).min(w);
+                if lo >= hi {
+                    continue;
+                }
+                for y in 0..h {
+                    let sy = y as isize + ky as isize - p as isize;
+                    if sy < 0 || sy >= h as isize {
+                        continue;
+                    }
+                    let s0 = lo + kx - p;
+                    let drow = &mut dst[sy as usize * w + s0..sy as usize * w + s0 + hi - lo];
+                    let srow = &src[y * w + lo..y * w + hi];
+                    for (a, b) in drow.iter_mut().zip(srow) {
+                        *a += *b;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Runs `f(image index, scratch)` for every image, in parallel over images when there are at
+/// least as many images as threads, with one `[C·k², H·W]` scratch buffer per task.
+fn for_images<F>(d: &ConvDims, out: &mut [f32], per_image: usize, f: F)
+where
+    F: Fn(usize, &mut [f32], &mut Vec<f32>, bool) + Sync + Send,
+{
+    let par = d.n >= rayon::current_num_threads() && d.n > 1;
+    if par {
+        out.par_chunks_mut(per_image)
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (i, o)| f(i, o, scratch, true));
+    } else {
+        let mut scratch = Vec::new();
+        for (i, o) in out.chunks_mut(per_image).enumerate() {
+            f(i, o, &mut scratch, false);
+        }
+    }
+}
+
+/// Forward convolution: `y[n] = W · im2col(x[n])`.
+struct Conv2dOp;
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "amri-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let d = ConvDims::from_layouts(l1, l2, self.name())?;
+        let x = slice(s1, l1, self.name())?;
+        let wt = slice(s2, l2, self.name())?;
+        let mut out = vec![0f32; d.n * d.co * d.hw()];
+        let wm = MatRef::from_row_major_slice(wt, d.co, d.kk());
+        for_images(&d, &mut out, d.co * d.hw(), |i, o, scratch, par| {
+            let img = &x[i * d.ci * d.hw()..(i + 1) * d.ci * d.hw()];
+            let dst = MatMut::from_row_major_slice_mut(o, d.co, d.hw());
+            if d.k == 1 {
+                let cm = MatRef::from_row_major_slice(img, d.ci, d.hw());
+                matmul(dst, Accum::Replace, wm, cm, 1.0, gemm_par(par));
+            } else {
+                scratch.resize(d.kk() * d.hw(), 0.0);
+                im2col(img, &d, scratch);
+                let cm = MatRef::from_row_major_slice(scratch.as_slice(), d.kk(), d.hw());
+                matmul(dst, Accum::Replace, wm, cm, 1.0, gemm_par(par));
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((d.n, d.co, d.h, d.w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wt: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let gx = grad.apply_op2_no_bwd(wt, &ConvGradInput)?;
+        let gw = x.apply_op2_no_bwd(&grad, &ConvGradWeight { k: wt.dim(2)? })?;
+        Ok((Some(gx), Some(gw)))
+    }
+}
+
+/// Input gradient: `dx[n] = col2im(Wᵀ · g[n])`; `(g, W) → dx`.
+struct ConvGradInput;
+
+impl CustomOp2 for ConvGradInput {
+    fn name(&self) -> &'static str {
+        "amri-conv2d-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let g = slice(s1, l1, self.name())?;
+        let wt = slice(s2, l2, self.name())?;
+        let (n, co, h, w) = l1.shape().dims4()?;
+        let (co2, ci, k, _) = l2.shape().dims4()?;
+        if co2 != co {
+            candle_core::bail!("{}: gradient/kernel channel mismatch", self.name());
+        }
+        let d = ConvDims { n, ci, co, h, w, k };
+        let mut out = vec![0f32; n * ci * d.hw()];
+        let wm = MatRef::from_row_major_slice(wt, co, d.kk());
+        for_images(&d, &mut out, ci * d.hw(), |i, o, scratch, par| {
+            let gi = MatRef::from_row_major_slice(
+                &g[i * co * d.hw()..(i + 1) * co * d.hw()],
+                co,
+                d.hw(),
+            );
+            if k == 1 {
+                let dst = MatMut::from_row_major_slice_mut(o, ci, d.hw());
+                matmul(dst, Accum::Replace, wm.transpose(), gi, 1.0, gemm_par(par));
+            } else {
+                scratch.resize(d.kk() * d.hw(), 0.0);
+                let cm = MatMut::from_row_major_slice_mut(scratch.as_mut_slice(), d.kk(), d.hw());
+                matmul(cm, Accum::Replace, wm.transpose(), gi, 1.0, gemm_par(par));
+                col2im(scratch, &d, o);
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, ci, h, w))))
+    }
+}
+
+/// Kernel gradient: `dW = Σ_n g[n] · im2col(x[n])ᵀ`; `(x, g) → dW`.
+struct ConvGradWeight {
+    k: usize,
+}
+
+impl CustomOp2 for ConvGradWeight {
+    fn name(&self) -> &'static str {
+        "amri-conv2d-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, self.name())?;
+        let g = slice(s2, l2, self.name())?;
+        let (n, ci, h, w) = l1.shape().dims4()?;
+        let (_, co, _, _) = l2.shape().dims4()?;
+        let k = self.k;
+        let d = ConvDims { n, ci, co, h, w, k };
+        let kk = d.kk();
+        let hw = d.hw();
+        let accumulate = |i: usize, acc: &mut [f32], scratch: &mut Vec<f32>, par: bool| {
+            let img = &x[i * ci * hw..(i + 1) * ci * hw];
+            let gi = MatRef::from_row_major_slice(&g[i * co * hw..(i + 1) * co * hw], co, hw);
+            let dst = MatMut::from_row_major_slice_mut(acc, co, kk);
+            if k == 1 {
+                let cm = MatRef::from_row_major_slice(img, ci, hw);
+                matmul(dst, Accum::Add, gi, cm.transpose(), 1.0, gemm_par(par));
+            } else {
+                scratch.resize(kk * hw, 0.0);
+                im2col(img, &d, scratch);
+                let cm = MatRef::from_row_major_slice(scratch.as_slice(), kk, hw);
+                matmul(dst, Accum::Add, gi, cm.transpose(), 1.0, gemm_par(par));
+            }
+        };
+        let out = if n >= rayon::current_num_threads() && n > 1 {
+            (0..n)
+                .into_par_iter()
+                .fold(
+                    || (vec![0f32; co * kk], Vec::new()),
+                    |(mut acc, mut scratch), i| {
+                        accumulate(i, &mut acc, &mut scratch, true);
+                        (acc, scratch)
+                    },
+                )
+                .map(|(acc, _)| acc)
+                .reduce(
+                    || vec![0f32; co * kk],
+                    |mut a, b| {
+                        for (x, y) in a.iter_mut().zip(&b) {
+                            *x += *y;
+                        }
+                        a
+                    },
+                )
+        } else {
+            let mut acc = vec![0f32; co * kk];
+            let mut scratch = Vec::new();
+            for i in 0..n {
+                accumulate(i, &mut acc, &mut scratch, false);
+            }
+            acc
+        };
+        Ok((CpuStorage::F32(out), Shape::from((co, ci, k, k))))
+    }
+}
+
+/// Stride-1 "same" 2-D convolution without bias: `x: [N, C_in, H, W]`, `w: [C_out, C_in, k, k]`
+/// (odd `k`, zero padding `k/2`) → `[N, C_out, H, W]`. Fast CPU kernels with a hand-written
+/// backward; candle's `conv2d` elsewhere.
+pub fn conv2d(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
+        x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp)
+    } else {
+        let k = w.dim(2)?;
+        let (_, c, h, wd) = x.dims4()?;
+        if c == h && h == wd && k > 1 && x.device().is_cpu() {
+            // candle 0.9's tiled CPU im2col mistakes a contiguous NCHW input for NHWC when
+            // C == H == W; a non-contiguous layout takes its correct copying path.
+            let x = x.transpose(2, 3)?.contiguous()?.transpose(2, 3)?;
+            return x.conv2d(w, k / 2, 1, 1, 1);
+        }
+        x.conv2d(w, k / 2, 1, 1, 1)
+    }
+}
+
+/// Statistics of one group: mean and `1/sqrt(var + eps)` (biased variance, as PyTorch).
+fn group_stats(v: &[f32], eps: f64) -> (f32, f32) {
+    let n = v.len() as f64;
+    let mut s = 0f64;
+    let mut s2 = 0f64;
+    for &a in v {
+        s += a as f64;
+        s2 += (a as f64) * (a as f64);
+    }
+    let mean = s / n;
+    let var = (s2 / n - mean * mean).max(0.0);
+    (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+}
+
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// GroupNorm (+ optional SiLU): `(x, gamma, beta) → act(gamma_c (x − μ_g)/σ_g + beta_c)`.
+struct GroupNormOp {
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+impl GroupNormOp {
+    fn dims(&self, l: &Layout) -> CResult<(usize, usize, usize)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        if self.groups == 0 || c % self.groups != 0 {
+            candle_core::bail!(
+                "group-norm: {c} channels do not split into {} groups",
+                self.groups
+            );
+        }
+        Ok((n, c, h * w))
+    }
+}
+
+impl CustomOp3 for GroupNormOp {
+    fn name(&self) -> &'static str {
+        "amri-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (_, c, hw) = self.dims(l1)?;
+        let x = slice(s1, l1, self.name())?;
+        let gamma = slice(s2, l2, self.name())?;
+        let beta = slice(s3, l3, self.name())?;
+        let cg = c / self.groups;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(cg * hw)
+            .zip(x.par_chunks(cg * hw))
+            .enumerate()
+            .for_each(|(ng, (o, xi))| {
+                let (mean, rstd) = group_stats(xi, self.eps);
+                let c0 = (ng % self.groups) * cg;
+                for j in 0..cg {
+                    let (ga, be) = (
+                        gamma[c0 + j] * rstd,
+                        beta[c0 + j] - gamma[c0 + j] * rstd * mean,
+                    );
+                    let src = &xi[j * hw..(j + 1) * hw];
+                    let dst = &mut o[j * hw..(j + 1) * hw];
+                    if self.silu {
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            let z = ga * s + be;
+                            *d = z * sigmoid(z);
+                        }
+                    } else {
+                        for (d, &s) in dst.iter_mut().zip(src) {
+                            *d = ga * s + be;
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let c = gamma.dim(0)?;
+        let gb = Tensor::cat(&[gamma, beta], 0)?;
+        let packed = x.apply_op3_no_bwd(
+            &gb,
+            &grad.contiguous()?,
+            &GroupNormGrad {
+                groups: self.groups,
+                eps: self.eps,
+                silu: self.silu,
+            },
+        )?;
+        let nx = x.elem_count();
+        let gx = packed.narrow(0, 0, nx)?.reshape(x.shape())?;
+        let gg = packed.narrow(0, nx, c)?;
+        let gbeta = packed.narrow(0, nx + c, c)?;
+        Ok((Some(gx), Some(gg), Some(gbeta)))
+    }
+}
+
+/// Backward of [`GroupNormOp`]: `(x, [gamma; beta], grad) → [dx (flattened); dgamma; dbeta]`.
+struct GroupNormGrad {
+    groups: usize,
+    eps: f64,
+    silu: bool,
+}
+
+impl CustomOp3 for GroupNormGrad {
+    fn name(&self) -> &'static str {
+        "amri-group-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let (_, c, hw) = GroupNormOp {
+            groups: self.groups,
+            eps: self.eps,
+            silu: self.silu,
+        }
+        .dims(l1)?;
+        let x = slice(s1, l1, self.name())?;
+        let gb = slice(s2, l2, self.name())?;
+        let g = slice(s3, l3, self.name())?;
+        let (gamma, beta) = gb.split_at(c);
+        let cg = c / self.groups;
+        let nx = x.len();
+        let mut out = vec![0f32; nx + 2 * c];
+        let (dx, _) = out.split_at_mut(nx);
+        // Per group: dx and the per-channel partial sums of dgamma, dbeta.
+        let partial: Vec<(usize, Vec<f32>, Vec<f32>)> = dx
+            .par_chunks_mut(cg * hw)
+            .zip(x.par_chunks(cg * hw).zip(g.par_chunks(cg * hw)))
+            .enumerate()
+            .map(|(ng, (dxi, (xi, gi)))| {
+                let (mean, rstd) = group_stats(xi, self.eps);
+                let c0 = (ng % self.groups) * cg;
+                let mut dgam = vec![0f32; cg];
+                let mut dbet = vec![0f32; cg];
+                // dz = dy · act'(z); dxhat = dz · gamma; stored temporarily in dxi.
+                let mut sum_dxhat = 0f64;
+                let mut sum_dxhat_xhat = 0f64;
+                for j in 0..cg {
+                    let (ga, be) = (gamma[c0 + j], beta[c0 + j]);
+                    let (mut sg, mut sb) = (0f64, 0f64);
+                    for t in j * hw..(j + 1) * hw {
+                        let xhat = (xi[t] - mean) * rstd;
+                        let dz = if self.silu {
+                            let z = ga * xhat + be;
+                            let s = sigmoid(z);
+                            gi[t] * s * (1.0 + z * (1.0 - s))
+                        } else {
+                            gi[t]
+                        };
+                        sg += (dz * xhat) as f64;
+                        sb += dz as f64;
+                        let dxhat = dz * ga;
+                        sum_dxhat += dxhat as f64;
+                        sum_dxhat_xhat += (dxhat * xhat) as f64;
+                        dxi[t] = dxhat;
+                    }
+                    dgam[j] = sg as f32;
+                    dbet[j] = sb as f32;
+                }
+                let m = (cg * hw) as f64;
+                let a = (sum_dxhat / m) as f32;
+                let b = (sum_dxhat_xhat / m) as f32;
+                for t in 0..cg * hw {
+                    let xhat = (xi[t] - mean) * rstd;
+                    dxi[t] = rstd * (dxi[t] - a - xhat * b);
+                }
+                (c0, dgam, dbet)
+            })
+            .collect();
+        for (c0, dgam, dbet) in partial {
+            for j in 0..cg {
+                out[nx + c0 + j] += dgam[j];
+                out[nx + c + c0 + j] += dbet[j];
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(nx + 2 * c)))
+    }
+}
+
+/// GroupNorm over `groups` channel groups of `x: [N, C, H, W]` with per-channel `gamma`, `beta`
+/// (`[C]`), biased variance and `eps` as PyTorch, followed by SiLU when `silu`. Fused CPU kernel
+/// with a hand-written backward; composed candle ops elsewhere.
+pub fn group_norm(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> CResult<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 4 {
+        x.contiguous()?.apply_op3(
+            &gamma.contiguous()?,
+            &beta.contiguous()?,
+            GroupNormOp { groups, eps, silu },
+        )
+    } else {
+        let gn = candle_nn::GroupNorm::new(gamma.clone(), beta.clone(), x.dim(1)?, groups, eps)?;
+        let y = candle_core::Module::forward(&gn, x)?;
+        if silu {
+            y.silu()
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// Nearest-neighbour ×2 upsampling whose backward is a 2×2 sum-pool.
+struct Upsample2x;
+
+impl CustomOp1 for Upsample2x {
+    fn name(&self) -> &'static str {
+        "amri-upsample2x"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let (n, c, h, w) = l.shape().dims4()?;
+        let mut out = vec![0f32; n * c * 4 * h * w];
+        out.par_chunks_mut(4 * h * w)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(o, xi)| {
+                for y in 0..2 * h {
+                    let src = &xi[(y / 2) * w..(y / 2 + 1) * w];
+                    let dst = &mut o[y * 2 * w..(y + 1) * 2 * w];
+                    for (xx, v) in src.iter().enumerate() {
+                        dst[2 * xx] = *v;
+                        dst[2 * xx + 1] = *v;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, 2 * h, 2 * w))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        Ok(Some((grad.avg_pool2d(2)? * 4.0)?))
+    }
+}
+
+/// Nearest-neighbour ×2 upsampling of `[N, C, H, W]` to `[N, C, 2H, 2W]`.
+pub fn upsample2x(x: &Tensor) -> CResult<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(Upsample2x)
+    } else {
+        let (_, _, h, w) = x.dims4()?;
+        x.upsample_nearest2d(2 * h, 2 * w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let m = b
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        d / m.max(1e-12)
+    }
+
+    /// Value and both gradients of the fused conv equal candle's conv2d (incl. C == H == W,
+    /// 1×1 kernels, batch 1 and batch > threads).
+    #[test]
+    fn conv_matches_candle() {
+        let dev = Device::Cpu;
+        for &(n, ci, co, h, w, k) in &[
+            (3, 4, 5, 7, 6, 3),
+            (1, 3, 2, 5, 5, 3),
+            (4, 8, 8, 8, 8, 3),
+            (2, 6, 4, 5, 9, 1),
+            (2, 2, 3, 6, 6, 5),
+        ] {
+            let x = Var::randn(0f32, 1., (n, ci, h, w), &dev).unwrap();
+            let wt = Var::randn(0f32, 1., (co, ci, k, k), &dev).unwrap();
+            let r = Tensor::randn(0f32, 1., (n, co, h, w), &dev).unwrap();
+            // Reference: candle's conv on a non-contiguous layout (avoids its C==H==W bug).
+            let xr = x
+                .transpose(2, 3)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .transpose(2, 3)
+                .unwrap();
+            let y_ref = xr.conv2d(&wt, k / 2, 1, 1, 1).unwrap();
+            let y = conv2d(&x, &wt).unwrap();
+            assert!(
+                max_rel(&y, &y_ref) < 1e-5,
+                "value {:?}",
+                (n, ci, co, h, w, k)
+            );
+            let g_ref = (y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &wt] {
+                let a = g.get(v).unwrap();
+                let b = g_ref.get(v).unwrap();
+                assert!(max_rel(a, b) < 1e-4, "grad {:?}", (n, ci, co, h, w, k));
+            }
+        }
+    }
+
+    /// GroupNorm (+SiLU) value and gradients equal candle-nn's GroupNorm followed by silu.
+    #[test]
+    fn group_norm_matches_candle() {
+        let dev = Device::Cpu;
+        for &(silu, groups) in &[(true, 2), (false, 4), (true, 1)] {
+            let x = Var::randn(0.3f32, 2., (3, 8, 5, 4), &dev).unwrap();
+            let gamma = Var::randn(1f32, 0.5, 8, &dev).unwrap();
+            let beta = Var::randn(0f32, 0.5, 8, &dev).unwrap();
+            let r = Tensor::randn(0f32, 1., (3, 8, 5, 4), &dev).unwrap();
+            let gn = candle_nn::GroupNorm::new(
+                gamma.as_tensor().clone(),
+                beta.as_tensor().clone(),
+                8,
+                groups,
+                1e-5,
+            )
+            .unwrap();
+            let mut y_ref = candle_core::Module::forward(&gn, x.as_tensor()).unwrap();
+            if silu {
+                y_ref = y_ref.silu().unwrap();
+            }
+            let y = group_norm(&x, &gamma, &beta, groups, 1e-5, silu).unwrap();
+            assert!(max_rel(&y, &y_ref) < 1e-5);
+            let g_ref = (y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &gamma, &beta] {
+                let a = g.get(v).unwrap();
+                let b = g_ref.get(v).unwrap();
+                assert!(max_rel(a, b) < 1e-4, "silu {silu} groups {groups}");
+            }
+        }
+    }
+
+    /// Upsampling equals candle's upsample_nearest2d, and its gradient is the 2×2 block sum.
+    #[test]
+    fn upsample_matches_candle() {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 1., (2, 3, 4, 5), &dev).unwrap();
+        let r = Tensor::randn(0f32, 1., (2, 3, 8, 10), &dev).unwrap();
+        let y_ref = x.upsample_nearest2d(8, 10).unwrap();
+        let y = upsample2x(&x).unwrap();
+        assert!(max_rel(&y, &y_ref) < 1e-7);
+        let g_ref = (y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(max_rel(g.get(&x).unwrap(), g_ref.get(&x).unwrap()) < 1e-6);
+    }
+}
