@@ -41,3 +41,18 @@ fn jpeg2000_codestream_larger_than_rows_columns_is_an_error_not_a_panic() {
         "component 0 is 63807×64 (rows×columns), larger than Rows×Columns 64×64",
     );
 }
+
+#[test]
+fn item_longer_than_its_sequence_is_an_error_not_4_gb() {
+    // A 6.6 kB enhanced MR file whose nested item claims 8240 bytes inside a 56-byte sequence:
+    // dicom-rs allocated 4 GB (found by the dicom target as an out-of-memory, 2026-11-23). The
+    // second file is the same with a length that fits in the file but not in the sequence.
+    check(
+        "dicom_item_longer_than_sequence.dcm",
+        "past the end of its enclosing sequence or item",
+    );
+    check(
+        "dicom_item_inside_file_past_sequence.dcm",
+        "claims 4096 bytes, past the end of its enclosing sequence or item",
+    );
+}

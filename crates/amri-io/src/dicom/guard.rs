@@ -61,6 +61,7 @@ pub(crate) fn check(path: &Path, bytes: &[u8]) -> Result<String> {
         base: 0,
         enc: Encoding::ExplicitLe,
         fragments: false,
+        ends: Vec::new(),
     };
     let mut ts: Option<String> = None;
     while w.pos + 4 <= bytes.len() && u16::from_le_bytes([bytes[w.pos], bytes[w.pos + 1]]) == 2 {
@@ -122,6 +123,7 @@ pub(crate) fn check(path: &Path, bytes: &[u8]) -> Result<String> {
             base: w.pos,
             enc: Encoding::ExplicitLe,
             fragments: false,
+            ends: Vec::new(),
         };
         d.walk()?;
     } else {
@@ -142,6 +144,9 @@ struct Walker<'a> {
     enc: Encoding,
     /// Inside encapsulated pixel data: items are fragments to skip.
     fragments: bool,
+    /// Ends (offsets in `b`) of the defined-length sequences and items the walk is inside,
+    /// innermost last: nothing inside may run past them.
+    ends: Vec<usize>,
 }
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
@@ -244,6 +249,21 @@ impl Walker<'_> {
     }
 
     fn fits(&self, tag: Tag, value_at: usize, len: usize) -> Result<()> {
+        if let Some(&end) = self.ends.last() {
+            if end < self.b.len() && value_at.saturating_add(len) > end {
+                return Err(IoError::malformed(
+                    self.path,
+                    format!(
+                        "corrupt: element ({:04X},{:04X}) at byte {} claims {len} bytes, past \
+                         the end of its enclosing sequence or item at byte {}",
+                        tag.0,
+                        tag.1,
+                        self.base + self.pos,
+                        self.base + end
+                    ),
+                ));
+            }
+        }
         let left = self.b.len().saturating_sub(value_at);
         if len > left {
             return Err(IoError::malformed(
@@ -269,6 +289,9 @@ impl Walker<'_> {
 
     fn walk(&mut self) -> Result<()> {
         while self.pos < self.b.len() {
+            while self.ends.last().is_some_and(|&e| self.pos >= e) {
+                self.ends.pop();
+            }
             let (tag, vr, len, value_at) = self.header()?;
             if tag.0 == 0xFFFE {
                 match tag.1 {
@@ -277,8 +300,17 @@ impl Walker<'_> {
                         self.fits(tag, value_at, len)?;
                         self.pos = value_at + len;
                     }
-                    // An item of a sequence: its data set follows; enter it.
-                    0xE000 => self.pos = value_at,
+                    // An item of a sequence: its data set follows; enter it. A defined item
+                    // length must fit in the file and in its sequence (dicom-rs otherwise
+                    // allocated 4 GB for a 6.6 kB file whose nested item claimed more than its
+                    // sequence held; found by fuzzing).
+                    0xE000 => {
+                        if len != UNDEFINED {
+                            self.fits(tag, value_at, len as usize)?;
+                            self.ends.push(value_at + len as usize);
+                        }
+                        self.pos = value_at;
+                    }
                     0xE0DD => {
                         self.fragments = false;
                         self.pos = value_at;
@@ -301,6 +333,7 @@ impl Walker<'_> {
             }
             if is_sq {
                 self.fits(tag, value_at, len as usize)?;
+                self.ends.push(value_at + len as usize);
                 self.pos = value_at;
                 continue;
             }
