@@ -63,6 +63,8 @@ pub struct Settings {
     pub only_slice: bool,
     /// Reconstruct as soon as a scan is opened.
     pub auto_reconstruct: bool,
+    /// Learned prior for one-step / iterative: a checkpoint or training-run folder.
+    pub model: String,
 }
 
 impl Settings {
@@ -92,24 +94,40 @@ impl Settings {
                 if let Some(s) = r.seed {
                     c.params.seed = s;
                 }
+                if let Some(s) = r.steps {
+                    c.params.iterations = s;
+                }
+                if let Some(s) = r.samples {
+                    c.params.samples = s;
+                }
             }
         }
+        let model = p
+            .reconstruction
+            .as_ref()
+            .and_then(|r| r.model.as_ref())
+            .map(|m| m.display().to_string())
+            .unwrap_or_default();
         Settings {
             protocol: p.name.clone(),
             acquisition: p.acquisition.clone(),
             methods,
             only_slice: false,
             auto_reconstruct: true,
+            model,
         }
     }
 
-    /// Applies protocol `name` (a built-in name or a `.toml` path), keeping `only_slice` and
-    /// `auto_reconstruct`.
+    /// Applies protocol `name` (a built-in name or a `.toml` path), keeping `only_slice`,
+    /// `auto_reconstruct` and a model chosen before (unless the protocol names one).
     pub fn apply_protocol(&mut self, name: &str) -> crate::Result<()> {
         let p = Protocol::resolve(name)?;
-        let keep = (self.only_slice, self.auto_reconstruct);
+        let keep = (self.only_slice, self.auto_reconstruct, self.model.clone());
         *self = Settings::from_protocol(&p);
-        (self.only_slice, self.auto_reconstruct) = keep;
+        (self.only_slice, self.auto_reconstruct) = (keep.0, keep.1);
+        if self.model.is_empty() {
+            self.model = keep.2;
+        }
         Ok(())
     }
 
@@ -155,12 +173,13 @@ impl Default for Settings {
                     .into_iter()
                     .map(|m| MethodChoice {
                         method: m,
-                        enabled: true,
+                        enabled: !m.is_prior(),
                         params: MethodParams::default_for(m),
                     })
                     .collect(),
                 only_slice: false,
                 auto_reconstruct: true,
+                model: String::new(),
             },
         }
     }
@@ -418,10 +437,12 @@ impl ViewerApp {
                 return;
             }
         };
+        let model = self.settings.model.trim();
         let job = Job {
             source,
             methods,
             only_slice: self.settings.only_slice.then_some(self.view.slice),
+            model: (!model.is_empty()).then(|| PathBuf::from(model)),
         };
         let ctx = ctx.cloned();
         self.status = "starting …".into();
@@ -825,13 +846,27 @@ impl ViewerApp {
                                 .text(format!("λ {}", c.method.name())),
                         );
                     }
+                    let what = if c.method.is_prior() {
+                        "steps"
+                    } else {
+                        "iterations"
+                    };
                     ui.add(
                         egui::Slider::new(&mut c.params.iterations, 1..=500)
-                            .text(format!("iterations {}", c.method.name())),
+                            .text(format!("{what} {}", c.method.name())),
                     );
+                    if c.method.is_prior() {
+                        ui.add(
+                            egui::Slider::new(&mut c.params.samples, 1..=32)
+                                .text(format!("samples {}", c.method.name())),
+                        );
+                    }
                 });
             }
         }
+        let label = ui.label("prior model (checkpoint or run folder)");
+        ui.text_edit_singleline(&mut self.settings.model)
+            .labelled_by(label.id);
         ui.checkbox(&mut self.settings.only_slice, "current slice only (fast)");
         ui.checkbox(&mut self.settings.auto_reconstruct, "reconstruct on open");
 

@@ -18,6 +18,9 @@ pub enum ViewerError {
     /// A protocol could not be loaded or is invalid.
     #[error(transparent)]
     Protocol(#[from] amri_protocol::ProtocolError),
+    /// A learned-prior reconstruction failed (e.g. a model that does not match the data).
+    #[error(transparent)]
+    Diffusion(#[from] amri_diffusion::DiffusionError),
     /// Arrays or metrics were inconsistent.
     #[error(transparent)]
     Core(#[from] amri_core::CoreError),

@@ -4,6 +4,7 @@
 //! next iteration.
 
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -11,46 +12,63 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use amri_core::{Affine, KSpace, Volume, C32};
+use amri_diffusion::sample::{
+    measured_scale, one_step, posterior, OneStepConfig, PosteriorConfig, Prior, Problem,
+};
 use amri_ops::simulate::Acquisition;
 use amri_protocol::Method;
 use amri_recon::alg::IterInfo;
 use amri_recon::app::{self, CgSenseConfig, L1WaveletConfig, TvConfig};
-use ndarray::{s, Array3, Array4, Axis};
+use ndarray::{s, Array2, Array3, Array4, Axis};
 
 use crate::error::{Result, ViewerError};
 use crate::study::ReconResult;
 
-/// A reconstruction method the viewer can run.
+/// A reconstruction method the viewer can run: a classical method of `amri-recon`, or one of
+/// the learned-prior methods of `amri-diffusion` (they need a model).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReconMethod {
-    /// One of the classical methods of `amri-recon`.
+    /// A protocol method ([`Method::EVERY`]: zero-filled, cg-sense, l1-wavelet, tv, one-step,
+    /// iterative).
     Classical(Method),
 }
 
 impl ReconMethod {
-    /// Every method offered, in panel order.
+    /// Every method offered, in panel order: the classical ones, then one-step and iterative.
     pub fn all() -> Vec<ReconMethod> {
-        Method::ALL
+        Method::EVERY
             .into_iter()
             .map(ReconMethod::Classical)
             .collect()
     }
 
+    /// The protocol method.
+    pub fn method(self) -> Method {
+        let ReconMethod::Classical(m) = self;
+        m
+    }
+
     /// Name shown on panels and checkboxes.
     pub fn name(self) -> &'static str {
-        match self {
-            ReconMethod::Classical(m) => m.name(),
-        }
+        self.method().name()
+    }
+
+    /// Whether the method needs a learned prior (a model folder).
+    pub fn is_prior(self) -> bool {
+        self.method().is_prior()
     }
 
     /// Whether the method has a regularisation weight λ.
     pub fn has_lambda(self) -> bool {
-        matches!(self, ReconMethod::Classical(Method::L1Wavelet | Method::Tv))
+        matches!(self.method(), Method::L1Wavelet | Method::Tv)
     }
 
-    /// Whether the method iterates.
+    /// Whether the method iterates (iterations or sampler steps).
     pub fn iterates(self) -> bool {
-        !matches!(self, ReconMethod::Classical(Method::ZeroFilled))
+        matches!(
+            self.method(),
+            Method::CgSense | Method::L1Wavelet | Method::Tv | Method::Iterative
+        )
     }
 }
 
@@ -59,32 +77,31 @@ impl ReconMethod {
 pub struct MethodParams {
     /// Regularisation weight λ (BART `pics -r` scaling), when the method has one.
     pub lambda: f32,
-    /// Iterations of iterative methods.
+    /// Iterations of iterative methods; sampler steps (network calls per sample) of
+    /// `iterative`.
     pub iterations: usize,
-    /// Seed (wavelet cycle spinning).
+    /// Posterior samples of `iterative` (their mean is the image, their spread the std map).
+    pub samples: usize,
+    /// Seed (wavelet cycle spinning, posterior sampling).
     pub seed: u64,
 }
 
 impl MethodParams {
     /// The defaults `amri demo` uses: λ = 0.005 for l1-wavelet/TV, 0 for CG-SENSE; 60
-    /// iterations (30 for CG-SENSE).
+    /// iterations (30 for CG-SENSE); the posterior sampler's defaults for `iterative`.
     pub fn default_for(m: ReconMethod) -> Self {
-        match m {
-            ReconMethod::Classical(Method::CgSense) => MethodParams {
-                lambda: 0.0,
-                iterations: 30,
-                seed: 0,
-            },
-            ReconMethod::Classical(Method::ZeroFilled) => MethodParams {
-                lambda: 0.0,
-                iterations: 1,
-                seed: 0,
-            },
-            ReconMethod::Classical(_) => MethodParams {
-                lambda: 0.005,
-                iterations: 60,
-                seed: 0,
-            },
+        let d = PosteriorConfig::default();
+        let (lambda, iterations) = match m.method() {
+            Method::CgSense => (0.0, 30),
+            Method::L1Wavelet | Method::Tv => (0.005, 60),
+            Method::Iterative => (0.0, d.steps),
+            Method::ZeroFilled | Method::OneStep => (0.0, 1),
+        };
+        MethodParams {
+            lambda,
+            iterations,
+            samples: d.samples,
+            seed: 0,
         }
     }
 }
@@ -118,6 +135,8 @@ pub struct Job {
     pub methods: Vec<(ReconMethod, MethodParams)>,
     /// Reconstruct only this slice (fast); `None` = every slice.
     pub only_slice: Option<usize>,
+    /// Learned prior (checkpoint or training-run folder) for one-step / iterative.
+    pub model: Option<PathBuf>,
 }
 
 /// What the worker reports.
@@ -312,7 +331,13 @@ pub fn reconstruct(
     p: &MethodParams,
     progress: &(dyn Fn(usize, &IterInfo) -> ControlFlow<()> + Sync),
 ) -> Result<Array3<f32>> {
-    let ReconMethod::Classical(m) = method;
+    let m = method.method();
+    if m.is_prior() {
+        return Err(ViewerError::msg(format!(
+            "{} needs a learned prior: see reconstruct_prior",
+            m.name()
+        )));
+    }
     match ks.attributes.get("domain").map(String::as_str) {
         Some("image") => {
             if m != Method::ZeroFilled {
@@ -367,6 +392,119 @@ pub fn reconstruct(
     Ok(img.magnitude())
 }
 
+/// The 2-D problems of every slice of `ks` for a learned prior (k-space with its mask and
+/// maps, or an image-domain measurement with its pixel mask), as `amri recon` builds them.
+pub fn problems(ks: &KSpace) -> Result<Vec<Problem>> {
+    let [slices, _, rows, cols] = ks.shape4();
+    let image_domain = match ks.attributes.get("domain").map(String::as_str) {
+        Some("image") => true,
+        Some("projection") => {
+            return Err(ViewerError::msg(
+                "this data holds Gaussian random projections; the learned priors take k-space or image-domain measurements",
+            ))
+        }
+        _ => false,
+    };
+    Ok((0..slices)
+        .map(|s| {
+            let mask: Array2<f32> = match &ks.mask {
+                Some(m) => m.index_axis(Axis(0), s).to_owned(),
+                None => Array2::ones((rows, cols)),
+            };
+            let data = ks.data.index_axis(Axis(0), s);
+            if image_domain {
+                Problem::Pixels {
+                    image: data.index_axis(Axis(0), 0).to_owned(),
+                    mask,
+                }
+            } else {
+                Problem::Kspace {
+                    kspace: data.to_owned(),
+                    mask,
+                    maps: ks
+                        .sensitivities
+                        .as_ref()
+                        .map(|m| m.index_axis(Axis(0), s).to_owned()),
+                }
+            }
+        })
+        .collect())
+}
+
+/// Reconstructs every slice of `ks` with a learned prior as `amri recon --method one-step |
+/// iterative` does (one intensity scale for the whole volume; for iterative a per-slice seed
+/// derived from `p.seed`): magnitude images `[slice, row, col]` and, for iterative, the per-pixel
+/// posterior standard deviation. `tick` is called once per network step; `cancel` stops it.
+pub fn reconstruct_prior(
+    ks: &KSpace,
+    method: ReconMethod,
+    p: &MethodParams,
+    prior: &Prior,
+    tick: &(dyn Fn() + Sync),
+    cancel: &AtomicBool,
+) -> Result<(Array3<f32>, Option<Array3<f32>>)> {
+    let probs = problems(ks)?;
+    let scale = measured_scale(&probs)?;
+    let [slices, _, rows, cols] = ks.shape4();
+    let mut image = Array3::<f32>::zeros((slices, rows, cols));
+    match method.method() {
+        Method::OneStep => {
+            let cfg = OneStepConfig {
+                scale: Some(scale),
+                ..OneStepConfig::default()
+            };
+            for (k, pr) in probs.iter().enumerate() {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(ViewerError::msg("cancelled"));
+                }
+                let x = one_step(prior, pr, &cfg)
+                    .map_err(|e| ViewerError::msg(format!("one-step, slice {k}: {e}")))?;
+                image
+                    .index_axis_mut(Axis(0), k)
+                    .assign(&x.mapv(|v| v.norm()));
+                tick();
+            }
+            Ok((image, None))
+        }
+        Method::Iterative => {
+            // amri simulate stores σ per complex sample; the sampler takes it per component.
+            let noise = ks
+                .attributes
+                .get("noise_sigma")
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .unwrap_or(0.0)
+                / std::f64::consts::SQRT_2;
+            let cfg = PosteriorConfig {
+                steps: p.iterations,
+                samples: p.samples,
+                seed: p.seed,
+                noise_sigma: noise,
+                scale: Some(scale),
+                ..PosteriorConfig::default()
+            };
+            let mut std = Array3::<f32>::zeros((slices, rows, cols));
+            for (k, pr) in probs.iter().enumerate() {
+                let slice_cfg = PosteriorConfig {
+                    seed: amri_diffusion::train::derive_seed(cfg.seed, k as u64, 0x511CE),
+                    ..cfg.clone()
+                };
+                let r = posterior(prior, pr, &slice_cfg, &|_, _| tick(), cancel)
+                    .map_err(|e| ViewerError::msg(format!("iterative, slice {k}: {e}")))?;
+                image
+                    .index_axis_mut(Axis(0), k)
+                    .assign(&r.mean.mapv(|v| v.norm()));
+                std.index_axis_mut(Axis(0), k).assign(&r.std);
+            }
+            Ok((image, Some(std)))
+        }
+        m => Err(ViewerError::msg(format!(
+            "{} is not a learned-prior method",
+            m.name()
+        ))),
+    }
+}
+
 fn run(job: Job, ctl: &Control) -> Result<()> {
     let mut ks = match job.source {
         Source::Measured(k) => *k,
@@ -400,23 +538,42 @@ fn run(job: Job, ctl: &Control) -> Result<()> {
         .collect();
     ctl.total
         .store(work.iter().sum::<usize>().max(1), Ordering::Relaxed);
-    let needs_maps = coils > 1
-        && ks.sensitivities.is_none()
-        && ks.attributes.get("domain").is_none_or(|d| d == "kspace")
-        && job.methods.iter().any(|(m, _)| m.iterates());
-    if needs_maps {
-        ctl.send(Event::Status("estimating coil maps (ESPIRiT)".into()));
-        ks.sensitivities = app::resolve_maps(&ks, None)?;
-        if let (None, Some(m)) = (job.only_slice, ks.sensitivities.as_ref()) {
-            ctl.send(Event::Maps(m.clone()));
-        }
-    }
+    // Coil maps (ESPIRiT) once, just before the first method that uses them, so that
+    // zero-filled shows first.
+    let maps_possible = coils > 1 && ks.attributes.get("domain").is_none_or(|d| d == "kspace");
+    let prior = if job.methods.iter().any(|(m, _)| m.is_prior()) {
+        let Some(path) = job.model.as_ref() else {
+            return Err(ViewerError::msg(
+                "one-step and iterative need a learned prior: give a model folder (a checkpoint or training run) in the Reconstruction panel",
+            ));
+        };
+        ctl.send(Event::Status(format!(
+            "loading the prior {}",
+            path.display()
+        )));
+        let p = Prior::load(path, &candle_core::Device::Cpu).map_err(|e| {
+            ViewerError::msg(format!("{}: cannot load the prior: {e}", path.display()))
+        })?;
+        Some(p)
+    } else {
+        None
+    };
     let mut base = 0usize;
     for ((method, params), w) in job.methods.iter().zip(&work) {
         if ctl.cancelled() {
             break;
         }
         ctl.done.store(base, Ordering::Relaxed);
+        if maps_possible && ks.sensitivities.is_none() && method.method() != Method::ZeroFilled {
+            ctl.send(Event::Status("estimating coil maps (ESPIRiT)".into()));
+            ks.sensitivities = app::resolve_maps(&ks, None)?;
+            if let (None, Some(m)) = (job.only_slice, ks.sensitivities.as_ref()) {
+                ctl.send(Event::Maps(m.clone()));
+            }
+            if ctl.cancelled() {
+                break;
+            }
+        }
         ctl.send(Event::Status(format!("{} …", method.name())));
         let t = Instant::now();
         let done = &ctl.done;
@@ -429,27 +586,48 @@ fn run(job: Job, ctl: &Control) -> Result<()> {
                 ControlFlow::Continue(())
             }
         };
-        let img = reconstruct(&ks, *method, params, &progress)?;
+        let (img, std) = match (method.is_prior(), prior.as_ref()) {
+            (true, Some(pr)) => {
+                let tick = || {
+                    done.fetch_add(1, Ordering::Relaxed);
+                };
+                match reconstruct_prior(&ks, *method, params, pr, &tick, cancel) {
+                    Ok(r) => r,
+                    Err(_) if ctl.cancelled() => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            _ => (reconstruct(&ks, *method, params, &progress)?, None),
+        };
         if ctl.cancelled() {
             break;
         }
         let seconds = t.elapsed().as_secs_f64();
-        let (image, valid) = match job.only_slice {
-            None => (img, vec![true; slices]),
+        let expand = |a: Array3<f32>| match job.only_slice {
+            None => a,
             Some(k) => {
                 let mut full = Array3::zeros((slices, rows, cols));
                 full.index_axis_mut(Axis(0), k)
-                    .assign(&img.index_axis(Axis(0), 0));
-                let mut v = vec![false; slices];
-                v[k] = true;
-                (full, v)
+                    .assign(&a.index_axis(Axis(0), 0));
+                full
             }
         };
+        let valid = match job.only_slice {
+            None => vec![true; slices],
+            Some(k) => (0..slices).map(|s| s == k).collect(),
+        };
+        let image = expand(img);
+        let std = std.map(expand);
         let mut details = Vec::new();
         if method.has_lambda() || matches!(method, ReconMethod::Classical(Method::CgSense)) {
             details.push(format!("λ={}", params.lambda));
         }
-        if method.iterates() {
+        if method.method() == Method::Iterative {
+            details.push(format!(
+                "{} steps × {} samples",
+                params.iterations, params.samples
+            ));
+        } else if method.iterates() {
             details.push(format!("{} it", params.iterations));
         }
         details.push(format!("{seconds:.1} s"));
@@ -459,7 +637,7 @@ fn run(job: Job, ctl: &Control) -> Result<()> {
             label: method.name().to_string(),
             image,
             valid,
-            std: None,
+            std,
             seconds,
             details: details.join(", "),
         })));
@@ -531,6 +709,7 @@ mod tests {
                 MethodParams::default_for(ReconMethod::Classical(Method::ZeroFilled)),
             )],
             only_slice: None,
+            model: None,
         };
         let mut w = Worker::spawn(job, || {});
         let ev = wait(&mut w);
@@ -568,10 +747,12 @@ mod tests {
                 MethodParams {
                     lambda: 0.005,
                     iterations: 1_000_000,
+                    samples: 1,
                     seed: 0,
                 },
             )],
             only_slice: None,
+            model: None,
         };
         let t = Instant::now();
         let mut w = Worker::spawn(job, || {});
@@ -603,6 +784,7 @@ mod tests {
             source: Source::Measured(Box::new(k.clone())),
             methods: vec![(m, MethodParams::default_for(m))],
             only_slice: Some(1),
+            model: None,
         };
         let mut w = Worker::spawn(job, || {});
         let ev = wait(&mut w);
@@ -621,6 +803,7 @@ mod tests {
             source: Source::Measured(Box::new(k)),
             methods: vec![(m, MethodParams::default_for(m))],
             only_slice: Some(7),
+            model: None,
         };
         let mut w = Worker::spawn(job, || {});
         let ev = wait(&mut w);

@@ -375,3 +375,101 @@ fn export_writes_the_panel_grid() {
         assert_eq!(buf[at], expect, "pixel ({r}, {c})");
     }
 }
+
+/// A tiny k-space ambient prior trained for two steps on 32 × 32 discs (as amri-diffusion's own
+/// Prior::load test), saved as a training run in `dir`.
+fn tiny_prior(dir: &Path) -> PathBuf {
+    use amri_diffusion::data::{TrainObjective, TrainingSet};
+    use amri_diffusion::precond::DenoiserConfig;
+    use amri_diffusion::train::{save_run_checkpoint, Objective, TrainConfig, Trainer};
+    let dev = candle_core::Device::Cpu;
+    let acq: amri_ops::simulate::Acquisition = serde_json::from_value(serde_json::json!({
+        "corruption": {"type": "kspace", "pattern": "random", "acceleration": 4.0,
+                       "center_fraction": 0.125},
+        "delta": 0.2
+    }))
+    .expect("tiny prior");
+    let slices: Vec<ndarray::Array2<f32>> = (0..4)
+        .map(|k| {
+            ndarray::Array2::from_shape_fn((32, 32), |(r, c)| {
+                let d = ((r as f32 - 16.0).powi(2) + (c as f32 - 15.0 - k as f32).powi(2)).sqrt();
+                if d < 10.0 {
+                    1.0 - d / 20.0
+                } else {
+                    0.0
+                }
+            })
+        })
+        .collect();
+    let set = TrainingSet::new(&slices, &acq, TrainObjective::Ambient).expect("tiny prior");
+    let mut dcfg = DenoiserConfig::complex_preset("tiny", 0.5).expect("tiny prior");
+    dcfg.unet.base_channels = 8;
+    dcfg.unet.channel_mult = vec![1, 2];
+    dcfg.unet.attention_levels = vec![1];
+    dcfg.unet.groups = 4;
+    dcfg.unet.attention_head_channels = 8;
+    let mut t = Trainer::new(&dcfg, &TrainConfig::default(), &dev).expect("tiny prior");
+    for step in 0..2 {
+        t.step(&set.step_batch(2, 0, step, &dev).expect("tiny prior"))
+            .expect("tiny prior");
+    }
+    let card = t
+        .card(
+            Objective::AmbientKspace,
+            Some("tiny"),
+            serde_json::json!({ "acquisition": acq }),
+        )
+        .expect("tiny prior");
+    let run = dir.join("run");
+    save_run_checkpoint(&t, &run, &card).expect("tiny prior");
+    run
+}
+
+#[test]
+fn prior_methods_reconstruct_in_the_background_and_show_their_uncertainty() {
+    let d = tempfile::tempdir().unwrap();
+    let run = tiny_prior(d.path());
+    let f = phantom_file(d.path(), 2, 32);
+    let mut app = app_with_methods(&["one-step", "iterative"]);
+    app.settings.acquisition.coils = 1;
+    app.settings.auto_reconstruct = false;
+    for c in &mut app.settings.methods {
+        if c.method.name() == "iterative" {
+            c.params.iterations = 3;
+            c.params.samples = 2;
+        }
+    }
+    app.open_blocking(&[f]);
+    // Without a model the prior methods refuse, with a message in the window.
+    let mut h = harness(app, Vec2::new(1000.0, 600.0));
+    h.get_by_label("Reconstruct").click();
+    settle(&mut h, Duration::from_secs(60));
+    let errs: Vec<String> = h.state().errors().iter().map(|s| s.to_string()).collect();
+    assert!(errs.iter().any(|e| e.contains("learned prior")), "{errs:?}");
+    h.state_mut().messages.clear();
+    // A folder that is not a checkpoint is named in the error.
+    h.state_mut().settings.model = d.path().join("nothing").display().to_string();
+    h.get_by_label("Reconstruct").click();
+    settle(&mut h, Duration::from_secs(60));
+    assert!(h.state().errors().iter().any(|e| e.contains("nothing")));
+    h.state_mut().messages.clear();
+
+    h.state_mut().settings.model = run.display().to_string();
+    h.get_by_label("Reconstruct").click();
+    settle(&mut h, Duration::from_secs(300));
+    let st = h.state();
+    assert!(st.errors().is_empty(), "{:?}", st.errors());
+    let names: Vec<&str> = st.study.results.iter().map(|r| r.label.as_str()).collect();
+    assert_eq!(names, ["one-step", "iterative"]);
+    for r in &st.study.results {
+        assert!(r.image.iter().all(|v| v.is_finite()));
+        assert!(r.image.iter().any(|v| *v > 0.0));
+    }
+    // Iterative returns the posterior std; the grid gets a row for it.
+    let std = st.study.results[1].std.as_ref().expect("posterior std");
+    assert!(std.iter().all(|v| v.is_finite() && *v >= 0.0));
+    assert!(st.study.results[0].std.is_none());
+    let layout = st.study.layout(true);
+    assert!(layout.last().unwrap().contains(&Some(PanelKind::Std(1))));
+    h.get_by_role_and_label(Role::Image, "std iterative");
+}
