@@ -125,6 +125,10 @@ impl AdamW {
         for s in self.slots.iter_mut() {
             let theta = &s.var;
             if let Some(g) = grads.get(theta.as_tensor()) {
+                // Gradients carry candle's backprop graph (they are computed from the forward
+                // activations); detached moments keep no link to it, or every step's activations
+                // would stay alive through the moment chain.
+                let g = &g.detach();
                 let next_m = ((&s.m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
                 let next_v = ((&s.v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
                 let m_hat = (&next_m * scale_m)?;
@@ -132,9 +136,9 @@ impl AdamW {
                 let next_theta = (theta.as_tensor() * (1f64 - lr_lambda))?;
                 let adjusted_grad = (m_hat / (v_hat.sqrt()? + p.eps)?)?;
                 let next_theta = (next_theta - (adjusted_grad * p.lr)?)?;
-                s.m = next_m;
-                s.v = next_v;
-                theta.set(&next_theta)?;
+                s.m = next_m.detach();
+                s.v = next_v.detach();
+                theta.set(&next_theta.detach())?;
             }
         }
         Ok(())

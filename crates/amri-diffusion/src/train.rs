@@ -503,7 +503,7 @@ impl Trainer {
         let ema = vars
             .into_iter()
             .map(|(n, v)| {
-                let e = v.as_tensor().copy()?;
+                let e = v.as_tensor().copy()?.detach();
                 Ok((n, v, e))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -560,7 +560,7 @@ impl Trainer {
         let mut t = Self::new(&card.denoiser, cfg, dev)?;
         load_varmap(&mut t.varmap, &dir.join(EMA_FILE))?;
         for (_, v, e) in t.ema.iter_mut() {
-            *e = v.as_tensor().copy()?;
+            *e = v.as_tensor().copy()?.detach();
         }
         Ok((t, card))
     }
@@ -825,7 +825,7 @@ impl Trainer {
         self.opt.step(&grads)?;
         let d = self.cfg.ema_decay;
         for (_, v, e) in self.ema.iter_mut() {
-            *e = ((&*e * d)? + (v.as_tensor().detach() * (1.0 - d))?)?;
+            *e = ((&*e * d)? + (v.as_tensor().detach() * (1.0 - d))?)?.detach();
         }
         let stats = StepStats {
             step: self.step,
