@@ -107,7 +107,7 @@ fn snapshot_panel_grid_on_the_sample_scan() {
     h.run();
     h.snapshot_options(
         "panel_grid_colin27",
-        &SnapshotOptions::new().threshold(1.0).max_failed_pixels(40),
+        &SnapshotOptions::new().threshold(0.6).max_failed_pixels(10),
     );
 }
 
