@@ -415,18 +415,87 @@ fn recon_batch_mirrors_tree_reports_failures_skips_and_shards() {
     assert_eq!(files[0]["status"], "ok");
 }
 
+/// The learned prior the demo test uses: the shipped one when it exists (then the demo runs
+/// with its default `--model`), otherwise a tiny prior trained here for 2 steps on the 64×64
+/// training slices under the demo's protocol.
+fn demo_prior(dir: &Path) -> Option<PathBuf> {
+    if root().join("models/colin27-64-r4-ambient").exists() {
+        return None;
+    }
+    let run = dir.join("prior");
+    amri()
+        .args([
+            "train",
+            "--protocol",
+            "singlecoil-r4-cartesian",
+            "--preset",
+            "tiny",
+        ])
+        .args(["--steps", "2", "--batch", "2", "--warmup", "1"])
+        .args(["--checkpoint-every", "2", "--no-progress", "--out"])
+        .arg(&run)
+        .arg(sample("colin27/lowres/t1_axial_train1_64.nii.gz"))
+        .assert()
+        .success();
+    Some(run)
+}
+
+/// SHA-256 of a file by the system's `sha256sum`, when there is one (independent check).
+fn system_sha256(p: &Path) -> Option<String> {
+    let out = std::process::Command::new("sha256sum")
+        .arg(p)
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    text.split_whitespace().next().map(str::to_owned)
+}
+
+/// Parses a metrics CSV (`method,psnr_db,ssim,nmse,seconds`) into rows.
+fn metrics_rows(csv: &str) -> Vec<(String, [f64; 4])> {
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("method,psnr_db,ssim,nmse,seconds"));
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), 5, "{l}");
+            let v = |i: usize| f[i].parse::<f64>().unwrap();
+            (f[0].to_owned(), [v(1), v(2), v(3), v(4)])
+        })
+        .collect()
+}
+
 #[test]
 fn demo_runs_end_to_end_on_the_samples() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("demo");
-    amri()
-        .current_dir(root())
-        .args(["demo", "--slices", "2", "--iters", "5", "--out"])
-        .arg(&out)
+    let model = demo_prior(d.path());
+    let mut cmd = amri();
+    cmd.current_dir(root())
+        .args(["demo", "--slices", "2", "--iters", "5"])
+        .args([
+            "--prior-slices",
+            "1",
+            "--prior-steps",
+            "4",
+            "--prior-samples",
+            "2",
+        ])
+        .arg("--out")
+        .arg(&out);
+    if let Some(m) = &model {
+        cmd.arg("--model").arg(m);
+    }
+    let stdout = cmd
         .assert()
         .success()
         .stdout(predicate::str::contains("l1-wavelet"))
-        .stdout(predicate::str::contains("comparison.png"));
+        .stdout(predicate::str::contains("comparison.png"))
+        .stdout(predicate::str::contains("prior_comparison.png"))
+        .stdout(predicate::str::contains("prior_metrics.csv"))
+        .get_output()
+        .stdout
+        .clone();
+    let stdout = String::from_utf8(stdout).unwrap();
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let psnr = |m: &str| -> f64 {
         let line = csv
@@ -436,15 +505,116 @@ fn demo_runs_end_to_end_on_the_samples() {
         line.split(',').nth(1).unwrap().parse().unwrap()
     };
     assert!(psnr("l1-wavelet") > psnr("zero-filled"), "{csv}");
-    assert_eq!(
-        &std::fs::read(out.join("comparison.png")).unwrap()[1..4],
-        b"PNG"
-    );
+    for png in ["comparison.png", "prior_comparison.png"] {
+        assert_eq!(&std::fs::read(out.join(png)).unwrap()[1..4], b"PNG");
+    }
     assert_eq!(
         read_image(&out.join("val_l1-wavelet.nii.gz")).shape4(),
         [1, 2, 256, 256]
     );
     assert!(out.join("val_l1-wavelet_dicom").is_dir());
+
+    // The learned-prior part: every method has a row with finite, sensible metrics.
+    let prior_csv = std::fs::read_to_string(out.join("prior_metrics.csv")).unwrap();
+    let rows = metrics_rows(&prior_csv);
+    let names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["zero-filled", "l1-wavelet", "tv", "one-step", "iterative"],
+        "{prior_csv}"
+    );
+    for (name, [psnr, ssim, nmse, secs]) in &rows {
+        assert!(psnr.is_finite() && *psnr > 0.0, "{name}: {prior_csv}");
+        assert!(
+            ssim.is_finite() && *ssim > -1.0 && *ssim <= 1.0,
+            "{name}: {prior_csv}"
+        );
+        assert!(nmse.is_finite() && *nmse >= 0.0, "{name}: {prior_csv}");
+        assert!(secs.is_finite() && *secs >= 0.0, "{name}: {prior_csv}");
+    }
+    // Images on the 64×64 grid of the low-resolution validation volume, one central slice.
+    for m in ["zero-filled", "l1-wavelet", "tv", "one-step", "iterative"] {
+        let v = read_image(&out.join(format!("prior_{m}.nii.gz")));
+        assert_eq!(v.shape4(), [1, 1, 64, 64], "{m}");
+        assert!(v.data.iter().all(|x| x.is_finite()), "{m}");
+    }
+    // Two posterior samples with different noise differ somewhere: the std map is ≥ 0, not all 0.
+    let sd = read_image(&out.join("prior_iterative_std.nii.gz"));
+    assert_eq!(sd.shape4(), [1, 1, 64, 64]);
+    assert!(sd.data.iter().all(|x| x.is_finite() && *x >= 0.0));
+    assert!(sd.data.iter().any(|x| *x > 0.0));
+
+    // Provenance: the weights' SHA-256 is printed, in the JSON and in the NIfTI descriptions.
+    let prov: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("prior_provenance.json")).unwrap())
+            .unwrap();
+    let sha = prov["model_sha256"].as_str().unwrap().to_owned();
+    assert_eq!(sha.len(), 64);
+    assert!(stdout.contains(&sha), "{stdout}");
+    let ckpt = PathBuf::from(prov["model_checkpoint"].as_str().unwrap());
+    let ckpt = if ckpt.is_absolute() {
+        ckpt
+    } else {
+        root().join(ckpt)
+    };
+    if let Some(sys) = system_sha256(&ckpt.join("ema.safetensors")) {
+        assert_eq!(sys, sha);
+    }
+    assert_eq!(prov["protocol"], "singlecoil-r4-cartesian");
+    assert_eq!(prov["iterative"]["steps"], 4);
+    for f in ["prior_one-step.nii.gz", "prior_iterative_std.nii.gz"] {
+        let desc = read_image(&out.join(f)).meta.description;
+        assert!(desc.contains(&sha[..16]), "{f}: {desc}");
+    }
+    assert!(!read_image(&out.join("prior_tv.nii.gz"))
+        .meta
+        .description
+        .contains("sha256"));
+}
+
+#[test]
+fn demo_without_a_model_says_how_to_skip_and_no_prior_skips() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("demo");
+    amri()
+        .current_dir(root())
+        .args(["demo", "--slices", "1", "--iters", "2", "--model"])
+        .arg(d.path().join("no-such-model"))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("no-such-model"))
+        .stderr(predicate::str::contains("--no-prior"))
+        .stderr(predicate::str::contains("panicked").not());
+    // The check comes before any work: nothing was reconstructed.
+    assert!(!out.join("metrics.csv").exists());
+    amri()
+        .current_dir(root())
+        .args([
+            "demo",
+            "--slices",
+            "1",
+            "--iters",
+            "2",
+            "--no-prior",
+            "--model",
+        ])
+        .arg(d.path().join("no-such-model"))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("skipped"));
+    assert!(out.join("metrics.csv").exists());
+    assert!(!out.join("prior_metrics.csv").exists());
+    amri()
+        .current_dir(root())
+        .args(["demo", "--prior-steps", "0", "--out"])
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--prior-steps must be"));
 }
 
 #[test]

@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use amri_core::Volume;
+use amri_diffusion::sample::Prior;
 use amri_io::{Scan, WriteOptions};
 use amri_protocol::{Method, Protocol};
 use anyhow::{bail, Context, Result};
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, Array3, Axis};
 
-use super::recon::{reconstruct, Settings};
+use super::recon::{reconstruct, reconstruct_prior, Settings};
 use crate::figure;
 
 /// Arguments of `amri demo`.
@@ -36,6 +37,43 @@ pub struct Args {
     /// Use only this many central validation slices (default: all 24).
     #[arg(long)]
     pub slices: Option<usize>,
+    /// Learned prior for the prior part: a checkpoint folder or a training run folder.
+    #[arg(long, default_value = "models/colin27-64-r4-ambient")]
+    pub model: PathBuf,
+    /// Prior part: this many central slices of the 64×64 validation volume (1–24).
+    #[arg(long, default_value_t = 8)]
+    pub prior_slices: usize,
+    /// Prior part: sampler noise levels of the iterative method (network calls per sample).
+    #[arg(long, default_value_t = 25)]
+    pub prior_steps: usize,
+    /// Prior part: posterior samples per slice (their mean is the reconstruction, their
+    /// per-pixel standard deviation the uncertainty map).
+    #[arg(long, default_value_t = 2)]
+    pub prior_samples: usize,
+    /// Skip the learned-prior part.
+    #[arg(long)]
+    pub no_prior: bool,
+}
+
+/// Protocol of the learned-prior part (the shipped prior was trained for it).
+const PRIOR_PROTOCOL: &str = "singlecoil-r4-cartesian";
+
+/// Keeps the `n` central slices of `vol` (moving the affine's origin to the first kept one).
+fn keep_central_slices(vol: &mut Volume<f32>, n: usize, flag: &str) -> Result<()> {
+    let total = vol.slices();
+    if n == 0 || n > total {
+        bail!("{flag} must be in [1, {total}], got {n}");
+    }
+    let first = (total - n) / 2;
+    vol.data = vol
+        .data
+        .slice(ndarray::s![.., first..first + n, .., ..])
+        .to_owned();
+    let step = vol.affine.column(2);
+    for (r, d) in step.iter().enumerate() {
+        vol.affine.0[r][3] += d * first as f64;
+    }
+    Ok(())
 }
 
 fn need(p: &Path) -> Result<()> {
@@ -59,6 +97,23 @@ pub fn run(args: Args) -> Result<()> {
     for p in [&val, &mr, &stack] {
         need(p)?;
     }
+    let val64 = samples.join("colin27/lowres/t1_axial_val_64.nii.gz");
+    // Check the prior part's inputs before spending minutes on the classical part.
+    let prior = if args.no_prior {
+        None
+    } else {
+        for (flag, v) in [
+            ("--prior-slices", args.prior_slices),
+            ("--prior-steps", args.prior_steps),
+            ("--prior-samples", args.prior_samples),
+        ] {
+            if v == 0 {
+                bail!("{flag} must be ≥ 1 (or skip the learned-prior part with --no-prior)");
+            }
+        }
+        need(&val64)?;
+        Some(load_prior(&args.model)?)
+    };
     let mut written: Vec<PathBuf> = Vec::new();
 
     // 1. Simulate the measurement.
@@ -68,20 +123,7 @@ pub fn run(args: Args) -> Result<()> {
         _ => bail!("{}: expected an image", val.display()),
     };
     if let Some(n) = args.slices {
-        let total = vol.slices();
-        if n == 0 || n > total {
-            bail!("--slices must be in [1, {total}], got {n}");
-        }
-        let first = (total - n) / 2;
-        vol.data = vol
-            .data
-            .slice(ndarray::s![.., first..first + n, .., ..])
-            .to_owned();
-        // The affine's origin moves to the first kept slice.
-        let step = vol.affine.column(2);
-        for (r, d) in step.iter().enumerate() {
-            vol.affine.0[r][3] += d * first as f64;
-        }
+        keep_central_slices(&mut vol, n, "--slices")?;
     }
     let t = Instant::now();
     let mut ks = amri_ops::simulate::simulate(&vol, 0, &protocol.acquisition)?;
@@ -255,6 +297,12 @@ pub fn run(args: Args) -> Result<()> {
         &deid,
     )?;
 
+    // 5. The learned prior on the low-resolution slices it was trained for.
+    let prior_summary = match &prior {
+        Some(p) => Some(prior_part(&args, &val64, p, &mut written)?),
+        None => None,
+    };
+
     println!("\nwrote {} files under {}:", written.len(), out.display());
     println!(
         "  {}   comparison figure (reference | k-space | methods; error maps below)",
@@ -267,5 +315,232 @@ pub fn run(args: Args) -> Result<()> {
         "  {}/val_l1-wavelet_dicom/   derived DICOM series (de-identified)",
         out.display()
     );
+    match prior_summary {
+        Some(p) => {
+            println!(
+                "  {}   learned-prior figure (reference | k-space | methods | posterior std; error maps below)",
+                p.figure.display()
+            );
+            println!("  {}   learned-prior metrics table", p.table.display());
+            println!(
+                "  {}/prior_<method>.nii.gz, prior_iterative_std.nii.gz   learned-prior reconstructions and posterior std",
+                out.display()
+            );
+            println!(
+                "  {}   provenance (model sha256, settings)",
+                p.provenance.display()
+            );
+        }
+        None => println!("  (learned-prior part skipped: --no-prior)"),
+    }
     Ok(())
+}
+
+/// Loads the demo's prior, or says how to get one or skip the part.
+fn load_prior(model: &Path) -> Result<Prior> {
+    if !model.exists() {
+        bail!(
+            "{}: no learned prior there. Run amri demo from the repository root (the shipped prior is models/colin27-64-r4-ambient), \
+             pass --model <checkpoint or training-run folder> (make one with amri train --protocol {PRIOR_PROTOCOL}), \
+             or skip the learned-prior part with --no-prior",
+            model.display()
+        );
+    }
+    Prior::load(model, &candle_core::Device::Cpu).with_context(|| {
+        format!(
+            "--model {}: cannot load the prior (or skip this part with --no-prior)",
+            model.display()
+        )
+    })
+}
+
+/// Where the prior part wrote its summary files.
+struct PriorSummary {
+    figure: PathBuf,
+    table: PathBuf,
+    provenance: PathBuf,
+}
+
+/// The learned-prior part: simulates single-coil R=4 k-space from the 64×64 validation slices,
+/// reconstructs it with the classical baselines and the prior (one-step, iterative), and writes
+/// the images, the posterior std, `prior_metrics.csv`, a provenance JSON and
+/// `prior_comparison.png`.
+fn prior_part(
+    args: &Args,
+    val64: &Path,
+    prior: &Prior,
+    written: &mut Vec<PathBuf>,
+) -> Result<PriorSummary> {
+    let out = &args.out;
+    let protocol = Protocol::resolve(PRIOR_PROTOCOL)?;
+    let mut vol = match amri_io::read(val64)? {
+        Scan::Image(v) => v,
+        _ => bail!("{}: expected an image", val64.display()),
+    };
+    keep_central_slices(&mut vol, args.prior_slices, "--prior-slices")?;
+    let mut ks = amri_ops::simulate::simulate(&vol, 0, &protocol.acquisition)?;
+    ks.attributes
+        .insert("protocol".into(), protocol.name.clone());
+    let [slices, coils, rows, cols] = ks.shape4();
+    let sha = prior.sha256().to_owned();
+    println!(
+        "\nlearned prior {} (sha256 {sha})",
+        prior.checkpoint_dir().display()
+    );
+    println!(
+        "simulated {} ({}): {slices} slices, {coils} coil, {rows}x{cols}, {:.1} % of k-space measured",
+        protocol.name,
+        protocol.description,
+        100.0 * ks.sampled_fraction()
+    );
+    let reference = ks
+        .reference
+        .clone()
+        .context("simulated data carry their reference")?;
+    let mut table = String::from("method,psnr_db,ssim,nmse,seconds\n");
+    println!(
+        "\n{:<12} {:>8} {:>7} {:>9} {:>8}",
+        "method", "PSNR dB", "SSIM", "NMSE", "time s"
+    );
+    let methods = [
+        Method::ZeroFilled,
+        Method::L1Wavelet,
+        Method::Tv,
+        Method::OneStep,
+        Method::Iterative,
+    ];
+    let mut results: Vec<(Method, Array3<f32>)> = Vec::new();
+    let mut std_map: Option<Array3<f32>> = None;
+    for method in methods {
+        let s = Settings {
+            protocol: Some(protocol.name.clone()),
+            method,
+            lambda: matches!(method, Method::L1Wavelet | Method::Tv).then_some(0.005),
+            iterations: matches!(method, Method::L1Wavelet | Method::Tv).then_some(args.iters),
+            seed: 0,
+            model: method.is_prior().then(|| args.model.clone()),
+            model_sha256: method.is_prior().then(|| sha.clone()),
+            model_checkpoint: method
+                .is_prior()
+                .then(|| prior.checkpoint_dir().display().to_string()),
+            steps: (method == Method::Iterative).then_some(args.prior_steps),
+            samples: (method == Method::Iterative).then_some(args.prior_samples),
+            ..Settings::default()
+        };
+        let t = Instant::now();
+        let (img, std) = if method.is_prior() {
+            let r = reconstruct_prior(&ks, &s, prior, &|| {})
+                .with_context(|| format!("reconstructing with {}", method.name()))?;
+            (r.image, r.std)
+        } else {
+            let img = reconstruct(&ks, &s, &|_, _| ControlFlow::Continue(()))
+                .with_context(|| format!("reconstructing with {}", method.name()))?;
+            (img, None)
+        };
+        let secs = t.elapsed().as_secs_f64();
+        let m = amri_core::metrics::evaluate_volume(reference.view(), img.view())?;
+        println!(
+            "{:<12} {:>8.2} {:>7.4} {:>9.5} {:>8.1}",
+            method.name(),
+            m.psnr,
+            m.ssim,
+            m.nmse,
+            secs
+        );
+        writeln!(
+            table,
+            "{},{:.4},{:.5},{:.6},{:.2}",
+            method.name(),
+            m.psnr,
+            m.ssim,
+            m.nmse,
+            secs
+        )?;
+        let description = format!(
+            "amri {} {} {}{}",
+            env!("CARGO_PKG_VERSION"),
+            method.name(),
+            protocol.name,
+            if method.is_prior() {
+                format!(" model sha256:{}", &sha[..sha.len().min(16)])
+            } else {
+                String::new()
+            }
+        );
+        let image_volume = |img: Array3<f32>, what: &str| {
+            let mut v = Volume::new(img.insert_axis(Axis(0)), ks.affine);
+            v.meta.description = format!("{description}{what}");
+            Scan::Image(v)
+        };
+        if let Some(sd) = std {
+            let p = out.join(format!("prior_{}_std.nii.gz", method.name()));
+            written.extend(amri_io::write(
+                &p,
+                &image_volume(sd.clone(), " posterior std"),
+                &WriteOptions::default(),
+            )?);
+            std_map = Some(sd);
+        }
+        let p = out.join(format!("prior_{}.nii.gz", method.name()));
+        written.extend(amri_io::write(
+            &p,
+            &image_volume(img.clone(), ""),
+            &WriteOptions::default(),
+        )?);
+        results.push((method, img));
+    }
+    let table_path = out.join("prior_metrics.csv");
+    amri_io::atomic::write_bytes(&table_path, table.as_bytes())?;
+    written.push(table_path.clone());
+    let provenance = out.join("prior_provenance.json");
+    let prov = serde_json::json!({
+        "amri_version": env!("CARGO_PKG_VERSION"),
+        "protocol": protocol.name,
+        "input": val64.display().to_string(),
+        "slices": slices,
+        "model": args.model.display().to_string(),
+        "model_checkpoint": prior.checkpoint_dir().display().to_string(),
+        "model_sha256": sha,
+        "iterative": { "steps": args.prior_steps, "samples": args.prior_samples },
+        "l1_wavelet_tv": { "lambda": 0.005, "iterations": args.iters },
+        "seed": 0,
+    });
+    amri_io::atomic::write_bytes(&provenance, serde_json::to_string_pretty(&prov)?.as_bytes())?;
+    written.push(provenance.clone());
+
+    let fig = out.join("prior_comparison.png");
+    let mask = ks
+        .mask
+        .as_ref()
+        .map(|m| m.index_axis(Axis(0), slices / 2).to_owned());
+    let kmag: Array2<f32> = ks
+        .data
+        .index_axis(Axis(0), slices / 2)
+        .index_axis(Axis(0), 0)
+        .mapv(|c| (1.0 + c.norm()).ln());
+    figure::comparison(
+        &fig,
+        &figure::Comparison {
+            reference: reference.index_axis(Axis(0), slices / 2).to_owned(),
+            kspace_logmag: kmag,
+            mask,
+            methods: results
+                .iter()
+                .map(|(m, img)| {
+                    (
+                        m.name().to_owned(),
+                        img.index_axis(Axis(0), slices / 2).to_owned(),
+                    )
+                })
+                .collect(),
+            std: std_map.map(|s| s.index_axis(Axis(0), slices / 2).to_owned()),
+            affine: ks.affine,
+        },
+    )?;
+    written.push(fig.clone());
+    Ok(PriorSummary {
+        figure: fig,
+        table: table_path,
+        provenance,
+    })
 }
