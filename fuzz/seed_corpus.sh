@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Seeds fuzz/corpus/<target>/ with the shipped sample files and test fixtures.
+# Seeds fuzz/corpus/<target>/ (or DEST/<target>/ given as the argument) with the shipped sample
+# files and test fixtures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-c=fuzz/corpus
+c=${1:-fuzz/corpus}
 mkdir -p $c/{dicom,nifti,nifti_gz,npy,npz,cfl,hdf5,protocol}
 cp sample-scans/dicom/*.dcm crates/amri-io/tests/fixtures/dicom/*.dcm $c/dicom/ 2>/dev/null || true
 find sample-scans/dicom -type f -not -name '*.md' | head -40 | while read -r f; do cp "$f" "$c/dicom/$(echo "$f" | tr / _)"; done
