@@ -167,7 +167,7 @@ pub struct Comparison {
 
 /// Writes the comparison figure: top row reference | k-space with mask | each method |
 /// posterior std (if any); bottom row the sampling mask and each method's |error| under it.
-/// Errors and std share one window, a quarter of the reference's maximum ("x4"). Images smaller than 192 pixels are enlarged by an integer factor so labels fit.
+/// Errors are windowed to a quarter of the reference's maximum ("x4"); the std to its own maximum. Images smaller than 192 pixels are enlarged by an integer factor so labels fit.
 pub fn comparison(path: &Path, c: &Comparison) -> Result<()> {
     let (rows, cols) = c.reference.dim();
     anyhow::ensure!(rows > 0 && cols > 0, "empty reference slice");
@@ -213,7 +213,12 @@ pub fn comparison(path: &Path, c: &Comparison) -> Result<()> {
     }
     if let Some(sd) = &c.std {
         let sd = display(sd.clone(), &c.affine);
-        top.push(hot(sd.view(), hi / 4.0, "std x4"));
+        let top_sd = sd
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(0.0f32, f32::max);
+        top.push(hot(sd.view(), top_sd, "posterior std"));
         bottom.push(gray(
             Array2::<f32>::zeros((rows, cols)).view(),
             0.0,

@@ -44,11 +44,11 @@ pub struct Args {
     #[arg(long, default_value_t = 8)]
     pub prior_slices: usize,
     /// Prior part: sampler noise levels of the iterative method (network calls per sample).
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, default_value_t = 40)]
     pub prior_steps: usize,
     /// Prior part: posterior samples per slice (their mean is the reconstruction, their
     /// per-pixel standard deviation the uncertainty map).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     pub prior_samples: usize,
     /// Skip the learned-prior part.
     #[arg(long)]
@@ -323,6 +323,10 @@ pub fn run(args: Args) -> Result<()> {
             );
             println!("  {}   learned-prior metrics table", p.table.display());
             println!(
+                "  {}   its simulated measured data (single coil, 64x64)",
+                out.join("prior_measured.npz").display()
+            );
+            println!(
                 "  {}/prior_<method>.nii.gz, prior_iterative_std.nii.gz   learned-prior reconstructions and posterior std",
                 out.display()
             );
@@ -382,6 +386,12 @@ fn prior_part(
     ks.attributes
         .insert("protocol".into(), protocol.name.clone());
     let [slices, coils, rows, cols] = ks.shape4();
+    let ks_path = out.join("prior_measured.npz");
+    written.extend(amri_io::write(
+        &ks_path,
+        &Scan::KSpace(ks.clone()),
+        &WriteOptions::default(),
+    )?);
     let sha = prior.sha256().to_owned();
     println!(
         "\nlearned prior {} (sha256 {sha})",
