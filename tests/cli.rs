@@ -615,6 +615,18 @@ fn demo_without_a_model_says_how_to_skip_and_no_prior_skips() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("--prior-steps must be"));
+    // The validation volume has 24 slices; too many is refused before any work.
+    let out2 = d.path().join("demo2");
+    amri()
+        .current_dir(root())
+        .args(["demo", "--prior-slices", "25", "--out"])
+        .arg(&out2)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "--prior-slices must be in [1, 24], got 25",
+        ));
+    assert!(!out2.join("metrics.csv").exists());
 }
 
 #[test]
