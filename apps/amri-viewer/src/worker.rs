@@ -19,7 +19,7 @@ use amri_ops::simulate::Acquisition;
 use amri_protocol::Method;
 use amri_recon::alg::IterInfo;
 use amri_recon::app::{self, CgSenseConfig, L1WaveletConfig, TvConfig};
-use ndarray::{s, Array2, Array3, Array4, Axis};
+use ndarray::{s, Array3, Array4, Axis};
 
 use crate::error::{Result, ViewerError};
 use crate::study::ReconResult;
@@ -395,40 +395,7 @@ pub fn reconstruct(
 /// The 2-D problems of every slice of `ks` for a learned prior (k-space with its mask and
 /// maps, or an image-domain measurement with its pixel mask), as `amri recon` builds them.
 pub fn problems(ks: &KSpace) -> Result<Vec<Problem>> {
-    let [slices, _, rows, cols] = ks.shape4();
-    let image_domain = match ks.attributes.get("domain").map(String::as_str) {
-        Some("image") => true,
-        Some("projection") => {
-            return Err(ViewerError::msg(
-                "this data holds Gaussian random projections; the learned priors take k-space or image-domain measurements",
-            ))
-        }
-        _ => false,
-    };
-    Ok((0..slices)
-        .map(|s| {
-            let mask: Array2<f32> = match &ks.mask {
-                Some(m) => m.index_axis(Axis(0), s).to_owned(),
-                None => Array2::ones((rows, cols)),
-            };
-            let data = ks.data.index_axis(Axis(0), s);
-            if image_domain {
-                Problem::Pixels {
-                    image: data.index_axis(Axis(0), 0).to_owned(),
-                    mask,
-                }
-            } else {
-                Problem::Kspace {
-                    kspace: data.to_owned(),
-                    mask,
-                    maps: ks
-                        .sensitivities
-                        .as_ref()
-                        .map(|m| m.index_axis(Axis(0), s).to_owned()),
-                }
-            }
-        })
-        .collect())
+    Problem::from_kspace(ks).map_err(|e| ViewerError::msg(e.to_string()))
 }
 
 /// Reconstructs every slice of `ks` with a learned prior as `amri recon --method one-step |
