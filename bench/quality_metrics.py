@@ -5,6 +5,10 @@
   metrics DATA.npz IMAGE            PSNR/SSIM/NMSE of IMAGE (BART .cfl stem/file [row, col, slice]
                                     or amri .npy [1, slice, row, col]) against the reference stored
                                     in amri's DATA.npz; prints `psnr,ssim,nmse`
+  inpaint DATA.npz OUT.npy          classical inpainting baseline for image-domain (pixel/box) data,
+                                    which amri's l1/TV/CG do not reconstruct: scikit-image's
+                                    biharmonic inpainting of each slice's measured magnitudes;
+                                    writes [1, slice, row, col] and prints its wall seconds
   table ROWS OUT_CSV MD HEADER      mark the best-PSNR λ of each swept method in ROWS (CSV), write
                                     OUT_CSV (with a `best` column) and the Markdown tables in MD
                                     (HEADER, a Markdown file, first)
@@ -100,6 +104,27 @@ def cmd_metrics(npz, image):
         gt = z["reference"].astype(np.float64)
     psnr, ssim, nmse = volume_metrics(gt, read_image(image))
     print(f"{psnr:.6f},{ssim:.6f},{nmse:.8f}")
+
+
+def cmd_inpaint(npz, out):
+    import os
+    import time
+
+    from skimage.restoration import inpaint_biharmonic
+
+    with np.load(npz) as z:
+        data, mask = z["kspace"], z["mask"]
+    if data.ndim != 4 or data.shape[1] != 1 or mask.shape != (data.shape[0],) + data.shape[2:]:
+        raise SystemExit(f"{npz}: expected single-coil data [slice, 1, row, col] and a mask "
+                         f"[slice, row, col], got {data.shape} and {mask.shape}")
+    t0 = time.perf_counter()
+    img = np.abs(data[:, 0]).astype(np.float64)
+    rec = np.stack([inpaint_biharmonic(x, m == 0) for x, m in zip(img, mask)])
+    seconds = time.perf_counter() - t0
+    tmp = out + ".tmp.npy"
+    np.save(tmp, rec[None].astype(np.float32))
+    os.replace(tmp, out)
+    print(f"{seconds:.6f}")
 
 
 def fmt(v, digits):
@@ -198,7 +223,7 @@ def cmd_table(rows_path, csv_path, md_path, header_path):
 
 
 def main(argv):
-    cmds = {"subset": (cmd_subset, 3), "metrics": (cmd_metrics, 2), "table": (cmd_table, 4)}
+    cmds = {"subset": (cmd_subset, 3), "metrics": (cmd_metrics, 2), "inpaint": (cmd_inpaint, 2), "table": (cmd_table, 4)}
     if len(argv) < 2 or argv[1] not in cmds or len(argv) - 2 != cmds[argv[1]][1]:
         raise SystemExit(__doc__)
     fn, _ = cmds[argv[1]]

@@ -19,7 +19,8 @@
 # slice's mask as `-p`), each at the λ of the grid with the best PSNR (chosen on these slices:
 # optimistic); for each --models DIR: one-step, one-step --data-consistency and iterative.
 # On pixel/box data amri's classical methods other than zero-filled and BART do not apply
-# (k-space only), and a k-space prior cannot do one-step: those rows say "n/a".
+# (k-space only), and a k-space prior cannot do one-step: those rows say "n/a"; a classical
+# inpainting baseline (scikit-image's biharmonic inpainting, not amri) is added there instead.
 #
 # Usage: bench/quality_table.sh --out DIR [--models DIR1,DIR2,...] [--slices N] [options]
 #   --slices N           the N central validation slices (default all 24)
@@ -136,6 +137,16 @@ run() {
     local rc=0
     "$@" >>"$LOG" 2>&1 || rc=$?
     [[ $rc == 0 ]] || echo "  (exit $rc)" >>"$LOG"
+    return $rc
+}
+# Runs a command, logging it and its standard error; its standard output is printed and logged.
+run_out() {
+    printf '$ %s\n' "$(printf '%q ' "$@")" >>"$LOG"
+    local out rc=0
+    out=$("$@" 2>>"$LOG") || rc=$?
+    printf '%s\n' "$out" >>"$LOG"
+    [[ $rc == 0 ]] || echo "  (exit $rc)" >>"$LOG"
+    printf '%s\n' "$out"
     return $rc
 }
 now() { date +%s.%N; }
@@ -264,6 +275,18 @@ else
                 row "$CLASSICAL" "$key" classical "$lab" "" "" "" "" "" "" "" n/a \
                     "n/a (reconstructs k-space only; image-domain measurement)"
             done
+            # A classical inpainting baseline instead (not amri: scikit-image).
+            img=$OUT/recon/$key/biharmonic.npy
+            lab="biharmonic inpainting (scikit-image)"
+            if secs=$(run_out "${NICE[@]}" python3 "$PY" inpaint "$OUT/data/$key.npz" "$img") &&
+                m=$(run_out python3 "$PY" metrics "$OUT/data/$key.npz" "$img"); then
+                IFS=, read -r psnr ssim nmse <<<"$m"
+                row "$CLASSICAL" "$key" biharmonic "$lab" "" "" "" "$psnr" "$ssim" "$nmse" "$secs" ok \
+                    "classical inpainting of the measured pixels, not amri (one Python thread)"
+            else
+                row "$CLASSICAL" "$key" biharmonic "$lab" "" "" "" "" "" "" "" failed "see commands.log"
+                FAILURES=$((FAILURES + 1))
+            fi
             continue
         fi
         NOTE="single coil: equals zero-filled"
@@ -277,7 +300,7 @@ else
                 tv --lambda "$lam" --iters "$ITERS" --tol 0
             if [[ $checked == 0 && -f $OUT/recon/$key/tv_$lam.npy ]]; then
                 # The helper's metrics against amri's on the same image (used for BART's rows).
-                mine=$(python3 "$PY" metrics "$OUT/data/$key.npz" "$OUT/recon/$key/tv_$lam.npy")
+                mine=$(run_out python3 "$PY" metrics "$OUT/data/$key.npz" "$OUT/recon/$key/tv_$lam.npy")
                 theirs=$(tail -n 1 "$CLASSICAL" | awk -F, '{ print $11 "," $12 "," $13 }')
                 echo "# metric check $key tv_$lam: quality_metrics.py $mine, amri $theirs" >>"$LOG"
                 awk -F, -v a="$mine" -v b="$theirs" 'BEGIN { split(a, x); split(b, y);
@@ -316,8 +339,7 @@ else
                 done
                 img=$bdir/${meth}_$lam
                 if [[ $ok == 1 ]] && run bart join 2 "${parts[@]}" "$img" &&
-                    m=$(python3 "$PY" metrics "$OUT/data/$key.npz" "$img" 2>>"$LOG"); then
-                    echo "# metrics $img: $m" >>"$LOG"
+                    m=$(run_out python3 "$PY" metrics "$OUT/data/$key.npz" "$img"); then
                     IFS=, read -r psnr ssim nmse <<<"$m"
                     row "$CLASSICAL" "$key" "bart-$meth" "$lab" "" "$lam" "$ITERS" "$psnr" "$ssim" "$nmse" "$total" ok \
                         "one bart process per slice (wall time incl. start-up and file I/O)"
