@@ -9,6 +9,10 @@
                                     which amri's l1/TV/CG do not reconstruct: scikit-image's
                                     biharmonic inpainting of each slice's measured magnitudes;
                                     writes [1, slice, row, col] and prints its wall seconds
+  figure RUN_DIR OUT.png [DIR…]     the central slice of every reconstruction shown in
+                                    RUN_DIR/quality.md (a row of tiles per setting, reference
+                                    first, PSNR in the captions); images are looked up in RUN_DIR,
+                                    then in the DIRs (e.g. the run given to --classical-from)
   table ROWS OUT_CSV MD HEADER      mark the best-PSNR λ of each swept method in ROWS (CSV), write
                                     OUT_CSV (with a `best` column) and the Markdown tables in MD
                                     (HEADER, a Markdown file, first)
@@ -127,6 +131,91 @@ def cmd_inpaint(npz, out):
     print(f"{seconds:.6f}")
 
 
+SHORT = {
+    "zero-filled": "zero-filled",
+    "l1-wavelet": "l1 amri",
+    "tv": "TV amri",
+    "bart-l1": "l1 BART",
+    "bart-tv": "TV BART",
+    "biharmonic": "biharmonic",
+    "one-step": "one-step",
+    "one-step-dc": "one-step+DC",
+    "iterative": "iterative",
+}
+
+
+def image_path(r, dirs):
+    """The file of a quality.csv row's reconstruction (bench/quality_table.sh's layout)."""
+    import os
+
+    key, m, lam = r["setting"], r["method"], r["lambda"]
+    model = os.path.basename(os.path.normpath(r["model"])) if r["model"] else ""
+    rel = {
+        "zero-filled": f"recon/{key}/zero-filled.npy",
+        "l1-wavelet": f"recon/{key}/l1_{lam}.npy",
+        "tv": f"recon/{key}/tv_{lam}.npy",
+        "bart-l1": f"bart/{key}/l1_{lam}.cfl",
+        "bart-tv": f"bart/{key}/tv_{lam}.cfl",
+        "biharmonic": f"recon/{key}/biharmonic.npy",
+        "one-step": f"recon/{key}/{model}_one-step.npy",
+        "one-step-dc": f"recon/{key}/{model}_one-step-dc.npy",
+        "iterative": f"recon/{key}/{model}_iterative.npy",
+    }.get(m)
+    if rel is None:
+        return None
+    for d in dirs:
+        if os.path.exists(os.path.join(d, rel)):
+            return os.path.join(d, rel)
+    return None
+
+
+def cmd_figure(run_dir, png, *more):
+    import os
+
+    from PIL import Image, ImageDraw
+
+    dirs = [run_dir, *more]
+    with open(os.path.join(run_dir, "quality.csv"), newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["best"] == "1" and r["status"] == "ok"]
+    settings = []
+    for r in rows:
+        if r["setting"] not in settings:
+            settings.append(r["setting"])
+    scale, tile, cap, left = 2, 128, 28, 120
+    grid = []
+    for s in settings:
+        with np.load(os.path.join(run_dir, "data", f"{s}.npz")) as z:
+            ref = z["reference"].astype(np.float64)
+        mid = ref.shape[0] // 2
+        vmax = float(ref[mid].max()) or 1.0
+        tiles = [(ref[mid], "reference")]
+        for r in rows:
+            if r["setting"] != s or r["method"] == "cg-sense":
+                continue
+            p = image_path(r, dirs)
+            if p is None:
+                print(f"figure: no image for {s} {r['label']} (skipped)", file=sys.stderr)
+                continue
+            lam = f" {float(r['lambda']):g}" if r["lambda"] else ""
+            tiles.append((read_image(p)[mid], f"{SHORT[r['method']]}{lam}\n{float(r['psnr']):.2f} dB"))
+        grid.append((s, tiles, vmax))
+    cols = max(len(t) for _, t, _ in grid)
+    img = Image.new("L", (left + cols * tile, len(grid) * (tile + cap)), 255)
+    draw = ImageDraw.Draw(img)
+    for i, (s, tiles, vmax) in enumerate(grid):
+        y = i * (tile + cap)
+        draw.text((4, y + tile // 2), s, fill=0)
+        for j, (a, text) in enumerate(tiles):
+            a8 = (np.clip(a / vmax, 0, 1) * 255).astype(np.uint8)
+            t = Image.fromarray(a8).resize((a.shape[1] * scale, a.shape[0] * scale), Image.NEAREST)
+            img.paste(t, (left + j * tile, y))
+            draw.multiline_text((left + j * tile + 2, y + tile + 1), text, fill=0, spacing=1)
+    tmp = png + ".tmp.png"
+    img.save(tmp)
+    os.replace(tmp, png)
+    print(f"wrote {png}: {len(grid)} settings, central slice, window 0..reference max")
+
+
 def fmt(v, digits):
     return "" if v in ("", None) else f"{float(v):.{digits}f}"
 
@@ -223,10 +312,17 @@ def cmd_table(rows_path, csv_path, md_path, header_path):
 
 
 def main(argv):
-    cmds = {"subset": (cmd_subset, 3), "metrics": (cmd_metrics, 2), "inpaint": (cmd_inpaint, 2), "table": (cmd_table, 4)}
-    if len(argv) < 2 or argv[1] not in cmds or len(argv) - 2 != cmds[argv[1]][1]:
+    # name: (function, least arguments, most arguments)
+    cmds = {
+        "subset": (cmd_subset, 3, 3),
+        "metrics": (cmd_metrics, 2, 2),
+        "inpaint": (cmd_inpaint, 2, 2),
+        "figure": (cmd_figure, 2, 99),
+        "table": (cmd_table, 4, 4),
+    }
+    if len(argv) < 2 or argv[1] not in cmds or not cmds[argv[1]][1] <= len(argv) - 2 <= cmds[argv[1]][2]:
         raise SystemExit(__doc__)
-    fn, _ = cmds[argv[1]]
+    fn = cmds[argv[1]][0]
     fn(*argv[2:])
 
 

@@ -2,8 +2,9 @@
 # The quality table of issue #6: classical and learned-prior reconstructions of the low-res
 # (64x64) Colin27 validation slices under six single-coil settings, with fastMRI's PSNR / SSIM /
 # NMSE (amri's numbers) and wall time per slice; writes OUT/quality.csv, OUT/quality.md (one
-# Markdown table per setting, then the λ sweeps), OUT/commands.log (every command run, with its
-# output) and the data and reconstructions under OUT/data, OUT/recon, OUT/bart.
+# Markdown table per setting, then the λ sweeps), OUT/quality.png (the central slice of each
+# reconstruction in the tables), OUT/commands.log (every command run, with its output) and the
+# data and reconstructions under OUT/data, OUT/recon, OUT/bart.
 #
 # Settings (simulated with `amri simulate`, the protocol's fixed seed unless --seed):
 #   r4-random      protocols/singlecoil-r4-cartesian.toml        1-D random R=4, 8 % centre
@@ -400,7 +401,9 @@ HDR=$OUT/logs/header.md
 tail -n +2 "$PRIOR" | cat "$CLASSICAL" - >"$OUT/logs/rows.csv"
 run python3 "$PY" table "$OUT/logs/rows.csv" "$OUT/quality.csv" "$OUT/quality.md" "$HDR" ||
     die "writing the tables failed (see $LOG)"
-echo "wrote $OUT/quality.md, $OUT/quality.csv, $OUT/commands.log"
+run python3 "$PY" figure "$OUT" "$OUT/quality.png" ${CLASSICAL_FROM:+"$CLASSICAL_FROM"} ||
+    echo "quality_table.sh: the figure failed (see $LOG)" >&2
+echo "wrote $OUT/quality.md, $OUT/quality.csv, $OUT/quality.png, $OUT/commands.log"
 if [[ $FAILURES -gt 0 ]]; then
     echo "$FAILURES reconstructions failed unexpectedly (see $OUT/quality.md and $LOG)" >&2
     exit 1
