@@ -34,6 +34,8 @@
 #   --skip-classical     prior rows only (plus nothing classical), e.g. for new models
 #   --classical-from DIR reuse DIR/classical.csv of an earlier run (its data must be identical:
 #                        checked by SHA-256 of the simulated .npz files)
+#   --prior-from DIR     also take the prior rows of DIR/prior.csv (identical data, checked the
+#                        same way), e.g. models run separately; --models adds to them
 #   --skip-bart          no BART rows
 #   --amri PATH          amri binary (default: build $CARGO_TARGET_DIR/release/amri)
 #   --no-build           do not run cargo build
@@ -61,6 +63,7 @@ SIGMA=""
 SEED=""
 SKIP_CLASSICAL=0
 CLASSICAL_FROM=""
+PRIOR_FROM=""
 SKIP_BART=0
 AMRI=""
 BUILD=1
@@ -85,6 +88,7 @@ while [[ $# -gt 0 ]]; do
         --seed) need "$@"; SEED=$2; shift 2 ;;
         --skip-classical) SKIP_CLASSICAL=1; shift ;;
         --classical-from) need "$@"; CLASSICAL_FROM=$2; shift 2 ;;
+        --prior-from) need "$@"; PRIOR_FROM=$2; shift 2 ;;
         --skip-bart) SKIP_BART=1; shift ;;
         --amri) need "$@"; AMRI=$2; shift 2 ;;
         --no-build) BUILD=0; shift ;;
@@ -103,6 +107,7 @@ for l in $LAMBDAS; do
 done
 [[ -z $CLASSICAL_FROM || -f $CLASSICAL_FROM/classical.csv ]] ||
     die "--classical-from $CLASSICAL_FROM: no classical.csv there"
+[[ -z $PRIOR_FROM || -f $PRIOR_FROM/prior.csv ]] || die "--prior-from $PRIOR_FROM: no prior.csv there"
 [[ $SKIP_CLASSICAL == 0 || -z $CLASSICAL_FROM ]] || die "--skip-classical and --classical-from exclude each other"
 command -v python3 >/dev/null || die "python3 not found"
 python3 -c "import numpy, skimage, nibabel" 2>/dev/null ||
@@ -248,15 +253,20 @@ FAILURES=0
 NOTE=""
 
 # --- classical --------------------------------------------------------------------------------
+# Checks that run DIR simulated the same data as this one (SHA-256 of every setting's .npz).
+same_data() {
+    local dir=$1 flag=$2 key old new
+    for key in "${WANT[@]}"; do
+        old=$(grep " $key.npz\$" "$dir/data/SHA256SUMS" 2>/dev/null | cut -c1-64) || true
+        new=$(grep " $key.npz\$" "$OUT/data/SHA256SUMS" | cut -c1-64)
+        echo "# $key.npz sha256: this run $new, $dir ${old:-none}" >>"$LOG"
+        [[ $old == "$new" ]] ||
+            die "$flag $dir: its $key data differ from this run's or are missing (slices, seed or amri changed?)"
+    done
+}
 CLASSICAL=$OUT/classical.csv
 if [[ -n $CLASSICAL_FROM ]]; then
-    for key in "${WANT[@]}"; do
-        old=$(grep " $key.npz\$" "$CLASSICAL_FROM/data/SHA256SUMS" 2>/dev/null | cut -c1-64) || true
-        new=$(grep " $key.npz\$" "$OUT/data/SHA256SUMS" | cut -c1-64)
-        echo "# $key.npz sha256: this run $new, $CLASSICAL_FROM ${old:-none}" >>"$LOG"
-        [[ $old == "$new" ]] ||
-            die "--classical-from $CLASSICAL_FROM: its $key data differ from this run's or are missing (slices, seed or amri changed?)"
-    done
+    same_data "$CLASSICAL_FROM" --classical-from
     awk -F, -v want=",${SETTINGS}," 'NR == 1 || index(want, "," $1 ",")' "$CLASSICAL_FROM/classical.csv" >"$CLASSICAL"
     echo "# classical rows reused from $CLASSICAL_FROM/classical.csv" >>"$LOG"
 elif [[ $SKIP_CLASSICAL == 1 ]]; then
@@ -358,6 +368,11 @@ fi
 # --- learned priors ---------------------------------------------------------------------------
 PRIOR=$OUT/prior.csv
 echo "$HEADER_COLS" >"$PRIOR"
+if [[ -n $PRIOR_FROM ]]; then
+    same_data "$PRIOR_FROM" --prior-from
+    awk -F, -v want=",${SETTINGS}," 'NR > 1 && index(want, "," $1 ",")' "$PRIOR_FROM/prior.csv" >>"$PRIOR"
+    echo "# prior rows reused from $PRIOR_FROM/prior.csv" >>"$LOG"
+fi
 extra=()
 [[ -n $ZETA ]] && extra+=(--zeta "$ZETA")
 [[ -n $SIGMA ]] && extra+=(--sigma "$SIGMA")
@@ -392,6 +407,9 @@ HDR=$OUT/logs/header.md
     if [[ -n $CLASSICAL_FROM ]]; then
         echo "- Classical rows reused from \`$CLASSICAL_FROM\` (identical simulated data, SHA-256 checked)"
     fi
+    if [[ -n $PRIOR_FROM ]]; then
+        echo "- Prior rows reused from \`$PRIOR_FROM\` (identical simulated data, SHA-256 checked; its settings in its own quality.md)"
+    fi
     echo "- λ grid: $LAMBDAS; $ITERS iterations (amri \`--iters\`, \`--tol 0\`; BART \`pics -i\`; TV counts CG steps in both); the best-PSNR λ is chosen on these same slices, so the l1/TV rows are optimistic"
     echo "- CG-SENSE with one coil and no maps is \`A = M F\` with a 0/1 mask and a unitary FFT: its least-squares solution from zero is the zero-filled image"
     echo "- Wall time per slice: amri's own timing of the reconstruction (slices in parallel on $(nproc) cores, no process start-up or model loading); BART: one process per slice, timed from outside"
@@ -401,7 +419,7 @@ HDR=$OUT/logs/header.md
 tail -n +2 "$PRIOR" | cat "$CLASSICAL" - >"$OUT/logs/rows.csv"
 run python3 "$PY" table "$OUT/logs/rows.csv" "$OUT/quality.csv" "$OUT/quality.md" "$HDR" ||
     die "writing the tables failed (see $LOG)"
-run python3 "$PY" figure "$OUT" "$OUT/quality.png" ${CLASSICAL_FROM:+"$CLASSICAL_FROM"} ||
+run python3 "$PY" figure "$OUT" "$OUT/quality.png" ${CLASSICAL_FROM:+"$CLASSICAL_FROM"} ${PRIOR_FROM:+"$PRIOR_FROM"} ||
     echo "quality_table.sh: the figure failed (see $LOG)" >&2
 echo "wrote $OUT/quality.md, $OUT/quality.csv, $OUT/quality.png, $OUT/commands.log"
 if [[ $FAILURES -gt 0 ]]; then
