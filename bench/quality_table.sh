@@ -26,12 +26,13 @@
 # Usage: bench/quality_table.sh --out DIR [--models DIR1,DIR2,...] [--slices N] [options]
 #   --slices N           the N central validation slices (default all 24)
 #   --settings LIST      comma-separated subset of the settings above (default all)
-#   --lambdas "L1 L2 …"  λ grid of the sweeps (default "0.001 0.002 0.005 0.01 0.02 0.05 0.1 0.2")
+#   --lambdas "L1 L2 …"  λ grid of the sweeps (default "0.001 0.002 0.005 0.01 0.02 0.05 0.1 0.2 0.5")
 #   --iters N            iterations of amri l1/TV and BART pics -i (default 100; TV: CG steps)
 #   --steps N --samples N  iterative sampler (default 40 steps × 3 samples)
 #   --zeta Z --sigma S   passed to amri recon (iterative ζ, one-step σ) when given
 #   --seed N             simulation seed (default: the protocol's, 0)
-#   --skip-classical     prior rows only (plus nothing classical), e.g. for new models
+#   --skip-classical     no classical rows at all (prior rows only); to put new models beside the
+#                        classical rows of an earlier run, use --classical-from instead
 #   --classical-from DIR reuse DIR/classical.csv of an earlier run (its data must be identical:
 #                        checked by SHA-256 of the simulated .npz files)
 #   --prior-from DIR     also take the prior rows of DIR/prior.csv (identical data, checked the
@@ -39,9 +40,14 @@
 #   --skip-bart          no BART rows
 #   --amri PATH          amri binary (default: build $CARGO_TARGET_DIR/release/amri)
 #   --no-build           do not run cargo build
-# Heavy commands run under `nice -n 19`. Needs python3 with numpy, scikit-image, nibabel (for
-# bench/quality_metrics.py: slice subsets, and the metrics of BART's images, which are checked
-# against amri's own numbers on an amri output in every run) and `bart` (unless --skip-bart).
+# Heavy commands run under `nice -n 19`. Needs python3 with numpy, scikit-image, nibabel, PIL (for
+# bench/quality_metrics.py: slice subsets, the metrics of BART's images, which are checked
+# against amri's own numbers on an amri output in every run, the inpainting baseline and the
+# figure) and `bart` (unless --skip-bart).
+# Example: the classical part once, then new models beside it (the data must be identical):
+#   bench/quality_table.sh --out runs/quality-classical
+#   bench/quality_table.sh --out runs/quality --classical-from runs/quality-classical \
+#       --models out/prior-ambient,out/prior-clean --steps 40 --samples 3
 set -euo pipefail
 # The whole script is one brace group, read before it runs, so editing this file cannot disturb
 # a run in progress.
@@ -54,7 +60,7 @@ OUT=""
 MODELS=""
 SLICES=24
 SETTINGS="r4-random,r8-random,r4-equispaced,r8-equispaced,pixel-90,box-32"
-LAMBDAS="0.001 0.002 0.005 0.01 0.02 0.05 0.1 0.2"
+LAMBDAS="0.001 0.002 0.005 0.01 0.02 0.05 0.1 0.2 0.5"
 ITERS=100
 STEPS=40
 SAMPLES=3
@@ -110,8 +116,8 @@ done
 [[ -z $PRIOR_FROM || -f $PRIOR_FROM/prior.csv ]] || die "--prior-from $PRIOR_FROM: no prior.csv there"
 [[ $SKIP_CLASSICAL == 0 || -z $CLASSICAL_FROM ]] || die "--skip-classical and --classical-from exclude each other"
 command -v python3 >/dev/null || die "python3 not found"
-python3 -c "import numpy, skimage, nibabel" 2>/dev/null ||
-    die "python3 needs numpy, scikit-image and nibabel (pip install numpy scikit-image nibabel)"
+python3 -c "import numpy, skimage, nibabel, PIL" 2>/dev/null ||
+    die "python3 needs numpy, scikit-image, nibabel and PIL (pip install numpy scikit-image nibabel pillow)"
 if [[ $SKIP_BART == 0 && $SKIP_CLASSICAL == 0 && -z $CLASSICAL_FROM ]]; then
     command -v bart >/dev/null || die "bart not found on PATH (Debian: apt-get install bart), or use --skip-bart"
 fi
