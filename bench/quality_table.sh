@@ -418,7 +418,7 @@ HDR=$OUT/logs/header.md
     fi
     echo "- λ grid: $LAMBDAS; $ITERS iterations (amri \`--iters\`, \`--tol 0\`; BART \`pics -i\`; TV counts CG steps in both); the best-PSNR λ is chosen on these same slices, so the l1/TV rows are optimistic"
     echo "- CG-SENSE with one coil and no maps is \`A = M F\` with a 0/1 mask and a unitary FFT: its least-squares solution from zero is the zero-filled image"
-    echo "- Wall time per slice: amri's own timing of the reconstruction (slices in parallel on $(nproc) cores, no process start-up or model loading); BART: one process per slice, timed from outside"
+    echo "- Wall time per slice: amri's own timing of each file (read, reconstruct, write; slices in parallel on $(nproc) cores; no process start-up or model loading), divided by the slices; BART: one process per slice, timed from outside"
     [[ ${#MODEL_DIRS[@]} -gt 0 ]] && echo "- Priors: ${MODELS//,/, }; iterative: $STEPS steps × $SAMPLES samples (mean), seed 0${ZETA:+, ζ = $ZETA}${SIGMA:+; one-step σ = $SIGMA}"
     echo
 } >"$HDR"
