@@ -13,9 +13,11 @@
                                     RUN_DIR/quality.md (a row of tiles per setting, reference
                                     first, PSNR in the captions); images are looked up in RUN_DIR,
                                     then in the DIRs (e.g. the run given to --classical-from)
-  table ROWS OUT_CSV MD HEADER      mark the best-PSNR λ of each swept method in ROWS (CSV), write
+  table ROWS OUT_CSV MD HEADER [MEASURED]
+                                    mark the best-PSNR λ of each swept method in ROWS (CSV), write
                                     OUT_CSV (with a `best` column) and the Markdown tables in MD
-                                    (HEADER, a Markdown file, first)
+                                    (HEADER, a Markdown file, first); MEASURED (CSV setting,
+                                    measured_pct) overrides the rows' measured fractions
 
 The metrics are fastMRI's (`fastmri/evaluate.py`) as amri computes them
 (crates/amri-core/src/metrics.rs): magnitude images; NMSE and PSNR over the whole volume with
@@ -241,13 +243,19 @@ def mark_best(rows):
             pick["note"] = f"{pick['note']}; {edge}" if pick["note"] else edge
 
 
-def cmd_table(rows_path, csv_path, md_path, header_path):
+def cmd_table(rows_path, csv_path, md_path, header_path, measured_path=None):
     import os
 
     with open(rows_path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         fields = list(reader.fieldnames) + ["best"]
         rows = list(reader)
+    if measured_path:
+        # This run's measured fractions (rows reused from other runs keep theirs otherwise).
+        with open(measured_path, newline="", encoding="utf-8") as f:
+            measured = {r["setting"]: r["measured_pct"] for r in csv.DictReader(f)}
+        for r in rows:
+            r["measured_pct"] = measured.get(r["setting"], r["measured_pct"])
     mark_best(rows)
     tmp = csv_path + ".tmp"
     with open(tmp, "w", newline="", encoding="utf-8") as f:
@@ -318,7 +326,7 @@ def main(argv):
         "metrics": (cmd_metrics, 2, 2),
         "inpaint": (cmd_inpaint, 2, 2),
         "figure": (cmd_figure, 2, 99),
-        "table": (cmd_table, 4, 4),
+        "table": (cmd_table, 4, 5),
     }
     if len(argv) < 2 or argv[1] not in cmds or not cmds[argv[1]][1] <= len(argv) - 2 <= cmds[argv[1]][2]:
         raise SystemExit(__doc__)

@@ -33,10 +33,12 @@
 #   --seed N             simulation seed (default: the protocol's, 0)
 #   --skip-classical     no classical rows at all (prior rows only); to put new models beside the
 #                        classical rows of an earlier run, use --classical-from instead
-#   --classical-from DIR reuse DIR/classical.csv of an earlier run (its data must be identical:
-#                        checked by SHA-256 of the simulated .npz files)
-#   --prior-from DIR     also take the prior rows of DIR/prior.csv (identical data, checked the
-#                        same way), e.g. models run separately; --models adds to them
+#   --classical-from DIR[,DIR…]  reuse the classical rows of earlier runs (each setting from the
+#                        first DIR that has rows for it; its data must be identical: checked by
+#                        SHA-256 of the simulated .npz files)
+#   --prior-from DIR[,DIR…]  also take the prior rows of earlier runs (each setting from the first
+#                        DIR with prior rows for it; identical data, checked the same way), e.g.
+#                        models run separately; --models adds to them
 #   --skip-bart          no BART rows
 #   --amri PATH          amri binary (default: build $CARGO_TARGET_DIR/release/amri)
 #   --no-build           do not run cargo build
@@ -111,9 +113,14 @@ done
 for l in $LAMBDAS; do
     [[ $l =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]] || die "--lambdas: '$l' is not a number"
 done
-[[ -z $CLASSICAL_FROM || -f $CLASSICAL_FROM/classical.csv ]] ||
-    die "--classical-from $CLASSICAL_FROM: no classical.csv there"
-[[ -z $PRIOR_FROM || -f $PRIOR_FROM/prior.csv ]] || die "--prior-from $PRIOR_FROM: no prior.csv there"
+IFS=, read -r -a CLASSICAL_DIRS <<<"$CLASSICAL_FROM"
+for d in "${CLASSICAL_DIRS[@]}"; do
+    [[ -f $d/classical.csv ]] || die "--classical-from $d: no classical.csv there"
+done
+IFS=, read -r -a PRIOR_DIRS <<<"$PRIOR_FROM"
+for d in "${PRIOR_DIRS[@]}"; do
+    [[ -f $d/prior.csv ]] || die "--prior-from $d: no prior.csv there"
+done
 [[ $SKIP_CLASSICAL == 0 || -z $CLASSICAL_FROM ]] || die "--skip-classical and --classical-from exclude each other"
 command -v python3 >/dev/null || die "python3 not found"
 python3 -c "import numpy, skimage, nibabel, PIL" 2>/dev/null ||
@@ -201,10 +208,15 @@ for key in "${WANT[@]}"; do
     line=$("$AMRI" simulate --protocol "$proto" "${seed_args[@]}" "$INPUT" "$OUT/data/$key.npz" 2>>"$LOG") ||
         die "amri simulate failed for $key (see $LOG)"
     printf '$ %s\n%s\n' "$(printf '%q ' "$AMRI" simulate --protocol "$proto" "${seed_args[@]}" "$INPUT" "$OUT/data/$key.npz")" "$line" >>"$LOG"
-    MEASURED[$key]=$(grep -o '[0-9.]* % measured' <<<"$line" | cut -d' ' -f1)
+    # The first number: amri reports the mean over slices (and slice 0's when they differ).
+    MEASURED[$key]=$(grep -o '[0-9.]* % measured' <<<"$line" | head -n 1 | cut -d' ' -f1)
     echo "$key: ${MEASURED[$key]} % measured"
 done
 (cd "$OUT/data" && sha256sum -- *.npz >SHA256SUMS)
+{
+    echo "setting,measured_pct"
+    for key in "${WANT[@]}"; do echo "$key,${MEASURED[$key]}"; done
+} >"$OUT/data/measured.csv"
 
 HEADER_COLS="setting,setting_label,protocol,measured_pct,slices,method,label,model,lambda,iters,psnr,ssim,nmse,seconds,seconds_per_slice,status,note"
 # Appends one row to a rows file.
@@ -259,10 +271,12 @@ FAILURES=0
 NOTE=""
 
 # --- classical --------------------------------------------------------------------------------
-# Checks that run DIR simulated the same data as this one (SHA-256 of every setting's .npz).
+# Checks that run DIR simulated the same data as this one (SHA-256 of each setting's .npz).
+# same_data DIR FLAG KEY...
 same_data() {
     local dir=$1 flag=$2 key old new
-    for key in "${WANT[@]}"; do
+    shift 2
+    for key in "$@"; do
         old=$(grep " $key.npz\$" "$dir/data/SHA256SUMS" 2>/dev/null | cut -c1-64) || true
         new=$(grep " $key.npz\$" "$OUT/data/SHA256SUMS" | cut -c1-64)
         echo "# $key.npz sha256: this run $new, $dir ${old:-none}" >>"$LOG"
@@ -272,9 +286,22 @@ same_data() {
 }
 CLASSICAL=$OUT/classical.csv
 if [[ -n $CLASSICAL_FROM ]]; then
-    same_data "$CLASSICAL_FROM" --classical-from
-    awk -F, -v want=",${SETTINGS}," 'NR == 1 || index(want, "," $1 ",")' "$CLASSICAL_FROM/classical.csv" >"$CLASSICAL"
-    echo "# classical rows reused from $CLASSICAL_FROM/classical.csv" >>"$LOG"
+    echo "$HEADER_COLS" >"$CLASSICAL"
+    CLASSICAL_SOURCES=""
+    for key in "${WANT[@]}"; do
+        found=""
+        for d in "${CLASSICAL_DIRS[@]}"; do
+            if awk -F, -v k="$key" 'NR > 1 && $1 == k { found = 1 } END { exit !found }' "$d/classical.csv"; then
+                found=$d
+                break
+            fi
+        done
+        [[ -n $found ]] || die "--classical-from $CLASSICAL_FROM: no classical rows for $key"
+        same_data "$found" --classical-from "$key"
+        awk -F, -v k="$key" 'NR > 1 && $1 == k' "$found/classical.csv" >>"$CLASSICAL"
+        echo "# classical rows of $key reused from $found/classical.csv" >>"$LOG"
+        CLASSICAL_SOURCES+="${CLASSICAL_SOURCES:+, }$key from \`$found\`"
+    done
 elif [[ $SKIP_CLASSICAL == 1 ]]; then
     echo "$HEADER_COLS" >"$CLASSICAL"
 else
@@ -375,9 +402,18 @@ fi
 PRIOR=$OUT/prior.csv
 echo "$HEADER_COLS" >"$PRIOR"
 if [[ -n $PRIOR_FROM ]]; then
-    same_data "$PRIOR_FROM" --prior-from
-    awk -F, -v want=",${SETTINGS}," 'NR > 1 && index(want, "," $1 ",")' "$PRIOR_FROM/prior.csv" >>"$PRIOR"
-    echo "# prior rows reused from $PRIOR_FROM/prior.csv" >>"$LOG"
+    PRIOR_SOURCES=""
+    for key in "${WANT[@]}"; do
+        for d in "${PRIOR_DIRS[@]}"; do
+            if awk -F, -v k="$key" 'NR > 1 && $1 == k { found = 1 } END { exit !found }' "$d/prior.csv"; then
+                same_data "$d" --prior-from "$key"
+                awk -F, -v k="$key" 'NR > 1 && $1 == k' "$d/prior.csv" >>"$PRIOR"
+                echo "# prior rows of $key reused from $d/prior.csv" >>"$LOG"
+                PRIOR_SOURCES+="${PRIOR_SOURCES:+, }$key from \`$d\`"
+                break
+            fi
+        done
+    done
 fi
 extra=()
 [[ -n $ZETA ]] && extra+=(--zeta "$ZETA")
@@ -411,10 +447,10 @@ HDR=$OUT/logs/header.md
     echo "- amri $("$AMRI" --version | awk '{ print $NF }') at commit $COMMIT ($DIRTY uncommitted files under apps/, crates/, Cargo.*), release build; $(command -v bart >/dev/null && bart version | sed 's/^/BART /')"
     echo "- Data: $SLICES central low-res (64×64) validation slices of \`$VAL\`, simulated with \`amri simulate\` (protocol seed${SEED:+ overridden to $SEED}); metrics are fastMRI's PSNR/SSIM/NMSE on magnitudes against the stored reference, as \`amri recon\` reports them (BART's images through bench/quality_metrics.py, checked against amri's numbers in this run)"
     if [[ -n $CLASSICAL_FROM ]]; then
-        echo "- Classical rows reused from \`$CLASSICAL_FROM\` (identical simulated data, SHA-256 checked)"
+        echo "- Classical rows reused: $CLASSICAL_SOURCES (identical simulated data, SHA-256 checked)"
     fi
     if [[ -n $PRIOR_FROM ]]; then
-        echo "- Prior rows reused from \`$PRIOR_FROM\` (identical simulated data, SHA-256 checked; its settings in its own quality.md)"
+        echo "- Prior rows reused: ${PRIOR_SOURCES:-none} (identical simulated data, SHA-256 checked; their settings in their own quality.md)"
     fi
     echo "- λ grid: $LAMBDAS; $ITERS iterations (amri \`--iters\`, \`--tol 0\`; BART \`pics -i\`; TV counts CG steps in both); the best-PSNR λ is chosen on these same slices, so the l1/TV rows are optimistic"
     echo "- CG-SENSE with one coil and no maps is \`A = M F\` with a 0/1 mask and a unitary FFT: its least-squares solution from zero is the zero-filled image"
@@ -423,9 +459,9 @@ HDR=$OUT/logs/header.md
     echo
 } >"$HDR"
 tail -n +2 "$PRIOR" | cat "$CLASSICAL" - >"$OUT/logs/rows.csv"
-run python3 "$PY" table "$OUT/logs/rows.csv" "$OUT/quality.csv" "$OUT/quality.md" "$HDR" ||
+run python3 "$PY" table "$OUT/logs/rows.csv" "$OUT/quality.csv" "$OUT/quality.md" "$HDR" "$OUT/data/measured.csv" ||
     die "writing the tables failed (see $LOG)"
-run python3 "$PY" figure "$OUT" "$OUT/quality.png" ${CLASSICAL_FROM:+"$CLASSICAL_FROM"} ${PRIOR_FROM:+"$PRIOR_FROM"} ||
+run python3 "$PY" figure "$OUT" "$OUT/quality.png" "${CLASSICAL_DIRS[@]}" "${PRIOR_DIRS[@]}" ||
     echo "quality_table.sh: the figure failed (see $LOG)" >&2
 echo "wrote $OUT/quality.md, $OUT/quality.csv, $OUT/quality.png, $OUT/commands.log"
 if [[ $FAILURES -gt 0 ]]; then
