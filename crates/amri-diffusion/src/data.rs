@@ -24,7 +24,11 @@
 //!   (`S_c` = `amri_ops::coils::synthetic_maps(coils, rows, cols, seed)`, as `amri simulate`)
 //!   and coil maps estimated from each scan's measured ACS only ([`acs_maps`]), `[N, coils, 2,
 //!   H, W]` each; the data are precomputed when the set is built;
-//! - the supervised objective → [`Batch::Supervised`] with the clean `x`.
+//! - the supervised objective → [`Batch::Supervised`] with the clean `x`;
+//! - the clean objective ([`TrainObjective::Clean`], the clean-trained twin of an ambient
+//!   prior) → the ambient batch of the corruption's domain with the same `Ã`, but `A` replaced
+//!   by "everything measured": `y = F x` (all of k-space) or `x_a = x`, `mask_a = 1`, so the
+//!   ambient loss becomes the full supervised error `‖D(Ã …) − x‖²`.
 //!
 //! Measurement noise (`noise_level`) is not added for the ambient and supervised objectives (their
 //! losses model noiseless measurements). [`TrainObjective::Tweedie`] draws each scan's noisy
@@ -40,7 +44,7 @@
 //! ([`batch_indices`]) — a pure function of `(seed, t)`, so a resumed run needs no stored
 //! position.
 
-use amri_core::fft::ifft2c;
+use amri_core::fft::{fft2c, ifft2c};
 use amri_core::{Volume, C32};
 use amri_ops::coils::{rss, smooth_phase, synthetic_maps};
 use amri_ops::corruption::{Corruption, CorruptionSpec, Domain, Measurement};
@@ -68,6 +72,10 @@ pub enum TrainObjective {
     /// [`crate::loss::tweedie_kspace_loss`]): the measurements carry the acquisition's
     /// `noise_level` and the loss recovers the clean-data denoiser anyway.
     Tweedie,
+    /// The clean-trained twin of an ambient prior: the same network inputs (`Ã` drawn as for
+    /// [`TrainObjective::Ambient`]) but the loss on the whole clean image, not only where `A`
+    /// measured. Needs the clean images, so it is a reference, not a way to train on scans.
+    Clean,
 }
 
 /// The `q`th percentile (0–100, nearest-rank on the sorted values) of `|v|`; 0 for empty input.
@@ -265,6 +273,8 @@ pub struct TrainingSet {
     noisy: Option<NoisyData>,
     /// For multi-coil k-space acquisitions: measured coil data and estimated maps.
     coil_data: Option<CoilData>,
+    /// [`TrainObjective::Clean`]: the loss target is all of `x` (`mask_a = 1`).
+    clean_target: bool,
 }
 
 /// Multi-coil measurements and ACS-estimated coil maps (normalised units).
@@ -320,7 +330,15 @@ impl TrainingSet {
             )));
         }
         let tweedie = objective == TrainObjective::Tweedie;
+        let clean_target = objective == TrainObjective::Clean;
         let multicoil = acq.coils > 1 && objective != TrainObjective::Supervised;
+        if multicoil && clean_target {
+            return Err(DiffusionError::Unsupported(format!(
+                "the clean-trained twin (objective clean) of a {}-coil acquisition is not \
+                 supported; use a single-coil protocol",
+                acq.coils
+            )));
+        }
         if acq.coils > 64 {
             return Err(DiffusionError::Config(format!(
                 "coils must be in [1, 64], got {}",
@@ -381,6 +399,7 @@ impl TrainingSet {
             scales: Vec::new(),
             noisy: None,
             coil_data: None,
+            clean_target,
         };
         let true_maps = multicoil.then(|| synthetic_maps(acq.coils, rows, cols, Some(acq.seed)));
         let mut coil = CoilData {
@@ -626,15 +645,28 @@ impl TrainingSet {
                         )));
                     }
                     let off = b * r * c;
-                    ma[off..off + r * c]
-                        .iter_mut()
-                        .zip(Self::mask(&a)?.iter())
-                        .for_each(|(d, s)| *d = *s);
+                    if self.clean_target {
+                        ma[off..off + r * c].fill(1.0);
+                    } else {
+                        ma[off..off + r * c]
+                            .iter_mut()
+                            .zip(Self::mask(&a)?.iter())
+                            .for_each(|(d, s)| *d = *s);
+                    }
                     mt[off..off + r * c]
                         .iter_mut()
                         .zip(Self::mask(&at)?.iter())
                         .for_each(|(d, s)| *d = *s);
                     match &self.noisy {
+                        // the clean twin: everything, in the measurement's domain
+                        _ if self.clean_target => match a.domain {
+                            Domain::Kspace => {
+                                let img = Array2::from_shape_vec((r, c), x.clone())
+                                    .map_err(|e| DiffusionError::Shape(e.to_string()))?;
+                                fft2c(&img).into_iter().collect()
+                            }
+                            _ => x.clone(),
+                        },
                         // Tweedie: the stored noisy measurement (zero outside A as well)
                         Some(nd) => nd.measured[i].clone(),
                         // noise σ is 0 (built with `corruption_config(0.0)`): exactly A x

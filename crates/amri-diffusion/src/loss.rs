@@ -938,7 +938,7 @@ mod tests {
     #[test]
     fn supervised_loss_is_zero_for_an_oracle_and_scales_with_lambda() -> Result<()> {
         let dev = Device::Cpu;
-        let p = EdmPrecond { sigma_data: 0.5 };
+        let p = EdmPrecond::edm(0.5);
         let x0 = Tensor::randn(0f32, 1., (2, 2, 4, 4), &dev)?;
         let sigma = Tensor::new(&[0.2f32, 3.0], &dev)?;
         let noise = Tensor::randn(0f32, 1., (2, 2, 4, 4), &dev)?;

@@ -7,6 +7,13 @@
 //! (so that `λ c_out² = 1`: the effective training target of `F` has unit variance), and
 //! training noise levels are log-normal, `ln σ ~ N(P_mean, P_std²)` with `P_mean = −1.2`,
 //! `P_std = 1.2`.
+//!
+//! [`PrecondKind::Ambient`] changes one thing for networks whose input is *corrupted* (aliased
+//! k-space, masked pixels), not just noisy: `c_out = σ_d` at every σ (EDM's large-σ limit), so the
+//! loss weight is `λ = 1/σ_d²`. Under EDM's `c_out → 0` as σ → 0 the output at small σ is
+//! `≈ x`, the corrupted input itself: a correction of the aliasing, which does not shrink with σ,
+//! needs `F` of size `1/σ`, which a network neither learns nor outputs. With a constant `c_out`
+//! the skip path still carries the input and `F` predicts the correction at unit scale.
 
 use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;
@@ -17,30 +24,76 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DiffusionError, Result};
 use crate::unet::{unet, UNet, UNetConfig};
 
+/// How `c_out` (and with it the loss weight) depends on σ; cards without the field are `Edm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrecondKind {
+    /// Karras et al.: `c_out = σ σ_d/√(σ²+σ_d²)`, `λ = (σ²+σ_d²)/(σ σ_d)²`.
+    #[default]
+    Edm,
+    /// For corrupted inputs: `c_out = σ_d`, `λ = 1/σ_d²` (see the module docs).
+    Ambient,
+}
+
+impl std::str::FromStr for PrecondKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "edm" => Ok(Self::Edm),
+            "ambient" => Ok(Self::Ambient),
+            _ => Err(format!("expected edm or ambient, got {s:?}")),
+        }
+    }
+}
+
 /// EDM preconditioning coefficients for a data standard deviation `sigma_data` (σ_d).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EdmPrecond {
     /// σ_d, the standard deviation of the clean data (EDM default 0.5; for images normalised to
     /// unit max magnitude choose it from the data).
     pub sigma_data: f64,
+    /// The σ-dependence of `c_out` ([`PrecondKind::Edm`] when absent from a card).
+    #[serde(default)]
+    pub kind: PrecondKind,
 }
 
 impl Default for EdmPrecond {
     fn default() -> Self {
-        Self { sigma_data: 0.5 }
+        Self::edm(0.5)
     }
 }
 
 impl EdmPrecond {
+    /// Karras et al.'s preconditioning with σ_d = `sigma_data`.
+    pub fn edm(sigma_data: f64) -> Self {
+        Self {
+            sigma_data,
+            kind: PrecondKind::Edm,
+        }
+    }
+
+    /// [`PrecondKind::Ambient`] preconditioning with σ_d = `sigma_data`.
+    pub fn ambient(sigma_data: f64) -> Self {
+        Self {
+            sigma_data,
+            kind: PrecondKind::Ambient,
+        }
+    }
+
     /// `σ_d²/(σ²+σ_d²)`.
     pub fn c_skip(&self, sigma: f64) -> f64 {
         let sd2 = self.sigma_data * self.sigma_data;
         sd2 / (sigma * sigma + sd2)
     }
 
-    /// `σ σ_d / √(σ²+σ_d²)`.
+    /// `σ σ_d / √(σ²+σ_d²)` ([`PrecondKind::Edm`]) or `σ_d` ([`PrecondKind::Ambient`]).
     pub fn c_out(&self, sigma: f64) -> f64 {
-        sigma * self.sigma_data / (sigma * sigma + self.sigma_data * self.sigma_data).sqrt()
+        match self.kind {
+            PrecondKind::Edm => {
+                sigma * self.sigma_data / (sigma * sigma + self.sigma_data * self.sigma_data).sqrt()
+            }
+            PrecondKind::Ambient => self.sigma_data,
+        }
     }
 
     /// `1/√(σ²+σ_d²)`.
@@ -53,17 +106,25 @@ impl EdmPrecond {
         sigma.ln() / 4.0
     }
 
-    /// EDM loss weight `λ(σ) = (σ²+σ_d²)/(σ σ_d)²`.
+    /// Loss weight `λ(σ) = 1/c_out(σ)²`: `(σ²+σ_d²)/(σ σ_d)²` (EDM) or `1/σ_d²` (ambient).
     pub fn loss_weight(&self, sigma: f64) -> f64 {
         let sd = self.sigma_data;
-        (sigma * sigma + sd * sd) / (sigma * sd).powi(2)
+        match self.kind {
+            PrecondKind::Edm => (sigma * sigma + sd * sd) / (sigma * sd).powi(2),
+            PrecondKind::Ambient => 1.0 / (sd * sd),
+        }
     }
 
     /// [`Self::loss_weight`] element-wise on a `[N]` tensor of σ.
     pub fn loss_weight_t(&self, sigma: &Tensor) -> Result<Tensor> {
         let sd2 = self.sigma_data * self.sigma_data;
-        let s2 = sigma.sqr()?;
-        Ok(((&s2 + sd2)? / (s2 * sd2)?)?)
+        match self.kind {
+            PrecondKind::Edm => {
+                let s2 = sigma.sqr()?;
+                Ok(((&s2 + sd2)? / (s2 * sd2)?)?)
+            }
+            PrecondKind::Ambient => Ok((sigma.ones_like()? / sd2)?),
+        }
     }
 
     /// Applies the preconditioning around a raw network `f(c_in·x, c_noise)`:
@@ -91,7 +152,10 @@ impl EdmPrecond {
         let s2 = sigma.sqr()?;
         let total = (&s2 + sd2)?; // σ² + σ_d²
         let c_skip = (total.recip()? * sd2)?;
-        let c_out = ((sigma / total.sqrt()?)? * self.sigma_data)?;
+        let c_out = match self.kind {
+            PrecondKind::Edm => ((sigma / total.sqrt()?)? * self.sigma_data)?,
+            PrecondKind::Ambient => (sigma.ones_like()? * self.sigma_data)?,
+        };
         let c_in = total.sqrt()?.recip()?;
         let c_noise = (sigma.log()? / 4.0)?;
         let col = |t: &Tensor| t.reshape((n, 1, 1, 1));
@@ -161,7 +225,7 @@ impl DenoiserConfig {
             unet: UNetConfig::preset(preset, 3, 2)?,
             image_channels: 2,
             mask_channels: 1,
-            precond: EdmPrecond { sigma_data },
+            precond: EdmPrecond::edm(sigma_data),
         })
     }
 
@@ -248,7 +312,7 @@ mod tests {
 
     #[test]
     fn coefficient_identities() {
-        let p = EdmPrecond { sigma_data: 0.7 };
+        let p = EdmPrecond::edm(0.7);
         for &s in &[1e-3, 0.1, 0.7, 2.0, 80.0] {
             // Closed forms: c_skip + c_out²/σ_d² = 1 and c_in² (σ²+σ_d²) = 1.
             let cs = p.c_skip(s);
@@ -266,7 +330,7 @@ mod tests {
     #[test]
     fn denoise_tends_to_identity_as_sigma_vanishes_for_any_network() -> Result<()> {
         let dev = Device::Cpu;
-        let p = EdmPrecond { sigma_data: 0.5 };
+        let p = EdmPrecond::edm(0.5);
         let x = Tensor::randn(0f32, 1., (2, 2, 4, 4), &dev)?;
         let big = |_: &Tensor, _: &Tensor| -> Result<Tensor> {
             Ok((Tensor::ones((2, 2, 4, 4), DType::F32, &dev)? * 100.0)?)
@@ -287,9 +351,47 @@ mod tests {
     }
 
     #[test]
-    fn denoise_matches_scalar_formula_and_passes_cond_unscaled() -> Result<()> {
+    fn ambient_kind_keeps_unit_target_weight_and_a_full_scale_correction_at_small_sigma(
+    ) -> Result<()> {
+        let p = EdmPrecond::ambient(0.7);
+        let e = EdmPrecond::edm(0.7);
+        for &s in &[1e-4, 1e-2, 0.7, 80.0] {
+            assert_eq!(p.c_skip(s), e.c_skip(s));
+            assert_eq!(p.c_in(s), e.c_in(s));
+            assert!((p.c_out(s) - 0.7).abs() < 1e-15);
+            assert!((p.loss_weight(s) * p.c_out(s).powi(2) - 1.0).abs() < 1e-12);
+        }
+        // at large σ both kinds agree (EDM's c_out → σ_d)
+        assert!((e.c_out(1e4) - p.c_out(1e4)).abs() < 1e-8);
+        // F ≡ 1 at σ = 1e-4: EDM moves the input by ~1e-4, the ambient kind by σ_d
         let dev = Device::Cpu;
-        let p = EdmPrecond { sigma_data: 0.5 };
+        let x = Tensor::zeros((1, 1, 2, 2), DType::F32, &dev)?;
+        let sig = Tensor::new(&[1e-4f32], &dev)?;
+        let one = |_: &Tensor, _: &Tensor| Tensor::ones((1, 1, 2, 2), DType::F32, &dev);
+        let d_amb = p.denoise(&x, None, &sig, |a, b| Ok(one(a, b)?))?;
+        let d_edm = e.denoise(&x, None, &sig, |a, b| Ok(one(a, b)?))?;
+        assert!((d_amb.max_all()?.to_scalar::<f32>()? - 0.7).abs() < 1e-6);
+        assert!(d_edm.max_all()?.to_scalar::<f32>()? < 1e-3);
+        // a card without `kind` is EDM
+        let old: EdmPrecond = serde_json::from_str(r#"{"sigma_data":0.5}"#)
+            .map_err(|e| DiffusionError::Config(e.to_string()))?;
+        assert_eq!(old, EdmPrecond::edm(0.5));
+        let new: EdmPrecond = serde_json::from_str(r#"{"sigma_data":0.5,"kind":"ambient"}"#)
+            .map_err(|e| DiffusionError::Config(e.to_string()))?;
+        assert_eq!(new, EdmPrecond::ambient(0.5));
+        Ok(())
+    }
+
+    #[test]
+    fn denoise_matches_scalar_formula_and_passes_cond_unscaled() -> Result<()> {
+        for p in [EdmPrecond::edm(0.5), EdmPrecond::ambient(0.5)] {
+            denoise_matches_scalar_formula(p)?;
+        }
+        Ok(())
+    }
+
+    fn denoise_matches_scalar_formula(p: EdmPrecond) -> Result<()> {
+        let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1., (2, 1, 2, 2), &dev)?;
         let cond = Tensor::ones((2, 1, 2, 2), DType::F32, &dev)?;
         let sig = [0.3f32, 4.0];
@@ -317,14 +419,15 @@ mod tests {
 
     #[test]
     fn loss_weight_tensor_matches_scalar() -> Result<()> {
-        let p = EdmPrecond { sigma_data: 0.5 };
-        let s = [0.01f32, 0.5, 3.0];
-        let w = p
-            .loss_weight_t(&Tensor::new(&s, &Device::Cpu)?)?
-            .to_vec1::<f32>()?;
-        for (a, b) in s.iter().zip(w) {
-            let want = p.loss_weight(*a as f64);
-            assert!(((b as f64) - want).abs() / want < 1e-5);
+        for p in [EdmPrecond::edm(0.5), EdmPrecond::ambient(0.5)] {
+            let s = [0.01f32, 0.5, 3.0];
+            let w = p
+                .loss_weight_t(&Tensor::new(&s, &Device::Cpu)?)?
+                .to_vec1::<f32>()?;
+            for (a, b) in s.iter().zip(w) {
+                let want = p.loss_weight(*a as f64);
+                assert!(((b as f64) - want).abs() / want < 1e-5);
+            }
         }
         Ok(())
     }

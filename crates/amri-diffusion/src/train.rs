@@ -72,6 +72,17 @@ pub struct TrainConfig {
     /// `["conv_in", "enc."]` for the U-Net encoder. Empty: train everything.
     #[serde(default)]
     pub freeze: Vec<String>,
+    /// Loss weight of the samples A measured but Ã hid, relative to those Ã kept (noiseless
+    /// ambient objectives; 1: the unweighted loss of Daras et al.). Any value > 0 leaves the
+    /// minimiser `E[x0 | Ã x_t]` unchanged — per sample the weight is a function of the input
+    /// mask Ã, so it scales each hidden sample's term by a constant — while larger values put
+    /// more of the gradient on the hidden samples, the only ones that teach filling in.
+    #[serde(default = "unit_weight")]
+    pub hidden_weight: f64,
+}
+
+fn unit_weight() -> f64 {
+    1.0
 }
 
 impl Default for TrainConfig {
@@ -85,6 +96,7 @@ impl Default for TrainConfig {
             seed: 0,
             sigma: SigmaSampler::default(),
             freeze: Vec::new(),
+            hidden_weight: 1.0,
         }
     }
 }
@@ -669,6 +681,25 @@ impl Trainer {
         }
     }
 
+    /// The loss mask of a noiseless ambient batch: `A` with the samples Ã hid scaled so that
+    /// their squared error counts [`TrainConfig::hidden_weight`] times (the losses square the
+    /// mask with the residual): `Ã + √w (A − Ã)`.
+    fn loss_mask(&self, mask_a: &Tensor, mask_tilde: &Tensor) -> Result<Tensor> {
+        let w = self.cfg.hidden_weight;
+        if w == 1.0 {
+            return Ok(mask_a.clone());
+        }
+        if !(w.is_finite() && w > 0.0) {
+            return Err(DiffusionError::Config(format!(
+                "hidden_weight must be > 0, got {w}"
+            )));
+        }
+        let mt = mask_tilde
+            .broadcast_as(mask_a.shape())?
+            .to_dtype(mask_a.dtype())?;
+        Ok((&mt + ((mask_a - &mt)? * w.sqrt())?)?)
+    }
+
     /// The batch's loss (scalar tensor, differentiable) at given `sigma: [N]` and
     /// `noise: [N, 2, H, W]` (image noise, or k-space noise for [`Batch::AmbientKspace`]).
     pub fn loss(&mut self, batch: &Batch, sigma: &Tensor, noise: &Tensor) -> Result<Tensor> {
@@ -678,7 +709,10 @@ impl Trainer {
                 x_a,
                 mask_a,
                 mask_tilde,
-            } => ambient_pixel_loss(&self.model, &p, x_a, mask_a, mask_tilde, sigma, noise),
+            } => {
+                let wa = self.loss_mask(mask_a, mask_tilde)?;
+                ambient_pixel_loss(&self.model, &p, x_a, &wa, mask_tilde, sigma, noise)
+            }
             Batch::AmbientKspace {
                 y,
                 mask_a,
@@ -686,7 +720,8 @@ impl Trainer {
             } => {
                 let (_, _, h, w) = y.dims4()?;
                 let dft = self.dft_for(h, w, y.device())?;
-                ambient_kspace_loss(&self.model, &p, &dft, y, mask_a, mask_tilde, sigma, noise)
+                let wa = self.loss_mask(mask_a, mask_tilde)?;
+                ambient_kspace_loss(&self.model, &p, &dft, y, &wa, mask_tilde, sigma, noise)
             }
             Batch::Supervised { x0 } => supervised_loss(&self.model, &p, x0, sigma, noise),
             Batch::AmbientMulticoil {
@@ -1287,6 +1322,50 @@ mod tests {
                 Ok((n, bits))
             })
             .collect()
+    }
+
+    #[test]
+    fn hidden_weight_scales_only_the_hidden_samples_terms() -> Result<()> {
+        let dev = Device::Cpu;
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let batch = synthetic_pixel_batch(2, 16, 0.7, 0.4, &mut rng, &dev)?;
+        let Batch::AmbientPixel {
+            x_a,
+            mask_a,
+            mask_tilde,
+        } = &batch
+        else {
+            return Err(DiffusionError::Config("not a pixel batch".into()));
+        };
+        // the same batch with nothing hidden from the loss: only Ã's terms
+        let tilde_only = Batch::AmbientPixel {
+            x_a: x_a.broadcast_mul(mask_tilde)?,
+            mask_a: mask_tilde.clone(),
+            mask_tilde: mask_tilde.clone(),
+        };
+        let sigma = Tensor::new(&[0.3f32, 0.8], &dev)?;
+        let noise = Tensor::randn(0f32, 1., (2, 2, 16, 16), &dev)?;
+        let trainer = |w: f64| {
+            let cfg = TrainConfig {
+                hidden_weight: w,
+                ..Default::default()
+            };
+            Trainer::new(&small_cfg()?, &cfg, &dev)
+        };
+        let loss = |w: f64, b: &Batch| -> Result<f64> {
+            Ok(trainer(w)?.loss(b, &sigma, &noise)?.to_scalar::<f32>()? as f64)
+        };
+        let (l1, lt) = (loss(1.0, &batch)?, loss(1.0, &tilde_only)?);
+        let hidden = l1 - lt;
+        assert!(hidden > 1e-3 * l1, "no hidden term: {l1} vs {lt}");
+        for w in [0.25, 4.0] {
+            let lw = loss(w, &batch)?;
+            let want = lt + w * hidden;
+            assert!((lw - want).abs() < 1e-4 * want, "w = {w}: {lw} vs {want}");
+        }
+        assert!(loss(0.0, &batch).is_err());
+        let _ = mask_a;
+        Ok(())
     }
 
     #[test]

@@ -214,6 +214,79 @@ fn supervised_batches_are_the_clean_images() -> Result<()> {
 }
 
 #[test]
+fn clean_twin_batches_share_the_ambient_inputs_but_target_everything() -> Result<()> {
+    let dev = Device::Cpu;
+    let s = slices(3);
+    let scans = [2usize, 0];
+    for corruption in [
+        serde_json::json!({"type": "kspace", "pattern": "random", "acceleration": 4.0,
+                           "center_fraction": 0.125}),
+        serde_json::json!({"type": "pixel", "p": 0.6}),
+    ] {
+        let a = acq(serde_json::json!({"corruption": corruption, "delta": 0.3, "seed": 9}))?;
+        let amb = TrainingSet::new(&s, &a, TrainObjective::Ambient)?;
+        let cln = TrainingSet::new(&s, &a, TrainObjective::Clean)?;
+        assert_eq!(cln.objective(), amb.objective());
+        let kspace = amb.objective() == Objective::AmbientKspace;
+        let (ya, _, mta) = parts(&amb.batch(&scans, 3, &dev)?)?;
+        let (yc, mac, mtc) = parts(&cln.batch(&scans, 3, &dev)?)?;
+        // the same network inputs: same Ã
+        assert_eq!(mta, mtc);
+        for (b, &i) in scans.iter().enumerate() {
+            let img = cln
+                .image(i)
+                .ok_or_else(|| DiffusionError::Config("no image".into()))?;
+            let x = Array2::from_shape_vec((R, C), img.to_vec())
+                .map_err(|e| DiffusionError::Config(e.to_string()))?;
+            let full: Array2<C32> = if kspace { fft2c(&x) } else { x };
+            let (mask_a, _) = cln.masks(i, 3)?;
+            let mut err = 0f32;
+            let mut hidden = 0;
+            for r in 0..R {
+                for c in 0..C {
+                    assert_eq!(
+                        mac[b][0][r][c], 1.0,
+                        "the clean twin's loss covers everything"
+                    );
+                    err = err
+                        .max((yc[b][0][r][c] - full[[r, c]].re).abs())
+                        .max((yc[b][1][r][c] - full[[r, c]].im).abs());
+                    if mask_a[[r, c]] == 1.0 {
+                        // where A measured, the ambient data are the same samples
+                        assert!((ya[b][0][r][c] - yc[b][0][r][c]).abs() < 1e-5);
+                    } else {
+                        hidden += (full[[r, c]].norm() > 1e-6) as usize;
+                    }
+                }
+            }
+            assert!(
+                err < 1e-5,
+                "clean target differs from the full data by {err}"
+            );
+            assert!(
+                hidden > 0,
+                "A hid nothing: the test would not tell the objectives apart"
+            );
+        }
+    }
+    // a multi-coil clean twin is refused by name
+    let mc = acq(serde_json::json!({
+        "corruption": {"type": "kspace", "pattern": "random", "acceleration": 4.0,
+                       "center_fraction": 0.125},
+        "coils": 4
+    }))?;
+    let e = TrainingSet::new(&s, &mc, TrainObjective::Clean)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("clean-trained twin") && e.contains("4-coil"),
+        "{e}"
+    );
+    Ok(())
+}
+
+#[test]
 fn unsupported_multicoil_combinations_and_gaussian_cs_are_refused_clearly() -> Result<()> {
     // 16×16 at 12.5 % centre lines: a 2-line ACS cannot calibrate coil maps
     let mc = acq(serde_json::json!({
