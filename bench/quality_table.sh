@@ -452,6 +452,10 @@ HDR=$OUT/logs/header.md
     if [[ -n $PRIOR_FROM ]]; then
         echo "- Prior rows reused: ${PRIOR_SOURCES:-none} (identical simulated data, SHA-256 checked; their settings in their own quality.md)"
     fi
+    for d in "${CLASSICAL_DIRS[@]}" "${PRIOR_DIRS[@]}"; do
+        # The date, load and binary of each run rows were taken from (their wall times are theirs).
+        echo "- \`$d\`: $(sed -n 's/^# date: //p' "$d/commands.log" | head -n 1), load average $(sed -n 's/^# load average before: //p' "$d/commands.log" | head -n 1) at its start; $(sed -n 's/^# amri: [^,]*, //p' "$d/commands.log" | head -n 1)"
+    done
     echo "- λ grid: $LAMBDAS; $ITERS iterations (amri \`--iters\`, \`--tol 0\`; BART \`pics -i\`; TV counts CG steps in both); the best-PSNR λ is chosen on these same slices, so the l1/TV rows are optimistic"
     echo "- CG-SENSE with one coil and no maps is \`A = M F\` with a 0/1 mask and a unitary FFT: its least-squares solution from zero is the zero-filled image"
     echo "- Wall time per slice: amri's own timing of each file (read, reconstruct, write; slices in parallel on $(nproc) cores; no process start-up or model loading), divided by the slices; BART: one process per slice, timed from outside"
