@@ -266,6 +266,19 @@ fn simulate_is_reproducible_and_matches_the_protocol() {
     let mask = k.mask.as_ref().unwrap();
     assert_eq!(mask[[0, 10, 32]], 1.0, "centre column is measured");
     assert_eq!(k.attributes["protocol"], "brain-r4-cartesian");
+    // The summary line reports the fraction over all slices (each slice draws its own mask).
+    let o = amri()
+        .args(["simulate", "--protocol", "brain-r4-cartesian"])
+        .arg(&input)
+        .arg(d.path().join("m.npz"))
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&o.stdout).to_string();
+    let mean = 100.0 * mask.iter().filter(|v| **v != 0.0).count() as f64 / mask.len() as f64;
+    assert!(
+        line.contains(&format!("{mean:.1} % measured")),
+        "{line} vs {mean:.1}"
+    );
     // Unmeasured samples are exactly zero in every coil.
     for ((s, _c, i, j), v) in k.data.indexed_iter() {
         if mask[[s, i, j]] == 0.0 {

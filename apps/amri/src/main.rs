@@ -19,6 +19,10 @@ struct Cli {
     /// Only errors on standard error.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Device of the learned prior: cpu, cuda, cuda:N, or auto (the first GPU in a build with
+    /// the cuda feature, else the CPU).
+    #[arg(long, global = true, default_value = "auto")]
+    device: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,6 +114,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
+    commands::device::set(&cli.device);
     let r = match cli.command {
         Command::Info(a) => commands::info::run(a),
         Command::Convert(a) => commands::convert::run(a),

@@ -244,6 +244,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     preset!("brain-r4-equispaced"),
     preset!("brain-poisson-r6"),
     preset!("singlecoil-r4-cartesian"),
+    preset!("singlecoil-r4-ambient-train"),
     preset!("pixel-90"),
     preset!("box-corruption"),
     preset!("gaussian-cs"),

@@ -2,6 +2,7 @@
 
 pub mod convert;
 pub mod demo;
+pub mod device;
 pub mod info;
 pub mod memorization;
 pub mod protocol;

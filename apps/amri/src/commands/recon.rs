@@ -457,7 +457,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut settings = Settings::from_args(&args)?;
     let prior = match (&settings.model, settings.method.is_prior()) {
         (Some(m), true) => {
-            let p = Prior::load(m, &candle_core::Device::Cpu)
+            let p = Prior::load(m, &super::device::current()?)
                 .with_context(|| format!("--model {}: cannot load the prior", m.display()))?;
             settings.model_sha256 = Some(p.sha256().to_owned());
             settings.model_checkpoint = Some(p.checkpoint_dir().display().to_string());

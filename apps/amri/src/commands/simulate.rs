@@ -81,7 +81,20 @@ pub fn run(args: Args) -> Result<()> {
     let measured = if k.attributes.get("domain").map(String::as_str) == Some("projection") {
         format!("{col} projections per slice")
     } else {
-        format!("{:.1} % measured", 100.0 * k.sampled_fraction())
+        // every slice draws its own mask: report the mean, and slice 0 when they differ
+        let mean = k.mask.as_ref().map_or(1.0, |m| {
+            m.iter().filter(|v| **v != 0.0).count() as f64 / m.len().max(1) as f64
+        });
+        let first = k.sampled_fraction();
+        if (mean - first).abs() < 5e-4 {
+            format!("{:.1} % measured", 100.0 * mean)
+        } else {
+            format!(
+                "{:.1} % measured (mean over slices; slice 0: {:.1} %)",
+                100.0 * mean,
+                100.0 * first
+            )
+        }
     };
     amri_io::write(&args.output, &Scan::KSpace(k), &WriteOptions::default())?;
     println!(

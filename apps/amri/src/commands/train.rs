@@ -15,10 +15,10 @@ use std::time::Instant;
 
 use amri_core::Volume;
 use amri_diffusion::data::{TrainObjective, TrainingSet};
-use amri_diffusion::precond::DenoiserConfig;
+use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
 use amri_diffusion::train::{
-    read_card, resolve_checkpoint, save_run_checkpoint, ModelCard, StepStats, TrainConfig, Trainer,
-    ENCODER_PREFIXES, LATEST_FILE,
+    read_card, resolve_checkpoint, save_run_checkpoint, ModelCard, Objective, StepStats,
+    TrainConfig, Trainer, ENCODER_PREFIXES, LATEST_FILE,
 };
 use amri_io::Scan;
 use amri_protocol::Protocol;
@@ -60,10 +60,17 @@ pub struct Common {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Loss: ambient (from corrupted data only), tweedie (corrupted data with the protocol's
-    /// Gaussian noise_level, double-Tweedie loss) or supervised (clean images; reference)
+    /// Gaussian noise_level, double-Tweedie loss), clean (the clean-trained twin of an ambient
+    /// prior: same corrupted inputs, loss on the whole clean image; reference) or supervised
+    /// (clean denoiser without corruption; reference)
     /// [default: ambient; --resume: the run's, a different value is an error].
     #[arg(long, value_parser = parse_objective)]
     pub objective: Option<TrainObjective>,
+    /// Loss weight of the samples the further corruption hid, relative to the kept ones (1: the
+    /// unweighted ambient loss; the minimiser is the same for any value > 0, larger values
+    /// train the filling-in faster) [default: 1].
+    #[arg(long)]
+    pub hidden_weight: Option<f64>,
     /// Save a checkpoint every N steps (and always at the end).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: usize,
@@ -90,6 +97,10 @@ pub struct Args {
     /// Peak AdamW learning rate [default: 0.001].
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Preconditioning: ambient (c_out = σ_d at every σ, so one call can undo aliasing) or edm
+    /// (Karras et al.) [default: ambient; edm for --objective supervised].
+    #[arg(long)]
+    pub precond: Option<PrecondKind>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -115,8 +126,9 @@ fn parse_objective(s: &str) -> Result<TrainObjective, String> {
         "ambient" => Ok(TrainObjective::Ambient),
         "supervised" => Ok(TrainObjective::Supervised),
         "tweedie" => Ok(TrainObjective::Tweedie),
+        "clean" => Ok(TrainObjective::Clean),
         _ => Err(format!(
-            "expected ambient, supervised or tweedie, got {s:?}"
+            "expected ambient, supervised, tweedie or clean, got {s:?}"
         )),
     }
 }
@@ -162,9 +174,13 @@ type Ignored = (&'static str, String, String);
 pub fn run(a: Args) -> Result<()> {
     let c = &a.common;
     let preset = a.preset.clone().unwrap_or_else(|| DEFAULT_PRESET.into());
-    let start = |_: &Protocol, _: &TrainingSet, dev: &Device| -> Result<Trainer> {
-        let dcfg = DenoiserConfig::complex_preset(&preset, SIGMA_DATA)
+    let start = |_: &Protocol, set: &TrainingSet, dev: &Device| -> Result<Trainer> {
+        let mut dcfg = DenoiserConfig::complex_preset(&preset, SIGMA_DATA)
             .with_context(|| format!("--preset {preset}"))?;
+        dcfg.precond.kind = a.precond.unwrap_or(match set.objective() {
+            Objective::Supervised => PrecondKind::Edm,
+            _ => PrecondKind::Ambient,
+        });
         Ok(Trainer::new(
             &dcfg,
             &train_config(c, a.lr.unwrap_or(DEFAULT_LR), Vec::new()),
@@ -181,6 +197,15 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(lr) = a.lr {
             if lr != card.train.lr {
                 v.push(("--lr", lr.to_string(), card.train.lr.to_string()));
+            }
+        }
+        if let Some(k) = a.precond {
+            if k != card.denoiser.precond.kind {
+                v.push((
+                    "--precond",
+                    format!("{k:?}"),
+                    format!("{:?}", card.denoiser.precond.kind),
+                ));
             }
         }
         v
@@ -270,6 +295,7 @@ fn train_config(c: &Common, lr: f64, freeze: Vec<String>) -> TrainConfig {
         ema_decay: c.ema.unwrap_or(DEFAULT_EMA),
         seed: c.seed.unwrap_or(0),
         freeze,
+        hidden_weight: c.hidden_weight.unwrap_or(1.0),
         ..Default::default()
     }
 }
@@ -296,6 +322,15 @@ fn ignored_common(c: &Common, card: &ModelCard) -> Vec<Ignored> {
             v.push(("--seed", s.to_string(), card.train.seed.to_string()));
         }
     }
+    if let Some(w) = c.hidden_weight {
+        if w != card.train.hidden_weight {
+            v.push((
+                "--hidden-weight",
+                w.to_string(),
+                card.train.hidden_weight.to_string(),
+            ));
+        }
+    }
     v
 }
 
@@ -318,6 +353,9 @@ fn drive(
     if c.checkpoint_every == 0 {
         bail!("--checkpoint-every must be ≥ 1");
     }
+    if let Some(w) = c.hidden_weight.filter(|w| !(w.is_finite() && *w > 0.0)) {
+        bail!("--hidden-weight must be > 0, got {w}");
+    }
     let protocol = Protocol::resolve(&c.protocol)?;
     let has_run = c.out.join(LATEST_FILE).is_file();
     if has_run && !c.resume {
@@ -332,7 +370,7 @@ fn drive(
             c.out.display()
         );
     }
-    let dev = Device::Cpu;
+    let dev = super::device::current()?;
     // A resumed run's card fixes the data stream (batch, objective) and the optimisation
     // (seed, lr, warm-up, EMA, preset): read it before building the training set.
     let resumed = if c.resume {
