@@ -338,7 +338,42 @@ impl Walker<'_> {
                 continue;
             }
             self.fits(tag, value_at, len as usize)?;
+            self.whole_values(tag, vr, len as usize)?;
             self.pos = value_at + len as usize;
+        }
+        Ok(())
+    }
+
+    /// Refuses a binary value whose length is not a whole number of values: dicom-rs reads
+    /// `len / size` values but counts `len` bytes as read, so the rest of the data set is read
+    /// from the wrong offset and a misread length can claim hundreds of MB (a 6 kB file whose
+    /// Columns had VR SL and length 2 made it allocate 764 MB; found by fuzzing). In implicit VR
+    /// syntaxes the VR is the one dicom-rs takes from its dictionary.
+    fn whole_values(&self, tag: Tag, vr: Option<VR>, len: usize) -> Result<()> {
+        let vr = match vr {
+            Some(v) => v,
+            None if tag == Tag(0x7FE0, 0x0010) || (tag.0 >> 8 == 0x60 && tag.1 == 0x3000) => VR::OW,
+            None => StandardDataDictionary
+                .by_tag(tag)
+                .map_or(VR::UN, |e| e.vr().relaxed()),
+        };
+        let size = match vr {
+            VR::US | VR::SS | VR::OW => 2,
+            VR::AT | VR::UL | VR::SL | VR::FL | VR::OL | VR::OF => 4,
+            VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => 8,
+            _ => return Ok(()),
+        };
+        if len % size != 0 {
+            return Err(IoError::malformed(
+                self.path,
+                format!(
+                    "corrupt: element ({:04X},{:04X}) at byte {} has VR {vr} and {len} bytes, \
+                     not a whole number of {size}-byte values",
+                    tag.0,
+                    tag.1,
+                    self.base + self.pos,
+                ),
+            ));
         }
         Ok(())
     }
@@ -573,6 +608,69 @@ mod codec_tests {
         f[4..8].copy_from_slice(&1000u32.to_le_bytes());
         let e = check_rle(p, &[f], 4, 6, 1).unwrap_err().to_string();
         assert!(e.contains("spans bytes 1000..79"), "{e}");
+    }
+
+    /// A Part-10 file: preamble, `DICM`, a meta group holding only the transfer syntax `ts`,
+    /// then `data` as it is.
+    fn part10(ts: &str, data: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; MAGIC_OFFSET];
+        b.extend_from_slice(b"DICM");
+        let mut uid = ts.as_bytes().to_vec();
+        if uid.len() % 2 == 1 {
+            uid.push(0);
+        }
+        b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        b.extend_from_slice(&(uid.len() as u16).to_le_bytes());
+        b.extend_from_slice(&uid);
+        b.extend_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn binary_values_must_hold_whole_values() {
+        let p = Path::new("x.dcm");
+        // Explicit VR LE: Rows (0028,0010) US with 2 bytes is fine, Columns SL with 2 is not.
+        let ok = [0x28, 0, 0x10, 0, b'U', b'S', 2, 0, 64, 0];
+        check(p, &part10("1.2.840.10008.1.2.1", &ok)).unwrap();
+        let mut bad = ok.to_vec();
+        bad.extend_from_slice(&[0x28, 0, 0x11, 0, b'S', b'L', 2, 0, 64, 0]);
+        let file = part10("1.2.840.10008.1.2.1", &bad);
+        let e = check(p, &file).unwrap_err().to_string();
+        assert!(
+            e.contains("x.dcm")
+                && e.contains(&format!(
+                    "element (0028,0011) at byte {} has VR SL and 2 bytes, not a whole number of \
+                     4-byte values",
+                    file.len() - 10
+                )),
+            "{e}"
+        );
+        // FD with 12 bytes (8-byte values).
+        let fd = [
+            0x18, 0, 0x87, 0, b'F', b'D', 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        let e = check(p, &part10("1.2.840.10008.1.2.1", &fd))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("has VR FD and 12 bytes"), "{e}");
+        // Implicit VR LE: the VR is the dictionary's (Rows is US), as dicom-rs reads it.
+        let implicit = |len: u32| {
+            let mut d = vec![0x28, 0, 0x10, 0];
+            d.extend_from_slice(&len.to_le_bytes());
+            d.extend(std::iter::repeat_n(0u8, len as usize));
+            part10("1.2.840.10008.1.2", &d)
+        };
+        check(p, &implicit(4)).unwrap();
+        let e = check(p, &implicit(3)).unwrap_err().to_string();
+        assert!(
+            e.contains("(0028,0010)") && e.contains("has VR US and 3 bytes"),
+            "{e}"
+        );
+        // An odd-length OB value is whole bytes: left alone.
+        let ob = [
+            0x09, 0x00, 0x10, 0x10, b'O', b'B', 0, 0, 3, 0, 0, 0, 1, 2, 3,
+        ];
+        check(p, &part10("1.2.840.10008.1.2.1", &ob)).unwrap();
     }
 
     /// A bare codestream header: SOC, SIZ for a `w`×`h` image of `comps` 8-bit components
