@@ -54,15 +54,36 @@ struct ConvDims {
     k: usize,
 }
 
+/// What the two operands of a convolution op are (NCHW activations, `[C_out, C_in, k, k]` kernel).
+#[derive(Debug, Clone, Copy)]
+enum Operands {
+    /// Forward: `(x: [N, C_in, H, W], w: [C_out, C_in, k, k])`.
+    InputKernel,
+    /// Input gradient: `(g: [N, C_out, H, W], w: [C_out, C_in, k, k])`.
+    GradKernel,
+    /// Kernel gradient: `(x: [N, C_in, H, W], g: [N, C_out, H, W])` for a `k`×`k` kernel.
+    InputGrad { k: usize },
+}
+
 impl ConvDims {
-    fn from_layouts(x: &Layout, wt: &Layout, op: &str) -> CResult<Self> {
-        let (n, ci, h, w) = x.shape().dims4()?;
-        let (co, ci2, k, k2) = wt.shape().dims4()?;
-        if ci2 != ci || k != k2 || k % 2 == 0 {
+    /// The dimensions of the convolution behind an op's two operands; an error naming `op` when
+    /// the operands do not fit each other or the kernel is not odd and square.
+    fn from_layouts(a: &Layout, b: &Layout, operands: Operands, op: &str) -> CResult<Self> {
+        let (a0, a1, a2, a3) = a.shape().dims4()?;
+        let (b0, b1, b2, b3) = b.shape().dims4()?;
+        // (n, ci, co, h, w, k) and whether the shapes agree.
+        let ((n, ci, co, h, w, k), fits) = match operands {
+            Operands::InputKernel => ((a0, a1, b0, a2, a3, b2), b1 == a1 && b3 == b2),
+            Operands::GradKernel => ((a0, b1, a1, a2, a3, b2), b0 == a1 && b3 == b2),
+            Operands::InputGrad { k } => {
+                ((a0, a1, b1, a2, a3, k), b0 == a0 && b2 == a2 && b3 == a3)
+            }
+        };
+        if !fits || k % 2 == 0 {
             candle_core::bail!(
-                "{op}: kernel {:?} does not fit input {:?} (odd square kernels only)",
-                wt.shape(),
-                x.shape()
+                "{op}: operands {:?} and {:?} do not fit as {operands:?} (odd square kernels only)",
+                a.shape(),
+                b.shape()
             );
         }
         Ok(Self { n, ci, co, h, w, k })
@@ -175,7 +196,7 @@ impl CustomOp2 for Conv2dOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> CResult<(CpuStorage, Shape)> {
-        let d = ConvDims::from_layouts(l1, l2, self.name())?;
+        let d = ConvDims::from_layouts(l1, l2, Operands::InputKernel, self.name())?;
         let x = slice(s1, l1, self.name())?;
         let wt = slice(s2, l2, self.name())?;
         let mut out = vec![0f32; d.n * d.co * d.hw()];
@@ -227,12 +248,8 @@ impl CustomOp2 for ConvGradInput {
     ) -> CResult<(CpuStorage, Shape)> {
         let g = slice(s1, l1, self.name())?;
         let wt = slice(s2, l2, self.name())?;
-        let (n, co, h, w) = l1.shape().dims4()?;
-        let (co2, ci, k, _) = l2.shape().dims4()?;
-        if co2 != co {
-            candle_core::bail!("{}: gradient/kernel channel mismatch", self.name());
-        }
-        let d = ConvDims { n, ci, co, h, w, k };
+        let d = ConvDims::from_layouts(l1, l2, Operands::GradKernel, self.name())?;
+        let ConvDims { n, ci, co, h, w, k } = d;
         let mut out = vec![0f32; n * ci * d.hw()];
         let wm = MatRef::from_row_major_slice(wt, co, d.kk());
         for_images(&d, &mut out, ci * d.hw(), |i, o, scratch, par| {
@@ -274,10 +291,8 @@ impl CustomOp2 for ConvGradWeight {
     ) -> CResult<(CpuStorage, Shape)> {
         let x = slice(s1, l1, self.name())?;
         let g = slice(s2, l2, self.name())?;
-        let (n, ci, h, w) = l1.shape().dims4()?;
-        let (_, co, _, _) = l2.shape().dims4()?;
-        let k = self.k;
-        let d = ConvDims { n, ci, co, h, w, k };
+        let d = ConvDims::from_layouts(l1, l2, Operands::InputGrad { k: self.k }, self.name())?;
+        let ConvDims { n, ci, co, k, .. } = d;
         let kk = d.kk();
         let hw = d.hw();
         let accumulate = |i: usize, acc: &mut [f32], scratch: &mut Vec<f32>, par: bool| {
