@@ -13,7 +13,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use amri_core::Volume;
+use amri_core::{KSpace, Volume};
 use amri_diffusion::sample::Prior;
 use amri_io::{Scan, WriteOptions};
 use amri_protocol::{Method, Protocol};
@@ -78,6 +78,77 @@ fn keep_central_slices(vol: &mut Volume<f32>, n: usize, flag: &str) -> Result<()
         vol.affine.0[r][3] += d * first as f64;
     }
     Ok(())
+}
+
+/// A table of image metrics against the reference, one row per method: printed as it fills
+/// and written as CSV (`method,psnr_db,ssim,nmse,seconds`).
+struct MetricsTable {
+    csv: String,
+}
+
+impl MetricsTable {
+    /// An empty table; prints its header.
+    fn new() -> Self {
+        println!(
+            "\n{:<12} {:>8} {:>7} {:>9} {:>8}",
+            "method", "PSNR dB", "SSIM", "NMSE", "time s"
+        );
+        Self {
+            csv: String::from("method,psnr_db,ssim,nmse,seconds\n"),
+        }
+    }
+
+    /// Scores `img` against `reference` (`[slice, row, col]`), prints and records the row;
+    /// `secs` is the reconstruction's wall time in seconds.
+    fn add(
+        &mut self,
+        method: Method,
+        reference: &Array3<f32>,
+        img: &Array3<f32>,
+        secs: f64,
+    ) -> Result<()> {
+        let m = amri_core::metrics::evaluate_volume(reference.view(), img.view())?;
+        println!(
+            "{:<12} {:>8.2} {:>7.4} {:>9.5} {:>8.1}",
+            method.name(),
+            m.psnr,
+            m.ssim,
+            m.nmse,
+            secs
+        );
+        writeln!(
+            self.csv,
+            "{},{:.4},{:.5},{:.6},{:.2}",
+            method.name(),
+            m.psnr,
+            m.ssim,
+            m.nmse,
+            secs
+        )?;
+        Ok(())
+    }
+
+    /// Writes the CSV to `path` (atomically) and adds it to `written`.
+    fn write(&self, path: &Path, written: &mut Vec<PathBuf>) -> Result<()> {
+        amri_io::atomic::write_bytes(path, self.csv.as_bytes())?;
+        written.push(path.to_path_buf());
+        Ok(())
+    }
+}
+
+/// Slice `s` of the measured data for a figure: log(1 + |k|) of the first coil, and the
+/// sampling mask if the data carry one.
+fn kspace_and_mask(ks: &KSpace, s: usize) -> (Array2<f32>, Option<Array2<f32>>) {
+    let kmag = ks
+        .data
+        .index_axis(Axis(0), s)
+        .index_axis(Axis(0), 0)
+        .mapv(|c| (1.0 + c.norm()).ln());
+    let mask = ks
+        .mask
+        .as_ref()
+        .map(|m| m.index_axis(Axis(0), s).to_owned());
+    (kmag, mask)
 }
 
 fn need(p: &Path) -> Result<()> {
@@ -167,11 +238,7 @@ pub fn run(args: Args) -> Result<()> {
         .reference
         .clone()
         .context("simulated data carry their reference")?;
-    let mut table = String::from("method,psnr_db,ssim,nmse,seconds\n");
-    println!(
-        "\n{:<12} {:>8} {:>7} {:>9} {:>8}",
-        "method", "PSNR dB", "SSIM", "NMSE", "time s"
-    );
+    let mut table = MetricsTable::new();
     let mut results: Vec<(Method, ndarray::Array3<f32>)> = Vec::new();
     for method in Method::ALL {
         let s = Settings {
@@ -193,25 +260,7 @@ pub fn run(args: Args) -> Result<()> {
         let t = Instant::now();
         let img = reconstruct(&ks, &s, &|_, _| ControlFlow::Continue(()))
             .with_context(|| format!("reconstructing with {}", method.name()))?;
-        let secs = t.elapsed().as_secs_f64();
-        let m = amri_core::metrics::evaluate_volume(reference.view(), img.view())?;
-        println!(
-            "{:<12} {:>8.2} {:>7.4} {:>9.5} {:>8.1}",
-            method.name(),
-            m.psnr,
-            m.ssim,
-            m.nmse,
-            secs
-        );
-        writeln!(
-            table,
-            "{},{:.4},{:.5},{:.6},{:.2}",
-            method.name(),
-            m.psnr,
-            m.ssim,
-            m.nmse,
-            secs
-        )?;
+        table.add(method, &reference, &img, t.elapsed().as_secs_f64())?;
         let mut v = Volume::new(img.clone().insert_axis(Axis(0)), ks.affine);
         v.meta.description = format!(
             "amri {} {} {}",
@@ -227,24 +276,14 @@ pub fn run(args: Args) -> Result<()> {
         )?);
         results.push((method, img));
     }
-    let table_path = out.join("metrics.csv");
-    amri_io::atomic::write_bytes(&table_path, table.as_bytes())?;
-    written.push(table_path);
+    table.write(&out.join("metrics.csv"), &mut written)?;
 
     // 3. The comparison figure on the middle slice.
     let s = slices / 2;
     let aff = &ks.affine;
     let refs = figure::display(reference.index_axis(Axis(0), s).to_owned(), aff);
     let hi = refs.iter().copied().fold(0.0f32, f32::max);
-    let kmag: Array2<f32> = ks
-        .data
-        .index_axis(Axis(0), s)
-        .index_axis(Axis(0), 0)
-        .mapv(|c| (1.0 + c.norm()).ln());
-    let mask = ks
-        .mask
-        .as_ref()
-        .map(|m| m.index_axis(Axis(0), s).to_owned());
+    let (kmag, mask) = kspace_and_mask(&ks, s);
     let mut top = vec![
         figure::gray(refs.view(), 0.0, hi, "reference"),
         figure::kspace(
@@ -412,11 +451,7 @@ fn prior_part(
         .reference
         .clone()
         .context("simulated data carry their reference")?;
-    let mut table = String::from("method,psnr_db,ssim,nmse,seconds\n");
-    println!(
-        "\n{:<12} {:>8} {:>7} {:>9} {:>8}",
-        "method", "PSNR dB", "SSIM", "NMSE", "time s"
-    );
+    let mut table = MetricsTable::new();
     let methods = [
         Method::ZeroFilled,
         Method::L1Wavelet,
@@ -452,25 +487,7 @@ fn prior_part(
                 .with_context(|| format!("reconstructing with {}", method.name()))?;
             (img, None)
         };
-        let secs = t.elapsed().as_secs_f64();
-        let m = amri_core::metrics::evaluate_volume(reference.view(), img.view())?;
-        println!(
-            "{:<12} {:>8.2} {:>7.4} {:>9.5} {:>8.1}",
-            method.name(),
-            m.psnr,
-            m.ssim,
-            m.nmse,
-            secs
-        );
-        writeln!(
-            table,
-            "{},{:.4},{:.5},{:.6},{:.2}",
-            method.name(),
-            m.psnr,
-            m.ssim,
-            m.nmse,
-            secs
-        )?;
+        table.add(method, &reference, &img, t.elapsed().as_secs_f64())?;
         let description = format!(
             "amri {} {} {}{}",
             env!("CARGO_PKG_VERSION"),
@@ -505,8 +522,7 @@ fn prior_part(
         results.push((method, img));
     }
     let table_path = out.join("prior_metrics.csv");
-    amri_io::atomic::write_bytes(&table_path, table.as_bytes())?;
-    written.push(table_path.clone());
+    table.write(&table_path, written)?;
     let provenance = out.join("prior_provenance.json");
     let prov = serde_json::json!({
         "amri_version": env!("CARGO_PKG_VERSION"),
@@ -524,15 +540,7 @@ fn prior_part(
     written.push(provenance.clone());
 
     let fig = out.join("prior_comparison.png");
-    let mask = ks
-        .mask
-        .as_ref()
-        .map(|m| m.index_axis(Axis(0), slices / 2).to_owned());
-    let kmag: Array2<f32> = ks
-        .data
-        .index_axis(Axis(0), slices / 2)
-        .index_axis(Axis(0), 0)
-        .mapv(|c| (1.0 + c.norm()).ln());
+    let (kmag, mask) = kspace_and_mask(&ks, slices / 2);
     figure::comparison(
         &fig,
         &figure::Comparison {
