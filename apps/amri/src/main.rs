@@ -96,6 +96,23 @@ fn write_manpages(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The error and its causes joined by ": ", leaving out a cause whose text the message already
+/// holds (library errors often print their source too; `{:#}` would say it twice).
+fn chain_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = if cli.quiet {
@@ -138,7 +155,7 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain_message(&e));
             ExitCode::from(1)
         }
     }
