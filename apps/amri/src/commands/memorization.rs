@@ -16,18 +16,17 @@
 //! separate ~300 MB download, there is no network at run time, and they are trained on natural
 //! images), so similarity is NCC on pixels — see `amri_diffusion::memorize`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use amri_core::Volume;
 use amri_diffusion::memorize::{fraction_above, histogram, nearest};
 use amri_diffusion::sample::{sample_unconditional, Prior, UnconditionalConfig};
-use amri_io::Scan;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ndarray::{Array2, Axis};
 use serde::Serialize;
 
+use super::volumes::read_volumes_with_files;
 use crate::figure;
 
 /// Arguments of `amri memorization`.
@@ -77,74 +76,21 @@ struct TrainSlice {
     mag: Array2<f32>,
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading folder {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        let n = p
-            .file_name()
-            .map(|n| n.to_string_lossy().to_ascii_lowercase())
-            .unwrap_or_default();
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if n.ends_with(".nii") || n.ends_with(".nii.gz") || n.ends_with(".npy") {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
+/// Every slice of the training volumes, as magnitude, with the file and slice index it came from.
 fn read_training(inputs: &[PathBuf]) -> Result<Vec<TrainSlice>> {
-    let mut files = Vec::new();
-    for p in inputs {
-        if !p.exists() {
-            bail!("--train {}: does not exist", p.display());
-        }
-        if p.is_dir() {
-            let mut found = Vec::new();
-            walk(p, &mut found)?;
-            if found.is_empty() {
-                files.push(p.clone()); // a DICOM series folder
-            } else {
-                files.extend(found);
-            }
-        } else {
-            files.push(p.clone());
-        }
-    }
     let mut out = Vec::new();
-    for f in files {
-        let scans = amri_io::read_all(&f).with_context(|| format!("reading {}", f.display()))?;
-        for s in scans {
-            let v: Volume<f32> = match s {
-                Scan::Image(v) => v,
-                Scan::ComplexImage(v) => v.with_data(v.data.mapv(|z| z.norm()))?,
-                Scan::KSpace(_) => bail!(
-                    "{}: holds measured k-space; --train takes the image volumes the prior was trained on",
-                    f.display()
-                ),
-            };
-            let mut k = 0;
-            for frame in v.data.axis_iter(Axis(0)) {
-                for sl in frame.axis_iter(Axis(0)) {
-                    if sl.iter().any(|x| !x.is_finite()) {
-                        bail!("{}: slice {k} holds NaN or infinite values", f.display());
-                    }
-                    out.push(TrainSlice {
-                        file: f.display().to_string(),
-                        slice: k,
-                        mag: sl.mapv(f32::abs),
-                    });
-                    k += 1;
-                }
+    for (f, v) in read_volumes_with_files(inputs)? {
+        let mut k = 0;
+        for frame in v.data.axis_iter(Axis(0)) {
+            for sl in frame.axis_iter(Axis(0)) {
+                out.push(TrainSlice {
+                    file: f.display().to_string(),
+                    slice: k,
+                    mag: sl.mapv(f32::abs),
+                });
+                k += 1;
             }
         }
-    }
-    if out.is_empty() {
-        bail!("no training slices found in the --train inputs");
     }
     Ok(out)
 }

@@ -9,3 +9,4 @@ pub mod protocol;
 pub mod recon;
 pub mod simulate;
 pub mod train;
+pub(crate) mod volumes;

@@ -13,20 +13,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use amri_core::Volume;
 use amri_diffusion::data::{TrainObjective, TrainingSet};
 use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
 use amri_diffusion::train::{
     read_card, resolve_checkpoint, save_run_checkpoint, ModelCard, Objective, StepStats,
     TrainConfig, Trainer, ENCODER_PREFIXES, LATEST_FILE,
 };
-use amri_io::Scan;
 use amri_protocol::Protocol;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
 use serde::{Deserialize, Serialize};
+
+use super::volumes::read_volumes;
 
 /// σ_data of the EDM preconditioning for volumes divided by their measurement scale
 /// (`amri_diffusion::data::measurement_scale`, 99.5th percentile of the zero-filled magnitude).
@@ -516,79 +516,6 @@ fn drive(
         trainer.steps(),
         c.out.join(LATEST_FILE).display()
     );
-    Ok(())
-}
-
-/// Reads every image volume named by `inputs` (files, or folders searched recursively for
-/// NIfTI/npy files; a folder without those is read as a DICOM series folder).
-fn read_volumes(inputs: &[PathBuf]) -> Result<Vec<Volume<f32>>> {
-    let mut files = Vec::new();
-    for p in inputs {
-        if !p.exists() {
-            bail!("training input {} does not exist", p.display());
-        }
-        if p.is_dir() {
-            let mut found = Vec::new();
-            walk(p, &mut found)?;
-            if found.is_empty() {
-                files.push(p.clone()); // a DICOM series folder
-            } else {
-                files.extend(found);
-            }
-        } else {
-            files.push(p.clone());
-        }
-    }
-    let mut vols = Vec::new();
-    for f in files {
-        let scans = amri_io::read_all(&f).with_context(|| format!("reading {}", f.display()))?;
-        for s in scans {
-            vols.push(match s {
-                Scan::Image(v) => v,
-                Scan::ComplexImage(v) => Volume {
-                    data: v.data.mapv(|z| z.norm()),
-                    affine: v.affine,
-                    meta: v.meta,
-                },
-                Scan::KSpace(_) => bail!(
-                    "{} holds measured k-space; training takes image volumes",
-                    f.display()
-                ),
-            });
-            let v = &vols[vols.len() - 1];
-            let bad = v.data.iter().filter(|x| !x.is_finite()).count();
-            if bad > 0 {
-                bail!(
-                    "{}: {bad} of {} pixel values are NaN or infinite; training needs finite images",
-                    f.display(),
-                    v.data.len()
-                );
-            }
-        }
-    }
-    if vols.is_empty() {
-        bail!("no training volumes found");
-    }
-    Ok(vols)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if name.ends_with(".nii") || name.ends_with(".nii.gz") || name.ends_with(".npy") {
-            out.push(p);
-        }
-    }
     Ok(())
 }
 
