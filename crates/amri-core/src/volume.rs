@@ -269,11 +269,33 @@ impl KSpace {
             }
         }
     }
+
+    /// Fraction of `[slice, row, col]` positions measured over all slices (1 when there is no
+    /// mask): the mean of the slices' fractions, for files whose slices have their own masks.
+    pub fn mean_sampled_fraction(&self) -> f64 {
+        match &self.mask {
+            None => 1.0,
+            Some(m) => m.iter().filter(|v| **v != 0.0).count() as f64 / m.len().max(1) as f64,
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mean_sampled_fraction_averages_slices_and_sampled_fraction_is_slice_0() {
+        let data = ndarray::Array4::<C32>::zeros((2, 1, 2, 4));
+        let mut mask = ndarray::Array3::<f32>::zeros((2, 2, 4));
+        mask.slice_mut(ndarray::s![0, .., 0]).fill(1.0); // slice 0: 2 of 8
+        mask.slice_mut(ndarray::s![1, .., 0..3]).fill(1.0); // slice 1: 6 of 8
+        let mut k = KSpace::new(data);
+        assert_eq!(k.mean_sampled_fraction(), 1.0);
+        k.mask = Some(mask);
+        assert_eq!(k.sampled_fraction(), 0.25);
+        assert_eq!(k.mean_sampled_fraction(), 0.5);
+    }
 
     #[test]
     fn kspace_validate_catches_mismatch_and_nan() {

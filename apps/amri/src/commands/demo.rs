@@ -220,7 +220,7 @@ pub fn run(args: Args) -> Result<()> {
         "simulated {} ({}): {slices} slices, {coils} coils, {rows}x{cols}, {:.1} % of k-space measured, in {:.1} s",
         protocol.name,
         protocol.description,
-        100.0 * ks.sampled_fraction(),
+        100.0 * ks.mean_sampled_fraction(),
         t.elapsed().as_secs_f64()
     );
     println!("  (k-space is simulated from magnitude images with synthetic coil maps and phase: no package ships raw k-space)");
@@ -445,7 +445,7 @@ fn prior_part(
         "simulated {} ({}): {slices} slices, {coils} coil, {rows}x{cols}, {:.1} % of k-space measured",
         protocol.name,
         protocol.description,
-        100.0 * ks.sampled_fraction()
+        100.0 * ks.mean_sampled_fraction()
     );
     let reference = ks
         .reference

@@ -82,9 +82,7 @@ pub fn run(args: Args) -> Result<()> {
         format!("{col} projections per slice")
     } else {
         // every slice draws its own mask: report the mean, and slice 0 when they differ
-        let mean = k.mask.as_ref().map_or(1.0, |m| {
-            m.iter().filter(|v| **v != 0.0).count() as f64 / m.len().max(1) as f64
-        });
+        let mean = k.mean_sampled_fraction();
         let first = k.sampled_fraction();
         if (mean - first).abs() < 5e-4 {
             format!("{:.1} % measured", 100.0 * mean)
