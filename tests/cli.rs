@@ -297,6 +297,22 @@ fn simulate(protocol: &str, input: &Path, out: &Path) {
 }
 
 #[test]
+fn the_pixel_preset_reconstructs_its_own_simulated_data() {
+    // A preset whose [reconstruction] cannot take the data its [acquisition] makes is a defect
+    // (pixel-90 named TV, which refuses image-domain data).
+    let d = tempfile::tempdir().unwrap();
+    let ks = d.path().join("px.npz");
+    simulate("pixel-90", &sample("dicom/oblique_stack"), &ks);
+    amri()
+        .args(["recon", "--protocol", "pixel-90"])
+        .arg(&ks)
+        .arg(d.path().join("px.nii.gz"))
+        .assert()
+        .success();
+    assert!(d.path().join("px.nii.gz").is_file());
+}
+
+#[test]
 fn recon_single_file_beats_zero_filled_and_writes_provenance() {
     let d = tempfile::tempdir().unwrap();
     let ks = d.path().join("stack_r4.npz");
