@@ -90,7 +90,12 @@ fn is_measured(p: &Path) -> bool {
     MEASURED.iter().any(|e| n.ends_with(e)) && !n.ends_with("_mask.cfl")
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Appends the files under `dir` (recursively, sorted) for which `keep` holds to `out`.
+pub(crate) fn walk_files(
+    dir: &Path,
+    keep: &dyn Fn(&Path) -> bool,
+    out: &mut Vec<PathBuf>,
+) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -98,12 +103,16 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            walk(&p, out)?;
-        } else if is_measured(&p) {
+            walk_files(&p, keep, out)?;
+        } else if keep(&p) {
             out.push(p);
         }
     }
     Ok(())
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    walk_files(dir, &is_measured, out)
 }
 
 fn sidecar_of(output: &Path) -> PathBuf {

@@ -71,21 +71,15 @@ pub(crate) fn read_volumes(inputs: &[PathBuf]) -> Result<Vec<Volume<f32>>> {
 
 /// Appends the `.nii`, `.nii.gz` and `.npy` files under `dir` (recursively, sorted) to `out`.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if name.ends_with(".nii") || name.ends_with(".nii.gz") || name.ends_with(".npy") {
-            out.push(p);
-        }
-    }
-    Ok(())
+    crate::batch::walk_files(
+        dir,
+        &|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            name.ends_with(".nii") || name.ends_with(".nii.gz") || name.ends_with(".npy")
+        },
+        out,
+    )
 }
