@@ -486,9 +486,12 @@ fn drive(
             preset.as_deref(),
             serde_json::to_value(&info)?,
         )?;
-        save_run_checkpoint(trainer, &c.out, &card)?;
+        // the log first: a kill between the two leaves rows past the checkpoint, which a
+        // resume drops, never a checkpoint whose rows are missing from the log
         write_log(&c.out.join(LOSS_CSV), log)?;
-        plot_loss(&c.out.join(LOSS_PNG), log)
+        plot_loss(&c.out.join(LOSS_PNG), log)?;
+        save_run_checkpoint(trainer, &c.out, &card)?;
+        Ok(())
     };
     for step in first..c.steps {
         let batch = set.step_batch(batch_size, seed, step as u64, &dev)?;
