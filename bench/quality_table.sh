@@ -19,9 +19,10 @@
 # and BART `pics -S -l1 -r λ` / `pics -S -R T:3:0:λ` (one process per slice, unit coil map, the
 # slice's mask as `-p`), each at the λ of the grid with the best PSNR (chosen on these slices:
 # optimistic); for each --models DIR: one-step, one-step --data-consistency and iterative.
-# On pixel/box data amri's classical methods other than zero-filled and BART do not apply
-# (k-space only), and a k-space prior cannot do one-step: those rows say "n/a"; a classical
-# inpainting baseline (scikit-image's biharmonic inpainting, not amri) is added there instead.
+# On pixel/box data amri's classical methods inpaint (A = M, amri-recon's image-domain data),
+# BART pics does not apply (k-space only) and a k-space prior cannot do one-step: those rows say
+# "n/a"; a second classical inpainting baseline (scikit-image's biharmonic inpainting, not amri)
+# is added there.
 #
 # Usage: bench/quality_table.sh --out DIR [--models DIR1,DIR2,...] [--slices N] [options]
 #   --slices N           the N central validation slices (default all 24)
@@ -262,6 +263,8 @@ EOF
         row "$f" "$key" "$method" "$label" "$model" "$lambda" "$iters" "$psnr" "$ssim" "$nmse" "$seconds" ok "$NOTE"
     elif [[ $err == *"k-space prior cannot"* ]]; then
         row "$f" "$key" "$method" "$label" "$model" "$lambda" "$iters" "" "" "" "" n/a "n/a (k-space prior)"
+    elif [[ $err == *"pixel/box prior cannot"* ]]; then
+        row "$f" "$key" "$method" "$label" "$model" "$lambda" "$iters" "" "" "" "" n/a "n/a (pixel/box prior)"
     else
         row "$f" "$key" "$method" "$label" "$model" "$lambda" "$iters" "" "" "" "" failed "$err"
         FAILURES=$((FAILURES + 1))
@@ -315,9 +318,9 @@ else
         NOTE=""
         amri_row "$CLASSICAL" "$key" zero-filled "zero-filled" "" "" "" zero-filled zero-filled
         if [[ $dom == image ]]; then
-            for lab in "CG-SENSE" "l1-wavelet (amri)" "TV (amri)" "l1-wavelet (BART pics)" "TV (BART pics)"; do
+            for lab in "l1-wavelet (BART pics)" "TV (BART pics)"; do
                 row "$CLASSICAL" "$key" classical "$lab" "" "" "" "" "" "" "" n/a \
-                    "n/a (reconstructs k-space only; image-domain measurement)"
+                    "n/a (BART pics reconstructs k-space; image-domain measurement)"
             done
             # A classical inpainting baseline instead (not amri: scikit-image).
             img=$OUT/recon/$key/biharmonic.npy
@@ -331,9 +334,10 @@ else
                 row "$CLASSICAL" "$key" biharmonic "$lab" "" "" "" "" "" "" "" failed "see commands.log"
                 FAILURES=$((FAILURES + 1))
             fi
-            continue
+            NOTE="A = M without λ: equals the masked image"
+        else
+            NOTE="single coil: equals zero-filled"
         fi
-        NOTE="single coil: equals zero-filled"
         amri_row "$CLASSICAL" "$key" cg-sense "CG-SENSE" "" "" "$ITERS" cg-sense cg-sense --iters "$ITERS" --lambda 0
         NOTE=""
         checked=0
@@ -353,7 +357,7 @@ else
                 checked=1
             fi
         done
-        [[ $SKIP_BART == 1 ]] && continue
+        [[ $SKIP_BART == 1 || $dom == image ]] && continue
         bdir=$OUT/bart/$key
         mkdir -p "$bdir"
         run "$AMRI" convert "$OUT/data/$key.npz" "$bdir/ksp.cfl" || die "amri convert to cfl failed (see $LOG)"

@@ -56,15 +56,11 @@ fn info_prints_dims_geometry_and_no_patient_identity() {
 
 #[test]
 fn info_json_is_valid_and_matches_the_file() {
-    let out = amri()
-        .args(["info", "--json"])
-        .arg(sample("dicom/oblique_stack"))
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = success_json(
+        amri()
+            .args(["info", "--json"])
+            .arg(sample("dicom/oblique_stack")),
+    );
     assert_eq!(v["kind"], "image");
     assert_eq!(v["shape"], serde_json::json!([1, 5, 64, 64]));
     assert_eq!(v["series"]["instances"], 5);
@@ -287,6 +283,26 @@ fn simulate_is_reproducible_and_matches_the_protocol() {
     }
 }
 
+/// Runs `cmd`, asserts success and parses its standard output as JSON.
+fn success_json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.assert().success().get_output().stdout.clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
+/// Runs `amri recon --json --method METHOD EXTRA.. INPUT OUT`, asserts success and an `ok`
+/// status, and returns the report of the one file.
+fn recon_report(method: &str, extra: &[&str], input: &Path, out: &Path) -> serde_json::Value {
+    let v = success_json(
+        amri()
+            .args(["recon", "--json", "--no-progress", "--method", method])
+            .args(extra)
+            .arg(input)
+            .arg(out),
+    );
+    assert_eq!(v["files"][0]["status"], "ok", "{v}");
+    v["files"][0].clone()
+}
+
 fn simulate(protocol: &str, input: &Path, out: &Path) {
     amri()
         .args(["simulate", "--protocol", protocol])
@@ -299,7 +315,7 @@ fn simulate(protocol: &str, input: &Path, out: &Path) {
 #[test]
 fn the_pixel_preset_reconstructs_its_own_simulated_data() {
     // A preset whose [reconstruction] cannot take the data its [acquisition] makes is a defect
-    // (pixel-90 named TV, which refuses image-domain data).
+    // (pixel-90 once named TV when TV refused image-domain data; it now inpaints with l1-wavelet).
     let d = tempfile::tempdir().unwrap();
     let ks = d.path().join("px.npz");
     simulate("pixel-90", &sample("dicom/oblique_stack"), &ks);
@@ -313,6 +329,42 @@ fn the_pixel_preset_reconstructs_its_own_simulated_data() {
 }
 
 #[test]
+fn classical_methods_inpaint_pixel_corruptions() {
+    // On image-domain data the classical methods solve the inpainting problem (A = M): TV and
+    // l1-wavelet must beat the masked image against the stored reference; random projections
+    // are refused with a message that names them.
+    let d = tempfile::tempdir().unwrap();
+    let ks = d.path().join("px.npz");
+    simulate("pixel-90", &sample("dicom/oblique_stack"), &ks);
+    let psnr_of = |method: &str, extra: &[&str]| -> f64 {
+        let out = d.path().join(format!("{method}.nii.gz"));
+        recon_report(method, extra, &ks, &out)["psnr"]
+            .as_f64()
+            .unwrap()
+    };
+    let zf = psnr_of("zero-filled", &[]);
+    let tv = psnr_of("tv", &["--iters", "100", "--lambda", "0.05"]);
+    let l1 = psnr_of("l1-wavelet", &["--iters", "100", "--lambda", "0.05"]);
+    assert!(
+        tv > zf + 3.0,
+        "TV inpainting {tv} dB vs masked image {zf} dB"
+    );
+    assert!(
+        l1 > zf + 3.0,
+        "l1-wavelet inpainting {l1} dB vs masked image {zf} dB"
+    );
+    let proj = d.path().join("proj.npz");
+    simulate("gaussian-cs", &sample("dicom/oblique_stack"), &proj);
+    amri()
+        .args(["recon", "--no-progress", "--method", "tv"])
+        .arg(&proj)
+        .arg(d.path().join("proj.nii.gz"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("projections"));
+}
+
+#[test]
 fn recon_single_file_beats_zero_filled_and_writes_provenance() {
     let d = tempfile::tempdir().unwrap();
     let ks = d.path().join("stack_r4.npz");
@@ -323,18 +375,7 @@ fn recon_single_file_beats_zero_filled_and_writes_provenance() {
     );
     let psnr_of = |method: &str, extra: &[&str]| -> f64 {
         let out = d.path().join(format!("{method}.nii.gz"));
-        let o = amri()
-            .args(["recon", "--json", "--method", method])
-            .args(extra)
-            .arg(&ks)
-            .arg(&out)
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
-        assert_eq!(v["files"][0]["status"], "ok");
+        let report = recon_report(method, extra, &ks, &out);
         let side: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(d.path().join(format!("{method}.json"))).unwrap(),
         )
@@ -344,7 +385,7 @@ fn recon_single_file_beats_zero_filled_and_writes_provenance() {
         let img = read_image(&out);
         assert_eq!(img.shape4(), [1, 5, 64, 64]);
         assert!(img.meta.description.contains(method));
-        v["files"][0]["psnr"].as_f64().unwrap()
+        report["psnr"].as_f64().unwrap()
     };
     let zf = psnr_of("zero-filled", &[]);
     let cg = psnr_of("cg-sense", &["--iters", "20"]);
@@ -665,17 +706,12 @@ fn recon_reads_fastmri_hdf5_and_never_leaks_patient_id() {
     let d = tempfile::tempdir().unwrap();
     let mut psnr = Vec::new();
     for m in ["zero-filled", "cg-sense"] {
-        let o = amri()
-            .args(["recon", "--json", "--iters", "15", "--method", m])
-            .arg(&h5)
-            .arg(d.path().join(format!("{m}.nii.gz")))
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone();
-        let v: serde_json::Value = serde_json::from_slice(&o).unwrap();
-        psnr.push(v["files"][0]["psnr"].as_f64().unwrap());
+        let out = d.path().join(format!("{m}.nii.gz"));
+        psnr.push(
+            recon_report(m, &["--iters", "15"], &h5, &out)["psnr"]
+                .as_f64()
+                .unwrap(),
+        );
     }
     assert!(
         psnr[1] > psnr[0] + 1.0,

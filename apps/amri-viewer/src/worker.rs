@@ -338,23 +338,8 @@ pub fn reconstruct(
             m.name()
         )));
     }
-    match ks.attributes.get("domain").map(String::as_str) {
-        Some("image") => {
-            if m != Method::ZeroFilled {
-                return Err(ViewerError::msg(format!(
-                    "this is an image-domain measurement (pixel or box corruption); {} reconstructs k-space — use zero-filled, or a learned prior",
-                    m.name()
-                )));
-            }
-            return Ok(ks.data.index_axis(Axis(1), 0).mapv(|v| v.norm()));
-        }
-        Some("projection") => {
-            return Err(ViewerError::msg(
-                "this data holds Gaussian random projections; the classical methods reconstruct k-space",
-            ))
-        }
-        _ => {}
-    }
+    // Image-domain (pixel/box) data are inpainted by the same methods with A = M, and random
+    // projections refused, by amri-recon (`app::data_domain`).
     let img = match m {
         Method::ZeroFilled => return Ok(app::zero_filled(ks)?),
         Method::CgSense => {

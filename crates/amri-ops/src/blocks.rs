@@ -71,6 +71,15 @@ pub fn draw_box<R: Rng>(
             format!("box [height, width] must be within [1, {rows}] × [1, {cols}], got {size:?}"),
         ));
     }
+    if convention == BoxConvention::Inside && h == rows && w == cols {
+        return Err(OpsError::param(
+            "size",
+            format!(
+                "a {h}×{w} box inside a {rows}×{cols} image hides every pixel; use a smaller box \
+                 (e.g. a quarter of the image)"
+            ),
+        ));
+    }
     Ok(match convention {
         BoxConvention::Inside => BoxRegion {
             row0: rng.random_range(0..=rows - h),
@@ -241,6 +250,10 @@ mod tests {
     #[test]
     fn too_large_box_is_an_error() {
         assert!(Blocks::draw(8, 8, 1, [9, 2], BoxConvention::Inside, 0).is_err());
+        // A box as large as the image would hide all of it.
+        let e = Blocks::draw(8, 8, 1, [8, 8], BoxConvention::Inside, 0).unwrap_err();
+        assert!(e.to_string().contains("hides every pixel"), "{e}");
+        assert!(Blocks::draw(8, 8, 1, [8, 7], BoxConvention::Inside, 0).is_ok());
         assert!(Blocks::draw(8, 8, 1, [0, 2], BoxConvention::Clipped, 0).is_err());
     }
 }

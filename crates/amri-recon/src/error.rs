@@ -29,6 +29,10 @@ pub enum ReconError {
     /// Multi-coil data came without coil sensitivity maps and none could be estimated.
     #[error("multi-coil data ({0} coils) need coil sensitivity maps: pass them or store them in the KSpace")]
     MissingMaps(usize),
+    /// The scan holds data the classical methods do not reconstruct (e.g. Gaussian random
+    /// projections); the message says what it holds.
+    #[error("unsupported data: {0}")]
+    Unsupported(String),
     /// An error from amri-ops (building an operator).
     #[error(transparent)]
     Ops(#[from] amri_ops::error::OpsError),

@@ -289,21 +289,8 @@ pub fn reconstruct(
     s: &Settings,
     progress: &(dyn Fn(usize, &IterInfo) -> ControlFlow<()> + Sync),
 ) -> Result<Array3<f32>> {
-    match ks.attributes.get("domain").map(String::as_str) {
-        Some("image") => {
-            if s.method != Method::ZeroFilled {
-                bail!(
-                    "holds an image-domain measurement (pixel or box corruption); {} reconstructs k-space — use --method zero-filled, or a learned prior",
-                    s.method.name()
-                );
-            }
-            return Ok(ks.data.index_axis(Axis(1), 0).mapv(|v| v.norm()));
-        }
-        Some("projection") => bail!(
-            "holds Gaussian random projections; the classical methods here reconstruct k-space"
-        ),
-        _ => {}
-    }
+    // Image-domain (pixel/box) data are inpainted by the same methods with A = M, and random
+    // projections refused, by amri-recon (`app::data_domain`).
     let tol = s.tol.map(f64::from);
     let img = match s.method {
         Method::OneStep | Method::Iterative => {

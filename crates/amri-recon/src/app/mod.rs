@@ -12,6 +12,15 @@
 //!   (multi-coil) estimated by ESPIRiT from the fully sampled centre
 //!   ([`amri_ops::espirit::espirit_maps`], BART `ecalib -m1` defaults).
 //!
+//! # Image-domain data (inpainting)
+//! A scan whose `attributes["domain"]` is `"image"` (pixel and box corruptions, as `amri
+//! simulate` writes them) holds the corrupted *image* `[slice, 1, row, col]` and its pixel mask:
+//! there `A = M` ([`amri_ops::pixel_mask::PixelMask`], `‖A‖² = 1`), so every method here solves
+//! the inpainting problem `min_x ½‖M x − y‖² + λ R(x)` (zero-filled and CG-SENSE without λ return
+//! the masked image itself). [`DataScaling::Bart`] then takes `s` as the 90th percentile of the
+//! measured pixels' magnitudes (BART's rule, which reads the k-space centre, has no image-domain
+//! counterpart). Gaussian random projections (`"projection"`) are refused.
+//!
 //! # Data scaling and λ (BART compatibility)
 //! Every method solves its problem for scaled data `y / s` and returns `s · x̂`, so images are
 //! in the units of the input. With [`DataScaling::Bart`] (the default) `s` is BART's
@@ -41,6 +50,7 @@ use std::ops::ControlFlow;
 use amri_core::{KSpace, C32};
 use amri_ops::espirit::{espirit_maps, EspiritConfig};
 use amri_ops::fourier::FourierSampling;
+use amri_ops::pixel_mask::PixelMask;
 use amri_ops::sense::Sense;
 use amri_ops::LinearOperator;
 use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, Axis};
@@ -98,6 +108,64 @@ pub type Progress<'a> = &'a (dyn Fn(usize, &IterInfo) -> ControlFlow<()> + Sync)
 /// A [`Progress`] callback that only continues.
 pub fn no_progress(_: usize, _: &IterInfo) -> ControlFlow<()> {
     ControlFlow::Continue(())
+}
+
+/// What the data of a scan are: k-space, or an image with unmeasured pixels (see the module
+/// docs, "Image-domain data").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDomain {
+    /// Centred k-space `[slice, coil, row, col]` (no `domain` attribute, or `"kspace"`).
+    Kspace,
+    /// A corrupted image `[slice, 1, row, col]` whose mask marks the measured pixels
+    /// (`attributes["domain"] == "image"`).
+    Image,
+}
+
+/// The [`DataDomain`] of `ks` from its `domain` attribute; Gaussian random projections and
+/// unknown domains are refused, as are image-domain scans with more than one coil.
+pub fn data_domain(ks: &KSpace) -> Result<DataDomain> {
+    match ks.attributes.get("domain").map(String::as_str) {
+        None | Some("kspace") => Ok(DataDomain::Kspace),
+        Some("image") => {
+            let coils = ks.shape4()[1];
+            if coils != 1 {
+                return Err(ReconError::Unsupported(format!(
+                    "an image-domain (pixel/box) measurement must have one channel, got {coils}"
+                )));
+            }
+            Ok(DataDomain::Image)
+        }
+        Some("projection") => Err(ReconError::Unsupported(
+            "Gaussian random projections: the classical methods reconstruct k-space or \
+             image-domain (pixel/box) measurements"
+                .into(),
+        )),
+        Some(other) => Err(ReconError::Unsupported(format!(
+            "unknown data domain {other:?} (expected \"kspace\" or \"image\")"
+        ))),
+    }
+}
+
+/// The data scale of an image-domain slice: the 90th percentile of the measured pixels'
+/// magnitudes (`image` `[row, col]`, `mask` 0/1); 1 when none is measured or all are zero.
+pub fn image_scaling(image: ArrayView2<C32>, mask: ArrayView2<f32>) -> f32 {
+    let mut v: Vec<f32> = image
+        .iter()
+        .zip(mask.iter())
+        .filter(|(_, m)| **m != 0.0)
+        .map(|(x, _)| x.norm())
+        .filter(|a| a.is_finite())
+        .collect();
+    if v.is_empty() {
+        return 1.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let s = v[((v.len() - 1) as f64 * 0.9).round() as usize];
+    if s > 0.0 && s.is_finite() {
+        s
+    } else {
+        1.0
+    }
 }
 
 /// Resolves the coil maps `[slice, coil, row, col]` of a scan: `maps` if given, else the
@@ -236,15 +304,20 @@ pub fn bart_scaling(kspace: ArrayView3<C32>, mask: ArrayView2<f32>) -> f32 {
     }
 }
 
-/// The data scale of one slice under `scaling`.
+/// The data scale of one slice under `scaling` (`data` `[coil, row, col]`: k-space, or for
+/// [`DataDomain::Image`] the one-channel image).
 pub(crate) fn data_scale(
     scaling: DataScaling,
-    kspace: ArrayView3<C32>,
+    domain: DataDomain,
+    data: ArrayView3<C32>,
     mask: ArrayView2<f32>,
 ) -> Result<f32> {
     match scaling {
         DataScaling::None => Ok(1.0),
-        DataScaling::Bart => Ok(bart_scaling(kspace, mask)),
+        DataScaling::Bart => Ok(match domain {
+            DataDomain::Kspace => bart_scaling(data, mask),
+            DataDomain::Image => image_scaling(data.index_axis(Axis(0), 0), mask),
+        }),
         DataScaling::Fixed(s) if s > 0.0 && s.is_finite() => Ok(s),
         DataScaling::Fixed(s) => Err(ReconError::param(
             "scaling",
@@ -272,6 +345,7 @@ pub(crate) fn run_slices<F>(
 where
     F: Fn(SliceInput<'_>) -> Result<(Vec<C32>, SolveLog)> + Sync,
 {
+    let domain = data_domain(ks)?;
     ks.validate()?;
     let [slices, coils, rows, cols] = ks.shape4();
     if slices == 0 || coils == 0 || rows == 0 || cols == 0 {
@@ -280,7 +354,15 @@ where
             format!("empty k-space {:?}", ks.shape4()),
         ));
     }
-    let maps = resolve_maps(ks, maps)?;
+    let maps = match domain {
+        DataDomain::Kspace => resolve_maps(ks, maps)?,
+        DataDomain::Image if maps.is_some() || ks.sensitivities.is_some() => {
+            return Err(ReconError::Unsupported(
+                "coil maps given for an image-domain (pixel/box) measurement".into(),
+            ))
+        }
+        DataDomain::Image => None,
+    };
     let full = Array2::<f32>::ones((rows, cols));
     let results: Vec<Result<SliceResult>> = (0..slices)
         .into_par_iter()
@@ -290,9 +372,13 @@ where
                 None => full.view(),
             };
             let k = ks.data.index_axis(Axis(0), s);
-            let (op, lipschitz) =
-                slice_operator(mask, maps.as_ref().map(|m| m.index_axis(Axis(0), s)))?;
-            let scale = data_scale(scaling, k, mask)?;
+            let (op, lipschitz): (Box<dyn LinearOperator>, f64) = match domain {
+                DataDomain::Kspace => {
+                    slice_operator(mask, maps.as_ref().map(|m| m.index_axis(Axis(0), s)))?
+                }
+                DataDomain::Image => (Box::new(PixelMask::new(mask.to_owned())?), 1.0),
+            };
+            let scale = data_scale(scaling, domain, k, mask)?;
             let inv = 1.0 / scale;
             let y: Vec<C32> = k.iter().map(|v| v * inv).collect();
             let (mut image, log) = solve(SliceInput {

@@ -1,6 +1,7 @@
 //! Zero-filled reconstruction: the inverse centred FFT of the measured k-space with unmeasured
 //! samples set to zero; magnitude for single-coil data, root-sum-of-squares over coils
-//! `sqrt(Σ_c |x_c|²)` for multi-coil data (fastMRI's baseline).
+//! `sqrt(Σ_c |x_c|²)` for multi-coil data (fastMRI's baseline). For image-domain (pixel/box)
+//! data it is the measured image with unmeasured pixels set to zero.
 
 use amri_core::fft::ifft2c_inplace;
 use amri_core::{KSpace, C32};
@@ -9,8 +10,9 @@ use ndarray::{Array3, Array4, Axis, Zip};
 use crate::error::Result;
 
 /// Coil images `[slice, coil, row, col]`: `F^H (M ⊙ y)` per coil (the mask is applied when the
-/// scan has one, so samples stored outside it are ignored).
+/// scan has one, so samples stored outside it are ignored); `M ⊙ y` for image-domain data.
 pub fn zero_filled_coils(ks: &KSpace) -> Result<Array4<C32>> {
+    let domain = super::data_domain(ks)?;
     ks.validate()?;
     let mut d = ks.data.clone();
     if let Some(m) = &ks.mask {
@@ -20,7 +22,9 @@ pub fn zero_filled_coils(ks: &KSpace) -> Result<Array4<C32>> {
             }
         }
     }
-    ifft2c_inplace(&mut d);
+    if domain == super::DataDomain::Kspace {
+        ifft2c_inplace(&mut d);
+    }
     Ok(d)
 }
 
