@@ -135,12 +135,13 @@ for m in "${MODEL_DIRS[@]}"; do
 done
 
 # key|protocol|label|domain
+# key|protocol|label|domain; labels without commas (rows are read back with awk -F,).
 SETTING_TABLE="r4-random|protocols/singlecoil-r4-cartesian.toml|1-D random R=4|kspace
 r8-random|bench/protocols/singlecoil-r8-cartesian.toml|1-D random R=8|kspace
 r4-equispaced|bench/protocols/singlecoil-r4-equispaced.toml|equispaced R=4|kspace
 r8-equispaced|bench/protocols/singlecoil-r8-equispaced.toml|equispaced R=8|kspace
-pixel-90|protocols/pixel-90.toml|pixel corruption, 90 % of pixels hidden|image
-box-32|bench/protocols/box-32.toml|box corruption, one 32×32 box hidden|image"
+pixel-90|protocols/pixel-90.toml|pixel corruption: 90 % of pixels hidden|image
+box-32|bench/protocols/box-32.toml|box corruption: one 32×32 box hidden|image"
 IFS=, read -r -a WANT <<<"$SETTINGS"
 for w in "${WANT[@]}"; do
     grep -q "^$w|" <<<"$SETTING_TABLE" || die "--settings: unknown setting '$w'"

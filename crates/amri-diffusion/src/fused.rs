@@ -181,6 +181,42 @@ where
     }
 }
 
+/// The forward convolution `y[n] = W · im2col(x[n]) (+ bias)` of contiguous operands; `bias`
+/// is `[C_out]` (shared) or `[N, C_out]` (per image), added by starting each output row from
+/// its bias before the GEMM accumulates.
+fn conv_forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, d: &ConvDims) -> Vec<f32> {
+    let mut out = vec![0f32; d.n * d.co * d.hw()];
+    let wm = MatRef::from_row_major_slice(wt, d.co, d.kk());
+    for_images(d, &mut out, d.co * d.hw(), |i, o, scratch, par| {
+        let img = &x[i * d.ci * d.hw()..(i + 1) * d.ci * d.hw()];
+        let accum = match bias {
+            Some(b) => {
+                let bi = if b.len() == d.co {
+                    b
+                } else {
+                    &b[i * d.co..(i + 1) * d.co]
+                };
+                for (row, v) in o.chunks_mut(d.hw()).zip(bi) {
+                    row.fill(*v);
+                }
+                Accum::Add
+            }
+            None => Accum::Replace,
+        };
+        let dst = MatMut::from_row_major_slice_mut(o, d.co, d.hw());
+        if d.k == 1 {
+            let cm = MatRef::from_row_major_slice(img, d.ci, d.hw());
+            matmul(dst, accum, wm, cm, 1.0, gemm_par(par));
+        } else {
+            scratch.resize(d.kk() * d.hw(), 0.0);
+            im2col(img, d, scratch);
+            let cm = MatRef::from_row_major_slice(scratch.as_slice(), d.kk(), d.hw());
+            matmul(dst, accum, wm, cm, 1.0, gemm_par(par));
+        }
+    });
+    out
+}
+
 /// Forward convolution: `y[n] = W · im2col(x[n])`.
 struct Conv2dOp;
 
@@ -199,21 +235,7 @@ impl CustomOp2 for Conv2dOp {
         let d = ConvDims::from_layouts(l1, l2, Operands::InputKernel, self.name())?;
         let x = slice(s1, l1, self.name())?;
         let wt = slice(s2, l2, self.name())?;
-        let mut out = vec![0f32; d.n * d.co * d.hw()];
-        let wm = MatRef::from_row_major_slice(wt, d.co, d.kk());
-        for_images(&d, &mut out, d.co * d.hw(), |i, o, scratch, par| {
-            let img = &x[i * d.ci * d.hw()..(i + 1) * d.ci * d.hw()];
-            let dst = MatMut::from_row_major_slice_mut(o, d.co, d.hw());
-            if d.k == 1 {
-                let cm = MatRef::from_row_major_slice(img, d.ci, d.hw());
-                matmul(dst, Accum::Replace, wm, cm, 1.0, gemm_par(par));
-            } else {
-                scratch.resize(d.kk() * d.hw(), 0.0);
-                im2col(img, &d, scratch);
-                let cm = MatRef::from_row_major_slice(scratch.as_slice(), d.kk(), d.hw());
-                matmul(dst, Accum::Replace, wm, cm, 1.0, gemm_par(par));
-            }
-        });
+        let out = conv_forward(x, wt, None, &d);
         Ok((CpuStorage::F32(out), Shape::from((d.n, d.co, d.h, d.w))))
     }
 
@@ -228,6 +250,88 @@ impl CustomOp2 for Conv2dOp {
         let gx = grad.apply_op2_no_bwd(wt, &ConvGradInput)?;
         let gw = x.apply_op2_no_bwd(&grad, &ConvGradWeight { k: wt.dim(2)? })?;
         Ok((Some(gx), Some(gw)))
+    }
+}
+
+/// Forward convolution plus bias, `(x, W, b) → W · im2col(x[n]) + b`, `b: [C_out]` or
+/// `[N, C_out]`: the bias costs no pass of its own, and its gradient is one channel sum.
+struct Conv2dBiasOp;
+
+impl CustomOp3 for Conv2dBiasOp {
+    fn name(&self) -> &'static str {
+        "amri-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        let d = ConvDims::from_layouts(l1, l2, Operands::InputKernel, self.name())?;
+        let fits = match l3.shape().dims() {
+            [c] => *c == d.co,
+            [n, c] => *n == d.n && *c == d.co,
+            _ => false,
+        };
+        if !fits {
+            candle_core::bail!(
+                "{}: bias {:?} is neither [C_out] = [{}] nor [N, C_out] = [{}, {}]",
+                self.name(),
+                l3.shape(),
+                d.co,
+                d.n,
+                d.co
+            );
+        }
+        let x = slice(s1, l1, self.name())?;
+        let wt = slice(s2, l2, self.name())?;
+        let b = slice(s3, l3, self.name())?;
+        let out = conv_forward(x, wt, Some(b), &d);
+        Ok((CpuStorage::F32(out), Shape::from((d.n, d.co, d.h, d.w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wt: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let gx = grad.apply_op2_no_bwd(wt, &ConvGradInput)?;
+        let gw = x.apply_op2_no_bwd(&grad, &ConvGradWeight { k: wt.dim(2)? })?;
+        let gb = grad.apply_op1_no_bwd(&ChannelSum)?;
+        let gb = if b.rank() == 1 { gb.sum(0)? } else { gb };
+        Ok((Some(gx), Some(gw), Some(gb)))
+    }
+}
+
+/// Per-image channel sums, `[N, C, H, W] → [N, C]` (the gradient of a per-channel bias).
+struct ChannelSum;
+
+impl CustomOp1 for ChannelSum {
+    fn name(&self) -> &'static str {
+        "amri-channel-sum"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let g = slice(s, l, self.name())?;
+        let (n, c, h, w) = l.shape().dims4()?;
+        let hw = (h * w).max(1);
+        let out: Vec<f32> = if h * w == 0 {
+            vec![0.0; n * c]
+        } else {
+            g.par_chunks(hw)
+                .with_min_len(16)
+                .map(|ch| ch.iter().sum::<f32>())
+                .collect()
+        };
+        Ok((CpuStorage::F32(out), Shape::from((n, c))))
     }
 }
 
@@ -357,6 +461,24 @@ pub fn conv2d(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
             return x.conv2d(w, k / 2, 1, 1, 1);
         }
         x.conv2d(w, k / 2, 1, 1, 1)
+    }
+}
+
+/// Stride-1 "same" 2-D convolution plus bias: `x: [N, C_in, H, W]`, `w: [C_out, C_in, k, k]`
+/// (odd `k`, zero padding `k/2`), `b: [C_out]` (one bias per channel) or `[N, C_out]` (per image
+/// and channel, e.g. a conditioning embedding folded in) → `[N, C_out, H, W]`. One fused CPU
+/// op with a hand-written backward; [`conv2d`] and a broadcast addition elsewhere.
+pub fn conv2d_bias(x: &Tensor, w: &Tensor, b: &Tensor) -> CResult<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
+        x.contiguous()?
+            .apply_op3(&w.contiguous()?, &b.contiguous()?, Conv2dBiasOp)
+    } else {
+        let y = conv2d(x, w)?;
+        let b = match b.rank() {
+            1 => b.reshape((1, (), 1, 1))?,
+            _ => b.unsqueeze(2)?.unsqueeze(3)?,
+        };
+        y.broadcast_add(&b)
     }
 }
 
@@ -695,6 +817,50 @@ mod tests {
                 assert!(max_rel(a, b) < 1e-4, "grad {:?}", (n, ci, co, h, w, k));
             }
         }
+    }
+
+    /// The fused conv + bias (shared `[C]` and per-image `[N, C]` bias) equals the conv
+    /// followed by candle's broadcast addition, in value and in all three gradients.
+    #[test]
+    fn conv_bias_matches_conv_plus_broadcast_add() {
+        let dev = Device::Cpu;
+        for &(n, ci, co, h, w, k, per_image) in &[
+            (3, 4, 5, 7, 6, 3, false),
+            (3, 4, 5, 7, 6, 3, true),
+            (1, 3, 2, 5, 5, 1, true),
+            (4, 8, 8, 8, 8, 3, false),
+        ] {
+            let x = Var::randn(0f32, 1., (n, ci, h, w), &dev).unwrap();
+            let wt = Var::randn(0f32, 1., (co, ci, k, k), &dev).unwrap();
+            let b = if per_image {
+                Var::randn(0f32, 1., (n, co), &dev).unwrap()
+            } else {
+                Var::randn(0f32, 1., co, &dev).unwrap()
+            };
+            let r = Tensor::randn(0f32, 1., (n, co, h, w), &dev).unwrap();
+            let bb = if per_image {
+                b.unsqueeze(2).unwrap().unsqueeze(3).unwrap()
+            } else {
+                b.reshape((1, co, 1, 1)).unwrap()
+            };
+            let y_ref = conv2d(&x, &wt).unwrap().broadcast_add(&bb).unwrap();
+            let y = conv2d_bias(&x, &wt, &b).unwrap();
+            let case = (n, ci, co, h, w, k, per_image);
+            assert!(max_rel(&y, &y_ref) < 1e-5, "value {case:?}");
+            let g_ref = (y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &wt, &b] {
+                let a = g.get(v).unwrap();
+                let e = g_ref.get(v).unwrap();
+                assert_eq!(a.dims(), e.dims(), "grad shape {case:?}");
+                assert!(max_rel(a, e) < 1e-4, "grad {case:?}");
+            }
+        }
+        // A bias of the wrong shape is an error naming the op, not a panic.
+        let x = Tensor::zeros((2, 3, 4, 4), DType::F32, &dev).unwrap();
+        let wt = Tensor::zeros((5, 3, 3, 3), DType::F32, &dev).unwrap();
+        let e = conv2d_bias(&x, &wt, &Tensor::zeros(4, DType::F32, &dev).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("amri-conv2d-bias"), "{e}");
     }
 
     /// GroupNorm (+SiLU) value and gradients equal candle-nn's GroupNorm followed by silu.

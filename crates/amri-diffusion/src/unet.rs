@@ -189,8 +189,14 @@ pub struct Conv {
 impl Conv {
     /// `[N, C_in, H, W] → [N, C_out, H, W]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = fused::conv2d(x, &self.weight)?;
-        Ok(y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?)
+        Ok(fused::conv2d_bias(x, &self.weight, &self.bias)?)
+    }
+
+    /// The convolution with a per-image bias `extra: [N, C_out]` added to every pixel of each
+    /// output channel (e.g. a noise-level embedding), in the same fused op.
+    pub fn forward_plus(&self, x: &Tensor, extra: &Tensor) -> Result<Tensor> {
+        let b = self.bias.unsqueeze(0)?.broadcast_add(extra)?;
+        Ok(fused::conv2d_bias(x, &self.weight, &b)?)
     }
 }
 
@@ -374,9 +380,9 @@ pub fn res_block(
 impl ResBlock {
     /// `x: [N, in_c, H, W]`, `emb: [N, emb_channels]` → `[N, out_c, H, W]`.
     pub fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = self.conv0.forward(&self.norm0.forward_silu(x)?)?;
-        let bias = self.affine.forward(emb)?.unsqueeze(2)?.unsqueeze(3)?;
-        let h = h.broadcast_add(&bias)?;
+        let h = self
+            .conv0
+            .forward_plus(&self.norm0.forward_silu(x)?, &self.affine.forward(emb)?)?;
         let h = self.conv1.forward(&self.norm1.forward_silu(&h)?)?;
         let skip = match &self.skip {
             Some(s) => s.forward(x)?,
