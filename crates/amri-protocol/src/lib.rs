@@ -246,6 +246,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     preset!("singlecoil-r4-cartesian"),
     preset!("singlecoil-r4-ambient-train"),
     preset!("pixel-90"),
+    preset!("pixel-90-ambient-train"),
     preset!("box-corruption"),
     preset!("gaussian-cs"),
 ];
