@@ -87,6 +87,15 @@ fn dicom_findings_are_refused_without_a_large_allocation() {
             "element (0028,0011) at byte 1404 has VR SL and 2 bytes, not a whole number of \
              4-byte values",
         ),
+        // Finding 6 (2026-12-04): a deflated file whose meta group length (0002,0000) covers an
+        // off-group element (0003,0016). dicom-rs reads that element as part of the meta group
+        // and inflates from the byte after it; amri's check stopped at the first non-0002 tag and
+        // inflated from 16 bytes earlier, so it checked another data set than the one dicom-rs
+        // parsed, which asked for 2.4 GB.
+        (
+            "dicom_offgroup_element_in_meta_group.dcm",
+            "deflated data set cannot be inflated: incomplete deflate stream",
+        ),
         // Finding 4: a nested item longer than its sequence once made dicom-rs allocate 4 GB.
         (
             "dicom_item_longer_than_sequence.dcm",

@@ -64,10 +64,39 @@ pub(crate) fn check(path: &Path, bytes: &[u8]) -> Result<String> {
         ends: Vec::new(),
     };
     let mut ts: Option<String> = None;
-    while w.pos + 4 <= bytes.len() && u16::from_le_bytes([bytes[w.pos], bytes[w.pos + 1]]) == 2 {
+    // dicom-rs reads the meta group as (0002,0000) UL, then elements of *any* group until the
+    // bytes read reach that group length; the data set starts where it stopped. Walk the same
+    // way, or the data set would be checked from another offset than the one dicom-rs parses
+    // (a 2 kB file with an off-group (0003,0016) element inside the meta group length made it
+    // allocate 2.4 GB; found by fuzzing). Without a group length dicom-rs refuses the file.
+    let mut meta_left: Option<usize> = None;
+    if w.pos + 12 <= bytes.len() {
+        let (tag, _, len, value_at) = w.header()?;
+        if tag == Tag(0x0002, 0x0000) && len == 4 {
+            w.fits(tag, value_at, 4)?;
+            meta_left = Some(u32::from_le_bytes([
+                bytes[value_at],
+                bytes[value_at + 1],
+                bytes[value_at + 2],
+                bytes[value_at + 3],
+            ]) as usize);
+            w.pos = value_at + 4;
+        }
+    }
+    let in_meta = |w: &Walker<'_>, left: Option<usize>| match left {
+        Some(left) => left > 0 && w.pos < bytes.len(),
+        None => {
+            w.pos + 4 <= bytes.len() && u16::from_le_bytes([bytes[w.pos], bytes[w.pos + 1]]) == 2
+        }
+    };
+    while in_meta(&w, meta_left) {
+        let at = w.pos;
         let (tag, _, len, value_at) = w.header()?;
         let len = w.defined(tag, len)?;
         w.fits(tag, value_at, len)?;
+        if let Some(left) = meta_left.as_mut() {
+            *left = left.saturating_sub(value_at + len - at);
+        }
         if tag == Tag(0x0002, 0x0010) {
             let raw = &bytes[value_at..value_at + len];
             ts = Some(
@@ -624,6 +653,50 @@ mod codec_tests {
         b.extend_from_slice(&uid);
         b.extend_from_slice(data);
         b
+    }
+
+    /// The meta group ends where (0002,0000) says, as dicom-rs reads it, even when the group
+    /// holds an element of another group; the deflated data set starts after it.
+    #[test]
+    fn meta_group_length_decides_where_the_data_set_starts() {
+        use std::io::Write;
+        let p = Path::new("x.dcm");
+        let ts = b"1.2.840.10008.1.2.1.99";
+        let mut meta = vec![0x02, 0x00, 0x10, 0x00, b'U', b'I', ts.len() as u8, 0];
+        meta.extend_from_slice(ts);
+        // An off-group element inside the meta group length (as in fuzz finding 6).
+        meta.extend_from_slice(&[0x03, 0x00, 0x16, 0x00, b'A', b'E', 8, 0]);
+        meta.extend_from_slice(b"CLUNIE1 ");
+        // The data set: PatientName claiming 200 bytes of which 4 exist.
+        let data = [0x10, 0, 0x10, 0, b'P', b'N', 200, 0, b'A', b'B', b'C', b'D'];
+        let mut enc =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&data).unwrap();
+        let deflated = enc.finish().unwrap();
+        let mut b = vec![0u8; MAGIC_OFFSET];
+        b.extend_from_slice(b"DICM");
+        b.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        b.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+        b.extend_from_slice(&meta);
+        b.extend_from_slice(&deflated);
+        let e = check(p, &b).unwrap_err().to_string();
+        // Inflated from the right byte, the walk reaches the bad length (inflating from the
+        // off-group element, as before, failed on a stream that is not one).
+        assert!(
+            e.contains("element (0010,0010)") && e.contains("claims 200 bytes but only 4 remain"),
+            "{e}"
+        );
+        // The same data set complete is accepted.
+        let mut ok_data = data[..8].to_vec();
+        ok_data[6] = 4;
+        ok_data.extend_from_slice(b"ABCD");
+        let mut enc =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&ok_data).unwrap();
+        let n = b.len() - deflated.len();
+        let mut good = b[..n].to_vec();
+        good.extend_from_slice(&enc.finish().unwrap());
+        assert_eq!(check(p, &good).unwrap(), "1.2.840.10008.1.2.1.99");
     }
 
     #[test]
