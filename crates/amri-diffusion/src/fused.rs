@@ -217,6 +217,15 @@ fn conv_forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, d: &ConvDims) -> Ve
     out
 }
 
+/// The input and kernel gradients of a convolution `(x, W)` for the output gradient `grad`,
+/// and `grad` made contiguous (for further reductions).
+fn conv_grads(x: &Tensor, wt: &Tensor, grad: &Tensor) -> CResult<(Tensor, Tensor, Tensor)> {
+    let grad = grad.contiguous()?;
+    let gx = grad.apply_op2_no_bwd(wt, &ConvGradInput)?;
+    let gw = x.apply_op2_no_bwd(&grad, &ConvGradWeight { k: wt.dim(2)? })?;
+    Ok((gx, gw, grad))
+}
+
 /// Forward convolution: `y[n] = W · im2col(x[n])`.
 struct Conv2dOp;
 
@@ -246,9 +255,7 @@ impl CustomOp2 for Conv2dOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let gx = grad.apply_op2_no_bwd(wt, &ConvGradInput)?;
-        let gw = x.apply_op2_no_bwd(&grad, &ConvGradWeight { k: wt.dim(2)? })?;
+        let (gx, gw, _) = conv_grads(x, wt, grad)?;
         Ok((Some(gx), Some(gw)))
     }
 }
@@ -302,9 +309,7 @@ impl CustomOp3 for Conv2dBiasOp {
         _res: &Tensor,
         grad: &Tensor,
     ) -> CResult<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        let gx = grad.apply_op2_no_bwd(wt, &ConvGradInput)?;
-        let gw = x.apply_op2_no_bwd(&grad, &ConvGradWeight { k: wt.dim(2)? })?;
+        let (gx, gw, grad) = conv_grads(x, wt, grad)?;
         let gb = grad.apply_op1_no_bwd(&ChannelSum)?;
         let gb = if b.rank() == 1 { gb.sum(0)? } else { gb };
         Ok((Some(gx), Some(gw), Some(gb)))
