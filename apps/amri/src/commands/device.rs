@@ -21,6 +21,15 @@ pub fn current() -> Result<Device> {
     parse(SPEC.get().map(String::as_str).unwrap_or("auto"))
 }
 
+/// A candle error without the backtrace candle attaches (a user without a GPU needs the message,
+/// not a stack of candle's frames).
+fn plain(e: candle_core::Error) -> anyhow::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => plain(*inner),
+        other => anyhow::Error::msg(other.to_string()),
+    }
+}
+
 /// `cpu`; `cuda` or `cuda:N` (GPU N, an error in a build without the `cuda` feature or without
 /// that GPU); `auto`: GPU 0 in a `cuda` build when it can be opened, else the CPU.
 pub fn parse(spec: &str) -> Result<Device> {
@@ -45,7 +54,9 @@ pub fn parse(spec: &str) -> Result<Device> {
                      scripts/build-cuda.sh (cargo build --release -p amri --features cuda)"
                 );
             }
-            Device::new_cuda(n).with_context(|| format!("--device {s}: cannot open CUDA GPU {n}"))
+            Device::new_cuda(n)
+                .map_err(plain)
+                .with_context(|| format!("--device {s}: cannot open CUDA GPU {n}"))
         }
         _ => bail!("--device {spec}: expected cpu, cuda, cuda:N or auto"),
     }
@@ -54,6 +65,20 @@ pub fn parse(spec: &str) -> Result<Device> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn candle_backtraces_are_left_out_of_the_message() {
+        let inner = candle_core::Error::Msg("no CUDA driver".into());
+        let e = candle_core::Error::WithBacktrace {
+            inner: Box::new(inner),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert!(
+            e.to_string().lines().count() > 1,
+            "the backtrace is in candle's message"
+        );
+        assert_eq!(plain(e).to_string(), "no CUDA driver");
+    }
 
     #[test]
     fn cpu_and_auto_and_bad_names() {
