@@ -22,7 +22,7 @@ pub mod volume;
 
 pub use error::{CoreError, Result};
 pub use geometry::Affine;
-pub use volume::{finite_range, KSpace, Metadata, PatientInfo, SeriesInfo, Volume};
+pub use volume::{finite_range, KSpace, MeasuredDomain, Metadata, PatientInfo, SeriesInfo, Volume};
 
 /// Single-precision complex number, the sample type of k-space and complex images.
 pub type C32 = num_complex::Complex32;

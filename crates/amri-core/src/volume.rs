@@ -163,7 +163,31 @@ pub struct KSpace {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// What a measured file's data hold, from its `attributes["domain"]` (as `amri simulate`
+/// writes it; files without the attribute hold k-space).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MeasuredDomain {
+    /// Centred k-space `[slice, coil, row, col]` (no attribute, or `"kspace"`).
+    Kspace,
+    /// A corrupted image `[slice, 1, row, col]` whose mask marks the measured pixels (`"image"`).
+    Image,
+    /// Gaussian random projections `[slice, 1, 1, m]` (`"projection"`).
+    Projection,
+    /// Any other value of the attribute.
+    Other(String),
+}
+
 impl KSpace {
+    /// The [`MeasuredDomain`] named by the `domain` attribute.
+    pub fn domain(&self) -> MeasuredDomain {
+        match self.attributes.get("domain").map(String::as_str) {
+            None | Some("kspace") => MeasuredDomain::Kspace,
+            Some("image") => MeasuredDomain::Image,
+            Some("projection") => MeasuredDomain::Projection,
+            Some(other) => MeasuredDomain::Other(other.to_string()),
+        }
+    }
+
     /// K-space with no mask, reference or maps, identity geometry.
     pub fn new(data: Array4<C32>) -> Self {
         Self {
@@ -196,7 +220,7 @@ impl KSpace {
         }
         // A projection measurement's data is `[slice, 1, 1, m]`; its reference keeps the image
         // grid named by the `image_rows`/`image_cols` attributes.
-        let (rr, rk) = if self.attributes.get("domain").map(String::as_str) == Some("projection") {
+        let (rr, rk) = if self.domain() == MeasuredDomain::Projection {
             let get = |key: &str| {
                 self.attributes
                     .get(key)
@@ -283,6 +307,21 @@ impl KSpace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domain_attribute_names_what_the_data_hold() {
+        let mut k = KSpace::new(Array4::zeros((1, 1, 2, 2)));
+        assert_eq!(k.domain(), MeasuredDomain::Kspace);
+        for (v, d) in [
+            ("kspace", MeasuredDomain::Kspace),
+            ("image", MeasuredDomain::Image),
+            ("projection", MeasuredDomain::Projection),
+            ("sinogram", MeasuredDomain::Other("sinogram".into())),
+        ] {
+            k.attributes.insert("domain".into(), v.into());
+            assert_eq!(k.domain(), d);
+        }
+    }
 
     #[test]
     fn mean_sampled_fraction_averages_slices_and_sampled_fraction_is_slice_0() {

@@ -76,7 +76,7 @@ mod posterior;
 mod prior;
 
 use amri_core::fft::{fft2c, ifft2c};
-use amri_core::{KSpace, C32};
+use amri_core::{KSpace, MeasuredDomain, C32};
 use amri_ops::espirit::{espirit_maps, EspiritConfig};
 use candle_core::{DType, Device, Tensor};
 use ndarray::{s, Array2, Array3, Axis, Zip};
@@ -170,9 +170,9 @@ impl Problem {
     /// refused.
     pub fn from_kspace(ks: &KSpace) -> Result<Vec<Problem>> {
         let [slices, _, rows, cols] = ks.shape4();
-        let image_domain = match ks.attributes.get("domain").map(String::as_str) {
-            Some("image") => true,
-            Some("projection") => {
+        let image_domain = match ks.domain() {
+            MeasuredDomain::Image => true,
+            MeasuredDomain::Projection => {
                 return Err(DiffusionError::Unsupported(
                     "Gaussian random projections: the learned priors take k-space or \
                      image-domain measurements"

@@ -47,7 +47,7 @@ pub use zero_filled::{zero_filled, zero_filled_coils};
 
 use std::ops::ControlFlow;
 
-use amri_core::{KSpace, C32};
+use amri_core::{KSpace, MeasuredDomain, C32};
 use amri_ops::espirit::{espirit_maps, EspiritConfig};
 use amri_ops::fourier::FourierSampling;
 use amri_ops::pixel_mask::PixelMask;
@@ -124,9 +124,9 @@ pub enum DataDomain {
 /// The [`DataDomain`] of `ks` from its `domain` attribute; Gaussian random projections and
 /// unknown domains are refused, as are image-domain scans with more than one coil.
 pub fn data_domain(ks: &KSpace) -> Result<DataDomain> {
-    match ks.attributes.get("domain").map(String::as_str) {
-        None | Some("kspace") => Ok(DataDomain::Kspace),
-        Some("image") => {
+    match ks.domain() {
+        MeasuredDomain::Kspace => Ok(DataDomain::Kspace),
+        MeasuredDomain::Image => {
             let coils = ks.shape4()[1];
             if coils != 1 {
                 return Err(ReconError::Unsupported(format!(
@@ -135,12 +135,12 @@ pub fn data_domain(ks: &KSpace) -> Result<DataDomain> {
             }
             Ok(DataDomain::Image)
         }
-        Some("projection") => Err(ReconError::Unsupported(
+        MeasuredDomain::Projection => Err(ReconError::Unsupported(
             "Gaussian random projections: the classical methods reconstruct k-space or \
              image-domain (pixel/box) measurements"
                 .into(),
         )),
-        Some(other) => Err(ReconError::Unsupported(format!(
+        MeasuredDomain::Other(other) => Err(ReconError::Unsupported(format!(
             "unknown data domain {other:?} (expected \"kspace\" or \"image\")"
         ))),
     }
