@@ -6,8 +6,9 @@ Same architecture as crates/amri-diffusion/src/unet.rs (EDM-style U-Net: noise e
 residual blocks GroupNorm→SiLU→conv3×3, embedding bias, GroupNorm→SiLU→conv3×3, 1×1 skip,
 attention at the listed levels and in the middle block, 2×2 average-pool down, nearest ×2 up +
 conv3×3), the same EDM preconditioning, the supervised loss with an all-ones mask channel and
-AdamW. Usage: torch_step.py [preset] [size] [batch] [steps]; threads from OMP_NUM_THREADS or
-torch.set_num_threads (default: the number of cores).
+AdamW. Usage: torch_step.py [preset] [size] [batch] [steps] [device]; device cpu (default) or
+cuda (timed after torch.cuda.synchronize); threads from OMP_NUM_THREADS or torch.set_num_threads
+(default: the number of cores).
 """
 import math
 import sys
@@ -25,7 +26,7 @@ PRESETS = {
 
 def pos_emb(c, ch):
     half = ch // 2
-    f = torch.exp(-torch.arange(half, dtype=torch.float32) / half * math.log(10000.0))
+    f = torch.exp(-torch.arange(half, dtype=torch.float32, device=c.device) / half * math.log(10000.0))
     a = c[:, None] * f[None]
     return torch.cat([a.cos(), a.sin()], 1)
 
@@ -132,13 +133,15 @@ def main():
     size = int(sys.argv[2]) if len(sys.argv) > 2 else 64
     batch = int(sys.argv[3]) if len(sys.argv) > 3 else 8
     steps = int(sys.argv[4]) if len(sys.argv) > 4 else 5
+    dev = torch.device(sys.argv[5] if len(sys.argv) > 5 else "cpu")
     torch.manual_seed(0)
-    net = UNet(PRESETS[preset])
+    net = UNet(PRESETS[preset]).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
     sd = 0.5
-    x0 = torch.randn(batch, 2, size, size) * 0.5
-    noise = torch.randn(batch, 2, size, size)
-    sigma = torch.full((batch,), 0.5)
+    x0 = torch.randn(batch, 2, size, size, device=dev) * 0.5
+    noise = torch.randn(batch, 2, size, size, device=dev)
+    sigma = torch.full((batch,), 0.5, device=dev)
+    ones = torch.ones(batch, 1, size, size, device=dev)
     times = []
     for i in range(steps + 1):
         t = time.perf_counter()
@@ -146,17 +149,20 @@ def main():
         x = x0 + noise * s
         total = s * s + sd * sd
         c_skip, c_out, c_in = sd * sd / total, s * sd / total.sqrt(), 1 / total.sqrt()
-        inp = torch.cat([x * c_in, torch.ones(batch, 1, size, size)], 1)
+        inp = torch.cat([x * c_in, ones], 1)
         d = c_skip * x + c_out * net(inp, sigma.log() / 4)
         w = (sigma ** 2 + sd * sd) / (sigma * sd) ** 2
         loss = (((d - x0) ** 2).flatten(1).sum(1) * w).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         if i > 0:
             times.append((time.perf_counter() - t) * 1e3)
     times.sort()
-    print(f"torch preset={preset} size={size} batch={batch} threads={torch.get_num_threads()} "
+    print(f"torch preset={preset} size={size} batch={batch} device={dev.type} "
+          f"threads={torch.get_num_threads()} "
           f"ms_per_step={times[len(times) // 2]:.1f}")
 
 

@@ -79,7 +79,10 @@ export CUDARC_CUDA_VERSION="${major}0${ver#*.}0"
 # nvcc looks for its headers next to itself; candle-kernels includes cuda_fp16.h etc.
 export NVCC_PREPEND_FLAGS="-I$cuda/include ${NVCC_PREPEND_FLAGS:-}"
 cargo build --release --locked -p amri --features cuda
+# the training-step benchmark (`step_bench ... cuda`, against bench/torch_step.py on the same GPU)
+cargo build --release --locked -p amri-diffusion --features cuda --example step_bench
 echo
 echo "built $(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/amri with CUDA $ver for sm_$cap"
+echo "and release/examples/step_bench (one training step, amri vs bench/torch_step.py)"
 echo "on the GPU machine run it with the driver's libcuda and CUDA $major libraries on the loader path, e.g."
 echo "  LD_LIBRARY_PATH=$cuda/lib:\$LD_LIBRARY_PATH amri --device cuda train ..."

@@ -458,3 +458,38 @@ fn multicoil_protocols_train_with_acs_coil_maps() {
     let loss: f64 = rows[1].split(',').nth(1).unwrap().parse().unwrap();
     assert!(loss.is_finite() && loss > 0.0);
 }
+
+#[test]
+fn max_minutes_stops_with_a_checkpoint_that_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = volume(tmp.path());
+    let out = tmp.path().join("run");
+    // a limit every step exceeds: the run stops after its first step, checkpointed
+    train(&out, &vol, 50)
+        .args(["--max-minutes", "1e-6"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("stopped at step 1 of 50"));
+    assert_eq!(
+        std::fs::read_to_string(out.join("latest")).unwrap().trim(),
+        "ckpt-00000001"
+    );
+    assert_eq!(card(&out)["steps"], 1);
+    assert_eq!(log_rows(&out).len(), 1);
+    // --resume without the limit continues to --steps
+    train(&out, &vol, 3).arg("--resume").assert().success();
+    assert_eq!(card(&out)["steps"], 3);
+    assert_eq!(log_rows(&out).len(), 3);
+    for bad in ["0", "--max-minutes=-1", "nan"] {
+        let flag = if bad.starts_with("--") {
+            vec![bad]
+        } else {
+            vec!["--max-minutes", bad]
+        };
+        train(&tmp.path().join("bad"), &vol, 3)
+            .args(flag)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("--max-minutes"));
+    }
+}

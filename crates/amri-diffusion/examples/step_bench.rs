@@ -2,9 +2,11 @@
 //! side-by-side comparison with `bench/torch_step.py` (same architecture, loss and optimiser).
 //!
 //! ```text
-//! cargo run --release -p amri-diffusion --example step_bench -- [preset] [size] [batch] [steps]
+//! cargo run --release -p amri-diffusion --example step_bench -- [preset] [size] [batch] [steps] [device]
 //! ```
-//! Prints one line: `amri preset=tiny size=64 batch=8 threads=2 ms_per_step=...` (median).
+//! `device` is `cpu` (default) or `cuda` (GPU 0; a build with `--features cuda`), timed after a
+//! device synchronisation. Prints one line:
+//! `amri preset=tiny size=64 batch=8 device=cpu threads=2 ms_per_step=...` (median).
 use std::time::Instant;
 
 use amri_diffusion::loss::supervised_loss;
@@ -19,7 +21,12 @@ fn main() -> anyhow::Result<()> {
     let size: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(64);
     let batch: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(8);
     let steps: usize = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(5);
-    let dev = Device::Cpu;
+    let dev_name = args.get(5).map(String::as_str).unwrap_or("cpu");
+    let dev = match dev_name {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0)?,
+        other => anyhow::bail!("device {other:?}: expected cpu or cuda"),
+    };
     let vm = VarMap::new();
     let cfg = DenoiserConfig::complex_preset(preset, 0.5)?;
     let model = denoiser(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
@@ -43,13 +50,14 @@ fn main() -> anyhow::Result<()> {
         let loss = supervised_loss(&model, &precond, &x0, &sigma, &noise)?;
         let grads = loss.backward()?;
         opt.step(&grads)?;
+        dev.synchronize()?;
         if i > 0 {
             times.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
     times.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "amri preset={preset} size={size} batch={batch} threads={} ms_per_step={:.1}",
+        "amri preset={preset} size={size} batch={batch} device={dev_name} threads={} ms_per_step={:.1}",
         rayon::current_num_threads(),
         times[times.len() / 2]
     );

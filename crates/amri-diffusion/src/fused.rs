@@ -452,21 +452,49 @@ impl CustomOp2 for ConvGradWeight {
 
 /// Stride-1 "same" 2-D convolution without bias: `x: [N, C_in, H, W]`, `w: [C_out, C_in, k, k]`
 /// (odd `k`, zero padding `k/2`) → `[N, C_out, H, W]`. Fast CPU kernels with a hand-written
-/// backward; candle's `conv2d` elsewhere.
+/// backward; [`conv2d_im2col`] elsewhere.
 pub fn conv2d(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
         x.contiguous()?.apply_op2(&w.contiguous()?, Conv2dOp)
     } else {
-        let k = w.dim(2)?;
-        let (_, c, h, wd) = x.dims4()?;
-        if c == h && h == wd && k > 1 && x.device().is_cpu() {
-            // candle 0.9's tiled CPU im2col mistakes a contiguous NCHW input for NHWC when
-            // C == H == W; a non-contiguous layout takes its correct copying path.
-            let x = x.transpose(2, 3)?.contiguous()?.transpose(2, 3)?;
-            return x.conv2d(w, k / 2, 1, 1, 1);
-        }
-        x.conv2d(w, k / 2, 1, 1, 1)
+        conv2d_im2col(x, w)
     }
+}
+
+/// The same convolution as [`conv2d`] from candle's device-independent ops: the `k²` shifted
+/// copies of the zero-padded input as a `[C_in·k², N·H·W]` matrix, one GEMM with the weights,
+/// autograd through copies and the matmul. Used off the CPU instead of candle's `conv2d`, whose
+/// CUDA kernel in candle 0.9.2 reads a non-contiguous kernel from the wrong buffer, and the
+/// weight gradient of its backward pass is such a kernel: every convolution weight gets a wrong
+/// gradient and training does not learn (huggingface/candle#3893, fixed after 0.9.2).
+pub fn conv2d_im2col(x: &Tensor, w: &Tensor) -> CResult<Tensor> {
+    let (n, c, h, wd) = x.dims4()?;
+    let (co, ci, k, k2) = w.dims4()?;
+    if ci != c || k != k2 || k % 2 == 0 {
+        candle_core::bail!(
+            "conv2d: input {:?} and kernel {:?} (odd square kernels, matching channels)",
+            x.dims(),
+            w.dims()
+        );
+    }
+    let p = k / 2;
+    // [C, N, H, W]: channels first so that the columns come out as [C·k², N·H·W]
+    let xt = x.transpose(0, 1)?;
+    let col = if k == 1 {
+        xt.contiguous()?.reshape((c, n * h * wd))?
+    } else {
+        let xp = xt.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
+        let mut shifted = Vec::with_capacity(k * k);
+        for dy in 0..k {
+            for dx in 0..k {
+                shifted.push(xp.narrow(2, dy, h)?.narrow(3, dx, wd)?);
+            }
+        }
+        // [C, k², N, H, W]: row index c·k² + dy·k + dx, the order of w's [C_in, k, k] axes
+        Tensor::stack(&shifted, 1)?.reshape((c * k * k, n * h * wd))?
+    };
+    let y = w.contiguous()?.reshape((co, c * k * k))?.matmul(&col)?;
+    y.reshape((co, n, h, wd))?.transpose(0, 1)?.contiguous()
 }
 
 /// Stride-1 "same" 2-D convolution plus bias: `x: [N, C_in, H, W]`, `w: [C_out, C_in, k, k]`
@@ -755,8 +783,13 @@ pub fn upsample2x(x: &Tensor) -> CResult<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
         x.contiguous()?.apply_op1(Upsample2x)
     } else {
-        let (_, _, h, w) = x.dims4()?;
-        x.upsample_nearest2d(2 * h, 2 * w)
+        // a broadcast copy, whose backward is a sum: no convolution involved (candle's
+        // upsample backward is a grouped conv2d)
+        let (n, c, h, w) = x.dims4()?;
+        x.reshape((n, c, h, 1, w, 1))?
+            .broadcast_as((n, c, h, 2, w, 2))?
+            .contiguous()?
+            .reshape((n, c, 2 * h, 2 * w))
     }
 }
 
@@ -822,6 +855,56 @@ mod tests {
                 assert!(max_rel(a, b) < 1e-4, "grad {:?}", (n, ci, co, h, w, k));
             }
         }
+    }
+
+    /// The device-independent im2col convolution (the GPU path) equals candle's conv2d in value
+    /// and in both gradients, on contiguous and non-contiguous inputs.
+    #[test]
+    fn im2col_conv_matches_candle() {
+        let dev = Device::Cpu;
+        for &(n, ci, co, h, w, k) in &[
+            (3, 4, 5, 7, 6, 3),
+            (1, 3, 2, 5, 5, 3),
+            (2, 6, 4, 5, 9, 1),
+            (2, 2, 3, 6, 6, 5),
+        ] {
+            let x = Var::randn(0f32, 1., (n, ci, h, w), &dev).unwrap();
+            let wt = Var::randn(0f32, 1., (co, ci, k, k), &dev).unwrap();
+            let r = Tensor::randn(0f32, 1., (n, co, h, w), &dev).unwrap();
+            let xr = x
+                .transpose(2, 3)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .transpose(2, 3)
+                .unwrap();
+            let y_ref = xr.conv2d(&wt, k / 2, 1, 1, 1).unwrap();
+            for input in [x.as_tensor(), &xr] {
+                let y = conv2d_im2col(input, &wt).unwrap();
+                assert!(
+                    max_rel(&y, &y_ref) < 1e-5,
+                    "value {:?}",
+                    (n, ci, co, h, w, k)
+                );
+                let g_ref = (&y_ref * &r)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                for v in [&x, &wt] {
+                    let a = g.get(v).unwrap();
+                    let b = g_ref.get(v).unwrap();
+                    assert!(max_rel(a, b) < 1e-4, "grad {:?}", (n, ci, co, h, w, k));
+                }
+            }
+        }
+        let x = Tensor::zeros((1, 3, 4, 4), DType::F32, &dev).unwrap();
+        let even = Tensor::zeros((2, 3, 2, 2), DType::F32, &dev).unwrap();
+        assert!(conv2d_im2col(&x, &even).is_err());
+        let wrong_c = Tensor::zeros((2, 4, 3, 3), DType::F32, &dev).unwrap();
+        assert!(conv2d_im2col(&x, &wrong_c).is_err());
     }
 
     /// The fused conv + bias (shared `[C]` and per-image `[N, C]` bias) equals the conv

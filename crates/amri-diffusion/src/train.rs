@@ -326,6 +326,46 @@ impl Batch {
         }
     }
 
+    /// The same batch with `f` applied to every tensor (e.g. moved to another device).
+    pub fn map(&self, f: &impl Fn(&Tensor) -> Result<Tensor>) -> Result<Batch> {
+        Ok(match self {
+            Batch::AmbientPixel {
+                x_a,
+                mask_a,
+                mask_tilde,
+            } => Batch::AmbientPixel {
+                x_a: f(x_a)?,
+                mask_a: f(mask_a)?,
+                mask_tilde: f(mask_tilde)?,
+            },
+            Batch::AmbientKspace {
+                y,
+                mask_a,
+                mask_tilde,
+            } => Batch::AmbientKspace {
+                y: f(y)?,
+                mask_a: f(mask_a)?,
+                mask_tilde: f(mask_tilde)?,
+            },
+            Batch::Supervised { x0 } => Batch::Supervised { x0: f(x0)? },
+            Batch::AmbientMulticoil {
+                y,
+                maps,
+                mask_a,
+                mask_tilde,
+            } => Batch::AmbientMulticoil {
+                y: f(y)?,
+                maps: f(maps)?,
+                mask_a: f(mask_a)?,
+                mask_tilde: f(mask_tilde)?,
+            },
+            Batch::Noisy { inner, sigma_n } => Batch::Noisy {
+                inner: Box::new(inner.map(f)?),
+                sigma_n: f(sigma_n)?,
+            },
+        })
+    }
+
     fn data(&self) -> &Tensor {
         match self {
             Batch::AmbientPixel { x_a, .. } => x_a,
@@ -468,6 +508,38 @@ fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
     let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
+}
+
+/// The variable whose gradient differs most between two computations, as (name, relative L2
+/// error `‖a − b‖/‖b‖`), over `(name, a, b)` triples on any devices; variables whose reference
+/// gradient `b` is below 10⁻⁴ of the largest reference norm are skipped (their relative error is
+/// rounding noise). ("", 0) when nothing is compared.
+pub fn worst_gradient_mismatch(pairs: &[(String, Tensor, Tensor)]) -> Result<(String, f64)> {
+    let cpu = Device::Cpu;
+    let mut rows = Vec::with_capacity(pairs.len());
+    for (name, a, b) in pairs {
+        let a = a.to_device(&cpu)?.to_dtype(DType::F64)?;
+        let b = b.to_device(&cpu)?.to_dtype(DType::F64)?;
+        let diff = (a - &b)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+        let norm = b.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+        rows.push((name, diff, norm));
+    }
+    let largest = rows.iter().map(|r| r.2).fold(0.0, f64::max);
+    let mut worst = (String::new(), 0.0);
+    for (name, diff, norm) in rows {
+        if norm <= 1e-4 * largest {
+            continue;
+        }
+        let err = if diff.is_nan() {
+            f64::INFINITY
+        } else {
+            diff / norm
+        };
+        if err > worst.1 {
+            worst = (name.clone(), err);
+        }
+    }
+    Ok(worst)
 }
 
 impl Trainer {
@@ -838,6 +910,69 @@ impl Trainer {
             Tensor::from_vec(sig, dims[0], x.device())?,
             Tensor::from_vec(noise, dims, x.device())?,
         ))
+    }
+
+    /// Checks the gradient this trainer's device computes against the CPU's: the loss of `batch`
+    /// at this step's σ and noise, backward on the model's device and on a CPU copy of the same
+    /// weights, compared variable by variable (relative L2 error; variables whose CPU gradient
+    /// is below 10⁻⁴ of the largest are skipped). Returns the largest error, 0 on the CPU;
+    /// [`DiffusionError::Config`] names the worst variable when it exceeds `tol`. Guards GPU
+    /// training against a backend that computes wrong gradients (e.g. candle 0.9.2's CUDA conv
+    /// with a non-contiguous kernel, huggingface/candle#3893), which otherwise trains silently
+    /// to nothing.
+    pub fn check_gradients_against_cpu(&mut self, batch: &Batch, tol: f64) -> Result<f64> {
+        if self.model_device().is_cpu() {
+            return Ok(0.0);
+        }
+        self.check_gradients_on(batch, tol, &Device::Cpu)
+    }
+
+    /// [`Trainer::check_gradients_against_cpu`] with the reference computed on `reference`
+    /// (any device, also this trainer's own).
+    pub fn check_gradients_on(
+        &mut self,
+        batch: &Batch,
+        tol: f64,
+        reference: &Device,
+    ) -> Result<f64> {
+        let dev = self.model_device();
+        let mut twin = Trainer::new(&self.dcfg, &self.cfg, reference)?;
+        {
+            let mine = self.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+            let theirs = twin.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+            for (name, v) in mine.iter() {
+                let t = theirs.get(name).ok_or_else(|| {
+                    DiffusionError::Config(format!("the reference copy lacks variable {name}"))
+                })?;
+                t.set(&v.as_tensor().to_device(reference)?)?;
+            }
+        }
+        let (sigma, noise) = self.draw_noise(batch)?;
+        let grads = self.loss(batch, &sigma, &noise)?.backward()?;
+        let moved = |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(reference)?) };
+        let ref_grads = twin
+            .loss(&batch.map(&moved)?, &moved(&sigma)?, &moved(&noise)?)?
+            .backward()?;
+        let theirs = twin.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+        let mut pairs = Vec::new();
+        for (name, v) in sorted_vars(&self.varmap) {
+            let (Some(g), Some(t)) = (grads.get(v.as_tensor()), theirs.get(&name)) else {
+                continue;
+            };
+            if let Some(r) = ref_grads.get(t.as_tensor()) {
+                pairs.push((name, g.clone(), r.clone()));
+            }
+        }
+        drop(theirs);
+        let (name, err) = worst_gradient_mismatch(&pairs)?;
+        if err > tol {
+            return Err(DiffusionError::Config(format!(
+                "the gradient computed on {dev:?} differs from the one on {reference:?}: relative \
+                 error {err:.3} in {name} (tolerance {tol}); this device's backend computes wrong \
+                 gradients, so training on it would not learn (train with --device cpu)"
+            )));
+        }
+        Ok(err)
     }
 
     /// One optimisation step: draw σ and noise, loss, backward, clip the global gradient norm of
@@ -1656,6 +1791,56 @@ mod tests {
             l1 < 0.7 * l0,
             "eval loss did not decrease enough: {l0} -> {l1}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn gradient_mismatch_names_the_worst_variable() -> Result<()> {
+        let dev = Device::Cpu;
+        let a = Tensor::randn(0f32, 1., (4, 5), &dev)?;
+        let b = Tensor::randn(0f32, 1., 7, &dev)?;
+        let tiny = (Tensor::randn(0f32, 1., 3, &dev)? * 1e-9)?;
+        let same = vec![
+            ("a".to_string(), a.clone(), a.clone()),
+            ("b".to_string(), b.clone(), b.clone()),
+        ];
+        assert_eq!(worst_gradient_mismatch(&same)?.1, 0.0);
+        // b off by 10 %, a by 1 %, a negligible variable completely wrong: b is the worst
+        let pairs = vec![
+            ("a".to_string(), (&a * 1.01)?, a.clone()),
+            ("b".to_string(), (&b * 1.1)?, b.clone()),
+            ("tiny".to_string(), tiny.neg()?, tiny.clone()),
+        ];
+        let (name, err) = worst_gradient_mismatch(&pairs)?;
+        assert_eq!(name, "b");
+        assert!((err - 0.1).abs() < 1e-6, "{err}");
+        // a NaN gradient is the worst possible
+        let nan = Tensor::new(&[f32::NAN, 0., 0., 0., 0., 0., 0.], &dev)?;
+        let (name, err) = worst_gradient_mismatch(&[("b".to_string(), nan, b.clone())])?;
+        assert_eq!(name, "b");
+        assert!(err.is_infinite());
+        Ok(())
+    }
+
+    #[test]
+    fn gradient_check_passes_for_the_same_computation() -> Result<()> {
+        // CPU against CPU: the plumbing (copying weights, moving the batch, drawing this step's
+        // σ and noise once) must give the reference exactly the same loss and gradients.
+        let dev = Device::Cpu;
+        let cfg = TrainConfig {
+            seed: 3,
+            ..Default::default()
+        };
+        let mut t = Trainer::new(&small_cfg()?, &cfg, &dev)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for _ in 0..3 {
+            let b = synthetic_pixel_batch(4, 16, 0.8, 0.2, &mut rng, &dev)?;
+            t.step(&b)?;
+        }
+        let b = synthetic_pixel_batch(4, 16, 0.8, 0.2, &mut rng, &dev)?;
+        assert_eq!(t.check_gradients_against_cpu(&b, 1e-3)?, 0.0);
+        let err = t.check_gradients_on(&b, 1e-6, &dev)?;
+        assert!(err < 1e-6, "{err}");
         Ok(())
     }
 

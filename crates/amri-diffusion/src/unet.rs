@@ -178,7 +178,7 @@ pub fn positional_embedding(c: &Tensor, channels: usize) -> Result<Tensor> {
 ///
 /// On the CPU it runs [`crate::fused::conv2d`] (im2col + GEMM with a hand-written backward), which
 /// is also immune to candle 0.9's CPU conv bug for `C_in == H == W` inputs; on other devices
-/// candle's `conv2d`. Weights are `weight: [C_out, C_in, k, k]` and `bias: [C_out]`, the names
+/// [`crate::fused::conv2d_im2col`] (candle 0.9.2's CUDA conv gives wrong weight gradients). Weights are `weight: [C_out, C_in, k, k]` and `bias: [C_out]`, the names
 /// and layout of `candle_nn::Conv2d`.
 #[derive(Debug, Clone)]
 pub struct Conv {
@@ -664,6 +664,55 @@ mod tests {
         bad.attention_levels = vec![2];
         assert!(bad.validate().is_err());
         assert!(UNetConfig::preset("huge", 3, 2).is_err());
+        Ok(())
+    }
+
+    /// The GPU path: off the CPU (or in another dtype) the U-Net runs candle's composed ops
+    /// instead of amri's fused CPU kernels. Running the same weights in f64 on the CPU takes
+    /// that path; its output and every weight gradient must match the fused f32 path.
+    #[test]
+    fn composed_ops_path_matches_the_fused_cpu_kernels() -> Result<()> {
+        let dev = Device::Cpu;
+        let cfg = small();
+        let vm32 = VarMap::new();
+        let net32 = unet(&cfg, VarBuilder::from_varmap(&vm32, DType::F32, &dev))?;
+        for (name, var) in vm32.data().lock().expect("varmap lock").iter() {
+            if name.contains("conv1") || name.contains("proj") || name.contains("out_conv") {
+                var.set(&Tensor::randn(0f32, 0.1, var.shape(), &dev)?)?;
+            }
+        }
+        let vm64 = VarMap::new();
+        let net64 = unet(&cfg, VarBuilder::from_varmap(&vm64, DType::F64, &dev))?;
+        {
+            let src = vm32.data().lock().expect("varmap lock");
+            for (name, var) in vm64.data().lock().expect("varmap lock").iter() {
+                var.set(&src[name].as_tensor().to_dtype(DType::F64)?)?;
+            }
+        }
+        let x = Tensor::randn(0f32, 1., (2, 3, 16, 16), &dev)?;
+        let c = Tensor::new(&[-0.4f32, 0.9], &dev)?;
+        let r = Tensor::randn(0f32, 1., (2, 2, 16, 16), &dev)?;
+        let y32 = net32.forward(&x, &c)?;
+        let y64 = net64.forward(&x.to_dtype(DType::F64)?, &c.to_dtype(DType::F64)?)?;
+        let rel = |a: &Tensor, b: &Tensor| -> Result<f64> {
+            let a = a.to_dtype(DType::F64)?;
+            let b = b.to_dtype(DType::F64)?;
+            let d = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+            let n = b.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+            Ok(d / n.max(1e-30))
+        };
+        let e = rel(&y32, &y64)?;
+        assert!(e < 1e-4, "forward differs: relative error {e}");
+        let g32 = (y32 * &r)?.sum_all()?.backward()?;
+        let g64 = (y64 * r.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
+        let v64 = vm64.data().lock().expect("varmap lock");
+        for (name, var) in vm32.data().lock().expect("varmap lock").iter() {
+            let missing = || DiffusionError::Config(format!("no grad for {name}"));
+            let a = g32.get(var.as_tensor()).ok_or_else(missing)?;
+            let b = g64.get(v64[name].as_tensor()).ok_or_else(missing)?;
+            let e = rel(a, b)?;
+            assert!(e < 1e-3, "{name}: gradient differs, relative error {e}");
+        }
         Ok(())
     }
 

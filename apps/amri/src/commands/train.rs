@@ -36,6 +36,12 @@ pub const LOSS_CSV: &str = "loss.csv";
 /// Name of the loss-curve figure in the output folder.
 pub const LOSS_PNG: &str = "loss.png";
 
+/// Steps after the first at which a GPU run checks its gradient against the CPU's once more.
+const GRADIENT_RECHECK: usize = 20;
+/// Largest relative L2 error of any variable's GPU gradient against the CPU's (f32 rounding
+/// differences are ~10⁻⁵; a wrong backend kernel gives errors of order 1).
+const GRADIENT_TOLERANCE: f64 = 0.02;
+
 /// Options shared by `train` and `finetune`.
 #[derive(clap::Args, Debug)]
 pub struct Common {
@@ -80,6 +86,10 @@ pub struct Common {
     /// EMA decay per step [default: 0.999].
     #[arg(long)]
     pub ema: Option<f64>,
+    /// Stop early, with a checkpoint, at the first step that ends after this many minutes of
+    /// wall time in this process (e.g. to fit a GPU job slot); `--resume` continues the run.
+    #[arg(long, value_name = "MINUTES")]
+    pub max_minutes: Option<f64>,
     /// Hide the progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -350,6 +360,9 @@ fn drive(
     if c.batch == Some(0) {
         bail!("--batch must be ≥ 1");
     }
+    if let Some(m) = c.max_minutes.filter(|m| !(m.is_finite() && *m > 0.0)) {
+        bail!("--max-minutes must be a positive number of minutes, got {m}");
+    }
     if c.checkpoint_every == 0 {
         bail!("--checkpoint-every must be ≥ 1");
     }
@@ -478,6 +491,7 @@ fn drive(
     );
     bar.set_prefix("train");
     bar.set_position(first as u64);
+    let limit = c.max_minutes;
     let t0 = Instant::now();
     let offset = log.last().map(|r| r.seconds).unwrap_or(0.0);
     let save = |trainer: &Trainer, log: &[LogRow]| -> Result<()> {
@@ -495,6 +509,16 @@ fn drive(
     };
     for step in first..c.steps {
         let batch = set.step_batch(batch_size, seed, step as u64, &dev)?;
+        // off the CPU, compare the device's gradient with the CPU's at the first step and again
+        // once the zero-initialised output layer no longer hides the inner layers' gradients
+        if !dev.is_cpu() && (step == first || step == first + GRADIENT_RECHECK) {
+            let err = trainer
+                .check_gradients_against_cpu(&batch, GRADIENT_TOLERANCE)
+                .with_context(|| format!("checking the {dev:?} gradients at step {step}"))?;
+            tracing::info!(
+                "step {step}: {dev:?} gradient matches the CPU's (relative error {err:.1e})"
+            );
+        }
         let s: StepStats = trainer
             .step(&batch)
             .with_context(|| format!("step {step}"))?;
@@ -508,8 +532,18 @@ fn drive(
         bar.set_message(format!("loss {:.4}", s.loss));
         bar.inc(1);
         let done = step + 1;
-        if done % c.checkpoint_every == 0 || done == c.steps {
+        let out_of_time = limit.is_some_and(|m| t0.elapsed().as_secs_f64() >= 60.0 * m);
+        if done % c.checkpoint_every == 0 || done == c.steps || out_of_time {
             save(&trainer, &log)?;
+        }
+        if out_of_time && done < c.steps {
+            bar.finish_and_clear();
+            eprintln!(
+                "--max-minutes {}: stopped at step {done} of {}; continue with --resume",
+                limit.unwrap_or_default(),
+                c.steps
+            );
+            break;
         }
     }
     bar.finish_and_clear();
