@@ -114,6 +114,7 @@ fn chain_message(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
+    amri_diffusion::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let level = if cli.quiet {
         tracing::Level::ERROR

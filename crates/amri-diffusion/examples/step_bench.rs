@@ -16,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 fn main() -> anyhow::Result<()> {
+    amri_diffusion::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let preset = args.get(1).map(String::as_str).unwrap_or("tiny");
     let size: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(64);

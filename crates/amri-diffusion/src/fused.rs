@@ -162,8 +162,42 @@ fn col2im(col: &[f32], d: &ConvDims, img: &mut [f32]) {
     });
 }
 
+/// Scratch buffers of the im2col GEMMs, kept between ops so that a training step neither
+/// allocates nor zero-fills them again (at most [`POOL_MAX`] are kept).
+static SCRATCH_POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+/// Scratch buffers kept in [`SCRATCH_POOL`] (a few per worker thread).
+const POOL_MAX: usize = 16;
+
+/// A scratch buffer from [`SCRATCH_POOL`], returned to it when dropped.
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    fn take() -> Self {
+        let mut pool = SCRATCH_POOL.lock().unwrap_or_else(|p| p.into_inner());
+        Scratch(pool.pop().unwrap_or_default())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let mut pool = SCRATCH_POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_MAX {
+            pool.push(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+/// The first `len` elements of `v`, growing it (zero-filled) only when it is shorter; the
+/// contents are stale, every caller overwrites them.
+fn fit(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
 /// Runs `f(image index, scratch)` for every image, in parallel over images when there are at
-/// least as many images as threads, with one `[C·k², H·W]` scratch buffer per task.
+/// least as many images as threads, with one pooled scratch buffer per task.
 fn for_images<F>(d: &ConvDims, out: &mut [f32], per_image: usize, f: F)
 where
     F: Fn(usize, &mut [f32], &mut Vec<f32>, bool) + Sync + Send,
@@ -172,11 +206,13 @@ where
     if par {
         out.par_chunks_mut(per_image)
             .enumerate()
-            .for_each_init(Vec::new, |scratch, (i, o)| f(i, o, scratch, true));
+            .for_each_init(Scratch::take, |scratch, (i, o)| {
+                f(i, o, &mut scratch.0, true)
+            });
     } else {
-        let mut scratch = Vec::new();
+        let mut scratch = Scratch::take();
         for (i, o) in out.chunks_mut(per_image).enumerate() {
-            f(i, o, &mut scratch, false);
+            f(i, o, &mut scratch.0, false);
         }
     }
 }
@@ -208,9 +244,9 @@ fn conv_forward(x: &[f32], wt: &[f32], bias: Option<&[f32]>, d: &ConvDims) -> Ve
             let cm = MatRef::from_row_major_slice(img, d.ci, d.hw());
             matmul(dst, accum, wm, cm, 1.0, gemm_par(par));
         } else {
-            scratch.resize(d.kk() * d.hw(), 0.0);
-            im2col(img, d, scratch);
-            let cm = MatRef::from_row_major_slice(scratch.as_slice(), d.kk(), d.hw());
+            let col = fit(scratch, d.kk() * d.hw());
+            im2col(img, d, col);
+            let cm = MatRef::from_row_major_slice(col, d.kk(), d.hw());
             matmul(dst, accum, wm, cm, 1.0, gemm_par(par));
         }
     });
@@ -371,10 +407,10 @@ impl CustomOp2 for ConvGradInput {
                 let dst = MatMut::from_row_major_slice_mut(o, ci, d.hw());
                 matmul(dst, Accum::Replace, wm.transpose(), gi, 1.0, gemm_par(par));
             } else {
-                scratch.resize(d.kk() * d.hw(), 0.0);
-                let cm = MatMut::from_row_major_slice_mut(scratch.as_mut_slice(), d.kk(), d.hw());
+                let col = fit(scratch, d.kk() * d.hw());
+                let cm = MatMut::from_row_major_slice_mut(col, d.kk(), d.hw());
                 matmul(cm, Accum::Replace, wm.transpose(), gi, 1.0, gemm_par(par));
-                col2im(scratch, &d, o);
+                col2im(col, &d, o);
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((n, ci, h, w))))
@@ -412,9 +448,9 @@ impl CustomOp2 for ConvGradWeight {
                 let cm = MatRef::from_row_major_slice(img, ci, hw);
                 matmul(dst, Accum::Add, gi, cm.transpose(), 1.0, gemm_par(par));
             } else {
-                scratch.resize(kk * hw, 0.0);
-                im2col(img, &d, scratch);
-                let cm = MatRef::from_row_major_slice(scratch.as_slice(), kk, hw);
+                let col = fit(scratch, kk * hw);
+                im2col(img, &d, col);
+                let cm = MatRef::from_row_major_slice(col, kk, hw);
                 matmul(dst, Accum::Add, gi, cm.transpose(), 1.0, gemm_par(par));
             }
         };
@@ -422,9 +458,9 @@ impl CustomOp2 for ConvGradWeight {
             (0..n)
                 .into_par_iter()
                 .fold(
-                    || (vec![0f32; co * kk], Vec::new()),
+                    || (vec![0f32; co * kk], Scratch::take()),
                     |(mut acc, mut scratch), i| {
-                        accumulate(i, &mut acc, &mut scratch, true);
+                        accumulate(i, &mut acc, &mut scratch.0, true);
                         (acc, scratch)
                     },
                 )
@@ -440,9 +476,9 @@ impl CustomOp2 for ConvGradWeight {
                 )
         } else {
             let mut acc = vec![0f32; co * kk];
-            let mut scratch = Vec::new();
+            let mut scratch = Scratch::take();
             for i in 0..n {
-                accumulate(i, &mut acc, &mut scratch, false);
+                accumulate(i, &mut acc, &mut scratch.0, false);
             }
             acc
         };
@@ -515,22 +551,65 @@ pub fn conv2d_bias(x: &Tensor, w: &Tensor, b: &Tensor) -> CResult<Tensor> {
     }
 }
 
-/// Statistics of one group: mean and `1/sqrt(var + eps)` (biased variance, as PyTorch).
-fn group_stats(v: &[f32], eps: f64) -> (f32, f32) {
-    let n = v.len() as f64;
-    let mut s = 0f64;
-    let mut s2 = 0f64;
-    for &a in v {
-        s += a as f64;
-        s2 += (a as f64) * (a as f64);
+/// SIMD lanes of the vectorisable reductions below (one AVX-512 register of f32).
+const LANES: usize = 16;
+/// Lane blocks summed in f32 before the partial sums move to f64 (1 024 elements).
+const FLUSH: usize = 64;
+
+/// `Σ f(v[i])` in f64, computed as 16 f32 lane sums flushed to f64 every 1 024 elements, so
+/// that the loop vectorises (a serial f64 accumulator is latency-bound) and stays accurate.
+#[inline(always)]
+fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut total = 0f64;
+    let chunks = v.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    let mut acc = [0f32; LANES];
+    for (i, c) in chunks.enumerate() {
+        for l in 0..LANES {
+            acc[l] += f(c[l]);
+        }
+        if (i + 1) % FLUSH == 0 {
+            total += acc.iter().map(|&a| a as f64).sum::<f64>();
+            acc = [0f32; LANES];
+        }
     }
-    let mean = s / n;
-    let var = (s2 / n - mean * mean).max(0.0);
-    (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+    total += acc.iter().map(|&a| a as f64).sum::<f64>();
+    total + rest.iter().map(|&a| f(a) as f64).sum::<f64>()
 }
 
+/// Statistics of one group: mean and `1/sqrt(var + eps)` (biased variance, as PyTorch), in two
+/// passes (mean, then squared deviations).
+fn group_stats(v: &[f32], eps: f64) -> (f32, f32) {
+    let n = v.len() as f64;
+    let mean = lane_sum(v, |a| a) / n;
+    let m = mean as f32;
+    let var = lane_sum(v, |a| (a - m) * (a - m)) / n;
+    (m, (1.0 / (var.max(0.0) + eps).sqrt()) as f32)
+}
+
+/// `e^x` in f32 without a libm call, so that loops around it vectorise: `2^k · p(r)` with
+/// `k = round(x·log₂e)`, `r = x − k·ln 2` (two-part ln 2) and the degree-7 Taylor polynomial
+/// of `e^r` on `|r| ≤ ln2/2` (relative error below 2·10⁻⁷); `x` is clamped to [−87, 88], so
+/// the result stays finite and normal.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.0, 88.0);
+    let k = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    f32::from_bits(((k as i32 + 127) as u32) << 23) * p
+}
+
+/// The logistic function `1/(1 + e^−z)` with [`exp_f32`].
+#[inline(always)]
 fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
+    1.0 / (1.0 + exp_f32(-z))
 }
 
 /// GroupNorm (+ optional SiLU): `(x, gamma, beta) → act(gamma_c (x − μ_g)/σ_g + beta_c)`.
@@ -673,30 +752,72 @@ impl CustomOp3 for GroupNormGrad {
                 let c0 = (ng % self.groups) * cg;
                 let mut dgam = vec![0f32; cg];
                 let mut dbet = vec![0f32; cg];
-                // dz = dy · act'(z); dxhat = dz · gamma; stored temporarily in dxi.
+                // dz = dy · act'(z); dxhat = dz · gamma; stored temporarily in dxi. Sums in
+                // f32 lanes (vectorised), flushed to f64 per block.
                 let mut sum_dxhat = 0f64;
                 let mut sum_dxhat_xhat = 0f64;
                 for j in 0..cg {
                     let (ga, be) = (gamma[c0 + j], beta[c0 + j]);
-                    let (mut sg, mut sb) = (0f64, 0f64);
-                    for t in j * hw..(j + 1) * hw {
-                        let xhat = (xi[t] - mean) * rstd;
+                    let xs = &xi[j * hw..(j + 1) * hw];
+                    let gs = &gi[j * hw..(j + 1) * hw];
+                    let ds = &mut dxi[j * hw..(j + 1) * hw];
+                    let mut tot = [0f64; 4];
+                    let mut block = |d: &mut [f32], xb: &[f32], gb: &[f32]| {
+                        let mut acc = [[0f32; LANES]; 4];
+                        for ((dc, xc), gc) in d
+                            .chunks_exact_mut(LANES)
+                            .zip(xb.chunks_exact(LANES))
+                            .zip(gb.chunks_exact(LANES))
+                        {
+                            for l in 0..LANES {
+                                let xhat = (xc[l] - mean) * rstd;
+                                let dz = if self.silu {
+                                    let z = ga * xhat + be;
+                                    let s = sigmoid(z);
+                                    gc[l] * s * (1.0 + z * (1.0 - s))
+                                } else {
+                                    gc[l]
+                                };
+                                let dxhat = dz * ga;
+                                acc[0][l] += dz * xhat;
+                                acc[1][l] += dz;
+                                acc[2][l] += dxhat;
+                                acc[3][l] += dxhat * xhat;
+                                dc[l] = dxhat;
+                            }
+                        }
+                        for (t, a) in tot.iter_mut().zip(&acc) {
+                            *t += a.iter().map(|&v| v as f64).sum::<f64>();
+                        }
+                    };
+                    let whole = hw - hw % LANES;
+                    let step = LANES * FLUSH;
+                    let mut t0 = 0;
+                    while t0 < whole {
+                        let t1 = (t0 + step).min(whole);
+                        block(&mut ds[t0..t1], &xs[t0..t1], &gs[t0..t1]);
+                        t0 = t1;
+                    }
+                    for t in whole..hw {
+                        let xhat = (xs[t] - mean) * rstd;
                         let dz = if self.silu {
                             let z = ga * xhat + be;
                             let s = sigmoid(z);
-                            gi[t] * s * (1.0 + z * (1.0 - s))
+                            gs[t] * s * (1.0 + z * (1.0 - s))
                         } else {
-                            gi[t]
+                            gs[t]
                         };
-                        sg += (dz * xhat) as f64;
-                        sb += dz as f64;
                         let dxhat = dz * ga;
-                        sum_dxhat += dxhat as f64;
-                        sum_dxhat_xhat += (dxhat * xhat) as f64;
-                        dxi[t] = dxhat;
+                        tot[0] += (dz * xhat) as f64;
+                        tot[1] += dz as f64;
+                        tot[2] += dxhat as f64;
+                        tot[3] += (dxhat * xhat) as f64;
+                        ds[t] = dxhat;
                     }
-                    dgam[j] = sg as f32;
-                    dbet[j] = sb as f32;
+                    dgam[j] = tot[0] as f32;
+                    dbet[j] = tot[1] as f32;
+                    sum_dxhat += tot[2];
+                    sum_dxhat_xhat += tot[3];
                 }
                 let m = (cg * hw) as f64;
                 let a = (sum_dxhat / m) as f32;
@@ -743,6 +864,146 @@ pub fn group_norm(
         } else {
             Ok(y)
         }
+    }
+}
+
+/// `(a + b)·s` in one pass, whose backward hands the same `g·s` to both operands.
+struct ScaledSum {
+    s: f64,
+}
+
+impl CustomOp2 for ScaledSum {
+    fn name(&self) -> &'static str {
+        "amri-scaled-sum"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!(
+                "{}: shapes {:?} and {:?} differ",
+                self.name(),
+                l1.shape(),
+                l2.shape()
+            );
+        }
+        let a = slice(s1, l1, self.name())?;
+        let b = slice(s2, l2, self.name())?;
+        let s = self.s as f32;
+        let out: Vec<f32> = a
+            .par_iter()
+            .zip(b.par_iter())
+            .with_min_len(1 << 14)
+            .map(|(p, q)| (p + q) * s)
+            .collect();
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let g = (grad * self.s)?;
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+/// `(a + b)·s` of two tensors of one shape (a scaled residual connection): one fused CPU op
+/// whose backward computes `g·s` once for both operands; candle's ops elsewhere.
+pub fn scaled_sum(a: &Tensor, b: &Tensor, s: f64) -> CResult<Tensor> {
+    if a.device().is_cpu() && a.dtype() == DType::F32 && b.dtype() == DType::F32 {
+        a.contiguous()?.apply_op2(&b.contiguous()?, ScaledSum { s })
+    } else {
+        (a + b)? * s
+    }
+}
+
+/// Softmax over the last axis: `y = exp(x − max) / Σ exp(x − max)` per row.
+struct SoftmaxLastDim;
+
+impl CustomOp1 for SoftmaxLastDim {
+    fn name(&self) -> &'static str {
+        "amri-softmax-last-dim"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let n = l.shape().dims().last().copied().unwrap_or(1).max(1);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(n)
+            .zip(x.par_chunks(n))
+            .with_min_len(8)
+            .for_each(|(y, row)| {
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                for (o, &v) in y.iter_mut().zip(row) {
+                    *o = exp_f32(v - m);
+                }
+                let inv = (1.0 / lane_sum(y, |v| v)) as f32;
+                for o in y.iter_mut() {
+                    *o *= inv;
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        Ok(Some(
+            res.contiguous()?
+                .apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad)?,
+        ))
+    }
+}
+
+/// The softmax backward `(y, g) → y ⊙ (g − Σ_row g ⊙ y)` per row of the last axis.
+struct SoftmaxGrad;
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "amri-softmax-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> CResult<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("{}: shapes differ", self.name());
+        }
+        let y = slice(s1, l1, self.name())?;
+        let g = slice(s2, l2, self.name())?;
+        let n = l1.shape().dims().last().copied().unwrap_or(1).max(1);
+        let mut out = vec![0f32; y.len()];
+        out.par_chunks_mut(n)
+            .zip(y.par_chunks(n).zip(g.par_chunks(n)))
+            .with_min_len(8)
+            .for_each(|(dx, (yr, gr))| {
+                let dot = yr.iter().zip(gr).map(|(a, b)| a * b).sum::<f32>();
+                for ((d, &a), &b) in dx.iter_mut().zip(yr).zip(gr) {
+                    *d = a * (b - dot);
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+}
+
+/// Softmax over the last axis of `x` (any rank): one fused CPU op with a hand-written backward;
+/// candle-nn's composed, differentiable softmax elsewhere.
+pub fn softmax_last_dim(x: &Tensor) -> CResult<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(SoftmaxLastDim)
+    } else {
+        candle_nn::ops::softmax(x, candle_core::D::Minus1)
     }
 }
 
@@ -952,14 +1213,82 @@ mod tests {
     }
 
     /// GroupNorm (+SiLU) value and gradients equal candle-nn's GroupNorm followed by silu.
+    /// The fused scaled sum equals `(a + b)·s` in value and in both gradients, including when
+    /// one operand is used twice (its gradients add up) and for non-contiguous inputs.
+    #[test]
+    fn scaled_sum_matches_candle() {
+        let dev = Device::Cpu;
+        let a = Var::randn(0f32, 1., (2, 3, 70, 300), &dev).unwrap();
+        let b = Var::randn(0f32, 1., (2, 3, 300, 70), &dev).unwrap();
+        let bt = b.transpose(2, 3).unwrap();
+        let r = Tensor::randn(0f32, 1., (2, 3, 70, 300), &dev).unwrap();
+        let y = scaled_sum(&a, &bt, 0.7).unwrap();
+        let y = scaled_sum(&y, &a, 0.5).unwrap();
+        let y_ref = (((a.as_tensor() + &bt).unwrap() * 0.7).unwrap() + a.as_tensor()).unwrap();
+        let y_ref = (y_ref * 0.5).unwrap();
+        assert!(max_rel(&y, &y_ref) < 1e-6);
+        let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = (y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&a, &b] {
+            assert!(max_rel(g.get(v).unwrap(), g_ref.get(v).unwrap()) < 1e-6);
+        }
+        let c = Tensor::zeros((2, 3), DType::F32, &dev).unwrap();
+        assert!(scaled_sum(&c, &c.t().unwrap(), 1.0).is_err());
+    }
+
+    /// The fused softmax equals candle-nn's in value and gradient (rows of 5 and of 300, with
+    /// large offsets that overflow a naive exponential).
+    #[test]
+    fn softmax_matches_candle() {
+        let dev = Device::Cpu;
+        for shape in [(3, 4, 5), (2, 3, 300)] {
+            let x = Var::randn(0f32, 3., shape, &dev).unwrap();
+            let shifted = (x.as_tensor() + 200.0).unwrap();
+            let r = Tensor::randn(0f32, 1., shape, &dev).unwrap();
+            let y = softmax_last_dim(&shifted).unwrap();
+            let y_ref = candle_nn::ops::softmax(&shifted, candle_core::D::Minus1).unwrap();
+            assert!(max_rel(&y, &y_ref) < 1e-5);
+            let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g_ref = (y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            assert!(max_rel(g.get(&x).unwrap(), g_ref.get(&x).unwrap()) < 1e-4);
+        }
+    }
+
+    /// The polynomial exponential against the standard library's, over the whole clamped
+    /// range and beyond it (finite, positive).
+    #[test]
+    fn exp_f32_is_accurate() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let (a, b) = (exp_f32(x) as f64, (x as f64).exp());
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.013;
+        }
+        assert!(worst < 5e-7, "relative error {worst}");
+        for x in [-1e30f32, -200.0, 200.0, 1e30, f32::MIN, f32::MAX] {
+            let e = exp_f32(x);
+            assert!(e.is_finite() && e > 0.0, "exp({x}) = {e}");
+        }
+        assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
+        assert!(sigmoid(-200.0) < 1e-30 && (sigmoid(200.0) - 1.0).abs() < 1e-7);
+    }
+
     #[test]
     fn group_norm_matches_candle() {
         let dev = Device::Cpu;
-        for &(silu, groups) in &[(true, 2), (false, 4), (true, 1)] {
-            let x = Var::randn(0.3f32, 2., (3, 8, 5, 4), &dev).unwrap();
+        // 5×4 pixels: one 16-lane block and a remainder; 37×41: past the 1 024-element flush
+        for &(silu, groups, h, w) in &[
+            (true, 2, 5, 4),
+            (false, 4, 5, 4),
+            (true, 1, 5, 4),
+            (true, 2, 37, 41),
+            (false, 8, 37, 41),
+        ] {
+            let x = Var::randn(0.3f32, 2., (3, 8, h, w), &dev).unwrap();
             let gamma = Var::randn(1f32, 0.5, 8, &dev).unwrap();
             let beta = Var::randn(0f32, 0.5, 8, &dev).unwrap();
-            let r = Tensor::randn(0f32, 1., (3, 8, 5, 4), &dev).unwrap();
+            let r = Tensor::randn(0f32, 1., (3, 8, h, w), &dev).unwrap();
             let gn = candle_nn::GroupNorm::new(
                 gamma.as_tensor().clone(),
                 beta.as_tensor().clone(),

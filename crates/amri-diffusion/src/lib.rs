@@ -39,6 +39,7 @@
 //! # }
 //! ```
 
+pub mod alloc;
 pub mod data;
 pub mod error;
 pub mod fourier;

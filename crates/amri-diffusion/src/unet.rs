@@ -20,7 +20,7 @@
 //! Layers are built by free functions from a [`VarBuilder`] with `vb.pp(...)` scopes, so weights
 //! load from safetensors or a `VarMap` by name.
 
-use candle_core::{Module, Tensor, D};
+use candle_core::{Module, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -328,9 +328,8 @@ impl Attention {
             .transpose(2, 3)?
             .contiguous()?; // [N,heads,HW,d]
         let att = (q.matmul(&k)? * (1.0 / (d as f64).sqrt()))?;
-        // `softmax_last_dim` is a fused custom op without a backward pass in candle 0.9; the
-        // composed `softmax` is differentiable.
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        // candle-nn's fused `softmax_last_dim` has no backward pass in candle 0.9; amri's has
+        let att = fused::softmax_last_dim(&att)?;
         let out = att.matmul(&v)?; // [N, heads, HW, d]
         let out = out.transpose(2, 3)?.contiguous()?.reshape((n, c, h, w))?;
         self.proj.forward(&out)
@@ -388,9 +387,9 @@ impl ResBlock {
             Some(s) => s.forward(x)?,
             None => x.clone(),
         };
-        let mut out = ((h + skip)? * std::f64::consts::FRAC_1_SQRT_2)?;
+        let mut out = fused::scaled_sum(&h, &skip, std::f64::consts::FRAC_1_SQRT_2)?;
         if let Some(a) = &self.attn {
-            out = ((&out + a.forward(&out)?)? * std::f64::consts::FRAC_1_SQRT_2)?;
+            out = fused::scaled_sum(&out, &a.forward(&out)?, std::f64::consts::FRAC_1_SQRT_2)?;
         }
         Ok(out)
     }
