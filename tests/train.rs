@@ -493,3 +493,47 @@ fn max_minutes_stops_with_a_checkpoint_that_resumes() {
             .stderr(predicate::str::contains("--max-minutes"));
     }
 }
+
+#[test]
+fn consistency_flag_is_recorded_and_needs_the_tweedie_objective() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = volume(tmp.path());
+    // strong noise (σ_n = 0.3 of the data scale): many training σ fall below it
+    let proto = tmp.path().join("noisy-pixel.toml");
+    std::fs::write(
+        &proto,
+        "name = \"noisy-pixel\"\n[acquisition]\ncoils = 1\nsynthetic_phase = false\n\
+         noise_level = 0.3\nseed = 0\ndelta = 0.1\n[acquisition.corruption]\ntype = \"pixel\"\n\
+         p = 0.5\n",
+    )
+    .unwrap();
+    let run = |out: &Path, objective: &str| {
+        let mut c = amri();
+        c.args(["train", "--protocol"])
+            .arg(&proto)
+            .args([
+                "--objective",
+                objective,
+                "--consistency",
+                "1",
+                "--preset",
+                "tiny",
+            ])
+            .args(["--steps", "2", "--batch", "4", "--no-progress", "--out"])
+            .arg(out)
+            .arg(&vol);
+        c
+    };
+    let out = tmp.path().join("tw");
+    run(&out, "tweedie").assert().success();
+    let c = card(&out);
+    assert_eq!(c["train"]["consistency_weight"], 1.0);
+    for row in log_rows(&out) {
+        let loss: f64 = row.split(',').nth(1).unwrap().parse().unwrap();
+        assert!(loss.is_finite(), "{row}");
+    }
+    run(&tmp.path().join("amb"), "ambient")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--objective tweedie"));
+}

@@ -314,8 +314,8 @@ fn tweedie_coefficients(sigma: &Tensor, sigma_n: &Tensor) -> Result<(Tensor, Ten
 /// that pixel, so `E[y | x_σ] = E[x0 | x_σ]`. Either way the minimiser is `D = E[x0 | x_σ]`, the
 /// clean-data denoiser, although no clean or noise-free value is ever seen. At `σ_n = 0` this is
 /// exactly [`ambient_pixel_loss`]. `sigma_n: [N]` with `0 ≤ σ_n < σ` per sample; other
-/// shapes as [`ambient_pixel_loss`] (`y` in place of `x_a`). The consistency loss below `σ_n`
-/// of the paper is not implemented.
+/// shapes as [`ambient_pixel_loss`] (`y` in place of `x_a`). Below `σ_n` see
+/// [`consistency_pixel_loss`].
 #[allow(clippy::too_many_arguments)]
 pub fn tweedie_pixel_loss<M: DenoiseFn + ?Sized>(
     model: &M,
@@ -376,6 +376,114 @@ pub fn tweedie_kspace_loss<M: DenoiseFn + ?Sized>(
     let target = tweedie_prediction(&dft.forward(&pred)?, &x_s, &a, mask_a, mask_tilde)?;
     let err = masked_sq_error(&target, y, mask_a)?;
     weighted_mean(&err, &precond.loss_weight_t(sigma)?)
+}
+
+/// `r = σ²/σ_n²` and `v = sqrt(σ² (1 − r))` per sample (`[N]` each), the coefficients of the
+/// Gaussian reverse step from `σ_n` to `σ`; errors unless `0 < σ ≤ σ_n` for every sample.
+fn reverse_coefficients(sigma: &Tensor, sigma_n: &Tensor) -> Result<(Tensor, Tensor)> {
+    if sigma.dims() != sigma_n.dims() {
+        return Err(DiffusionError::Shape(format!(
+            "sigma {:?} and sigma_n {:?} must both be [N]",
+            sigma.dims(),
+            sigma_n.dims()
+        )));
+    }
+    let sv = sigma.to_vec1::<f32>()?;
+    let nv = sigma_n.to_vec1::<f32>()?;
+    if let Some((s, n)) = sv.iter().zip(&nv).find(|(s, n)| !(**s > 0.0 && **s <= **n)) {
+        return Err(DiffusionError::Config(format!(
+            "consistency loss needs 0 < σ ≤ σ_n, got σ = {s}, σ_n = {n}"
+        )));
+    }
+    let r = (sigma.sqr()? / sigma_n.sqr()?)?;
+    let v = (sigma.sqr()? * (1.0 - &r)?)?.sqrt()?;
+    Ok((r, v))
+}
+
+/// Per-sample inner product `⟨a_i, b_i⟩` over all but the first axis: `[N, …]` → `[N]`.
+fn per_sample_dot(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let n = a.dim(0)?;
+    Ok((a * b)?.reshape((n, ()))?.sum(1)?)
+}
+
+/// Consistency loss below the data's noise level, image-domain corruptions ("Consistent
+/// Diffusion Meets Tweedie", Daras et al. 2024, after "Consistent Diffusion Models", 2023).
+/// Noisy data `y = A ⊙ (x0 + σ_n η)` says nothing directly about the denoiser at `σ < σ_n`;
+/// the tower property `E[x0 | x_σn] = E[ E[x0 | x_σ] | x_σn ]` does. From the network input at
+/// the data's own level, `x_n = Ã ⊙ y`, the target `T = D(x_n, Ã; σ_n)` (no gradient; the
+/// Tweedie loss trains it) and two independent reverse draws
+/// `x_σ^j = Ã ⊙ (r x_n + (1 − r) T + v z_j)`, `r = σ²/σ_n²`, `v² = σ²(1 − r)` (the Gaussian step
+/// from `σ_n` to `σ` with `x0` estimated by `T`), the loss is
+/// `mean_i λ(σ_i) ⟨D(x_σ¹; σ) − T, D(x_σ²; σ) − T⟩_i`: with the draws independent given `x_n`
+/// its expectation is `λ ‖E[D(x_σ; σ) | x_n] − T‖²`, zero exactly when the low-σ denoiser is
+/// consistent with the one at `σ_n` (one draw would add its variance and bias the minimiser
+/// towards 0; the estimate can be negative). `0 < σ ≤ σ_n` per sample; `z1`, `z2` like `y`;
+/// other shapes as [`tweedie_pixel_loss`].
+#[allow(clippy::too_many_arguments)]
+pub fn consistency_pixel_loss<M: DenoiseFn + ?Sized>(
+    model: &M,
+    precond: &EdmPrecond,
+    y: &Tensor,
+    mask_tilde: &Tensor,
+    sigma: &Tensor,
+    sigma_n: &Tensor,
+    z1: &Tensor,
+    z2: &Tensor,
+) -> Result<Tensor> {
+    let (r, v) = reverse_coefficients(sigma, sigma_n)?;
+    check_batch(y, sigma, z2)?;
+    let zero = sigma.zeros_like()?;
+    let x_n = ambient_pixel_input(y, mask_tilde, &zero, z1)?;
+    let target = model.denoise(&x_n, mask_tilde, sigma_n)?.detach();
+    let rc = sigma_col(&r)?;
+    let mean = (x_n.broadcast_mul(&rc)? + target.broadcast_mul(&(1.0 - &rc)?)?)?;
+    let d1 = (model.denoise(
+        &ambient_pixel_input(&mean, mask_tilde, &v, z1)?,
+        mask_tilde,
+        sigma,
+    )? - &target)?;
+    let d2 = (model.denoise(
+        &ambient_pixel_input(&mean, mask_tilde, &v, z2)?,
+        mask_tilde,
+        sigma,
+    )? - &target)?;
+    weighted_mean(&per_sample_dot(&d1, &d2)?, &precond.loss_weight_t(sigma)?)
+}
+
+/// [`consistency_pixel_loss`] for single-coil k-space data `y = M ⊙ (F x0 + σ_n η_k)`: the
+/// network input at `σ_n` is `Fᴴ(M̃ ⊙ y)`, the reverse draws are taken on the frequencies M̃ keeps,
+/// `Fᴴ(M̃ ⊙ (r y + (1 − r) F T + v z_j))` (F unitary: white noise stays white), and the inner
+/// product is taken between the two image-domain predictions, as in the pixel case.
+#[allow(clippy::too_many_arguments)]
+pub fn consistency_kspace_loss<M: DenoiseFn + ?Sized>(
+    model: &M,
+    precond: &EdmPrecond,
+    dft: &CenteredDft2,
+    y: &Tensor,
+    mask_tilde: &Tensor,
+    sigma: &Tensor,
+    sigma_n: &Tensor,
+    z1: &Tensor,
+    z2: &Tensor,
+) -> Result<Tensor> {
+    let (r, v) = reverse_coefficients(sigma, sigma_n)?;
+    check_batch(y, sigma, z2)?;
+    let zero = sigma.zeros_like()?;
+    let x_n = ambient_kspace_input(dft, y, mask_tilde, &zero, z1)?;
+    let target = model.denoise(&x_n, mask_tilde, sigma_n)?.detach();
+    let rc = sigma_col(&r)?;
+    let mean = (y.broadcast_mul(&rc)? + dft.forward(&target)?.broadcast_mul(&(1.0 - &rc)?)?)?;
+    let d1 = (model.denoise(
+        &ambient_kspace_input(dft, &mean, mask_tilde, &v, z1)?,
+        mask_tilde,
+        sigma,
+    )? - &target)?;
+    let d2 = (model.denoise(
+        &ambient_kspace_input(dft, &mean, mask_tilde, &v, z2)?,
+        mask_tilde,
+        sigma,
+    )? - &target)?;
+    weighted_mean(&per_sample_dot(&d1, &d2)?, &precond.loss_weight_t(sigma)?)
 }
 
 #[cfg(test)]
@@ -765,6 +873,83 @@ mod tests {
             naive[0]
         );
         assert!((naive[0] - alpha).abs() > 0.25 * alpha);
+        Ok(())
+    }
+
+    #[test]
+    fn consistency_loss_minimiser_is_the_clean_denoiser_below_the_noise_level() -> Result<()> {
+        // x0 ~ N(0, s0²) per pixel, data y = A ⊙ (x0 + σ_n η). The denoiser at σ_n is the true
+        // one, α_n x with α_n = s0²/(s0²+σ_n²); at σ < σ_n the model is α x. For Gaussian data
+        // the reverse draw's mean is exact, so the consistency loss is minimised at the clean
+        // denoiser's α* = s0²/(s0²+σ²), a level no sample of the data shows. A single draw
+        // (‖D(x_σ) − T‖²) would be biased towards 0 by the draw's variance: the control.
+        let dev = Device::Cpu;
+        let p = EdmPrecond::default();
+        let (s0, sn, sig) = (0.5f64, 0.6f64, 0.25f64);
+        let (n, h, w) = (64, 16, 16);
+        let x0 = (Tensor::randn(0f32, 1., (n, 2, h, w), &dev)? * s0)?;
+        let eta = Tensor::randn(0f32, 1., (n, 2, h, w), &dev)?;
+        let u = Tensor::rand(0f32, 1., (n, 1, h, w), &dev)?;
+        let a = bernoulli_mask(&u, 0.8)?;
+        let at = bernoulli_mask(&u, 0.6)?;
+        let y = (&x0 + (eta * sn)?)?.broadcast_mul(&a)?;
+        let sigma = Tensor::full(sig as f32, n, &dev)?;
+        let sigma_n = Tensor::full(sn as f32, n, &dev)?;
+        let z1 = Tensor::randn(0f32, 1., (n, 2, h, w), &dev)?;
+        let z2 = Tensor::randn(0f32, 1., (n, 2, h, w), &dev)?;
+        let alpha_n = s0 * s0 / (s0 * s0 + sn * sn);
+        let model = |v: &[Var]| {
+            let al = v[0].clone();
+            move |x: &Tensor, _: &Tensor, s: &Tensor| -> Result<Tensor> {
+                let at_n = (s.to_vec1::<f32>()?[0] as f64 - sn).abs() < 1e-6;
+                if at_n {
+                    Ok((x * alpha_n)?)
+                } else {
+                    Ok(x.broadcast_mul(al.as_tensor())?)
+                }
+            }
+        };
+        let alpha = s0 * s0 / (s0 * s0 + sig * sig);
+        let fit = quadratic_minimiser(1, &|v| {
+            consistency_pixel_loss(&model(v), &p, &y, &at, &sigma, &sigma_n, &z1, &z2)
+        })?;
+        eprintln!("consistency minimiser {fit:?}; analytic α* {alpha}");
+        assert!(
+            (fit[0] - alpha).abs() < 0.05 * alpha,
+            "α {} vs {alpha}",
+            fit[0]
+        );
+        let one_draw = quadratic_minimiser(1, &|v| {
+            consistency_pixel_loss(&model(v), &p, &y, &at, &sigma, &sigma_n, &z1, &z1)
+        })?;
+        eprintln!("one-draw minimiser {one_draw:?}");
+        assert!(one_draw[0] < 0.9 * alpha, "one draw: α {}", one_draw[0]);
+        // the k-space form on fully kept frequencies: F is unitary, so the same optimum
+        let f = CenteredDft2::new(h, w, &dev)?;
+        let yk = f.forward(&(&x0 + (Tensor::randn(0f32, 1., (n, 2, h, w), &dev)? * sn)?)?)?;
+        let full = Tensor::ones((n, 1, h, w), DType::F32, &dev)?;
+        let fit_k = quadratic_minimiser(1, &|v| {
+            consistency_kspace_loss(&model(v), &p, &f, &yk, &full, &sigma, &sigma_n, &z1, &z2)
+        })?;
+        eprintln!("k-space consistency minimiser {fit_k:?}");
+        assert!(
+            (fit_k[0] - alpha).abs() < 0.05 * alpha,
+            "k-space α {}",
+            fit_k[0]
+        );
+        // σ above σ_n is refused
+        let high = Tensor::full(0.9f32, n, &dev)?;
+        assert!(consistency_pixel_loss(
+            &model(&[Var::new(&[0.5f32], &dev)?]),
+            &p,
+            &y,
+            &at,
+            &high,
+            &sigma_n,
+            &z1,
+            &z2
+        )
+        .is_err());
         Ok(())
     }
 

@@ -34,8 +34,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DiffusionError, Result};
 use crate::fourier::CenteredDft2;
 use crate::loss::{
-    ambient_kspace_loss, ambient_pixel_loss, multicoil_kspace_loss, supervised_loss,
-    tweedie_kspace_loss, tweedie_pixel_loss,
+    ambient_kspace_loss, ambient_pixel_loss, consistency_kspace_loss, consistency_pixel_loss,
+    multicoil_kspace_loss, supervised_loss, tweedie_kspace_loss, tweedie_pixel_loss,
 };
 use crate::optim::{AdamW, AdamWParams};
 use crate::precond::{denoiser, Denoiser, DenoiserConfig, SigmaSampler};
@@ -79,6 +79,12 @@ pub struct TrainConfig {
     /// more of the gradient on the hidden samples, the only ones that teach filling in.
     #[serde(default = "unit_weight")]
     pub hidden_weight: f64,
+    /// Weight of the consistency loss below the data's noise level for noisy-data
+    /// ([`Batch::Noisy`]) training (0: off, σ drawn above σ_n only). When > 0, σ is drawn from
+    /// the whole log-normal; samples with σ ≤ σ_n get [`crate::loss::consistency_pixel_loss`] /
+    /// [`crate::loss::consistency_kspace_loss`] with this weight, the others the Tweedie loss.
+    #[serde(default)]
+    pub consistency_weight: f64,
 }
 
 fn unit_weight() -> f64 {
@@ -97,6 +103,7 @@ impl Default for TrainConfig {
             sigma: SigmaSampler::default(),
             freeze: Vec::new(),
             hidden_weight: 1.0,
+            consistency_weight: 0.0,
         }
     }
 }
@@ -552,6 +559,12 @@ impl Trainer {
                 "ema_decay must be in [0, 1) and lr > 0".into(),
             ));
         }
+        if !(cfg.consistency_weight.is_finite() && cfg.consistency_weight >= 0.0) {
+            return Err(DiffusionError::Config(format!(
+                "consistency_weight must be ≥ 0, got {}",
+                cfg.consistency_weight
+            )));
+        }
         let varmap = VarMap::new();
         let model = denoiser(dcfg, seeded_var_builder(&varmap, cfg.seed, dev))?;
         let vars = sorted_vars(&varmap);
@@ -821,6 +834,9 @@ impl Trainer {
                     noise,
                 )
             }
+            Batch::Noisy { inner, sigma_n } if self.cfg.consistency_weight > 0.0 => {
+                self.noisy_loss_with_consistency(inner, sigma_n, sigma, noise)
+            }
             Batch::Noisy { inner, sigma_n } => match inner.as_ref() {
                 Batch::AmbientPixel {
                     x_a,
@@ -863,10 +879,104 @@ impl Trainer {
         }
     }
 
+    /// The noisy-data loss with the consistency term: samples with `σ > σ_n` get the Tweedie
+    /// loss, the others the consistency loss (second draw `z2` from a stream of its own for this
+    /// step), combined as `(n_T·L_T + w·n_C·L_C)/N`.
+    fn noisy_loss_with_consistency(
+        &mut self,
+        inner: &Batch,
+        sigma_n: &Tensor,
+        sigma: &Tensor,
+        noise: &Tensor,
+    ) -> Result<Tensor> {
+        let p = self.dcfg.precond;
+        let sv = sigma.to_vec1::<f32>()?;
+        let nv = sigma_n.to_vec1::<f32>()?;
+        let n = sv.len();
+        let (mut above, mut below) = (Vec::new(), Vec::new());
+        for (i, (s, sn)) in sv.iter().zip(&nv).enumerate() {
+            if s > sn {
+                above.push(i as u32);
+            } else {
+                below.push(i as u32);
+            }
+        }
+        let dev = sigma.device();
+        let pick = |t: &Tensor, idx: &[u32]| -> Result<Tensor> {
+            Ok(t.index_select(&Tensor::new(idx, dev)?, 0)?)
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.cfg.seed, self.step as u64, 0xC0));
+        let z2: Vec<f32> = (0..noise.elem_count())
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect();
+        let z2 = Tensor::from_vec(z2, noise.dims(), dev)?;
+        let mut total: Option<Tensor> = None;
+        let mut add = |l: Tensor, count: usize, w: f64| -> Result<()> {
+            let l = (l * (w * count as f64 / n as f64))?;
+            total = Some(match total.take() {
+                Some(t) => (t + l)?,
+                None => l,
+            });
+            Ok(())
+        };
+        let (data, mask_a, mask_tilde, kspace) = match inner {
+            Batch::AmbientPixel {
+                x_a,
+                mask_a,
+                mask_tilde,
+            } => (x_a, mask_a, mask_tilde, false),
+            Batch::AmbientKspace {
+                y,
+                mask_a,
+                mask_tilde,
+            } => (y, mask_a, mask_tilde, true),
+            other => {
+                return Err(DiffusionError::Unsupported(format!(
+                    "noisy-data training of a {:?} batch",
+                    other.objective()
+                )))
+            }
+        };
+        let (_, _, h, w) = data.dims4()?;
+        let dft = if kspace {
+            Some(self.dft_for(h, w, dev)?)
+        } else {
+            None
+        };
+        if !above.is_empty() {
+            let (y, ma, mt) = (
+                pick(data, &above)?,
+                pick(mask_a, &above)?,
+                pick(mask_tilde, &above)?,
+            );
+            let (s, sn, z) = (
+                pick(sigma, &above)?,
+                pick(sigma_n, &above)?,
+                pick(noise, &above)?,
+            );
+            let l = match &dft {
+                Some(f) => tweedie_kspace_loss(&self.model, &p, f, &y, &ma, &mt, &s, &sn, &z)?,
+                None => tweedie_pixel_loss(&self.model, &p, &y, &ma, &mt, &s, &sn, &z)?,
+            };
+            add(l, above.len(), 1.0)?;
+        }
+        if !below.is_empty() {
+            let (y, mt) = (pick(data, &below)?, pick(mask_tilde, &below)?);
+            let (s, sn) = (pick(sigma, &below)?, pick(sigma_n, &below)?);
+            let (z, zz) = (pick(noise, &below)?, pick(&z2, &below)?);
+            let l = match &dft {
+                Some(f) => consistency_kspace_loss(&self.model, &p, f, &y, &mt, &s, &sn, &z, &zz)?,
+                None => consistency_pixel_loss(&self.model, &p, &y, &mt, &s, &sn, &z, &zz)?,
+            };
+            add(l, below.len(), self.cfg.consistency_weight)?;
+        }
+        total.ok_or_else(|| DiffusionError::Shape("empty batch".into()))
+    }
+
     /// Draws σ `[N]` and noise shaped like the batch for the current step, from
     /// [`step_rng`]`(seed, step)`: the same step always gets the same draws. For a
     /// [`Batch::Noisy`] each σ is redrawn until it exceeds the sample's σ_n (the log-normal
-    /// restricted to σ > σ_n).
+    /// restricted to σ > σ_n), unless the consistency loss is on (then any σ).
     pub fn draw_noise(&self, batch: &Batch) -> Result<(Tensor, Tensor)> {
         let x = batch.data();
         let dims = x.dims().to_vec();
@@ -877,6 +987,9 @@ impl Trainer {
         }
         let mut rng = step_rng(self.cfg.seed, self.step as u64);
         let sig = match batch {
+            Batch::Noisy { .. } if self.cfg.consistency_weight > 0.0 => {
+                self.cfg.sigma.sample(dims[0], &mut rng)?
+            }
             Batch::Noisy { sigma_n, .. } => {
                 let floor = sigma_n.to_vec1::<f32>()?;
                 let mut out = Vec::with_capacity(floor.len());
@@ -937,6 +1050,8 @@ impl Trainer {
     ) -> Result<f64> {
         let dev = self.model_device();
         let mut twin = Trainer::new(&self.dcfg, &self.cfg, reference)?;
+        // the same step: draws derived from the step (the consistency loss's) must agree
+        twin.step = self.step;
         {
             let mine = self.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
             let theirs = twin.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
@@ -1791,6 +1906,51 @@ mod tests {
             l1 < 0.7 * l0,
             "eval loss did not decrease enough: {l0} -> {l1}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn consistency_weight_splits_the_noisy_batch_at_sigma_n() -> Result<()> {
+        // σ_n = 0.3: the log-normal puts about half its draws below it, so a batch of 8 mixes
+        // the Tweedie and consistency terms; the loss is their count-weighted sum, weight 0
+        // for the consistency part leaves exactly the Tweedie part of the same draws
+        let dev = Device::Cpu;
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let inner = synthetic_pixel_batch(8, 16, 0.8, 0.2, &mut rng, &dev)?;
+        let b = Batch::Noisy {
+            inner: Box::new(inner),
+            sigma_n: Tensor::full(0.3f32, 8, &dev)?,
+        };
+        let cfg = |w: f64| TrainConfig {
+            seed: 4,
+            consistency_weight: w,
+            ..Default::default()
+        };
+        let mut on = Trainer::new(&small_cfg()?, &cfg(1.0), &dev)?;
+        let (sigma, noise) = on.draw_noise(&b)?;
+        let sv = sigma.to_vec1::<f32>()?;
+        let below = sv.iter().filter(|s| **s <= 0.3).count();
+        assert!(below > 0 && below < 8, "σ draws {sv:?}");
+        let l_on = on.loss(&b, &sigma, &noise)?.to_scalar::<f32>()?;
+        let mut half = Trainer::new(&small_cfg()?, &cfg(0.5), &dev)?;
+        let l_half = half.loss(&b, &sigma, &noise)?.to_scalar::<f32>()?;
+        let mut zero = Trainer::new(&small_cfg()?, &cfg(1e-300), &dev)?;
+        let l_zero = zero.loss(&b, &sigma, &noise)?.to_scalar::<f32>()?;
+        // linear in the weight: L(1) − L(½) = L(½) − L(0)
+        assert!(
+            ((l_on - l_half) - (l_half - l_zero)).abs() < 1e-4 * l_on.abs().max(1.0),
+            "{l_on} {l_half} {l_zero}"
+        );
+        // training with it runs and gives finite losses and gradients
+        for _ in 0..3 {
+            let st = on.step(&b)?;
+            assert!(st.loss.is_finite() && st.grad_norm.is_finite());
+        }
+        // off: σ is drawn above σ_n only
+        let off = Trainer::new(&small_cfg()?, &cfg(0.0), &dev)?;
+        let (s_off, _) = off.draw_noise(&b)?;
+        assert!(s_off.to_vec1::<f32>()?.iter().all(|s| *s > 0.3));
+        assert!(Trainer::new(&small_cfg()?, &cfg(-1.0), &dev).is_err());
         Ok(())
     }
 

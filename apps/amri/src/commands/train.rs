@@ -77,6 +77,11 @@ pub struct Common {
     /// train the filling-in faster) [default: 1].
     #[arg(long)]
     pub hidden_weight: Option<f64>,
+    /// With --objective tweedie: also train below the data's noise level with the consistency
+    /// loss at this weight (σ drawn from the whole log-normal; samples with σ ≤ σ_n get it)
+    /// [default: 0, off].
+    #[arg(long, value_name = "WEIGHT")]
+    pub consistency: Option<f64>,
     /// Save a checkpoint every N steps (and always at the end).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: usize,
@@ -306,6 +311,7 @@ fn train_config(c: &Common, lr: f64, freeze: Vec<String>) -> TrainConfig {
         seed: c.seed.unwrap_or(0),
         freeze,
         hidden_weight: c.hidden_weight.unwrap_or(1.0),
+        consistency_weight: c.consistency.unwrap_or(0.0),
         ..Default::default()
     }
 }
@@ -330,6 +336,15 @@ fn ignored_common(c: &Common, card: &ModelCard) -> Vec<Ignored> {
     if let Some(s) = c.seed {
         if s != card.train.seed {
             v.push(("--seed", s.to_string(), card.train.seed.to_string()));
+        }
+    }
+    if let Some(w) = c.consistency {
+        if w != card.train.consistency_weight {
+            v.push((
+                "--consistency",
+                w.to_string(),
+                card.train.consistency_weight.to_string(),
+            ));
         }
     }
     if let Some(w) = c.hidden_weight {
@@ -365,6 +380,9 @@ fn drive(
     }
     if c.checkpoint_every == 0 {
         bail!("--checkpoint-every must be ≥ 1");
+    }
+    if let Some(w) = c.consistency.filter(|w| !(w.is_finite() && *w >= 0.0)) {
+        bail!("--consistency must be ≥ 0, got {w}");
     }
     if let Some(w) = c.hidden_weight.filter(|w| !(w.is_finite() && *w > 0.0)) {
         bail!("--hidden-weight must be > 0, got {w}");
@@ -430,6 +448,12 @@ fn drive(
         .map(|r| r.2.objective)
         .or(c.objective)
         .unwrap_or(TrainObjective::Ambient);
+    if c.consistency.is_some_and(|w| w > 0.0) && objective != TrainObjective::Tweedie {
+        bail!(
+            "--consistency is the noisy-data loss below σ_n: it needs --objective tweedie (got \
+             {objective:?})"
+        );
+    }
     let batch_size = resumed
         .as_ref()
         .map(|r| r.2.batch)
