@@ -5,7 +5,9 @@
 #   2. one training step of the same U-Net in amri (release/examples/step_bench) and in PyTorch
 #      (bench/torch_step.py), same GPU, tiny preset at 64×64 (batch 8 and 32) and base at 256×256;
 #   3. the R=4 ambient prior and its clean twin trained side by side on the GPU for MINUTES of
-#      wall time each (`--max-minutes`), batch 32, with the shipped priors' other settings.
+#      wall time each (`--max-minutes`), batch 32, with the shipped priors' other settings
+#      (`amri train` checks the GPU's gradient against the CPU's at steps 0 and 20);
+#   4. one-step PSNR of the shipped priors and of the two new runs on the R=4 validation slices.
 # Usage (repository root): bash bench/gpu_run.sh BIN_DIR OUT_DIR [MINUTES]
 #   BIN_DIR holds `amri` and `step_bench` from `bash scripts/build-cuda.sh` (release/ and
 #   release/examples/ of its target folder); OUT_DIR receives gpu.log, bench.txt and one
@@ -64,6 +66,13 @@ a=$!
 c=$!
 wait $a; echo "ambient exit $?"
 wait $c; echo "clean exit $?"
+echo "== one-step PSNR on the R=4 validation slices (shipped CPU priors: 17.39 / 19.03 dB)"
+"$bin/amri" simulate --protocol protocols/singlecoil-r4-cartesian.toml \
+  sample-scans/colin27/lowres/t1_axial_val_64.nii.gz "$work/val_r4.npz" >/dev/null
+for d in models/colin27-64-r4-ambient models/colin27-64-r4-clean "$work/gpu-r4-ambient" "$work/gpu-r4-clean"; do
+  echo "$d: $("$bin/amri" --device cuda recon --no-progress --force --method one-step --model "$d" \
+    "$work/val_r4.npz" "$work/one.npy" 2>&1 | tail -1)"
+done
 for run in gpu-r4-ambient gpu-r4-clean; do
   d="$work/$run"
   [ -f "$d/latest" ] || continue
