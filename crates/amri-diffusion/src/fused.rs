@@ -1078,11 +1078,35 @@ mod tests {
         d / m.max(1e-12)
     }
 
+    /// Random input `x`, kernel, output weights `r`, the input in a non-contiguous layout and
+    /// candle's conv of it (the reference: that layout avoids candle's C == H == W bug).
+    fn conv_case(
+        n: usize,
+        ci: usize,
+        co: usize,
+        h: usize,
+        w: usize,
+        k: usize,
+    ) -> (Var, Var, Tensor, Tensor, Tensor) {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 1., (n, ci, h, w), &dev).unwrap();
+        let wt = Var::randn(0f32, 1., (co, ci, k, k), &dev).unwrap();
+        let r = Tensor::randn(0f32, 1., (n, co, h, w), &dev).unwrap();
+        let xr = x
+            .transpose(2, 3)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .transpose(2, 3)
+            .unwrap();
+        let y_ref = xr.conv2d(&wt, k / 2, 1, 1, 1).unwrap();
+        (x, wt, r, xr, y_ref)
+    }
+
     /// Value and both gradients of the fused conv equal candle's conv2d (incl. C == H == W,
     /// 1×1 kernels, batch 1 and batch > threads).
     #[test]
     fn conv_matches_candle() {
-        let dev = Device::Cpu;
         for &(n, ci, co, h, w, k) in &[
             (3, 4, 5, 7, 6, 3),
             (1, 3, 2, 5, 5, 3),
@@ -1090,18 +1114,7 @@ mod tests {
             (2, 6, 4, 5, 9, 1),
             (2, 2, 3, 6, 6, 5),
         ] {
-            let x = Var::randn(0f32, 1., (n, ci, h, w), &dev).unwrap();
-            let wt = Var::randn(0f32, 1., (co, ci, k, k), &dev).unwrap();
-            let r = Tensor::randn(0f32, 1., (n, co, h, w), &dev).unwrap();
-            // Reference: candle's conv on a non-contiguous layout (avoids its C==H==W bug).
-            let xr = x
-                .transpose(2, 3)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-                .transpose(2, 3)
-                .unwrap();
-            let y_ref = xr.conv2d(&wt, k / 2, 1, 1, 1).unwrap();
+            let (x, wt, r, _, y_ref) = conv_case(n, ci, co, h, w, k);
             let y = conv2d(&x, &wt).unwrap();
             assert!(
                 max_rel(&y, &y_ref) < 1e-5,
@@ -1129,17 +1142,7 @@ mod tests {
             (2, 6, 4, 5, 9, 1),
             (2, 2, 3, 6, 6, 5),
         ] {
-            let x = Var::randn(0f32, 1., (n, ci, h, w), &dev).unwrap();
-            let wt = Var::randn(0f32, 1., (co, ci, k, k), &dev).unwrap();
-            let r = Tensor::randn(0f32, 1., (n, co, h, w), &dev).unwrap();
-            let xr = x
-                .transpose(2, 3)
-                .unwrap()
-                .contiguous()
-                .unwrap()
-                .transpose(2, 3)
-                .unwrap();
-            let y_ref = xr.conv2d(&wt, k / 2, 1, 1, 1).unwrap();
+            let (x, wt, r, xr, y_ref) = conv_case(n, ci, co, h, w, k);
             for input in [x.as_tensor(), &xr] {
                 let y = conv2d_im2col(input, &wt).unwrap();
                 assert!(

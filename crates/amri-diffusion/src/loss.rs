@@ -281,9 +281,14 @@ pub fn multicoil_kspace_loss<M: DenoiseFn + ?Sized>(
     weighted_mean(&err, &precond.loss_weight_t(sigma)?)
 }
 
-/// `s = sqrt(σ² − σ_n²)` and `a = (σ² − σ_n²)/σ²` per sample (`[N]` each); errors unless
-/// `σ > σ_n ≥ 0` for every sample.
-fn tweedie_coefficients(sigma: &Tensor, sigma_n: &Tensor) -> Result<(Tensor, Tensor)> {
+/// Checks that `sigma` and `sigma_n` are both `[N]` and that `ok(σ_i, σ_n,i)` holds for every
+/// sample; the error names the first pair that fails, after `what`.
+fn check_noise_levels(
+    sigma: &Tensor,
+    sigma_n: &Tensor,
+    what: &str,
+    ok: impl Fn(f32, f32) -> bool,
+) -> Result<()> {
     if sigma.dims() != sigma_n.dims() {
         return Err(DiffusionError::Shape(format!(
             "sigma {:?} and sigma_n {:?} must both be [N]",
@@ -293,11 +298,23 @@ fn tweedie_coefficients(sigma: &Tensor, sigma_n: &Tensor) -> Result<(Tensor, Ten
     }
     let sv = sigma.to_vec1::<f32>()?;
     let nv = sigma_n.to_vec1::<f32>()?;
-    if let Some((s, n)) = sv.iter().zip(&nv).find(|(s, n)| !(**s > **n && **n >= 0.0)) {
-        return Err(DiffusionError::Config(format!(
-            "noisy-data loss needs σ > σ_n ≥ 0, got σ = {s}, σ_n = {n}"
-        )));
+    match sv.iter().zip(&nv).find(|(s, n)| !ok(**s, **n)) {
+        Some((s, n)) => Err(DiffusionError::Config(format!(
+            "{what}, got σ = {s}, σ_n = {n}"
+        ))),
+        None => Ok(()),
     }
+}
+
+/// `s = sqrt(σ² − σ_n²)` and `a = (σ² − σ_n²)/σ²` per sample (`[N]` each); errors unless
+/// `σ > σ_n ≥ 0` for every sample.
+fn tweedie_coefficients(sigma: &Tensor, sigma_n: &Tensor) -> Result<(Tensor, Tensor)> {
+    check_noise_levels(
+        sigma,
+        sigma_n,
+        "noisy-data loss needs σ > σ_n ≥ 0",
+        |s, n| s > n && n >= 0.0,
+    )?;
     let s2 = sigma.sqr()?;
     let extra = (&s2 - sigma_n.sqr()?)?;
     Ok((extra.sqrt()?, (extra / s2)?))
@@ -381,20 +398,12 @@ pub fn tweedie_kspace_loss<M: DenoiseFn + ?Sized>(
 /// `r = σ²/σ_n²` and `v = sqrt(σ² (1 − r))` per sample (`[N]` each), the coefficients of the
 /// Gaussian reverse step from `σ_n` to `σ`; errors unless `0 < σ ≤ σ_n` for every sample.
 fn reverse_coefficients(sigma: &Tensor, sigma_n: &Tensor) -> Result<(Tensor, Tensor)> {
-    if sigma.dims() != sigma_n.dims() {
-        return Err(DiffusionError::Shape(format!(
-            "sigma {:?} and sigma_n {:?} must both be [N]",
-            sigma.dims(),
-            sigma_n.dims()
-        )));
-    }
-    let sv = sigma.to_vec1::<f32>()?;
-    let nv = sigma_n.to_vec1::<f32>()?;
-    if let Some((s, n)) = sv.iter().zip(&nv).find(|(s, n)| !(**s > 0.0 && **s <= **n)) {
-        return Err(DiffusionError::Config(format!(
-            "consistency loss needs 0 < σ ≤ σ_n, got σ = {s}, σ_n = {n}"
-        )));
-    }
+    check_noise_levels(
+        sigma,
+        sigma_n,
+        "consistency loss needs 0 < σ ≤ σ_n",
+        |s, n| s > 0.0 && s <= n,
+    )?;
     let r = (sigma.sqr()? / sigma_n.sqr()?)?;
     let v = (sigma.sqr()? * (1.0 - &r)?)?.sqrt()?;
     Ok((r, v))
