@@ -446,16 +446,25 @@ pub fn consistency_pixel_loss<M: DenoiseFn + ?Sized>(
     let target = model.denoise(&x_n, mask_tilde, sigma_n)?.detach();
     let rc = sigma_col(&r)?;
     let mean = (x_n.broadcast_mul(&rc)? + target.broadcast_mul(&(1.0 - &rc)?)?)?;
-    let d1 = (model.denoise(
-        &ambient_pixel_input(&mean, mask_tilde, &v, z1)?,
-        mask_tilde,
-        sigma,
-    )? - &target)?;
-    let d2 = (model.denoise(
-        &ambient_pixel_input(&mean, mask_tilde, &v, z2)?,
-        mask_tilde,
-        sigma,
-    )? - &target)?;
+    let draws = [
+        ambient_pixel_input(&mean, mask_tilde, &v, z1)?,
+        ambient_pixel_input(&mean, mask_tilde, &v, z2)?,
+    ];
+    consistency_product(model, precond, mask_tilde, sigma, &target, &draws)
+}
+
+/// `mean_i λ(σ_i) ⟨D(x¹; σ) − T, D(x²; σ) − T⟩_i` for the two reverse draws `draws` (network
+/// inputs) and the target `T` of the consistency losses.
+fn consistency_product<M: DenoiseFn + ?Sized>(
+    model: &M,
+    precond: &EdmPrecond,
+    mask_tilde: &Tensor,
+    sigma: &Tensor,
+    target: &Tensor,
+    draws: &[Tensor; 2],
+) -> Result<Tensor> {
+    let d1 = (model.denoise(&draws[0], mask_tilde, sigma)? - target)?;
+    let d2 = (model.denoise(&draws[1], mask_tilde, sigma)? - target)?;
     weighted_mean(&per_sample_dot(&d1, &d2)?, &precond.loss_weight_t(sigma)?)
 }
 
@@ -482,17 +491,11 @@ pub fn consistency_kspace_loss<M: DenoiseFn + ?Sized>(
     let target = model.denoise(&x_n, mask_tilde, sigma_n)?.detach();
     let rc = sigma_col(&r)?;
     let mean = (y.broadcast_mul(&rc)? + dft.forward(&target)?.broadcast_mul(&(1.0 - &rc)?)?)?;
-    let d1 = (model.denoise(
-        &ambient_kspace_input(dft, &mean, mask_tilde, &v, z1)?,
-        mask_tilde,
-        sigma,
-    )? - &target)?;
-    let d2 = (model.denoise(
-        &ambient_kspace_input(dft, &mean, mask_tilde, &v, z2)?,
-        mask_tilde,
-        sigma,
-    )? - &target)?;
-    weighted_mean(&per_sample_dot(&d1, &d2)?, &precond.loss_weight_t(sigma)?)
+    let draws = [
+        ambient_kspace_input(dft, &mean, mask_tilde, &v, z1)?,
+        ambient_kspace_input(dft, &mean, mask_tilde, &v, z2)?,
+    ];
+    consistency_product(model, precond, mask_tilde, sigma, &target, &draws)
 }
 
 #[cfg(test)]
