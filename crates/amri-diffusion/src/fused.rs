@@ -762,6 +762,18 @@ impl CustomOp3 for GroupNormGrad {
                     let gs = &gi[j * hw..(j + 1) * hw];
                     let ds = &mut dxi[j * hw..(j + 1) * hw];
                     let mut tot = [0f64; 4];
+                    // (dz, dxhat, xhat) of one element: dz = dy · act'(z), dxhat = dz · gamma
+                    let elem = |x: f32, g: f32| -> (f32, f32, f32) {
+                        let xhat = (x - mean) * rstd;
+                        let dz = if self.silu {
+                            let z = ga * xhat + be;
+                            let s = sigmoid(z);
+                            g * s * (1.0 + z * (1.0 - s))
+                        } else {
+                            g
+                        };
+                        (dz, dz * ga, xhat)
+                    };
                     let mut block = |d: &mut [f32], xb: &[f32], gb: &[f32]| {
                         let mut acc = [[0f32; LANES]; 4];
                         for ((dc, xc), gc) in d
@@ -770,15 +782,7 @@ impl CustomOp3 for GroupNormGrad {
                             .zip(gb.chunks_exact(LANES))
                         {
                             for l in 0..LANES {
-                                let xhat = (xc[l] - mean) * rstd;
-                                let dz = if self.silu {
-                                    let z = ga * xhat + be;
-                                    let s = sigmoid(z);
-                                    gc[l] * s * (1.0 + z * (1.0 - s))
-                                } else {
-                                    gc[l]
-                                };
-                                let dxhat = dz * ga;
+                                let (dz, dxhat, xhat) = elem(xc[l], gc[l]);
                                 acc[0][l] += dz * xhat;
                                 acc[1][l] += dz;
                                 acc[2][l] += dxhat;
@@ -799,15 +803,7 @@ impl CustomOp3 for GroupNormGrad {
                         t0 = t1;
                     }
                     for t in whole..hw {
-                        let xhat = (xs[t] - mean) * rstd;
-                        let dz = if self.silu {
-                            let z = ga * xhat + be;
-                            let s = sigmoid(z);
-                            gs[t] * s * (1.0 + z * (1.0 - s))
-                        } else {
-                            gs[t]
-                        };
-                        let dxhat = dz * ga;
+                        let (dz, dxhat, xhat) = elem(xs[t], gs[t]);
                         tot[0] += (dz * xhat) as f64;
                         tot[1] += dz as f64;
                         tot[2] += dxhat as f64;
