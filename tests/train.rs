@@ -296,7 +296,7 @@ fn tweedie_objective_trains_on_noisy_protocols_only() {
         .stderr(predicate::str::contains("noise_level > 0"));
 }
 
-/// SplitMix64: the seeded kill times of the SIGKILL test.
+/// SplitMix64: the seeded kill checkpoints of the SIGKILL test.
 fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
@@ -365,35 +365,40 @@ fn sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights() {
         }
         c
     };
-    // the uninterrupted reference, timed to place the kills
+    // the uninterrupted reference
     let reference = tmp.path().join("reference");
-    let t0 = std::time::Instant::now();
     assert!(cmd(&reference, false).status().unwrap().success());
-    let full = t0.elapsed();
 
-    // the same run killed with SIGKILL at three seeded random moments, resumed after each
+    // The same run killed with SIGKILL three times, each time as soon as it has written a
+    // seeded checkpoint k, one or two steps past where it started (watched through `latest`),
+    // then resumed. Three kills end by step 8 of 10, so each lands while the run is still
+    // training, whatever the machine's speed.
     let run = tmp.path().join("killed");
     let mut rng = 2024u64;
     let mut kills = 0;
     let mut resumed_from = Vec::new();
+    let mut done = 0u64;
     for _ in 0..3 {
         let resume = run.join("latest").is_file();
         if resume {
-            resumed_from.push(card(&run)["steps"].as_u64().unwrap());
+            done = card(&run)["steps"].as_u64().unwrap();
+            resumed_from.push(done);
         }
-        let done = if resume {
-            card(&run)["steps"].as_u64().unwrap()
-        } else {
-            0
-        };
-        let remaining = (steps as u64 - done) as f64 / steps as f64;
+        let k = done + 1 + splitmix(&mut rng) % 2;
+        assert!(k < steps as u64, "checkpoint {k} leaves no step to kill");
+        let target = format!("ckpt-{k:08}");
         let mut child = cmd(&run, resume).spawn().unwrap();
-        // uniformly in [20 %, 90 %] of the expected duration of what is left
-        let frac = 0.2 + 0.7 * (splitmix(&mut rng) % 1000) as f64 / 1000.0;
-        std::thread::sleep(full.mul_f64(frac * remaining));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL on Unix
-            kills += 1;
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            let latest = std::fs::read_to_string(run.join("latest")).unwrap_or_default();
+            if latest.trim() >= target.as_str() {
+                child.kill().unwrap(); // SIGKILL on Unix
+                kills += 1;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         child.wait().unwrap();
     }
@@ -402,10 +407,10 @@ fn sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights() {
         resumed_from.push(card(&run)["steps"].as_u64().unwrap());
     }
     assert!(cmd(&run, resume).status().unwrap().success());
-    eprintln!("{kills} kills; resumed from steps {resumed_from:?}; full run {full:?}");
-    assert!(
-        kills >= 2,
-        "only {kills} kills landed: the test did not test"
+    eprintln!("{kills} kills; resumed from steps {resumed_from:?}");
+    assert_eq!(
+        kills, 3,
+        "a run finished before its kill: the test did not test"
     );
     assert!(
         resumed_from.iter().any(|s| *s > 0 && *s < steps as u64),
