@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# System packages amri needs to build on Debian/Ubuntu: a C/C++ toolchain and cmake (the DICOM
-# JPEG-LS codec, CharLS, is built from source), and for the viewer's headless UI tests a software
-# Vulkan driver. Run as root (or with sudo); does nothing when
-# everything is already there.
+# System packages that .ci/run needs beyond a Rust toolchain, on Debian/Ubuntu: a C/C++ toolchain
+# and cmake for the optional `jpegls` feature (the DICOM JPEG-LS codec, CharLS, is built from
+# source; CI tests it and fuzzes it), and for the viewer's headless UI tests a software Vulkan
+# driver. A default build (the README's main command) needs none of them. Run as root (or with
+# sudo); does nothing when everything is already there.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)

@@ -105,6 +105,9 @@ fn every_transfer_syntax_decodes_to_pydicom_values() {
     let files = exp["files"].as_object().unwrap();
     assert!(files.len() >= 11);
     for (name, e) in files {
+        if is_jpeg_ls(e) && !cfg!(feature = "jpegls") {
+            continue; // jpeg_ls_needs_the_feature_and_says_so checks these
+        }
         let vols = read(&sample(name)).unwrap_or_else(|err| panic!("{name}: {err}"));
         assert_eq!(vols.len(), 1, "{name}");
         check_volume(name, &vols[0], e);
@@ -121,6 +124,51 @@ fn every_transfer_syntax_decodes_to_pydicom_values() {
             format!("{}int{bits}", if signed { "" } else { "u" }),
             "{name}"
         );
+    }
+}
+
+/// Whether a pydicom record names a JPEG-LS transfer syntax.
+fn is_jpeg_ls(e: &Value) -> bool {
+    matches!(
+        e["transfer_syntax"].as_str(),
+        Some("1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81")
+    )
+}
+
+/// Without the `jpegls` feature (no CharLS), a JPEG-LS file is refused with an error that names
+/// the file, the transfer syntax and the way out; with it, the file decodes (checked against
+/// pydicom above).
+#[test]
+fn jpeg_ls_needs_the_feature_and_says_so() {
+    let exp = expected();
+    let jls: Vec<&String> = exp["files"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, e)| is_jpeg_ls(e))
+        .map(|(n, _)| n)
+        .collect();
+    assert!(!jls.is_empty(), "the samples include a JPEG-LS file");
+    let with_codec = cfg!(feature = "jpegls");
+    for name in jls {
+        let p = sample(name);
+        match read(&p) {
+            Ok(v) => assert!(
+                with_codec,
+                "{name} decoded without CharLS ({} volumes)",
+                v.len()
+            ),
+            Err(err) => {
+                assert!(!with_codec, "{name}: {err}");
+                assert!(matches!(err, IoError::Unsupported { .. }), "{err}");
+                assert_err_names(&p, &err);
+                let msg = err.to_string();
+                assert!(
+                    msg.contains("JPEG-LS") && msg.contains("--features jpegls"),
+                    "{msg}"
+                );
+            }
+        }
     }
 }
 

@@ -461,6 +461,10 @@ pub(crate) fn check_rle(
     Ok(())
 }
 
+/// Transfer syntax UIDs of JPEG-LS (lossless and near-lossless, PS3.5 A.4.3), decoded by CharLS
+/// only in builds with the `jpegls` feature.
+pub(crate) const JPEG_LS: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"];
+
 /// Transfer syntax UIDs that dicom-pixeldata decodes with OpenJPEG (JPEG 2000 and HTJ2K).
 pub(crate) const JPEG2000: [&str; 7] = [
     "1.2.840.10008.1.2.4.90",

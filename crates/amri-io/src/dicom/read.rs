@@ -297,6 +297,18 @@ fn read_instance(
             guard::check_jpeg2000(path, seq.fragments(), rows, cols, spp as usize)?;
         }
     }
+    // CharLS is C++ built with cmake: only builds with the `jpegls` feature decode JPEG-LS.
+    if !cfg!(feature = "jpegls") && guard::JPEG_LS.contains(&obj.meta().transfer_syntax()) {
+        return Err(IoError::unsupported(
+            path,
+            format!(
+                "JPEG-LS compressed pixel data (transfer syntax {ts}): this build of amri has \
+                 no JPEG-LS codec. Rebuild with `--features jpegls` (needs cmake and a C++ \
+                 compiler, e.g. `cargo install --path apps/amri --features jpegls`), or \
+                 decompress the file first (`gdcmconv --raw` or dcmtk's `dcmdjpls`)"
+            ),
+        ));
+    }
     let decoded =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| obj.decode_pixel_data()))
             .map_err(|_| {
