@@ -4,7 +4,9 @@
 //! Entry points: the [`LinearOperator`] trait and its combinators ([`linop`]); operators
 //! [`fourier::FourierSampling`], [`sense::Sense`], [`pixel_mask::PixelMask`], [`blocks::Blocks`],
 //! [`gaussian_cs::GaussianCs`]; the [`noise::Noise`] model; mask generators ([`masks`]); the
-//! ambient-training corruption model ([`corruption`]); operator self-tests ([`testing`]).
+//! ambient-training corruption model ([`corruption`]); the one description of an acquisition
+//! ([`acquisition::Acquisition`]) and its measurement recipe ([`simulate`]); operator self-tests
+//! ([`testing`]).
 //!
 //! Conventions: arrays are C-order `[.., row, col]` (`[coil, row, col]` for multi-coil k-space);
 //! k-space is centred (DC at `(rows/2, cols/2)`) with amri-core's orthonormal `fft2c`; masks are
@@ -24,6 +26,7 @@
 //! # Ok::<(), amri_ops::OpsError>(())
 //! ```
 
+pub mod acquisition;
 pub mod blocks;
 pub mod coils;
 pub mod corruption;
