@@ -5,6 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::corruption::{CorruptionConfig, CorruptionSpec, FurtherMode};
+use crate::error::{OpsError, Result};
+
+/// Largest number of receive coils an acquisition may have.
+pub const MAX_COILS: usize = 64;
 
 fn default_coils() -> usize {
     1
@@ -14,7 +18,8 @@ fn yes() -> bool {
     true
 }
 
-fn default_delta() -> f64 {
+/// Default further-corruption fraction `δ` of an acquisition (and of [`CorruptionConfig`]).
+pub(crate) fn default_delta() -> f64 {
     0.1
 }
 
@@ -53,6 +58,30 @@ pub struct Acquisition {
 }
 
 impl Acquisition {
+    /// Checks every limit of the acquisition, the one copy of these rules: `coils` in
+    /// `[1, MAX_COILS]`, `noise_level` in `[0, 1]`, then [`CorruptionConfig::validate`] (`delta`
+    /// in `[0, 1]`, the corruption's parameters such as `acceleration` and `center_fraction`,
+    /// `further_box_size`). Errors are [`OpsError::Invalid`] keyed relative to the acquisition,
+    /// e.g. `corruption.acceleration`; a protocol prefixes `acquisition.`. Limits that depend on
+    /// the image shape are checked by [`crate::corruption::Corruption::new`].
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=MAX_COILS).contains(&self.coils) {
+            return Err(OpsError::invalid(
+                "coils",
+                self.coils,
+                format!("an integer in [1, {MAX_COILS}]"),
+            ));
+        }
+        if !(self.noise_level.is_finite() && (0.0..=1.0).contains(&self.noise_level)) {
+            return Err(OpsError::invalid(
+                "noise_level",
+                self.noise_level,
+                "a number in [0, 1] (σ relative to the image maximum)",
+            ));
+        }
+        self.corruption_config(0.0).validate()
+    }
+
     /// The corruption model's configuration, with absolute noise σ per complex sample.
     pub fn corruption_config(&self, noise_sigma: f32) -> CorruptionConfig {
         CorruptionConfig {
@@ -62,5 +91,98 @@ impl Acquisition {
             further: self.further,
             further_box_size: self.further_box_size,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocks::BoxConvention;
+    use crate::corruption::KspacePattern;
+    use crate::gaussian_cs::Entries;
+
+    fn base(corruption: CorruptionSpec) -> Acquisition {
+        Acquisition {
+            corruption,
+            delta: 0.1,
+            further: FurtherMode::PerScan,
+            further_box_size: None,
+            coils: 4,
+            synthetic_phase: true,
+            noise_level: 0.01,
+            seed: 0,
+            store_maps: false,
+        }
+    }
+
+    fn kspace(pattern: KspacePattern, acceleration: f64, cf: f64, axis: usize) -> CorruptionSpec {
+        CorruptionSpec::Kspace {
+            pattern,
+            acceleration,
+            center_fraction: cf,
+            axis,
+        }
+    }
+
+    fn key(a: &Acquisition) -> String {
+        match a.validate() {
+            Err(OpsError::Invalid { key, .. }) => key,
+            other => panic!("expected an Invalid error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_limit_is_rejected_once_with_its_key() {
+        let ok = base(kspace(KspacePattern::Random, 4.0, 0.08, 1));
+        ok.validate().unwrap();
+        let with = |f: &dyn Fn(&mut Acquisition)| {
+            let mut a = ok.clone();
+            f(&mut a);
+            key(&a)
+        };
+        assert_eq!(with(&|a| a.coils = 0), "coils");
+        assert_eq!(with(&|a| a.coils = 65), "coils");
+        assert_eq!(with(&|a| a.noise_level = -0.1), "noise_level");
+        assert_eq!(with(&|a| a.noise_level = f32::NAN), "noise_level");
+        assert_eq!(with(&|a| a.delta = 1.5), "delta");
+        let spec = |s: CorruptionSpec| key(&base(s));
+        assert_eq!(
+            spec(kspace(KspacePattern::Random, 0.5, 0.08, 1)),
+            "corruption.acceleration"
+        );
+        assert_eq!(
+            spec(kspace(KspacePattern::Poisson, 65.0, 0.08, 1)),
+            "corruption.acceleration"
+        );
+        assert_eq!(
+            spec(kspace(KspacePattern::Equispaced, 2.5, 0.08, 1)),
+            "corruption.acceleration"
+        );
+        assert_eq!(
+            spec(kspace(KspacePattern::Random, 4.0, 1.5, 1)),
+            "corruption.center_fraction"
+        );
+        assert_eq!(
+            spec(kspace(KspacePattern::Random, 4.0, 0.08, 2)),
+            "corruption.axis"
+        );
+        assert_eq!(spec(CorruptionSpec::Pixel { p: -0.1 }), "corruption.p");
+        let boxes = |count, size| CorruptionSpec::Boxes {
+            count,
+            size,
+            convention: BoxConvention::Inside,
+        };
+        assert_eq!(spec(boxes(0, [4, 4])), "corruption.count");
+        assert_eq!(spec(boxes(1001, [4, 4])), "corruption.count");
+        assert_eq!(spec(boxes(1, [0, 4])), "corruption.size");
+        let mut a = base(boxes(1, [4, 4]));
+        a.further_box_size = Some([4, 0]);
+        assert_eq!(key(&a), "further_box_size");
+        let g = CorruptionSpec::GaussianCs {
+            m: Some(3),
+            ratio: Some(0.1),
+            entries: Entries::Real,
+        };
+        assert_eq!(spec(g), "corruption.m / ratio");
     }
 }

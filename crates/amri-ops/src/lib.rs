@@ -14,10 +14,10 @@
 //!
 //! ```
 //! use amri_core::C32;
-//! use amri_ops::masks::cartesian::{cartesian_mask, CartesianPattern};
+//! use amri_ops::masks::{cartesian_mask, KspacePattern};
 //! use amri_ops::{fourier::FourierSampling, testing::adjoint_error, LinearOperator};
 //! // fastMRI-style 4x random mask, 8 % centre lines, undersampling the columns (axis 1).
-//! let m = cartesian_mask(64, 64, 1, CartesianPattern::Random, 4.0, 0.08, 0)?;
+//! let m = cartesian_mask(64, 64, 1, KspacePattern::Random, 4.0, 0.08, 0)?;
 //! let a = FourierSampling::new(m.mask)?;
 //! assert!(adjoint_error(&a, 0) < 1e-5);
 //! let x = vec![C32::new(1.0, 0.0); 64 * 64];
