@@ -146,26 +146,16 @@ mod tests {
         assert_eq!(with(&|a| a.noise_level = f32::NAN), "noise_level");
         assert_eq!(with(&|a| a.delta = 1.5), "delta");
         let spec = |s: CorruptionSpec| key(&base(s));
-        assert_eq!(
-            spec(kspace(KspacePattern::Random, 0.5, 0.08, 1)),
-            "corruption.acceleration"
-        );
-        assert_eq!(
-            spec(kspace(KspacePattern::Poisson, 65.0, 0.08, 1)),
-            "corruption.acceleration"
-        );
-        assert_eq!(
-            spec(kspace(KspacePattern::Equispaced, 2.5, 0.08, 1)),
-            "corruption.acceleration"
-        );
-        assert_eq!(
-            spec(kspace(KspacePattern::Random, 4.0, 1.5, 1)),
-            "corruption.center_fraction"
-        );
-        assert_eq!(
-            spec(kspace(KspacePattern::Random, 4.0, 0.08, 2)),
-            "corruption.axis"
-        );
+        use KspacePattern::{Equispaced, Poisson, Random};
+        for (pattern, acceleration, cf, axis, want) in [
+            (Random, 0.5, 0.08, 1, "corruption.acceleration"),
+            (Poisson, 65.0, 0.08, 1, "corruption.acceleration"),
+            (Equispaced, 2.5, 0.08, 1, "corruption.acceleration"),
+            (Random, 4.0, 1.5, 1, "corruption.center_fraction"),
+            (Random, 4.0, 0.08, 2, "corruption.axis"),
+        ] {
+            assert_eq!(spec(kspace(pattern, acceleration, cf, axis)), want);
+        }
         assert_eq!(spec(CorruptionSpec::Pixel { p: -0.1 }), "corruption.p");
         let boxes = |count, size| CorruptionSpec::Boxes {
             count,
