@@ -3,17 +3,20 @@
 //! Each 2-D slice of each input volume is one *scan* `i` (numbered in input order: volume by
 //! volume, frame by frame, slice by slice). For training:
 //!
-//! 1. if the acquisition asks for it (`synthetic_phase`, default), the slice is multiplied by the
-//!    same smooth synthetic phase `amri simulate` uses, `amri_ops::coils::smooth_phase(rows,
-//!    cols, seed + i)`, so the model learns complex images;
+//! 1. the data are measured with the recipe `amri simulate` uses, [`amri_ops::simulate::Recipe`]:
+//!    if the acquisition asks for it (`synthetic_phase`, default), the slice is multiplied by the
+//!    smooth synthetic phase of seed `seed + i`, so the model learns complex images; the noise
+//!    and coil maps are `amri simulate`'s too;
 //! 2. each volume is divided by its **measurement scale** ([`measurement_scale`]): the
 //!    [`NORM_PERCENTILE`]th percentile of the zero-filled magnitude of its *measured* data (see
 //!    [`measured_magnitudes`]), so that the same number can be computed from a user's measured
 //!    scan at inference — the clean image is never used;
 //! 3. the corruption model draws `A_i = Corruption::measurement(i, None)` (seeded by the
 //!    acquisition seed only, so the training set is the same one `amri simulate` would produce)
-//!    and, at training step `t`, `Ã = Corruption::further(&A_i, i, t)` (`t` matters only under
-//!    `further = "per_step"`).
+//!    once per scan when the set is built, together with the noiseless data `A_i x_i`; at
+//!    training step `t` it draws `Ã = Corruption::further(&A_i, i, t)` (`t` matters only under
+//!    `further = "per_step"`). Both are pure functions of `(seed, i[, t])`, so caching `A_i`
+//!    leaves every batch bit for bit as it was.
 //!
 //! Batches are NCHW `f32` on the requested device, channel 0 real and 1 imaginary, masks
 //! `[N, 1, H, W]` in {0, 1}:
@@ -46,13 +49,16 @@
 
 use amri_core::fft::{fft2c, ifft2c};
 use amri_core::{Volume, C32};
-use amri_ops::coils::{rss, smooth_phase, synthetic_maps};
+use amri_ops::acquisition::Acquisition;
+use amri_ops::coils::rss;
 use amri_ops::corruption::{Corruption, CorruptionSpec, Domain, Measurement};
 use amri_ops::espirit::{acs_region_from_mask, espirit_with_region, EspiritConfig};
-use amri_ops::simulate::Acquisition;
+use amri_ops::noise::sigma_per_component;
+use amri_ops::simulate::Recipe;
 use candle_core::{Device, Tensor};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::error::{DiffusionError, Result};
 use crate::train::{data_order, Batch, Objective};
@@ -264,7 +270,13 @@ pub struct TrainingSet {
     images: Vec<Vec<C32>>,
     rows: usize,
     cols: usize,
-    corruption: Corruption,
+    /// The measurement recipe `amri simulate` uses (phase, maps, masks, noise seeds).
+    recipe: Recipe,
+    /// Each scan's operator `A_i` (without coil maps), drawn once when the set is built.
+    a: Arc<[Measurement]>,
+    /// For the noiseless ambient objectives: each scan's `A_i x_i` (current scale), computed
+    /// once instead of at every step.
+    ax: Option<Vec<Vec<C32>>>,
     objective: Objective,
     /// Measurement scale each volume was divided by ([`measurement_scale`]); empty for sets
     /// built with [`TrainingSet::new`] from already normalised slices.
@@ -339,12 +351,7 @@ impl TrainingSet {
                 acq.coils
             )));
         }
-        if acq.coils > 64 {
-            return Err(DiffusionError::Config(format!(
-                "coils must be in [1, 64], got {}",
-                acq.coils
-            )));
-        }
+        acq.validate()?;
         if multicoil && !matches!(acq.corruption, CorruptionSpec::Kspace { .. }) {
             return Err(DiffusionError::Unsupported(format!(
                 "a {}-coil acquisition needs a k-space corruption for training (pixel and box \
@@ -377,31 +384,41 @@ impl TrainingSet {
                 acq.noise_level
             )));
         }
-        let corruption = Corruption::new(acq.corruption_config(0.0), rows, cols, acq.seed)?;
+        // The recipe of `amri simulate`; single-coil unless the set trains on multi-coil data.
+        let recipe = if multicoil {
+            Recipe::new(acq, rows, cols)?
+        } else {
+            Recipe::new(
+                &Acquisition {
+                    coils: 1,
+                    ..acq.clone()
+                },
+                rows,
+                cols,
+            )?
+        };
         let images = slices
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                let mut x: Vec<C32> = s.iter().map(|v| C32::new(*v, 0.0)).collect();
-                if acq.synthetic_phase {
-                    let ph = smooth_phase(rows, cols, acq.seed.wrapping_add(i as u64));
-                    x.iter_mut().zip(ph.iter()).for_each(|(v, p)| *v *= *p);
-                }
-                x
-            })
+            .map(|(i, s)| recipe.complex_image(i as u64, s.view()))
             .collect();
+        // A_i depends only on (seed, i): draw it once per scan, not at every step.
+        let a = (0..slices.len())
+            .map(|i| recipe.corruption().measurement(i as u64, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let mut set = Self {
             images,
             rows,
             cols,
-            corruption,
+            recipe,
+            a: a.into(),
+            ax: None,
             objective,
             scales: Vec::new(),
             noisy: None,
             coil_data: None,
             clean_target,
         };
-        let true_maps = multicoil.then(|| synthetic_maps(acq.coils, rows, cols, Some(acq.seed)));
         let mut coil = CoilData {
             coils: acq.coils,
             measured: Vec::new(),
@@ -420,21 +437,19 @@ impl TrainingSet {
                     .flat_map(|s| s.iter())
                     .fold(0f32, |m, v| m.max(v.abs()));
                 sigma_abs = acq.noise_level * peak;
-                let noise = amri_ops::noise::Noise::from_sigma(sigma_abs)?;
                 for i in range.clone() {
-                    let a = set.corruption.measurement(i as u64, None)?;
-                    let mut y = a.measure(&set.images[i], 0)?;
-                    let mask: Vec<f32> = Self::mask(&a)?.iter().copied().collect();
-                    // the seed `amri simulate` uses for slice i
-                    noise.add_masked(&mut y, &mask, acq.seed ^ (0x5EED_0000 + i as u64))?;
+                    // y = A x + n with the noise `amri simulate` draws for slice i
+                    let y = set
+                        .recipe
+                        .measure(&set.a[i], i as u64, &set.images[i], sigma_abs)?;
                     noisy.measured.push(y);
                 }
             }
-            if let Some(maps) = &true_maps {
+            if multicoil {
                 for i in range.clone() {
                     // y_c = M F (S_c x): what a multi-coil scanner measures, as `amri simulate`
-                    let a = set.corruption.measurement(i as u64, Some(maps))?;
-                    coil.measured.push(a.measure(&set.images[i], 0)?);
+                    let (_, y) = set.recipe.measure_slice(i as u64, &set.images[i], 0.0)?;
+                    coil.measured.push(y);
                 }
             }
             let mut scale = 1f32;
@@ -465,7 +480,7 @@ impl TrainingSet {
             }
             if tweedie {
                 // complex σ splits into σ/√2 per real and imaginary part
-                let sn = sigma_abs / (std::f32::consts::SQRT_2 * scale);
+                let sn = sigma_per_component(sigma_abs, scale);
                 noisy.sigma_n.extend(range.clone().map(|_| sn));
             }
         }
@@ -476,8 +491,7 @@ impl TrainingSet {
         if multicoil {
             // coil maps from each scan's own measured ACS, never from the true maps
             for (i, y) in coil.measured.iter().enumerate() {
-                let a = set.corruption.measurement(i as u64, None)?;
-                let acs = a.acs.clone().ok_or_else(|| {
+                let acs = set.a[i].acs.clone().ok_or_else(|| {
                     DiffusionError::Config(format!("scan {i}: k-space measurement without ACS"))
                 })?;
                 let k = Array3::from_shape_vec((acq.coils, rows, cols), y.clone())
@@ -487,6 +501,17 @@ impl TrainingSet {
                 coil.maps.push(maps.into_iter().collect());
             }
             set.coil_data = Some(coil);
+        }
+        if set.objective != Objective::Supervised
+            && set.noisy.is_none()
+            && set.coil_data.is_none()
+            && !clean_target
+        {
+            // the noiseless ambient data A_i x_i, at the final scale
+            let ax = (0..set.len())
+                .map(|i| set.a[i].measure(&set.images[i], 0))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            set.ax = Some(ax);
         }
         Ok(set)
     }
@@ -533,19 +558,41 @@ impl TrainingSet {
 
     /// Scan `i`'s noiseless measurement `A_i x_i` at the set's current scale.
     fn clean_measurement(&self, i: usize) -> Result<Vec<C32>> {
-        let x = self
-            .images
+        let (a, x) = self
+            .a
             .get(i)
+            .zip(self.images.get(i))
             .ok_or_else(|| DiffusionError::Config(format!("scan {i} out of range")))?;
-        let a = self.corruption.measurement(i as u64, None)?;
         Ok(a.measure(x, 0)?)
+    }
+
+    /// Scan `i`'s operator `A_i` (without coil maps).
+    fn a(&self, i: usize) -> Result<&Measurement> {
+        self.a.get(i).ok_or_else(|| {
+            DiffusionError::Config(format!("scan {i} out of range (have {})", self.len()))
+        })
+    }
+
+    /// Scan `i`'s measured data as training uses it, in normalised units, flattened as
+    /// `Measurement::measure`'s output: the noisy `A_i x_i + n_i` ([`TrainObjective::Tweedie`]),
+    /// the coil data `[coils, rows, cols]` (multi-coil k-space) or `A_i x_i` (ambient); `None` for
+    /// the supervised and clean objectives or out of range. Before normalisation these are
+    /// exactly `amri simulate`'s data for the same acquisition ([`Recipe`]).
+    pub fn measured(&self, i: usize) -> Option<&[C32]> {
+        if let Some(n) = &self.noisy {
+            return n.measured.get(i).map(Vec::as_slice);
+        }
+        if let Some(c) = &self.coil_data {
+            return c.measured.get(i).map(Vec::as_slice);
+        }
+        self.ax.as_ref()?.get(i).map(Vec::as_slice)
     }
 
     /// [`measured_magnitudes`] of scan `i`'s measurement `y`.
     fn measured_magnitudes_of(&self, i: usize, y: Vec<C32>) -> Result<Vec<f32>> {
         let (r, c) = (self.rows, self.cols);
-        let a = self.corruption.measurement(i as u64, None)?;
-        let mask = Self::mask(&a)?;
+        let a = self.a(i)?;
+        let mask = Self::mask(a)?;
         let shape_err = |e: ndarray::ShapeError| DiffusionError::Shape(format!("scan {i}: {e}"));
         match a.domain {
             Domain::Kspace => {
@@ -590,7 +637,7 @@ impl TrainingSet {
 
     /// The corruption model.
     pub fn corruption(&self) -> &Corruption {
-        &self.corruption
+        self.recipe.corruption()
     }
 
     /// Scan `i`'s normalised complex image, row-major `[rows, cols]`.
@@ -607,9 +654,9 @@ impl TrainingSet {
     /// Scan `i`'s masks `(A, Ã)` at training step `step` (`[rows, cols]`, 1 = kept; k-space
     /// masks are centred).
     pub fn masks(&self, i: usize, step: u64) -> Result<(Array2<f32>, Array2<f32>)> {
-        let a = self.corruption.measurement(i as u64, None)?;
-        let at = self.corruption.further(&a, i as u64, step)?;
-        Ok((Self::mask(&a)?, Self::mask(&at)?))
+        let a = self.a(i)?;
+        let at = self.corruption().further(a, i as u64, step)?;
+        Ok((Self::mask(a)?, Self::mask(&at)?))
     }
 
     /// The batch of scans `scans` at step `step` on `dev` (see the module docs for layouts).
@@ -632,8 +679,8 @@ impl TrainingSet {
             let values: Vec<C32> = match self.objective {
                 Objective::Supervised => x.clone(),
                 _ => {
-                    let a = self.corruption.measurement(i as u64, None)?;
-                    let at = self.corruption.further(&a, i as u64, step)?;
+                    let a = self.a(i)?;
+                    let at = self.corruption().further(a, i as u64, step)?;
                     let expect = match self.objective {
                         Objective::AmbientKspace => Domain::Kspace,
                         _ => Domain::Image,
@@ -650,7 +697,7 @@ impl TrainingSet {
                     } else {
                         ma[off..off + r * c]
                             .iter_mut()
-                            .zip(Self::mask(&a)?.iter())
+                            .zip(Self::mask(a)?.iter())
                             .for_each(|(d, s)| *d = *s);
                     }
                     mt[off..off + r * c]
@@ -669,8 +716,12 @@ impl TrainingSet {
                         },
                         // Tweedie: the stored noisy measurement (zero outside A as well)
                         Some(nd) => nd.measured[i].clone(),
-                        // noise σ is 0 (built with `corruption_config(0.0)`): exactly A x
-                        None => a.measure(x, 0)?,
+                        // noise σ is 0 (built with `corruption_config(0.0)`): exactly A x,
+                        // computed once when the set was built
+                        None => match &self.ax {
+                            Some(ax) => ax[i].clone(),
+                            None => a.measure(x, 0)?,
+                        },
                     }
                 }
             };

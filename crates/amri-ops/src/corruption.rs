@@ -28,30 +28,22 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::acquisition::default_delta;
 use crate::blocks::{draw_box, hide_box, Blocks, BoxConvention};
 use crate::error::{OpsError, Result};
 use crate::fourier::FourierSampling;
 use crate::gaussian_cs::{Entries, GaussianCs, Storage};
 use crate::linop::LinearOperator;
-use crate::masks::cartesian::{cartesian_mask, CartesianPattern};
+use crate::masks::cartesian::cartesian_mask;
 use crate::masks::poisson::{poisson_mask, PoissonParams};
+use crate::masks::{check_acceleration, check_center_fraction, MAX_ACCELERATION};
 use crate::noise::Noise;
 use crate::pixel_mask::{random_pixel_mask, PixelMask};
 use crate::sense::Sense;
 
-/// K-space sampling pattern of a [`CorruptionSpec::Kspace`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KspacePattern {
-    /// fastMRI `RandomMaskFunc` lines.
-    Random,
-    /// fastMRI `EquispacedMaskFunc` lines (integer acceleration).
-    Equispaced,
-    /// fastMRI `EquispacedMaskFractionFunc` lines.
-    EquispacedFraction,
-    /// 2-D variable-density Poisson disc (SigPy), calibration box `round(n·center_fraction)`.
-    Poisson,
-}
+/// K-space sampling pattern of a [`CorruptionSpec::Kspace`] (the one pattern enum, from
+/// [`crate::masks`]).
+pub use crate::masks::KspacePattern;
 
 fn default_axis() -> usize {
     1
@@ -113,8 +105,72 @@ pub enum FurtherMode {
     PerStep,
 }
 
-fn default_delta() -> f64 {
-    0.1
+/// Largest number of boxes a [`CorruptionSpec::Boxes`] may hide.
+pub const MAX_BOXES: usize = 1000;
+
+impl CorruptionSpec {
+    /// Checks every parameter's range that does not depend on the image shape (the one copy of
+    /// these rules; [`Corruption::new`] adds the shape-dependent ones). Errors are
+    /// [`OpsError::Invalid`] keyed as in TOML (`acceleration`, `p`, `count`, ...).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            CorruptionSpec::Kspace {
+                pattern,
+                acceleration,
+                center_fraction,
+                axis,
+            } => {
+                check_acceleration(*pattern, *acceleration, MAX_ACCELERATION)?;
+                check_center_fraction(*center_fraction)?;
+                if *axis > 1 {
+                    return Err(OpsError::invalid(
+                        "axis",
+                        axis,
+                        "0 (rows) or 1 (columns, phase encode)",
+                    ));
+                }
+            }
+            CorruptionSpec::Pixel { p } => {
+                if !(0.0..=1.0).contains(p) {
+                    return Err(OpsError::invalid("p", p, "a probability in [0, 1]"));
+                }
+            }
+            CorruptionSpec::Boxes { count, size, .. } => {
+                if !(1..=MAX_BOXES).contains(count) {
+                    return Err(OpsError::invalid(
+                        "count",
+                        count,
+                        format!("an integer in [1, {MAX_BOXES}]"),
+                    ));
+                }
+                check_box_size("size", *size)?;
+            }
+            CorruptionSpec::GaussianCs { m, ratio, .. } => {
+                Corruption::gaussian_m(*m, *ratio, 1)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A box `[height, width]` must be at least one pixel each way.
+fn check_box_size(key: &str, size: [usize; 2]) -> Result<()> {
+    if size[0] == 0 || size[1] == 0 {
+        return Err(OpsError::invalid(
+            key,
+            format!("{size:?}"),
+            "[height, width] in pixels, both ≥ 1",
+        ));
+    }
+    Ok(())
+}
+
+/// The rule on the further-corruption fraction `δ`: in `[0, 1]` (key `delta`).
+pub fn check_delta(delta: f64) -> Result<()> {
+    if !(0.0..=1.0).contains(&delta) {
+        return Err(OpsError::invalid("delta", delta, "a fraction in [0, 1]"));
+    }
+    Ok(())
 }
 
 /// A complete corruption configuration (deserialisable from TOML/JSON).
@@ -135,6 +191,22 @@ pub struct CorruptionConfig {
     /// Size `[height, width]` of the extra box for `boxes` (default: the spec's box size).
     #[serde(default)]
     pub further_box_size: Option<[usize; 2]>,
+}
+
+impl CorruptionConfig {
+    /// Checks every shape-independent range: `delta`, the spec ([`CorruptionSpec::validate`],
+    /// keys under `corruption.`), `further_box_size` and `noise_sigma` ([`Noise::from_sigma`]).
+    pub fn validate(&self) -> Result<()> {
+        check_delta(self.delta)?;
+        self.corruption
+            .validate()
+            .map_err(|e| e.under("corruption"))?;
+        if let Some(s) = self.further_box_size {
+            check_box_size("further_box_size", s)?;
+        }
+        Noise::from_sigma(self.noise_sigma)?;
+        Ok(())
+    }
 }
 
 /// Which domain the operator's mask lives in.
@@ -208,6 +280,12 @@ impl Measurement {
     /// `y = A x + n`: noise drawn from `noise_seed` on measured entries only (zeros stay 0).
     /// `x` is the flattened `[rows, cols]` image; [`OpsError::Shape`] on a wrong length.
     pub fn measure(&self, x: &[C32], noise_seed: u64) -> Result<Vec<C32>> {
+        self.measure_with(x, self.noise, noise_seed)
+    }
+
+    /// As [`Measurement::measure`] with the noise model `noise` in place of the measurement's own
+    /// (the same operator measured at another noise level).
+    pub fn measure_with(&self, x: &[C32], noise: Noise, noise_seed: u64) -> Result<Vec<C32>> {
         if x.len() != self.op.isize() {
             return Err(OpsError::shape(
                 "Measurement::measure image",
@@ -217,13 +295,13 @@ impl Measurement {
         }
         let mut y = vec![C32::new(0.0, 0.0); self.op.osize()];
         self.op.forward(x, &mut y);
-        if self.noise.sigma() > 0.0 {
+        if noise.sigma() > 0.0 {
             match &self.kept {
                 Kept::Mask(m) => {
                     let flat: Vec<f32> = m.iter().copied().collect();
-                    self.noise.add_masked(&mut y, &flat, noise_seed)?;
+                    noise.add_masked(&mut y, &flat, noise_seed)?;
                 }
-                Kept::Rows { .. } => self.noise.add(&mut y, noise_seed),
+                Kept::Rows { .. } => noise.add(&mut y, noise_seed),
             }
         }
         Ok(y)
@@ -257,7 +335,9 @@ pub struct Corruption {
 }
 
 impl Corruption {
-    /// Validates `config` for `[rows, cols]` images; `seed` fixes every draw.
+    /// Validates `config` ([`CorruptionConfig::validate`]) and the limits that depend on the
+    /// `[rows, cols]` image shape (boxes inside the image, the k-space mask functions' limits);
+    /// `seed` fixes every draw.
     pub fn new(config: CorruptionConfig, rows: usize, cols: usize, seed: u64) -> Result<Self> {
         if rows == 0 || cols == 0 {
             return Err(OpsError::param(
@@ -265,36 +345,16 @@ impl Corruption {
                 format!("image must be non-empty, got [{rows}, {cols}]"),
             ));
         }
-        if !(0.0..=1.0).contains(&config.delta) {
-            return Err(OpsError::param(
-                "delta",
-                format!("must be in [0, 1], got {}", config.delta),
-            ));
-        }
-        Noise::from_sigma(config.noise_sigma)?;
-        match &config.corruption {
-            CorruptionSpec::Pixel { p } => {
-                if !(0.0..=1.0).contains(p) {
-                    return Err(OpsError::param("p", format!("must be in [0, 1], got {p}")));
+        config.validate()?;
+        if let CorruptionSpec::Boxes { size, .. } = &config.corruption {
+            for s in [Some(*size), config.further_box_size].into_iter().flatten() {
+                if s[0] > rows || s[1] > cols {
+                    return Err(OpsError::param(
+                        "size",
+                        format!("box must be within [1, {rows}] × [1, {cols}], got {s:?}"),
+                    ));
                 }
             }
-            CorruptionSpec::Boxes { count, size, .. } => {
-                if *count == 0 {
-                    return Err(OpsError::param("count", "must be ≥ 1"));
-                }
-                for s in [Some(*size), config.further_box_size].into_iter().flatten() {
-                    if s[0] == 0 || s[1] == 0 || s[0] > rows || s[1] > cols {
-                        return Err(OpsError::param(
-                            "size",
-                            format!("box must be within [1, {rows}] × [1, {cols}], got {s:?}"),
-                        ));
-                    }
-                }
-            }
-            CorruptionSpec::GaussianCs { m, ratio, .. } => {
-                Self::gaussian_m(*m, *ratio, rows * cols)?;
-            }
-            CorruptionSpec::Kspace { .. } => {}
         }
         let c = Self {
             config,
@@ -318,9 +378,10 @@ impl Corruption {
         match (m, ratio) {
             (Some(m), None) if m >= 1 => Ok(m),
             (None, Some(r)) if r > 0.0 && r <= 1.0 => Ok(((r * n as f64).round() as usize).max(1)),
-            _ => Err(OpsError::param(
-                "m",
-                format!("give exactly one of m ≥ 1 or ratio in (0, 1], got m = {m:?}, ratio = {ratio:?}"),
+            _ => Err(OpsError::invalid(
+                "m / ratio",
+                format!("m = {m:?}, ratio = {ratio:?}"),
+                "exactly one of m ≥ 1 or ratio in (0, 1]",
             )),
         }
     }
@@ -342,18 +403,10 @@ impl Corruption {
         };
         let seed = derive(&[self.seed, scan, TAG_A]);
         let (r, c) = (self.rows, self.cols);
-        let cart = |p| cartesian_mask(r, c, *axis, p, *acceleration, *center_fraction, seed);
         let m = match pattern {
-            KspacePattern::Random => cart(CartesianPattern::Random)?,
-            KspacePattern::Equispaced => cart(CartesianPattern::Equispaced)?,
-            KspacePattern::EquispacedFraction => cart(CartesianPattern::EquispacedFraction)?,
             KspacePattern::Poisson => {
-                if !(0.0..=1.0).contains(center_fraction) {
-                    return Err(OpsError::param(
-                        "center_fraction",
-                        format!("must be in [0, 1], got {center_fraction}"),
-                    ));
-                }
+                // validated by CorruptionSpec::validate in Corruption::new
+                debug_assert!((0.0..=1.0).contains(center_fraction));
                 let calib = [
                     (r as f64 * center_fraction).round_ties_even() as usize,
                     (c as f64 * center_fraction).round_ties_even() as usize,
@@ -371,6 +424,7 @@ impl Corruption {
                 });
                 return Ok((p.mask, acs));
             }
+            _ => cartesian_mask(r, c, *axis, *pattern, *acceleration, *center_fraction, seed)?,
         };
         let acs = Array2::from_shape_fn((r, c), |(i, j)| {
             let k = if *axis == 0 { i } else { j };

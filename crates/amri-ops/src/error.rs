@@ -23,6 +23,16 @@ pub enum OpsError {
         /// What is allowed and what was given.
         msg: String,
     },
+    /// A value of an acquisition is outside its allowed range ([`crate::acquisition::Acquisition::validate`]).
+    #[error("invalid {key} = {value}: {allowed}")]
+    Invalid {
+        /// Dotted key relative to the acquisition, as in TOML (e.g. `corruption.acceleration`).
+        key: String,
+        /// The value given.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
     /// An error from amri-core.
     #[error(transparent)]
     Core(#[from] amri_core::CoreError),
@@ -34,6 +44,36 @@ impl OpsError {
         Self::Param {
             name,
             msg: msg.into(),
+        }
+    }
+
+    /// Builds an [`OpsError::Invalid`] for `key` with the given value and allowed range.
+    pub fn invalid(
+        key: impl Into<String>,
+        value: impl ToString,
+        allowed: impl Into<String>,
+    ) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            value: value.to_string(),
+            allowed: allowed.into(),
+        }
+    }
+
+    /// Prefixes the key of an [`OpsError::Invalid`] with `prefix.` (other errors unchanged), so a
+    /// nested check reports the key path of its caller.
+    pub fn under(self, prefix: &str) -> Self {
+        match self {
+            Self::Invalid {
+                key,
+                value,
+                allowed,
+            } => Self::Invalid {
+                key: format!("{prefix}.{key}"),
+                value,
+                allowed,
+            },
+            other => other,
         }
     }
 

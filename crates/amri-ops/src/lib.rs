@@ -4,7 +4,9 @@
 //! Entry points: the [`LinearOperator`] trait and its combinators ([`linop`]); operators
 //! [`fourier::FourierSampling`], [`sense::Sense`], [`pixel_mask::PixelMask`], [`blocks::Blocks`],
 //! [`gaussian_cs::GaussianCs`]; the [`noise::Noise`] model; mask generators ([`masks`]); the
-//! ambient-training corruption model ([`corruption`]); operator self-tests ([`testing`]).
+//! ambient-training corruption model ([`corruption`]); the one description of an acquisition
+//! ([`acquisition::Acquisition`]) and its measurement recipe ([`simulate`]); operator self-tests
+//! ([`testing`]).
 //!
 //! Conventions: arrays are C-order `[.., row, col]` (`[coil, row, col]` for multi-coil k-space);
 //! k-space is centred (DC at `(rows/2, cols/2)`) with amri-core's orthonormal `fft2c`; masks are
@@ -12,10 +14,10 @@
 //!
 //! ```
 //! use amri_core::C32;
-//! use amri_ops::masks::cartesian::{cartesian_mask, CartesianPattern};
+//! use amri_ops::masks::{cartesian_mask, KspacePattern};
 //! use amri_ops::{fourier::FourierSampling, testing::adjoint_error, LinearOperator};
 //! // fastMRI-style 4x random mask, 8 % centre lines, undersampling the columns (axis 1).
-//! let m = cartesian_mask(64, 64, 1, CartesianPattern::Random, 4.0, 0.08, 0)?;
+//! let m = cartesian_mask(64, 64, 1, KspacePattern::Random, 4.0, 0.08, 0)?;
 //! let a = FourierSampling::new(m.mask)?;
 //! assert!(adjoint_error(&a, 0) < 1e-5);
 //! let x = vec![C32::new(1.0, 0.0); 64 * 64];
@@ -24,6 +26,7 @@
 //! # Ok::<(), amri_ops::OpsError>(())
 //! ```
 
+pub mod acquisition;
 pub mod blocks;
 pub mod coils;
 pub mod corruption;

@@ -13,6 +13,28 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::error::{OpsError, Result};
 
+/// Floating-point types with a known `√2` (`f32`, `f64`), for [`sigma_per_component`].
+pub trait Sqrt2: Copy + std::ops::Mul<Output = Self> + std::ops::Div<Output = Self> {
+    /// `√2` in this type.
+    const SQRT_2: Self;
+}
+
+impl Sqrt2 for f32 {
+    const SQRT_2: f32 = std::f32::consts::SQRT_2;
+}
+
+impl Sqrt2 for f64 {
+    const SQRT_2: f64 = std::f64::consts::SQRT_2;
+}
+
+/// The standard deviation of each real and imaginary part, `σ / (√2 · scale)`, of circular
+/// complex noise whose standard deviation per complex sample is `sigma` (the convention of
+/// [`Noise`] and of `amri simulate`'s `noise_sigma`), in data units divided by `scale` (1: the
+/// same units). The one place this conversion is written.
+pub fn sigma_per_component<T: Sqrt2>(sigma: T, scale: T) -> T {
+    sigma / (T::SQRT_2 * scale)
+}
+
 /// A complex Gaussian noise model of standard deviation `σ` per complex sample (see module docs).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Noise {
@@ -126,6 +148,27 @@ impl Noise {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigma_per_component_is_sigma_over_root_two_times_scale() {
+        for s in [0.0f64, 0.01, 0.3, 7.5] {
+            assert_eq!(sigma_per_component(s, 1.0), s / std::f64::consts::SQRT_2);
+        }
+        let (s, scale) = (0.02f32, 3.7f32);
+        assert_eq!(
+            sigma_per_component(s, scale),
+            s / (std::f32::consts::SQRT_2 * scale)
+        );
+        // the per-component draws of `Noise` have this standard deviation
+        let n = 200_000;
+        let mut y = vec![C32::new(0.0, 0.0); n];
+        Noise::from_sigma(0.5).unwrap().add(&mut y, 3);
+        let var = y.iter().map(|v| (v.re as f64).powi(2)).sum::<f64>() / n as f64;
+        assert!(
+            (var.sqrt() - sigma_per_component(0.5, 1.0)).abs() < 3e-3,
+            "{var}"
+        );
+    }
 
     #[test]
     fn sigma_and_snr_definitions_hold() {

@@ -15,81 +15,110 @@
 //! `[slice, 1, 1, m]` with `attributes["domain"] = "projection"` (the operator is re-drawn from
 //! the stored acquisition and seed). The mask (1 = measured), the reference magnitude and, when
 //! `store_maps` is set, the coil maps are stored with it. Same acquisition and seed, same data.
+//!
+//! Steps 1–3 for one slice are [`Recipe`]: training builds its data with the same recipe.
 
 use std::collections::BTreeMap;
 
 use amri_core::{KSpace, Volume, C32};
-use ndarray::{s, Array3, Array4, Axis};
+use ndarray::{s, Array3, Array4, ArrayView2, Axis};
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::coils::{smooth_phase, synthetic_maps};
-use crate::corruption::{Corruption, CorruptionConfig, CorruptionSpec, Domain, FurtherMode};
+use crate::corruption::{Corruption, Domain, Measurement};
 use crate::error::{OpsError, Result};
+use crate::noise::Noise;
 
-fn default_coils() -> usize {
-    1
+pub use crate::acquisition::Acquisition;
+
+/// The measurement recipe of one acquisition for `[rows, cols]` slices, the one that [`simulate`]
+/// and training (amri-diffusion's `TrainingSet`) share, so both produce the same data from the
+/// same seed. For scan `i` (simulate: slice index; training: scan index):
+/// - complex image: the magnitude times `smooth_phase(rows, cols, seed + i)` when
+///   `synthetic_phase` is set ([`Recipe::complex_image`]);
+/// - operator `A_i`: [`Corruption::measurement`]`(i, maps)`, drawn from `(seed, i)` only, with the
+///   synthetic coil maps `synthetic_maps(coils, rows, cols, seed)` when `coils > 1`;
+/// - noise: complex Gaussian of σ per complex sample on measured entries, drawn from
+///   [`Recipe::noise_seed`]`(i) = seed ^ (0x5EED_0000 + i)`.
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    acq: Acquisition,
+    corruption: Corruption,
+    maps: Option<Array3<C32>>,
 }
 
-fn yes() -> bool {
-    true
-}
+impl Recipe {
+    /// The recipe of `acq` (validated here) for `[rows, cols]` slices. The corruption model is
+    /// built noiseless; [`Recipe::measure_slice`] takes the absolute σ.
+    pub fn new(acq: &Acquisition, rows: usize, cols: usize) -> Result<Self> {
+        acq.validate()?;
+        let corruption = Corruption::new(acq.corruption_config(0.0), rows, cols, acq.seed)?;
+        let maps = (acq.coils > 1).then(|| synthetic_maps(acq.coils, rows, cols, Some(acq.seed)));
+        Ok(Self {
+            acq: acq.clone(),
+            corruption,
+            maps,
+        })
+    }
 
-fn default_delta() -> f64 {
-    0.1
-}
+    /// The acquisition.
+    pub fn acquisition(&self) -> &Acquisition {
+        &self.acq
+    }
 
-/// How a scan is acquired (or corrupted) in a simulation: the corruption model plus coils,
-/// synthetic phase, relative noise level and seed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Acquisition {
-    /// Measurement operator family (TOML table `[acquisition.corruption]`, tagged by `type`).
-    pub corruption: CorruptionSpec,
-    /// Further-corruption fraction `δ ∈ [0, 1]` used in ambient training (default 0.1).
-    #[serde(default = "default_delta")]
-    pub delta: f64,
-    /// When training redraws `Ã` (default per scan).
-    #[serde(default)]
-    pub further: FurtherMode,
-    /// Size `[height, width]` of the extra box `Ã` hides for box corruptions (default: same).
-    #[serde(default)]
-    pub further_box_size: Option<[usize; 2]>,
-    /// Receive coils (1 = single coil; > 1 = SENSE with synthetic maps).
-    #[serde(default = "default_coils")]
-    pub coils: usize,
-    /// Multiply magnitude images by a smooth synthetic phase (default true).
-    #[serde(default = "yes")]
-    pub synthetic_phase: bool,
-    /// Noise standard deviation per complex sample relative to the volume's maximum magnitude.
-    #[serde(default)]
-    pub noise_level: f32,
-    /// Seed of every random draw (masks, phase, maps, noise).
-    #[serde(default)]
-    pub seed: u64,
-    /// Store the synthetic coil maps in the output (default false: reconstructions estimate
-    /// them from the calibration region, as with real data).
-    #[serde(default)]
-    pub store_maps: bool,
-}
+    /// The (noiseless) corruption model that draws every scan's `A` and `Ã`.
+    pub fn corruption(&self) -> &Corruption {
+        &self.corruption
+    }
 
-impl Acquisition {
-    /// The corruption model's configuration, with absolute noise σ per complex sample.
-    pub fn corruption_config(&self, noise_sigma: f32) -> CorruptionConfig {
-        CorruptionConfig {
-            corruption: self.corruption.clone(),
-            noise_sigma,
-            delta: self.delta,
-            further: self.further,
-            further_box_size: self.further_box_size,
+    /// The synthetic coil maps `[coils, rows, cols]` when `coils > 1`.
+    pub fn maps(&self) -> Option<&Array3<C32>> {
+        self.maps.as_ref()
+    }
+
+    /// Scan `scan`'s complex image, row-major `[rows, cols]`: `magnitude` times the smooth
+    /// synthetic phase of seed `seed + scan` when the acquisition asks for it.
+    pub fn complex_image(&self, scan: u64, magnitude: ArrayView2<f32>) -> Vec<C32> {
+        let mut x: Vec<C32> = magnitude.iter().map(|v| C32::new(*v, 0.0)).collect();
+        if self.acq.synthetic_phase {
+            let (rows, cols) = magnitude.dim();
+            let ph = smooth_phase(rows, cols, self.acq.seed.wrapping_add(scan));
+            x.iter_mut().zip(ph.iter()).for_each(|(v, p)| *v *= *p);
         }
+        x
+    }
+
+    /// Seed of scan `scan`'s measurement noise.
+    pub fn noise_seed(&self, scan: u64) -> u64 {
+        self.acq.seed ^ (0x5EED_0000 + scan)
+    }
+
+    /// Measures scan `scan`'s complex image `x` (row-major `[rows, cols]`): draws `A_scan` (SENSE
+    /// with the synthetic maps when `coils > 1`) and returns it with `y = A_scan x + n`, `n` of
+    /// σ `sigma` per complex sample (0: none) on measured entries only.
+    pub fn measure_slice(
+        &self,
+        scan: u64,
+        x: &[C32],
+        sigma: f32,
+    ) -> Result<(Measurement, Vec<C32>)> {
+        let m = self.corruption.measurement(scan, self.maps.as_ref())?;
+        let y = self.measure(&m, scan, x, sigma)?;
+        Ok((m, y))
+    }
+
+    /// `y = A x + n` for scan `scan` with an operator `a` already drawn by
+    /// [`Recipe::corruption`] for that scan (e.g. cached): noise of σ `sigma` per complex sample
+    /// (0: none) from [`Recipe::noise_seed`]`(scan)`, on measured entries only.
+    pub fn measure(&self, a: &Measurement, scan: u64, x: &[C32], sigma: f32) -> Result<Vec<C32>> {
+        a.measure_with(x, Noise::from_sigma(sigma)?, self.noise_seed(scan))
     }
 }
 
 /// One slice's measured samples, its mask and the measurement domain.
 type SliceMeasurement = (Vec<C32>, Option<ndarray::Array2<f32>>, Domain);
 
-/// Simulates the measurement of frame `frame` of every slice of `vol` under `acq`.
+/// Simulates the measurement of frame `frame` of every slice of `vol` under `acq` ([`Recipe`]).
 pub fn simulate(vol: &Volume<f32>, frame: usize, acq: &Acquisition) -> Result<KSpace> {
     let [frames, slices, rows, cols] = vol.shape4();
     if frame >= frames {
@@ -98,41 +127,19 @@ pub fn simulate(vol: &Volume<f32>, frame: usize, acq: &Acquisition) -> Result<KS
             format!("must be below the volume's {frames} frames, got {frame}"),
         ));
     }
-    if acq.coils == 0 || acq.coils > 64 {
-        return Err(OpsError::param(
-            "coils",
-            format!("must be in [1, 64], got {}", acq.coils),
-        ));
-    }
-    if !(acq.noise_level.is_finite() && acq.noise_level >= 0.0) {
-        return Err(OpsError::param(
-            "noise_level",
-            format!("must be finite and ≥ 0, got {}", acq.noise_level),
-        ));
-    }
+    let recipe = Recipe::new(acq, rows, cols)?;
     let img = vol.data.index_axis(Axis(0), frame);
     if img.iter().any(|v| !v.is_finite()) {
         return Err(OpsError::param("image", "holds NaN or infinite values"));
     }
     let peak = img.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    let config = acq.corruption_config(acq.noise_level * peak);
-    let corruption = Corruption::new(config, rows, cols, acq.seed)?;
-    let maps = (acq.coils > 1).then(|| synthetic_maps(acq.coils, rows, cols, Some(acq.seed)));
+    let sigma = acq.noise_level * peak;
 
     let per_slice: Vec<Result<SliceMeasurement>> = (0..slices)
         .into_par_iter()
         .map(|s| {
-            let mut x: Vec<C32> = img
-                .index_axis(Axis(0), s)
-                .iter()
-                .map(|v| C32::new(*v, 0.0))
-                .collect();
-            if acq.synthetic_phase {
-                let ph = smooth_phase(rows, cols, acq.seed.wrapping_add(s as u64));
-                x.iter_mut().zip(ph.iter()).for_each(|(v, p)| *v *= *p);
-            }
-            let m = corruption.measurement(s as u64, maps.as_ref())?;
-            let y = m.measure(&x, acq.seed ^ (0x5EED_0000 + s as u64))?;
+            let x = recipe.complex_image(s as u64, img.index_axis(Axis(0), s));
+            let (m, y) = recipe.measure_slice(s as u64, &x, sigma)?;
             Ok((y, m.mask().cloned(), m.domain))
         })
         .collect();
@@ -162,7 +169,7 @@ pub fn simulate(vol: &Volume<f32>, frame: usize, acq: &Acquisition) -> Result<KS
     k.reference = Some(img.mapv(|v| v.abs()));
     k.affine = vol.affine;
     if acq.store_maps {
-        if let Some(m) = &maps {
+        if let Some(m) = recipe.maps() {
             let mut all = Array4::<C32>::zeros((slices, acq.coils, rows, cols));
             for mut sl in all.outer_iter_mut() {
                 sl.assign(m);
@@ -196,7 +203,7 @@ pub fn simulate(vol: &Volume<f32>, frame: usize, acq: &Acquisition) -> Result<KS
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corruption::KspacePattern;
+    use crate::corruption::{CorruptionSpec, KspacePattern};
     use amri_core::fft::ifft2c;
     use amri_core::Affine;
 

@@ -4,9 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 use amri_ops::masks::cartesian::{
-    cartesian_lines, cartesian_mask, center_lines, random_line_probability, CartesianPattern,
+    cartesian_lines, cartesian_mask, center_lines, random_line_probability,
 };
 use amri_ops::masks::poisson::{poisson_mask, PoissonParams};
+use amri_ops::masks::KspacePattern;
 
 fn fixture() -> String {
     let path = format!(
@@ -42,9 +43,9 @@ fn fastmri_fixture_centre_probability_and_equispaced_lines() {
                 let off: usize = f[4].parse().unwrap();
                 let want: Vec<usize> = f[5].split(',').map(|v| v.parse().unwrap()).collect();
                 let pattern = if f[0] == "equispaced" {
-                    CartesianPattern::Equispaced
+                    KspacePattern::Equispaced
                 } else {
-                    CartesianPattern::EquispacedFraction
+                    KspacePattern::EquispacedFraction
                 };
                 let (lines, _) = cartesian_lines(n, pattern, acc, cf, 0, Some(off)).unwrap();
                 let got: Vec<usize> = (0..n).filter(|k| lines[*k]).collect();
@@ -69,7 +70,7 @@ fn random_mask_has_the_fastmri_expected_line_count() {
     let trials = 400;
     let mean = (0..trials)
         .map(|s| {
-            let (l, _) = cartesian_lines(n, CartesianPattern::Random, acc, cf, s, None).unwrap();
+            let (l, _) = cartesian_lines(n, KspacePattern::Random, acc, cf, s, None).unwrap();
             l.iter().filter(|v| **v).count() as f64
         })
         .sum::<f64>()
@@ -80,11 +81,11 @@ fn random_mask_has_the_fastmri_expected_line_count() {
 
 #[test]
 fn cartesian_masks_are_seeded_and_follow_the_axis() {
-    let a = cartesian_mask(20, 30, 1, CartesianPattern::Random, 4.0, 0.1, 5).unwrap();
-    let b = cartesian_mask(20, 30, 1, CartesianPattern::Random, 4.0, 0.1, 5).unwrap();
+    let a = cartesian_mask(20, 30, 1, KspacePattern::Random, 4.0, 0.1, 5).unwrap();
+    let b = cartesian_mask(20, 30, 1, KspacePattern::Random, 4.0, 0.1, 5).unwrap();
     assert_eq!(a, b);
     let differs = (6..20)
-        .any(|s| cartesian_mask(20, 30, 1, CartesianPattern::Random, 4.0, 0.1, s).unwrap() != a);
+        .any(|s| cartesian_mask(20, 30, 1, KspacePattern::Random, 4.0, 0.1, s).unwrap() != a);
     assert!(differs);
     // axis = 1: whole columns; every row equals the line pattern.
     for row in a.mask.rows() {
@@ -95,7 +96,7 @@ fn cartesian_masks_are_seeded_and_follow_the_axis() {
     for k in a.acs.clone() {
         assert!(a.lines[k]);
     }
-    let r = cartesian_mask(20, 30, 0, CartesianPattern::Equispaced, 2.0, 0.2, 1).unwrap();
+    let r = cartesian_mask(20, 30, 0, KspacePattern::Equispaced, 2.0, 0.2, 1).unwrap();
     assert_eq!(r.lines.len(), 20);
     for col in r.mask.columns() {
         for (i, v) in col.iter().enumerate() {

@@ -41,8 +41,8 @@
 
 use std::path::{Path, PathBuf};
 
-use amri_ops::corruption::{CorruptionSpec, KspacePattern};
-use amri_ops::simulate::Acquisition;
+use amri_ops::acquisition::Acquisition;
+use amri_ops::OpsError;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -329,96 +329,26 @@ impl Protocol {
         if self.name.trim().is_empty() {
             return bad("name", "\"\"".into(), "a non-empty name");
         }
-        let a = &self.acquisition;
-        if !(1..=64).contains(&a.coils) {
-            return bad(
-                "acquisition.coils",
-                a.coils.to_string(),
-                "an integer in [1, 64]",
-            );
-        }
-        if !(a.noise_level.is_finite() && (0.0..=1.0).contains(&a.noise_level)) {
-            return bad(
-                "acquisition.noise_level",
-                a.noise_level.to_string(),
-                "a number in [0, 1] (σ relative to the image maximum)",
-            );
-        }
-        if !(0.0..=1.0).contains(&a.delta) {
-            return bad(
-                "acquisition.delta",
-                a.delta.to_string(),
-                "a fraction in [0, 1]",
-            );
-        }
-        match &a.corruption {
-            CorruptionSpec::Kspace {
-                pattern,
-                acceleration,
-                center_fraction,
-                axis,
-            } => {
-                if !(acceleration.is_finite() && *acceleration >= 1.0 && *acceleration <= 64.0) {
-                    return bad(
-                        "acquisition.corruption.acceleration",
-                        acceleration.to_string(),
-                        "a number in [1, 64]",
-                    );
-                }
-                if *pattern == KspacePattern::Equispaced && acceleration.fract() != 0.0 {
-                    return bad("acquisition.corruption.acceleration", acceleration.to_string(), "an integer for pattern = \"equispaced\" (use equispaced_fraction for non-integers)");
-                }
-                if !(0.0..=1.0).contains(center_fraction) {
-                    return bad(
-                        "acquisition.corruption.center_fraction",
-                        center_fraction.to_string(),
-                        "a fraction in [0, 1]",
-                    );
-                }
-                if *axis > 1 {
-                    return bad(
-                        "acquisition.corruption.axis",
-                        axis.to_string(),
-                        "0 (rows) or 1 (columns, phase encode)",
-                    );
-                }
-            }
-            CorruptionSpec::Pixel { p } => {
-                if !(0.0..=1.0).contains(p) {
-                    return bad(
-                        "acquisition.corruption.p",
-                        p.to_string(),
-                        "a probability in [0, 1]",
-                    );
-                }
-            }
-            CorruptionSpec::Boxes { count, size, .. } => {
-                if *count == 0 || *count > 1000 {
-                    return bad(
-                        "acquisition.corruption.count",
-                        count.to_string(),
-                        "an integer in [1, 1000]",
-                    );
-                }
-                if size[0] == 0 || size[1] == 0 {
-                    return bad(
-                        "acquisition.corruption.size",
-                        format!("{size:?}"),
-                        "[height, width] in pixels, both ≥ 1",
-                    );
-                }
-            }
-            CorruptionSpec::GaussianCs { m, ratio, .. } => match (m, ratio) {
-                (Some(m), None) if *m >= 1 => {}
-                (None, Some(r)) if *r > 0.0 && *r <= 1.0 => {}
-                _ => {
-                    return bad(
-                        "acquisition.corruption.m / ratio",
-                        format!("m = {m:?}, ratio = {ratio:?}"),
-                        "exactly one of m ≥ 1 or ratio in (0, 1]",
-                    );
-                }
-            },
+        // The acquisition's limits live in amri-ops (one copy); the protocol adds the key path.
+        if let Err(e) = self.acquisition.validate() {
+            return Err(match e {
+                OpsError::Invalid {
+                    key,
+                    value,
+                    allowed,
+                } => ProtocolError::Invalid {
+                    origin: origin.to_string(),
+                    key: format!("acquisition.{key}"),
+                    value,
+                    allowed,
+                },
+                other => ProtocolError::Invalid {
+                    origin: origin.to_string(),
+                    key: "acquisition".into(),
+                    value: "(see the message)".into(),
+                    allowed: other.to_string(),
+                },
+            });
         }
         if let Some(r) = &self.reconstruction {
             if let Some(l) = r.lambda {
@@ -543,6 +473,78 @@ mod tests {
         );
         let t = BUILTIN[0].1.replace("coils = 8", "coils = 0");
         assert!(Protocol::from_toml(&t, "x.toml").is_err());
+    }
+
+    #[test]
+    fn every_acquisition_limit_is_rejected_with_its_key_path() {
+        let preset = |n: &str| {
+            BUILTIN
+                .iter()
+                .find(|(name, _)| *name == n)
+                .map(|(_, t)| t.to_string())
+                .unwrap()
+        };
+        let cart = preset("brain-r4-cartesian");
+        let cases = [
+            (cart.replace("coils = 8", "coils = 65"), "acquisition.coils"),
+            (
+                cart.replace("noise_level = 0.002", "noise_level = 1.5"),
+                "acquisition.noise_level",
+            ),
+            (
+                cart.replace("seed = 0", "seed = 0\ndelta = 1.5"),
+                "acquisition.delta",
+            ),
+            (
+                cart.replace("acceleration = 4.0", "acceleration = 65.0"),
+                "acquisition.corruption.acceleration",
+            ),
+            (
+                cart.replace("\"random\"", "\"equispaced\"")
+                    .replace("acceleration = 4.0", "acceleration = 4.5"),
+                "acquisition.corruption.acceleration",
+            ),
+            (
+                cart.replace("center_fraction = 0.08", "center_fraction = 1.5"),
+                "acquisition.corruption.center_fraction",
+            ),
+            (
+                cart.replace("center_fraction = 0.08", "center_fraction = 0.08\naxis = 2"),
+                "acquisition.corruption.axis",
+            ),
+            (
+                preset("pixel-90").replace("p = 0.9", "p = 1.5"),
+                "acquisition.corruption.p",
+            ),
+            (
+                preset("box-corruption").replace("count = 1", "count = 0"),
+                "acquisition.corruption.count",
+            ),
+            (
+                preset("box-corruption").replace("size = [64, 64]", "size = [0, 64]"),
+                "acquisition.corruption.size",
+            ),
+            (
+                preset("box-corruption")
+                    .replace("further_box_size = [32, 32]", "further_box_size = [32, 0]"),
+                "acquisition.further_box_size",
+            ),
+            (
+                preset("gaussian-cs").replace("ratio = 0.25", "ratio = 1.5"),
+                "acquisition.corruption.m / ratio",
+            ),
+        ];
+        for (text, key) in cases {
+            let e = Protocol::from_toml(&text, "x.toml").unwrap_err();
+            assert!(
+                matches!(&e, ProtocolError::Invalid { key: k, .. } if k == key),
+                "{key}: {e}"
+            );
+            assert!(
+                e.to_string().starts_with(&format!("x.toml: {key} = ")),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -30,8 +30,8 @@ use amri_core::fft::Fft2;
 use amri_core::metrics::{psnr, ssim};
 use amri_core::{KSpace, C32};
 use amri_ops::coils::{smooth_phase, synthetic_maps};
-use amri_ops::masks::cartesian::{cartesian_mask, CartesianPattern};
 use amri_ops::masks::poisson::{poisson_mask, PoissonParams};
+use amri_ops::masks::{cartesian_mask, KspacePattern};
 use amri_recon::app::{
     bart_scaling, l1_wavelet, tv_recon, DataScaling, L1WaveletConfig, TvConfig, TvSolver,
 };
@@ -129,8 +129,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let mut masks: Vec<(String, Array2<f32>)> = Vec::new();
     for (name, pat) in [
-        ("random", CartesianPattern::Random),
-        ("equispaced", CartesianPattern::Equispaced),
+        ("random", KspacePattern::Random),
+        ("equispaced", KspacePattern::Equispaced),
     ] {
         for (r, cf) in [(4.0, 0.08), (8.0, 0.04)] {
             let m = cartesian_mask(rows, cols, 1, pat, r, cf, 42)?;

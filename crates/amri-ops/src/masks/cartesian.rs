@@ -5,14 +5,14 @@
 //! For `n` lines along the undersampled axis, `center_fraction` `cf` and `acceleration` `R`:
 //! - centre: `n_low = round(n · cf)` lines (Python `round`, ties to even), occupying
 //!   `[pad, pad + n_low)` with `pad = (n − n_low + 1) / 2` (integer division);
-//! - [`CartesianPattern::Random`]: every line is also kept independently with probability
+//! - [`KspacePattern::Random`]: every line is also kept independently with probability
 //!   `p = (n/R − n_low) / (n − n_low)`, so the expected number of lines is `n/R` *counting the
 //!   centre lines in the budget*, exactly as fastMRI does (random draws may fall in the centre);
-//! - [`CartesianPattern::Equispaced`]: fastMRI ≥ 0.2 `EquispacedMaskFunc`: lines
+//! - [`KspacePattern::Equispaced`]: fastMRI ≥ 0.2 `EquispacedMaskFunc`: lines
 //!   `offset, offset + R, offset + 2R, …` with `offset` uniform in `[0, round(R))`; `R` must be an
 //!   integer here, as numpy slicing requires there. Total ≈ `n/R + n_low` lines (the centre is
 //!   on top of the budget);
-//! - [`CartesianPattern::EquispacedFraction`]: fastMRI `EquispacedMaskFractionFunc` (the v0.1
+//! - [`KspacePattern::EquispacedFraction`]: fastMRI `EquispacedMaskFractionFunc` (the v0.1
 //!   `EquispacedMaskFunc`): an adjusted spacing `R' = R (n_low − n) / (n_low R − n)` so that the
 //!   total is ≈ `n/R`; lines `round(offset + k R')` (ties to even, as `np.around`) for
 //!   `offset + k R' < n − 1`, `offset` uniform in `[0, round(R'))`.
@@ -27,24 +27,11 @@
 
 use std::ops::Range;
 
+use crate::error::{OpsError, Result};
+use crate::masks::{check_acceleration, check_center_fraction, KspacePattern};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
-
-use crate::error::{OpsError, Result};
-
-/// Which 1-D line pattern is drawn outside the centre (see module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CartesianPattern {
-    /// fastMRI `RandomMaskFunc`.
-    Random,
-    /// fastMRI `EquispacedMaskFunc` (integer acceleration, centre on top).
-    Equispaced,
-    /// fastMRI `EquispacedMaskFractionFunc` (adjusted spacing, total ≈ n/R).
-    EquispacedFraction,
-}
 
 /// A drawn Cartesian mask with its metadata.
 #[derive(Clone, Debug, PartialEq)]
@@ -69,12 +56,7 @@ fn round_even(x: f64) -> f64 {
 /// fastMRI's centre: `n_low = round(n·cf)` lines at `[pad, pad + n_low)`,
 /// `pad = (n − n_low + 1) / 2`.
 pub fn center_lines(n: usize, center_fraction: f64) -> Result<Range<usize>> {
-    if !(0.0..=1.0).contains(&center_fraction) {
-        return Err(OpsError::param(
-            "center_fraction",
-            format!("must be in [0, 1], got {center_fraction}"),
-        ));
-    }
+    check_center_fraction(center_fraction)?;
     let n_low = (round_even(n as f64 * center_fraction) as usize).min(n);
     let pad = (n - n_low).div_ceil(2);
     Ok(pad..pad + n_low)
@@ -96,7 +78,7 @@ pub fn random_line_probability(n: usize, acceleration: f64, center_fraction: f64
 /// first equispaced line instead of drawing it (ignored by `Random`; must be `< n`).
 pub fn cartesian_lines(
     n: usize,
-    pattern: CartesianPattern,
+    pattern: KspacePattern,
     acceleration: f64,
     center_fraction: f64,
     seed: u64,
@@ -108,12 +90,7 @@ pub fn cartesian_lines(
             "the undersampled axis must have ≥ 1 line",
         ));
     }
-    if !(acceleration.is_finite() && acceleration >= 1.0) {
-        return Err(OpsError::param(
-            "acceleration",
-            format!("must be finite and ≥ 1, got {acceleration}"),
-        ));
-    }
+    check_acceleration(pattern, acceleration, f64::INFINITY)?;
     let acs = center_lines(n, center_fraction)?;
     let n_low = acs.len();
     let nf = n as f64;
@@ -125,7 +102,7 @@ pub fn cartesian_lines(
         }
     }
     match pattern {
-        CartesianPattern::Random => {
+        KspacePattern::Random => {
             if nf / acceleration < n_low as f64 {
                 return Err(OpsError::param(
                     "acceleration",
@@ -141,20 +118,15 @@ pub fn cartesian_lines(
                 *l = rng.random::<f64>() < prob;
             }
         }
-        CartesianPattern::Equispaced => {
-            if acceleration.fract() != 0.0 {
-                return Err(OpsError::param(
-                    "acceleration",
-                    format!("Equispaced needs an integer acceleration, got {acceleration}; use equispaced_fraction"),
-                ));
-            }
+        KspacePattern::Equispaced => {
+            // check_acceleration: an integer ≥ 1
             let r = acceleration as usize;
             let offset = offset.unwrap_or_else(|| rng.random_range(0..r));
             for l in lines.iter_mut().skip(offset).step_by(r) {
                 *l = true;
             }
         }
-        CartesianPattern::EquispacedFraction => {
+        KspacePattern::EquispacedFraction => {
             let den = n_low as f64 * acceleration - nf;
             if n_low == 0 || den >= 0.0 {
                 return Err(OpsError::param(
@@ -181,6 +153,12 @@ pub fn cartesian_lines(
                 k += 1;
             }
         }
+        KspacePattern::Poisson => {
+            return Err(OpsError::param(
+                "pattern",
+                "poisson is a 2-D pattern: draw it with masks::poisson_mask",
+            ))
+        }
     }
     for l in &mut lines[acs.clone()] {
         *l = true;
@@ -194,7 +172,7 @@ pub fn cartesian_mask(
     rows: usize,
     cols: usize,
     axis: usize,
-    pattern: CartesianPattern,
+    pattern: KspacePattern,
     acceleration: f64,
     center_fraction: f64,
     seed: u64,
@@ -252,7 +230,7 @@ mod tests {
     #[test]
     fn equispaced_is_offset_stride_plus_centre() {
         let (lines, acs) =
-            cartesian_lines(64, CartesianPattern::Equispaced, 4.0, 0.08, 3, None).unwrap();
+            cartesian_lines(64, KspacePattern::Equispaced, 4.0, 0.08, 3, None).unwrap();
         let off = lines.iter().position(|l| *l).unwrap();
         assert!(off < 4);
         for (k, l) in lines.iter().enumerate() {
@@ -266,15 +244,8 @@ mod tests {
         // numpy (see tests/fixtures/make_fixtures.py): n = 32, cf = 0.125, R = 4:
         // n_low = 4, adjusted = 4*(4-32)/(16-32) = 7, offset = 2 ->
         // arange(2, 31, 7) = [2, 9, 16, 23, 30]; centre pad = 14 -> [14, 18).
-        let (lines, acs) = cartesian_lines(
-            32,
-            CartesianPattern::EquispacedFraction,
-            4.0,
-            0.125,
-            0,
-            None,
-        )
-        .unwrap();
+        let (lines, acs) =
+            cartesian_lines(32, KspacePattern::EquispacedFraction, 4.0, 0.125, 0, None).unwrap();
         assert_eq!(acs, 14..18);
         let off = lines.iter().position(|l| *l).unwrap();
         let expect: Vec<usize> = (0..)
@@ -289,13 +260,13 @@ mod tests {
 
     #[test]
     fn out_of_range_parameters_are_errors() {
-        assert!(cartesian_mask(8, 8, 2, CartesianPattern::Random, 4.0, 0.1, 0).is_err());
-        assert!(cartesian_lines(32, CartesianPattern::Random, 0.5, 0.1, 0, None).is_err());
-        assert!(cartesian_lines(32, CartesianPattern::Random, 8.0, 0.5, 0, None).is_err());
-        assert!(cartesian_lines(32, CartesianPattern::Equispaced, 2.5, 0.1, 0, None).is_err());
+        assert!(cartesian_mask(8, 8, 2, KspacePattern::Random, 4.0, 0.1, 0).is_err());
+        assert!(cartesian_lines(32, KspacePattern::Random, 0.5, 0.1, 0, None).is_err());
+        assert!(cartesian_lines(32, KspacePattern::Random, 8.0, 0.5, 0, None).is_err());
+        assert!(cartesian_lines(32, KspacePattern::Equispaced, 2.5, 0.1, 0, None).is_err());
         assert!(
-            cartesian_lines(32, CartesianPattern::EquispacedFraction, 8.0, 0.25, 0, None).is_err()
+            cartesian_lines(32, KspacePattern::EquispacedFraction, 8.0, 0.25, 0, None).is_err()
         );
-        assert!(cartesian_lines(32, CartesianPattern::Random, 4.0, 1.5, 0, None).is_err());
+        assert!(cartesian_lines(32, KspacePattern::Random, 4.0, 1.5, 0, None).is_err());
     }
 }
