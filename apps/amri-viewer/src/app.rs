@@ -79,27 +79,14 @@ impl Settings {
                 params: MethodParams::default_for(m),
             })
             .collect();
-        if let Some(r) = &p.reconstruction {
+        // The protocol's method, with its values over the plan's defaults.
+        if let Ok(plan) = amri_pipeline::Plan::new(Some(p), &Default::default()) {
             if let Some(c) = methods
                 .iter_mut()
-                .find(|c| c.method == ReconMethod::Classical(r.method))
+                .find(|c| c.method == ReconMethod::Classical(plan.method()))
             {
                 c.enabled = true;
-                if let Some(l) = r.lambda {
-                    c.params.lambda = l;
-                }
-                if let Some(i) = r.iterations {
-                    c.params.iterations = i;
-                }
-                if let Some(s) = r.seed {
-                    c.params.seed = s;
-                }
-                if let Some(s) = r.steps {
-                    c.params.iterations = s;
-                }
-                if let Some(s) = r.samples {
-                    c.params.samples = s;
-                }
+                c.params = MethodParams::of_plan(&plan);
             }
         }
         let model = p
