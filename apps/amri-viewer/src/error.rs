@@ -21,6 +21,9 @@ pub enum ViewerError {
     /// A learned-prior reconstruction failed (e.g. a model that does not match the data).
     #[error(transparent)]
     Diffusion(#[from] amri_diffusion::DiffusionError),
+    /// A reconstruction plan was invalid or its run failed.
+    #[error(transparent)]
+    Pipeline(#[from] amri_pipeline::PipelineError),
     /// Arrays or metrics were inconsistent.
     #[error(transparent)]
     Core(#[from] amri_core::CoreError),

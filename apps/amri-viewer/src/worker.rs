@@ -3,8 +3,7 @@
 //! [`Worker::poll`] every frame and never blocks; [`Worker::cancel`] stops the solvers at their
 //! next iteration.
 
-use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
@@ -12,13 +11,11 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use amri_core::{Affine, KSpace, Volume, C32};
-use amri_diffusion::sample::{
-    measured_scale, one_step, posterior, OneStepConfig, PosteriorConfig, Prior, Problem,
-};
+use amri_diffusion::sample::Prior;
 use amri_ops::simulate::Acquisition;
+use amri_pipeline::{Overrides, Plan};
 use amri_protocol::Method;
-use amri_recon::alg::IterInfo;
-use amri_recon::app::{self, CgSenseConfig, L1WaveletConfig, TvConfig};
+use amri_recon::app;
 use ndarray::{s, Array3, Array4, Axis};
 
 use crate::error::{Result, ViewerError};
@@ -87,22 +84,56 @@ pub struct MethodParams {
 }
 
 impl MethodParams {
-    /// The defaults `amri demo` uses: λ = 0.005 for l1-wavelet/TV, 0 for CG-SENSE; 60
-    /// iterations (30 for CG-SENSE); the posterior sampler's defaults for `iterative`.
+    /// The defaults of `m`, which are the reconstruction plan's ([`amri_pipeline::Params`]):
+    /// λ = 0.005 for l1-wavelet/TV, 0 for CG-SENSE; 100 iterations (30 for CG-SENSE); the
+    /// posterior sampler's steps and samples for `iterative`.
     pub fn default_for(m: ReconMethod) -> Self {
-        let d = PosteriorConfig::default();
-        let (lambda, iterations) = match m.method() {
-            Method::CgSense => (0.0, 30),
-            Method::L1Wavelet | Method::Tv => (0.005, 60),
-            Method::Iterative => (0.0, d.steps),
-            Method::ZeroFilled | Method::OneStep => (0.0, 1),
-        };
+        Self::of_plan(&Plan::for_method(m.method()))
+    }
+
+    /// The panel values of `plan`'s method (for `iterative`, `iterations` holds the sampler
+    /// steps).
+    pub fn of_plan(plan: &Plan) -> Self {
+        let p = plan.params();
         MethodParams {
-            lambda,
-            iterations,
-            samples: d.samples,
-            seed: 0,
+            lambda: p.lambda,
+            iterations: if plan.method() == Method::Iterative {
+                p.steps
+            } else {
+                p.iterations
+            },
+            samples: p.samples,
+            seed: p.seed,
         }
+    }
+
+    /// The reconstruction plan of `method` with these values; `model` is the prior's folder
+    /// for one-step and iterative.
+    pub fn plan(&self, method: ReconMethod, model: Option<&Path>) -> Result<Plan> {
+        let m = method.method();
+        let o = Overrides {
+            method: Some(m),
+            seed: Some(self.seed),
+            ..Overrides::default()
+        };
+        let o = match m {
+            Method::Iterative => Overrides {
+                steps: Some(self.iterations),
+                samples: Some(self.samples),
+                model: model.map(Path::to_path_buf),
+                ..o
+            },
+            Method::OneStep => Overrides {
+                model: model.map(Path::to_path_buf),
+                ..o
+            },
+            Method::ZeroFilled | Method::CgSense | Method::L1Wavelet | Method::Tv => Overrides {
+                lambda: Some(self.lambda),
+                iterations: Some(self.iterations),
+                ..o
+            },
+        };
+        Ok(Plan::new(None, &o)?)
     }
 }
 
@@ -323,140 +354,6 @@ pub fn slice_of(ks: &KSpace, k: usize) -> KSpace {
     out
 }
 
-/// Reconstructs `ks` with `method`, reporting each solver iteration to `progress` (as
-/// `amri recon` does); magnitude images `[slice, row, col]`.
-pub fn reconstruct(
-    ks: &KSpace,
-    method: ReconMethod,
-    p: &MethodParams,
-    progress: &(dyn Fn(usize, &IterInfo) -> ControlFlow<()> + Sync),
-) -> Result<Array3<f32>> {
-    let m = method.method();
-    if m.is_prior() {
-        return Err(ViewerError::msg(format!(
-            "{} needs a learned prior: see reconstruct_prior",
-            m.name()
-        )));
-    }
-    // Image-domain (pixel/box) data are inpainted by the same methods with A = M, and random
-    // projections refused, by amri-recon (`app::data_domain`).
-    let img = match m {
-        Method::ZeroFilled => return Ok(app::zero_filled(ks)?),
-        Method::CgSense => {
-            let c = CgSenseConfig {
-                lambda: p.lambda,
-                iterations: p.iterations,
-                ..CgSenseConfig::default()
-            };
-            app::cg_sense_with(ks, None, &c, progress)?
-        }
-        Method::L1Wavelet => {
-            let c = L1WaveletConfig {
-                lambda: p.lambda,
-                iterations: p.iterations,
-                seed: p.seed,
-                ..L1WaveletConfig::default()
-            };
-            app::l1_wavelet_with(ks, None, &c, progress)?
-        }
-        Method::Tv => {
-            let c = TvConfig {
-                lambda: p.lambda,
-                iterations: p.iterations,
-                ..TvConfig::default()
-            };
-            app::tv_recon_with(ks, None, &c, progress)?
-        }
-        Method::OneStep | Method::Iterative => {
-            return Err(ViewerError::msg(format!(
-                "{} needs a learned prior (amri_diffusion::sample)",
-                m.name()
-            )))
-        }
-    };
-    Ok(img.magnitude())
-}
-
-/// The 2-D problems of every slice of `ks` for a learned prior (k-space with its mask and
-/// maps, or an image-domain measurement with its pixel mask), as `amri recon` builds them.
-pub fn problems(ks: &KSpace) -> Result<Vec<Problem>> {
-    Problem::from_kspace(ks).map_err(|e| ViewerError::msg(e.to_string()))
-}
-
-/// Reconstructs every slice of `ks` with a learned prior as `amri recon --method one-step |
-/// iterative` does (one intensity scale for the whole volume; for iterative a per-slice seed
-/// derived from `p.seed`): magnitude images `[slice, row, col]` and, for iterative, the per-pixel
-/// posterior standard deviation. `tick` is called once per network step; `cancel` stops it.
-pub fn reconstruct_prior(
-    ks: &KSpace,
-    method: ReconMethod,
-    p: &MethodParams,
-    prior: &Prior,
-    tick: &(dyn Fn() + Sync),
-    cancel: &AtomicBool,
-) -> Result<(Array3<f32>, Option<Array3<f32>>)> {
-    let probs = problems(ks)?;
-    let scale = measured_scale(&probs)?;
-    let [slices, _, rows, cols] = ks.shape4();
-    let mut image = Array3::<f32>::zeros((slices, rows, cols));
-    match method.method() {
-        Method::OneStep => {
-            let cfg = OneStepConfig {
-                scale: Some(scale),
-                ..OneStepConfig::default()
-            };
-            for (k, pr) in probs.iter().enumerate() {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(ViewerError::msg("cancelled"));
-                }
-                let x = one_step(prior, pr, &cfg)
-                    .map_err(|e| ViewerError::msg(format!("one-step, slice {k}: {e}")))?;
-                image
-                    .index_axis_mut(Axis(0), k)
-                    .assign(&x.mapv(|v| v.norm()));
-                tick();
-            }
-            Ok((image, None))
-        }
-        Method::Iterative => {
-            // amri simulate stores σ per complex sample; the sampler takes it per component.
-            let noise = ks
-                .attributes
-                .get("noise_sigma")
-                .and_then(|v| v.parse::<f64>().ok())
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .unwrap_or(0.0)
-                / std::f64::consts::SQRT_2;
-            let cfg = PosteriorConfig {
-                steps: p.iterations,
-                samples: p.samples,
-                seed: p.seed,
-                noise_sigma: noise,
-                scale: Some(scale),
-                ..PosteriorConfig::default()
-            };
-            let mut std = Array3::<f32>::zeros((slices, rows, cols));
-            for (k, pr) in probs.iter().enumerate() {
-                let slice_cfg = PosteriorConfig {
-                    seed: amri_diffusion::train::derive_seed(cfg.seed, k as u64, 0x511CE),
-                    ..cfg.clone()
-                };
-                let r = posterior(prior, pr, &slice_cfg, &|_, _| tick(), cancel)
-                    .map_err(|e| ViewerError::msg(format!("iterative, slice {k}: {e}")))?;
-                image
-                    .index_axis_mut(Axis(0), k)
-                    .assign(&r.mean.mapv(|v| v.norm()));
-                std.index_axis_mut(Axis(0), k).assign(&r.std);
-            }
-            Ok((image, Some(std)))
-        }
-        m => Err(ViewerError::msg(format!(
-            "{} is not a learned-prior method",
-            m.name()
-        ))),
-    }
-}
-
 fn run(job: Job, ctl: &Control) -> Result<()> {
     let mut ks = match job.source {
         Source::Measured(k) => *k,
@@ -506,7 +403,7 @@ fn run(job: Job, ctl: &Control) -> Result<()> {
         let p = Prior::load(path, &candle_core::Device::Cpu).map_err(|e| {
             ViewerError::msg(format!("{}: cannot load the prior: {e}", path.display()))
         })?;
-        Some(p)
+        Some(Arc::new(p))
     } else {
         None
     };
@@ -528,28 +425,18 @@ fn run(job: Job, ctl: &Control) -> Result<()> {
         }
         ctl.send(Event::Status(format!("{} …", method.name())));
         let t = Instant::now();
+        let mut plan = params.plan(*method, job.model.as_deref())?;
+        if let (true, Some(p)) = (method.is_prior(), prior.as_ref()) {
+            plan = plan.with_prior(Arc::clone(p));
+        }
         let done = &ctl.done;
-        let cancel = &ctl.cancel;
-        let progress = |_: usize, _: &IterInfo| {
+        let tick = || {
             done.fetch_add(1, Ordering::Relaxed);
-            if cancel.load(Ordering::Relaxed) {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
         };
-        let (img, std) = match (method.is_prior(), prior.as_ref()) {
-            (true, Some(pr)) => {
-                let tick = || {
-                    done.fetch_add(1, Ordering::Relaxed);
-                };
-                match reconstruct_prior(&ks, *method, params, pr, &tick, cancel) {
-                    Ok(r) => r,
-                    Err(_) if ctl.cancelled() => break,
-                    Err(e) => return Err(e),
-                }
-            }
-            _ => (reconstruct(&ks, *method, params, &progress)?, None),
+        let (img, std) = match plan.run(&ks, &tick, &ctl.cancel) {
+            Ok(r) => (r.image, r.std),
+            Err(_) if ctl.cancelled() => break,
+            Err(e) => return Err(e.into()),
         };
         if ctl.cancelled() {
             break;

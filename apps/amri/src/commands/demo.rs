@@ -9,18 +9,19 @@
 //! provenance (model SHA-256) and comparison figure. `--no-prior` skips it.
 
 use std::fmt::Write as _;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 use amri_core::{KSpace, Volume};
 use amri_diffusion::sample::Prior;
 use amri_io::{Scan, WriteOptions};
+use amri_pipeline::{Overrides, Params, Plan};
 use amri_protocol::{Method, Protocol};
 use anyhow::{bail, Context, Result};
 use ndarray::{Array2, Array3, Axis};
 
-use super::recon::{reconstruct, reconstruct_prior, Settings};
 use crate::figure;
 
 /// Arguments of `amri demo`.
@@ -192,7 +193,7 @@ pub fn run(args: Args) -> Result<()> {
             _ => bail!("{}: expected an image", val64.display()),
         };
         keep_central_slices(&mut vol64, args.prior_slices, "--prior-slices")?;
-        Some((load_prior(&args.model)?, vol64))
+        Some((Arc::new(load_prior(&args.model)?), vol64))
     };
     let mut written: Vec<PathBuf> = Vec::new();
 
@@ -241,25 +242,25 @@ pub fn run(args: Args) -> Result<()> {
     let mut table = MetricsTable::new();
     let mut results: Vec<(Method, ndarray::Array3<f32>)> = Vec::new();
     for method in Method::ALL {
-        let s = Settings {
-            protocol: Some(protocol.name.clone()),
-            method,
-            lambda: match method {
-                Method::CgSense => Some(0.0),
-                Method::L1Wavelet | Method::Tv => Some(0.005),
-                _ => None,
-            },
-            iterations: (method != Method::ZeroFilled).then_some(match method {
-                Method::CgSense => args.iters.min(30),
-                _ => args.iters,
-            }),
-            tol: None,
-            seed: 0,
-            ..Settings::default()
+        // The methods' default λ; the demo's iterations (CG-SENSE capped at its default).
+        let iterations = match method {
+            Method::ZeroFilled => None,
+            Method::CgSense => Some(args.iters.min(Params::defaults(method).iterations)),
+            _ => Some(args.iters),
         };
+        let plan = Plan::new(
+            None,
+            &Overrides {
+                method: Some(method),
+                iterations,
+                ..Overrides::default()
+            },
+        )?;
         let t = Instant::now();
-        let img = reconstruct(&ks, &s, &|_, _| ControlFlow::Continue(()))
-            .with_context(|| format!("reconstructing with {}", method.name()))?;
+        let img = plan
+            .run(&ks, &|| {}, &AtomicBool::new(false))
+            .with_context(|| format!("reconstructing with {}", method.name()))?
+            .image;
         table.add(method, &reference, &img, t.elapsed().as_secs_f64())?;
         let mut v = Volume::new(img.clone().insert_axis(Axis(0)), ks.affine);
         v.meta.description = format!(
@@ -388,6 +389,12 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// `x` as the f64 of its shortest decimal form, so that JSON shows 0.005 for `0.005_f32`
+/// rather than its binary expansion 0.004999999888241291.
+fn json_f32(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
 /// Loads the demo's prior, or says how to get one or skip the part.
 fn load_prior(model: &Path) -> Result<Prior> {
     if !model.exists() {
@@ -421,7 +428,7 @@ fn prior_part(
     args: &Args,
     val64: &Path,
     vol: &Volume<f32>,
-    prior: &Prior,
+    prior: &Arc<Prior>,
     written: &mut Vec<PathBuf>,
 ) -> Result<PriorSummary> {
     let out = &args.out;
@@ -462,31 +469,28 @@ fn prior_part(
     let mut results: Vec<(Method, Array3<f32>)> = Vec::new();
     let mut std_map: Option<Array3<f32>> = None;
     for method in methods {
-        let s = Settings {
-            protocol: Some(protocol.name.clone()),
-            method,
-            lambda: matches!(method, Method::L1Wavelet | Method::Tv).then_some(0.005),
-            iterations: matches!(method, Method::L1Wavelet | Method::Tv).then_some(args.iters),
-            seed: 0,
-            model: method.is_prior().then(|| args.model.clone()),
-            model_sha256: method.is_prior().then(|| sha.clone()),
-            model_checkpoint: method
-                .is_prior()
-                .then(|| prior.checkpoint_dir().display().to_string()),
-            steps: (method == Method::Iterative).then_some(args.prior_steps),
-            samples: (method == Method::Iterative).then_some(args.prior_samples),
-            ..Settings::default()
-        };
+        // The methods' default λ; the demo's iterations, sampler steps and samples.
+        let classical = matches!(method, Method::L1Wavelet | Method::Tv);
+        let iterative = method == Method::Iterative;
+        let mut plan = Plan::new(
+            None,
+            &Overrides {
+                method: Some(method),
+                iterations: classical.then_some(args.iters),
+                model: method.is_prior().then(|| args.model.clone()),
+                steps: iterative.then_some(args.prior_steps),
+                samples: iterative.then_some(args.prior_samples),
+                ..Overrides::default()
+            },
+        )?;
+        if method.is_prior() {
+            plan = plan.with_prior(Arc::clone(prior));
+        }
         let t = Instant::now();
-        let (img, std) = if method.is_prior() {
-            let r = reconstruct_prior(&ks, &s, prior, &|| {})
-                .with_context(|| format!("reconstructing with {}", method.name()))?;
-            (r.image, r.std)
-        } else {
-            let img = reconstruct(&ks, &s, &|_, _| ControlFlow::Continue(()))
-                .with_context(|| format!("reconstructing with {}", method.name()))?;
-            (img, None)
-        };
+        let r = plan
+            .run(&ks, &|| {}, &AtomicBool::new(false))
+            .with_context(|| format!("reconstructing with {}", method.name()))?;
+        let (img, std) = (r.image, r.std);
         table.add(method, &reference, &img, t.elapsed().as_secs_f64())?;
         let description = format!(
             "amri {} {} {}{}",
@@ -533,7 +537,10 @@ fn prior_part(
         "model_checkpoint": prior.checkpoint_dir().display().to_string(),
         "model_sha256": sha,
         "iterative": { "steps": args.prior_steps, "samples": args.prior_samples },
-        "l1_wavelet_tv": { "lambda": 0.005, "iterations": args.iters },
+        "l1_wavelet_tv": {
+            "lambda": json_f32(Params::defaults(Method::L1Wavelet).lambda),
+            "iterations": args.iters,
+        },
         "seed": 0,
     });
     amri_io::atomic::write_bytes(&provenance, serde_json::to_string_pretty(&prov)?.as_bytes())?;

@@ -11,23 +11,18 @@
 //! model's SHA-256 goes into every sidecar. `iterative` also writes `<output>_std` (per-pixel
 //! standard deviation of the posterior samples, same format).
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use amri_core::{KSpace, Volume, C32};
-use amri_diffusion::sample::{
-    measured_scale, one_step, posterior, OneStepConfig, PosteriorConfig, Prior, Problem,
-};
+use amri_core::{KSpace, Volume};
 use amri_io::{Scan, WriteOptions};
-use amri_protocol::{Method, Protocol, Reconstruction as ReconSettings};
-use amri_recon::alg::IterInfo;
-use amri_recon::app::{self, CgSenseConfig, L1WaveletConfig, TvConfig};
+use amri_pipeline::{Overrides, PipelineError, Plan};
+use amri_protocol::{Method, Protocol};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use ndarray::{Array2, Array3, Axis};
+use ndarray::{Array3, Axis};
 use serde::Serialize;
 
 use crate::batch::{self, Job, Shard};
@@ -130,275 +125,55 @@ pub struct FileReport {
     pub nmse: Option<f64>,
 }
 
-/// Method and parameters after merging protocol and flags.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Settings {
-    /// Protocol name, if one was given.
-    pub protocol: Option<String>,
-    /// Method name.
-    pub method: Method,
-    /// λ, when the method has one.
-    pub lambda: Option<f32>,
-    /// Iterations, when the method iterates.
-    pub iterations: Option<usize>,
-    /// Tolerance.
-    pub tol: Option<f32>,
-    /// Seed.
-    pub seed: u64,
-    /// Learned prior (one-step, iterative): the folder given.
-    pub model: Option<PathBuf>,
-    /// SHA-256 of the prior's weights file (provenance).
-    pub model_sha256: Option<String>,
-    /// Checkpoint folder the weights came from.
-    pub model_checkpoint: Option<String>,
-    /// Sampler steps (iterative).
-    pub steps: Option<usize>,
-    /// Posterior samples (iterative).
-    pub samples: Option<usize>,
-    /// Likelihood step size ζ (iterative).
-    pub zeta: Option<f64>,
-    /// Hard data consistency (one-step).
-    pub data_consistency: Option<bool>,
-    /// Noise level given to the network (one-step).
-    pub sigma: Option<f64>,
-}
-
-impl Settings {
-    fn from_args(a: &Args) -> Result<Settings> {
-        let (protocol, base) = match &a.protocol {
-            Some(p) => {
-                let p = Protocol::resolve(p)?;
-                let r = p.reconstruction.clone();
-                (Some(p.name), r)
-            }
-            None => (None, None),
-        };
-        let base = base.unwrap_or(ReconSettings::new(Method::ZeroFilled));
-        let method = match (a.method, protocol.is_some()) {
-            (Some(m), _) => m,
-            (None, true) => base.method,
-            (None, false) => {
-                bail!("give --method (zero-filled, cg-sense, l1-wavelet, tv, one-step, iterative) or --protocol")
-            }
-        };
-        if let Some(l) = a.lambda {
-            if !(l.is_finite() && l >= 0.0) {
-                bail!("--lambda must be a number ≥ 0, got {l}");
-            }
-        }
-        if a.iters == Some(0) {
-            bail!("--iters must be ≥ 1");
-        }
-        if a.steps == Some(0) {
-            bail!("--steps must be ≥ 1");
-        }
-        if a.samples == Some(0) {
-            bail!("--samples must be ≥ 1");
-        }
-        if let Some(v) = a.sigma {
-            if !(v.is_finite() && v > 0.0) {
-                bail!("--sigma must be > 0, got {v}");
-            }
-        }
-        if let Some(z) = a.zeta {
-            if !(z > 0.0 && z <= 1.0) {
-                bail!("--zeta must be in (0, 1], got {z}");
-            }
-        }
-        // Prior options with a classical method are a mistake worth reporting.
-        let base_is_prior = base.method == method;
-        if !method.is_prior() {
-            let given = [
-                ("--model", a.model.is_some()),
-                ("--steps", a.steps.is_some()),
-                ("--samples", a.samples.is_some()),
-                ("--zeta", a.zeta.is_some()),
-                ("--data-consistency", a.data_consistency),
-                ("--sigma", a.sigma.is_some()),
-            ];
-            if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
-                bail!(
-                    "{flag} applies to the learned-prior methods (one-step, iterative), not {}",
-                    method.name()
-                );
-            }
-        }
-        fn pick<T>(use_base: bool, flag: Option<T>, proto: Option<T>) -> Option<T> {
-            if use_base {
-                flag.or(proto)
-            } else {
-                flag
-            }
-        }
-        let model = pick(base_is_prior, a.model.clone(), base.model.clone());
-        if method.is_prior() && model.is_none() {
-            bail!(
-                "--method {} needs --model (a checkpoint folder or a training run folder)",
-                method.name()
-            );
-        }
-        Ok(Settings {
-            protocol,
-            method,
-            lambda: a.lambda.or(base.lambda),
-            iterations: a.iters.or(base.iterations),
-            tol: a.tol.or(base.tol),
-            seed: a.seed.or(base.seed).unwrap_or(0),
-            model,
-            model_sha256: None,
-            model_checkpoint: None,
-            steps: pick(base_is_prior, a.steps, base.steps),
-            samples: pick(base_is_prior, a.samples, base.samples),
-            zeta: pick(base_is_prior, a.zeta, base.zeta),
-            data_consistency: pick(
-                base_is_prior,
-                a.data_consistency.then_some(true),
-                base.data_consistency,
-            ),
-            sigma: a.sigma,
-        })
-    }
-
-    /// The posterior sampler's settings (iterative).
-    fn posterior_config(&self) -> PosteriorConfig {
-        let d = PosteriorConfig::default();
-        PosteriorConfig {
-            steps: self.steps.unwrap_or(d.steps),
-            samples: self.samples.unwrap_or(d.samples),
-            zeta: self.zeta.unwrap_or(d.zeta),
-            seed: self.seed,
-            ..d
-        }
-    }
-
-    fn iterations_or_default(&self) -> usize {
-        self.iterations.unwrap_or(match self.method {
-            Method::ZeroFilled => 1,
-            Method::CgSense => CgSenseConfig::default().iterations,
-            Method::L1Wavelet => L1WaveletConfig::default().iterations,
-            Method::Tv => TvConfig::default().iterations,
-            Method::OneStep => 1,
-            Method::Iterative => self.posterior_config().steps,
-        })
-    }
-}
-
-/// Reconstructs `ks` with `s`, reporting each solver iteration to `progress`.
-pub fn reconstruct(
-    ks: &KSpace,
-    s: &Settings,
-    progress: &(dyn Fn(usize, &IterInfo) -> ControlFlow<()> + Sync),
-) -> Result<Array3<f32>> {
-    // Image-domain (pixel/box) data are inpainted by the same methods with A = M, and random
-    // projections refused, by amri-recon (`app::data_domain`).
-    let tol = s.tol.map(f64::from);
-    let img = match s.method {
-        Method::OneStep | Method::Iterative => {
-            bail!(
-                "{} needs a learned prior: use reconstruct_prior",
-                s.method.name()
-            )
-        }
-        Method::ZeroFilled => return Ok(app::zero_filled(ks)?),
-        Method::CgSense => {
-            let mut c = CgSenseConfig::default();
-            c.lambda = s.lambda.unwrap_or(c.lambda);
-            c.iterations = s.iterations.unwrap_or(c.iterations);
-            c.tol = tol.unwrap_or(c.tol);
-            app::cg_sense_with(ks, None, &c, progress)?
-        }
-        Method::L1Wavelet => {
-            let mut c = L1WaveletConfig::default();
-            c.lambda = s.lambda.unwrap_or(c.lambda);
-            c.iterations = s.iterations.unwrap_or(c.iterations);
-            c.tol = tol.unwrap_or(c.tol);
-            c.seed = s.seed;
-            app::l1_wavelet_with(ks, None, &c, progress)?
-        }
-        Method::Tv => {
-            let mut c = TvConfig::default();
-            c.lambda = s.lambda.unwrap_or(c.lambda);
-            c.iterations = s.iterations.unwrap_or(c.iterations);
-            c.tol = tol.unwrap_or(c.tol);
-            app::tv_recon_with(ks, None, &c, progress)?
-        }
+/// The reconstruction plan of `a`: its protocol's `[reconstruction]` section with the flags
+/// on top ([`Plan::new`]), errors named by flag.
+pub fn plan_from_args(a: &Args) -> Result<Plan> {
+    let protocol = match &a.protocol {
+        Some(p) => Some(Protocol::resolve(p)?),
+        None => None,
     };
-    Ok(img.magnitude())
+    let overrides = Overrides {
+        method: a.method,
+        lambda: a.lambda,
+        iterations: a.iters,
+        tol: a.tol,
+        seed: a.seed,
+        model: a.model.clone(),
+        steps: a.steps,
+        samples: a.samples,
+        zeta: a.zeta,
+        data_consistency: a.data_consistency.then_some(true),
+        sigma: a.sigma,
+    };
+    Plan::new(protocol.as_ref(), &overrides).map_err(flag_error)
 }
 
-/// A learned-prior reconstruction: magnitude images `[slice, row, col]` and, for `iterative`,
-/// the per-pixel standard deviation of the posterior samples.
-pub struct PriorRecon {
-    /// Magnitude of the reconstruction (one-step output, or the posterior mean).
-    pub image: Array3<f32>,
-    /// Per-pixel standard deviation (iterative only).
-    pub std: Option<Array3<f32>>,
-}
-
-/// The 2-D problems of every slice of `ks` ([`Problem::from_kspace`]).
-pub fn problems(ks: &KSpace) -> Result<Vec<Problem>> {
-    Ok(Problem::from_kspace(ks)?)
-}
-
-/// Reconstructs every slice of `ks` with the learned prior: one scale for the whole file
-/// ([`measured_scale`] of all slices), `progress` called once per network step.
-pub fn reconstruct_prior(
-    ks: &KSpace,
-    s: &Settings,
-    prior: &Prior,
-    progress: &(dyn Fn() + Sync),
-) -> Result<PriorRecon> {
-    let probs = problems(ks)?;
-    let scale = measured_scale(&probs).context("intensity scale of the measured data")?;
-    let [slices, _, rows, cols] = ks.shape4();
-    let mut image = Array3::<f32>::zeros((slices, rows, cols));
-    let mag = |x: &Array2<C32>| x.mapv(|v| v.norm());
-    match s.method {
-        Method::OneStep => {
-            let cfg = OneStepConfig {
-                data_consistency: s.data_consistency.unwrap_or(false),
-                scale: Some(scale),
-                sigma: s.sigma.unwrap_or(OneStepConfig::default().sigma),
-            };
-            for (k, p) in probs.iter().enumerate() {
-                let x = one_step(prior, p, &cfg).with_context(|| format!("slice {k}"))?;
-                image.index_axis_mut(Axis(0), k).assign(&mag(&x));
-                progress();
-            }
-            Ok(PriorRecon { image, std: None })
+/// A plan error in the words of the command line: parameters by their flag names.
+fn flag_error(e: PipelineError) -> anyhow::Error {
+    let flag = |key: &str| match key {
+        "iterations" => "--iters".to_owned(),
+        k => format!("--{}", k.replace('_', "-")),
+    };
+    match e {
+        PipelineError::NoMethod => anyhow!(
+            "give --method (zero-filled, cg-sense, l1-wavelet, tv, one-step, iterative) or --protocol"
+        ),
+        PipelineError::Invalid {
+            key,
+            value,
+            expected,
+        } => anyhow!("{} must be {expected}, got {value}", flag(key)),
+        PipelineError::NotForMethod { key, method } => anyhow!(
+            "{} applies to the learned-prior methods (one-step, iterative), not {method}",
+            flag(key)
+        ),
+        PipelineError::NeedsModel { method } => anyhow!(
+            "--method {method} needs --model (a checkpoint folder or a training run folder)"
+        ),
+        PipelineError::LoadPrior { path, source } => {
+            anyhow::Error::new(source).context(format!("--model {path}: cannot load the prior"))
         }
-        Method::Iterative => {
-            // amri simulate stores σ per complex sample; the sampler takes it per component.
-            let noise = ks
-                .attributes
-                .get("noise_sigma")
-                .and_then(|v| v.parse::<f64>().ok())
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .unwrap_or(0.0)
-                / std::f64::consts::SQRT_2;
-            let cfg = PosteriorConfig {
-                noise_sigma: noise,
-                scale: Some(scale),
-                ..s.posterior_config()
-            };
-            let mut std = Array3::<f32>::zeros((slices, rows, cols));
-            let never = AtomicBool::new(false);
-            for (k, p) in probs.iter().enumerate() {
-                let slice_cfg = PosteriorConfig {
-                    seed: amri_diffusion::train::derive_seed(cfg.seed, k as u64, 0x511CE),
-                    ..cfg.clone()
-                };
-                let r = posterior(prior, p, &slice_cfg, &|_, _| progress(), &never)
-                    .with_context(|| format!("slice {k}"))?;
-                image.index_axis_mut(Axis(0), k).assign(&mag(&r.mean));
-                std.index_axis_mut(Axis(0), k).assign(&r.std);
-            }
-            Ok(PriorRecon {
-                image,
-                std: Some(std),
-            })
-        }
-        m => bail!("{} is not a learned-prior method", m.name()),
+        e => e.into(),
     }
 }
 
@@ -441,17 +216,11 @@ fn read_reference(path: &Path) -> Result<Array3<f32>> {
 
 /// Runs `amri recon`.
 pub fn run(args: Args) -> Result<()> {
-    let mut settings = Settings::from_args(&args)?;
-    let prior = match (&settings.model, settings.method.is_prior()) {
-        (Some(m), true) => {
-            let p = Prior::load(m, &super::device::current()?)
-                .with_context(|| format!("--model {}: cannot load the prior", m.display()))?;
-            settings.model_sha256 = Some(p.sha256().to_owned());
-            settings.model_checkpoint = Some(p.checkpoint_dir().display().to_string());
-            Some(p)
-        }
-        _ => None,
-    };
+    let mut plan = plan_from_args(&args)?;
+    if plan.method().is_prior() {
+        plan.load_prior(&super::device::current()?)
+            .map_err(flag_error)?;
+    }
     let (inputs, output) = args.paths.split_at(args.paths.len() - 1);
     let output = &output[0];
     for i in inputs {
@@ -504,14 +273,7 @@ pub fn run(args: Args) -> Result<()> {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(job) = jobs.get(i) else { break };
-                let report = run_one(
-                    job,
-                    &settings,
-                    &args,
-                    reference.as_ref(),
-                    prior.as_ref(),
-                    &mp,
-                );
+                let report = run_one(job, &plan, &args, reference.as_ref(), &mp);
                 files_bar.inc(1);
                 match &report.status[..] {
                     "failed" => tracing::error!("{}", report.error.clone().unwrap_or_default()),
@@ -543,13 +305,13 @@ pub fn run(args: Args) -> Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "settings": settings,
+                "settings": plan,
                 "files": reports,
                 "failed": failed,
             }))?
         );
     } else {
-        print_table(&reports, &settings);
+        print_table(&reports, &plan);
     }
     if failed > 0 {
         bail!("{failed} of {} files failed", reports.len());
@@ -557,12 +319,11 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn print_table(reports: &[FileReport], s: &Settings) {
+fn print_table(reports: &[FileReport], plan: &Plan) {
     println!(
         "method {}{}",
-        s.method.name(),
-        s.protocol
-            .as_ref()
+        plan.method().name(),
+        plan.protocol()
             .map(|p| format!(" (protocol {p})"))
             .unwrap_or_default()
     );
@@ -593,10 +354,9 @@ fn print_table(reports: &[FileReport], s: &Settings) {
 
 fn run_one(
     job: &Job,
-    settings: &Settings,
+    plan: &Plan,
     args: &Args,
     reference: Option<&Array3<f32>>,
-    prior: Option<&Prior>,
     mp: &MultiProgress,
 ) -> FileReport {
     let start = Instant::now();
@@ -624,7 +384,7 @@ fn run_one(
             );
         }
     }
-    match recon_file(job, settings, reference, prior, mp) {
+    match recon_file(job, plan, reference, mp) {
         Ok(m) => {
             if let Some(m) = m {
                 report.psnr = Some(m.psnr);
@@ -639,7 +399,7 @@ fn run_one(
     }
     report.seconds = start.elapsed().as_secs_f64();
     if report.status == "ok" {
-        if let Err(e) = batch::write_sidecar(job, settings, &report) {
+        if let Err(e) = batch::write_sidecar(job, plan, &report) {
             report.status = "failed".into();
             report.error = Some(format!("{e:#}"));
         }
@@ -649,9 +409,8 @@ fn run_one(
 
 fn recon_file(
     job: &Job,
-    s: &Settings,
+    plan: &Plan,
     reference: Option<&Array3<f32>>,
-    prior: Option<&Prior>,
     mp: &MultiProgress,
 ) -> Result<Option<amri_core::metrics::Metrics>> {
     let ks = read_kspace(&job.input)?;
@@ -660,7 +419,8 @@ fn recon_file(
     let [slices, ..] = ks.shape4();
     // TV's ADMM reports once per outer iteration while `--iters` counts inner CG steps (as
     // BART's `pics -i` does), so its bar counts without a total.
-    let bar = if s.method == Method::Tv {
+    let method = plan.method();
+    let bar = if method == Method::Tv {
         let b = mp.add(ProgressBar::no_length());
         b.set_style(
             ProgressStyle::with_template("{prefix:>8} {spinner} {pos} outer iterations {msg}")
@@ -668,37 +428,25 @@ fn recon_file(
         );
         b
     } else {
-        let b = mp.add(ProgressBar::new(
-            (slices * s.iterations_or_default()) as u64,
-        ));
+        let b = mp.add(ProgressBar::new((slices * plan.ticks_per_slice()) as u64));
         b.set_style(
             ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} iterations {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         b
     };
-    bar.set_prefix(s.method.name());
+    bar.set_prefix(method.name());
     bar.set_message(
         job.input
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    let progress = |_slice: usize, _info: &IterInfo| {
-        bar.inc(1);
-        ControlFlow::Continue(())
-    };
-    let (img, std) = match (s.method.is_prior(), prior) {
-        (false, _) => (reconstruct(&ks, s, &progress), None),
-        (true, Some(p)) => match reconstruct_prior(&ks, s, p, &|| bar.inc(1)) {
-            Ok(r) => (Ok(r.image), r.std),
-            Err(e) => (Err(e), None),
-        },
-        (true, None) => (Err(anyhow!("{} needs --model", s.method.name())), None),
-    };
+    let r = plan.run(&ks, &|| bar.inc(1), &AtomicBool::new(false));
     bar.finish_and_clear();
     mp.remove(&bar);
-    let img = img.with_context(|| format!("{}", job.input.display()))?;
+    let r = r.with_context(|| format!("{}", job.input.display()))?;
+    let (img, std) = (r.image, r.std);
     let metrics = match reference.or(ks.reference.as_ref()) {
         Some(r) if r.shape() == img.shape() => Some(
             amri_core::metrics::evaluate_volume(r.view(), img.view()).with_context(|| {
@@ -715,13 +463,9 @@ fn recon_file(
     let description = format!(
         "amri {} {}{}{}",
         env!("CARGO_PKG_VERSION"),
-        s.method.name(),
-        s.protocol
-            .as_ref()
-            .map(|p| format!(" {p}"))
-            .unwrap_or_default(),
-        s.model_sha256
-            .as_ref()
+        method.name(),
+        plan.protocol().map(|p| format!(" {p}")).unwrap_or_default(),
+        plan.model_sha256()
             .map(|h| format!(" model sha256:{}", &h[..h.len().min(16)]))
             .unwrap_or_default()
     );
@@ -771,24 +515,5 @@ mod tests {
         ] {
             assert_eq!(std_path(Path::new(a)), PathBuf::from(b));
         }
-    }
-
-    #[test]
-    fn problems_follow_the_measurement_domain() -> Result<()> {
-        let data = ndarray::Array4::from_elem((2, 3, 4, 5), C32::new(1.0, 0.0));
-        let mut ks = KSpace::new(data);
-        let ps = problems(&ks)?;
-        assert_eq!(ps.len(), 2);
-        assert!(
-            matches!(&ps[0], Problem::Kspace { kspace, mask, maps: None }
-            if kspace.dim() == (3, 4, 5) && mask.iter().all(|&m| m == 1.0))
-        );
-        ks.attributes.insert("domain".into(), "image".into());
-        assert!(
-            matches!(&problems(&ks)?[1], Problem::Pixels { image, .. } if image.dim() == (4, 5))
-        );
-        ks.attributes.insert("domain".into(), "projection".into());
-        assert!(problems(&ks).is_err());
-        Ok(())
     }
 }

@@ -1,0 +1,274 @@
+//! Running a plan on measured data: every method, classical or learned prior.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use amri_core::KSpace;
+use amri_diffusion::sample::{measured_scale, one_step, posterior, PosteriorConfig, Problem};
+use amri_protocol::Method;
+use amri_recon::alg::IterInfo;
+use amri_recon::app;
+use ndarray::{Array2, Array3, Axis};
+
+use crate::error::{PipelineError, Result};
+use crate::plan::Plan;
+
+/// Tag of the per-slice seed of the posterior sampler: slice `k` samples with
+/// `derive_seed(seed, k, SLICE_SEED_TAG)`.
+pub const SLICE_SEED_TAG: u64 = 0x511CE;
+
+/// A reconstruction: magnitude images `[slice, row, col]` in the units of the input and, for
+/// `iterative`, the per-pixel standard deviation of the posterior samples.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recon {
+    /// Magnitude of the reconstruction (for `iterative`, of the posterior mean).
+    pub image: Array3<f32>,
+    /// Per-pixel posterior standard deviation (`iterative` only), same shape and units.
+    pub std: Option<Array3<f32>>,
+}
+
+/// The noise level of the measured data per real component: `amri simulate` stores σ per
+/// complex sample in the `noise_sigma` attribute; the sampler takes it per component (σ/√2).
+/// Absent or invalid: 0.
+fn noise_sigma_per_component(ks: &KSpace) -> f64 {
+    ks.attributes
+        .get("noise_sigma")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .unwrap_or(0.0)
+        / std::f64::consts::SQRT_2
+}
+
+impl Plan {
+    /// Reconstructs every slice of `ks`. `progress` is called once per solver iteration
+    /// (classical methods) or network step (learned prior); when `cancel` becomes true the run
+    /// stops at the next one and returns [`PipelineError::Cancelled`]. Image-domain (pixel/box)
+    /// data are inpainted by the classical methods with A = M, and random projections refused,
+    /// by amri-recon. The learned-prior methods need a prior ([`Plan::with_prior`],
+    /// [`Plan::load_prior`]); they use one intensity scale for the whole volume
+    /// ([`measured_scale`] of all slices).
+    pub fn run(
+        &self,
+        ks: &KSpace,
+        progress: &(dyn Fn() + Sync),
+        cancel: &AtomicBool,
+    ) -> Result<Recon> {
+        let r = if self.method().is_prior() {
+            self.run_prior(ks, progress, cancel)
+        } else {
+            self.run_classical(ks, progress, cancel)
+                .map(|image| Recon { image, std: None })
+        };
+        // A cancelled run's partial result or error is dropped.
+        if cancel.load(Ordering::Relaxed) {
+            return Err(PipelineError::Cancelled);
+        }
+        r
+    }
+
+    fn run_classical(
+        &self,
+        ks: &KSpace,
+        progress: &(dyn Fn() + Sync),
+        cancel: &AtomicBool,
+    ) -> Result<Array3<f32>> {
+        let tick = |_: usize, _: &IterInfo| {
+            progress();
+            if cancel.load(Ordering::Relaxed) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        };
+        let img = match self.method() {
+            Method::ZeroFilled => return Ok(app::zero_filled(ks)?),
+            Method::CgSense => app::cg_sense_with(ks, None, &self.cg_sense_config(), &tick)?,
+            Method::L1Wavelet => app::l1_wavelet_with(ks, None, &self.l1_wavelet_config(), &tick)?,
+            Method::Tv => app::tv_recon_with(ks, None, &self.tv_config(), &tick)?,
+            m @ (Method::OneStep | Method::Iterative) => {
+                return Err(PipelineError::NeedsModel { method: m.name() })
+            }
+        };
+        Ok(img.magnitude())
+    }
+
+    fn run_prior(
+        &self,
+        ks: &KSpace,
+        progress: &(dyn Fn() + Sync),
+        cancel: &AtomicBool,
+    ) -> Result<Recon> {
+        let method = self.method().name();
+        let prior = self.prior().ok_or(PipelineError::NeedsModel { method })?;
+        let probs = Problem::from_kspace(ks).map_err(PipelineError::Measured)?;
+        let scale = measured_scale(&probs).map_err(PipelineError::Measured)?;
+        let [slices, _, rows, cols] = ks.shape4();
+        let mut image = Array3::<f32>::zeros((slices, rows, cols));
+        let mag = |x: &Array2<amri_core::C32>| x.mapv(|v| v.norm());
+        let at = |slice: usize| {
+            move |source| PipelineError::Slice {
+                method,
+                slice,
+                source,
+            }
+        };
+        if self.method() == Method::OneStep {
+            let cfg = amri_diffusion::sample::OneStepConfig {
+                scale: Some(scale),
+                ..self.one_step_config()
+            };
+            for (k, p) in probs.iter().enumerate() {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(PipelineError::Cancelled);
+                }
+                let x = one_step(prior, p, &cfg).map_err(at(k))?;
+                image.index_axis_mut(Axis(0), k).assign(&mag(&x));
+                progress();
+            }
+            return Ok(Recon { image, std: None });
+        }
+        let cfg = PosteriorConfig {
+            noise_sigma: noise_sigma_per_component(ks),
+            scale: Some(scale),
+            ..self.posterior_config()
+        };
+        let mut std = Array3::<f32>::zeros((slices, rows, cols));
+        for (k, p) in probs.iter().enumerate() {
+            let slice_cfg = PosteriorConfig {
+                seed: amri_diffusion::train::derive_seed(cfg.seed, k as u64, SLICE_SEED_TAG),
+                ..cfg.clone()
+            };
+            let r = posterior(prior, p, &slice_cfg, &|_, _| progress(), cancel).map_err(at(k))?;
+            image.index_axis_mut(Axis(0), k).assign(&mag(&r.mean));
+            std.index_axis_mut(Axis(0), k).assign(&r.std);
+        }
+        Ok(Recon {
+            image,
+            std: Some(std),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Overrides;
+    use amri_core::C32;
+    use ndarray::Array4;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A smooth positive image `[slice, row, col]`.
+    fn image(slices: usize, n: usize) -> Array3<f32> {
+        Array3::from_shape_fn((slices, n, n), |(s, i, j)| {
+            1.0 + (s as f32) + ((i * 3 + j) as f32 * 0.1).sin()
+        })
+    }
+
+    /// Fully sampled single-coil k-space of `img` (centred orthonormal FFT).
+    fn full_kspace(img: &Array3<f32>) -> KSpace {
+        let (s, r, c) = img.dim();
+        let x = Array4::from_shape_fn((s, 1, r, c), |(k, _, i, j)| C32::new(img[[k, i, j]], 0.0));
+        KSpace::new(amri_core::fft::fft2c(&x))
+    }
+
+    fn max_err(a: &Array3<f32>, b: &Array3<f32>) -> f32 {
+        (a - b).mapv(f32::abs).fold(0.0, |m, v| m.max(*v))
+    }
+
+    #[test]
+    fn zero_filled_and_cg_sense_of_a_fully_sampled_single_coil_scan_are_the_image() -> Result<()> {
+        let img = image(2, 16);
+        let ks = full_kspace(&img);
+        let never = AtomicBool::new(false);
+        let zf = Plan::for_method(Method::ZeroFilled).run(&ks, &|| {}, &never)?;
+        assert!(zf.std.is_none());
+        assert!(
+            max_err(&zf.image, &img) < 1e-4,
+            "{}",
+            max_err(&zf.image, &img)
+        );
+        let ticks = AtomicUsize::new(0);
+        let cg = Plan::for_method(Method::CgSense).run(
+            &ks,
+            &|| {
+                ticks.fetch_add(1, Ordering::Relaxed);
+            },
+            &never,
+        )?;
+        assert!(
+            max_err(&cg.image, &img) < 1e-3,
+            "{}",
+            max_err(&cg.image, &img)
+        );
+        assert!(
+            ticks.load(Ordering::Relaxed) >= 2,
+            "progress once per iteration and slice"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_set_cancel_flag_stops_the_run() {
+        let ks = full_kspace(&image(1, 16));
+        let cancel = AtomicBool::new(true);
+        for m in [Method::ZeroFilled, Method::L1Wavelet, Method::Tv] {
+            assert!(matches!(
+                Plan::for_method(m).run(&ks, &|| {}, &cancel),
+                Err(PipelineError::Cancelled)
+            ));
+        }
+    }
+
+    #[test]
+    fn prior_methods_need_an_attached_prior() {
+        let ks = full_kspace(&image(1, 16));
+        let plan = Plan::new(
+            None,
+            &Overrides {
+                method: Some(Method::OneStep),
+                model: Some("nowhere".into()),
+                ..Overrides::default()
+            },
+        )
+        .expect("valid plan");
+        let e = plan
+            .run(&ks, &|| {}, &AtomicBool::new(false))
+            .expect_err("no prior");
+        assert!(matches!(
+            e,
+            PipelineError::NeedsModel { method: "one-step" }
+        ));
+        assert!(e.to_string().contains("needs a learned prior"));
+    }
+
+    #[test]
+    fn noise_level_is_converted_to_per_component() {
+        let mut ks = full_kspace(&image(1, 4));
+        assert_eq!(noise_sigma_per_component(&ks), 0.0);
+        ks.attributes.insert("noise_sigma".into(), "0.2".into());
+        assert!((noise_sigma_per_component(&ks) - 0.2 / 2f64.sqrt()).abs() < 1e-12);
+        ks.attributes.insert("noise_sigma".into(), "-1".into());
+        assert_eq!(noise_sigma_per_component(&ks), 0.0);
+    }
+
+    #[test]
+    fn problems_follow_the_measurement_domain(
+    ) -> std::result::Result<(), Box<dyn std::error::Error>> {
+        // Moved from apps/amri/src/commands/recon.rs: the prior's problems of each slice.
+        let data = ndarray::Array4::from_elem((2, 3, 4, 5), C32::new(1.0, 0.0));
+        let mut ks = KSpace::new(data);
+        let ps = Problem::from_kspace(&ks)?;
+        assert_eq!(ps.len(), 2);
+        assert!(
+            matches!(&ps[0], Problem::Kspace { kspace, mask, maps: None }
+            if kspace.dim() == (3, 4, 5) && mask.iter().all(|&m| m == 1.0))
+        );
+        ks.attributes.insert("domain".into(), "image".into());
+        assert!(
+            matches!(&Problem::from_kspace(&ks)?[1], Problem::Pixels { image, .. } if image.dim() == (4, 5))
+        );
+        ks.attributes.insert("domain".into(), "projection".into());
+        assert!(Problem::from_kspace(&ks).is_err());
+        Ok(())
+    }
+}
