@@ -31,12 +31,13 @@ pub struct Recon {
 /// complex sample in the `noise_sigma` attribute; the sampler takes it per component (σ/√2).
 /// Absent or invalid: 0.
 fn noise_sigma_per_component(ks: &KSpace) -> f64 {
-    ks.attributes
+    let sigma = ks
+        .attributes
         .get("noise_sigma")
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|v| v.is_finite() && *v >= 0.0)
-        .unwrap_or(0.0)
-        / std::f64::consts::SQRT_2
+        .unwrap_or(0.0);
+    amri_ops::noise::sigma_per_component(sigma, 1.0)
 }
 
 impl Plan {
