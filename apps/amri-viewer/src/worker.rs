@@ -438,7 +438,7 @@ pub fn reconstruct_prior(
             let mut std = Array3::<f32>::zeros((slices, rows, cols));
             for (k, pr) in probs.iter().enumerate() {
                 let slice_cfg = PosteriorConfig {
-                    seed: amri_diffusion::train::derive_seed(cfg.seed, k as u64, 0x511CE),
+                    seed: amri_diffusion::seed::derive_seed(cfg.seed, k as u64, 0x511CE),
                     ..cfg.clone()
                 };
                 let r = posterior(prior, pr, &slice_cfg, &|_, _| tick(), cancel)

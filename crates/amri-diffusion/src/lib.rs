@@ -16,6 +16,7 @@
 //!   JSON model card;
 //! - [`sample`]: inference — [`sample::Prior`], one-step reconstruction, the posterior sampler
 //!   (mean and uncertainty) and the unconditional sampler;
+//! - [`seed`]: the one seed-derivation scheme (`(seed, counter, tag)` → independent seed);
 //! - [`memorize`]: nearest-training-slice similarity of samples (memorisation report).
 //!
 //! Conventions: tensors are NCHW `f32`; complex images are 2 channels (real, imaginary); masks
@@ -49,6 +50,7 @@ pub mod memorize;
 pub mod optim;
 pub mod precond;
 pub mod sample;
+pub mod seed;
 pub mod train;
 pub mod unet;
 

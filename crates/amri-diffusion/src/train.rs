@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -39,6 +38,7 @@ use crate::loss::{
 };
 use crate::optim::{AdamW, AdamWParams};
 use crate::precond::{denoiser, Denoiser, DenoiserConfig, SigmaSampler};
+use crate::seed::{derive_seed, name_hash, step_rng, TAG_CONSISTENCY, TAG_INIT};
 
 /// File name of the raw (optimiser) weights inside a checkpoint directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -121,37 +121,9 @@ pub fn is_frozen(name: &str, prefixes: &[String]) -> bool {
         .any(|p| name.starts_with(p.as_str()) || inner.is_some_and(|n| n.starts_with(p.as_str())))
 }
 
-/// SplitMix64 finaliser.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// An independent seed for `(seed, step, tag)` (SplitMix64 mixing of the parts).
-pub fn derive_seed(seed: u64, step: u64, tag: u64) -> u64 {
-    mix(mix(mix(seed) ^ step) ^ tag)
-}
-
-/// The RNG of σ and noise draws of training step `step` (0-based) under `seed`.
-pub fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(derive_seed(seed, step, 0x5167))
-}
-
-/// FNV-1a hash of a variable name (stable across platforms and versions).
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
-    })
-}
-
-/// Tag of weight-initialisation draws in [`derive_seed`].
-const TAG_INIT: u64 = 0x1417;
-
 /// Draws the initial value of variable `name` with `shape` under candle-nn's `init` rule (same
 /// distributions and bounds as `candle_nn::Init::var`), from a ChaCha8 RNG seeded by
-/// [`derive_seed`]`(seed, fnv1a(name), TAG)`: a pure function of `(seed, name, shape, init)`,
+/// [`derive_seed`]`(seed, fnv1a(name), TAG_INIT)`: a pure function of `(seed, name, shape, init)`,
 /// independent of the order in which the model creates its variables.
 pub fn seeded_init(
     init: candle_nn::Init,
@@ -395,14 +367,6 @@ pub struct StepStats {
     pub grad_norm: f32,
     /// Learning rate used.
     pub lr: f64,
-}
-
-/// Deterministic order of `n` examples for `epoch` under `seed` (a permutation of `0..n`).
-pub fn data_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut rng);
-    idx
 }
 
 /// Learning rate at `step` (0-based): linear warm-up `lr·(step+1)/warmup` then constant `lr`.
@@ -905,7 +869,7 @@ impl Trainer {
         let pick = |t: &Tensor, idx: &[u32]| -> Result<Tensor> {
             Ok(t.index_select(&Tensor::new(idx, dev)?, 0)?)
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.cfg.seed, self.step as u64, 0xC0));
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.cfg.seed, self.step as u64, TAG_CONSISTENCY));
         let z2: Vec<f32> = (0..noise.elem_count())
             .map(|_| StandardNormal.sample(&mut rng))
             .collect();
@@ -1779,17 +1743,6 @@ mod tests {
         }
         assert!(before != weights_of(&t)?);
         Ok(())
-    }
-
-    #[test]
-    fn data_order_is_a_seeded_permutation() {
-        let a = data_order(50, 3, 0);
-        assert_eq!(a, data_order(50, 3, 0));
-        assert_ne!(a, data_order(50, 3, 1));
-        assert_ne!(a, data_order(50, 4, 0));
-        let mut s = a.clone();
-        s.sort_unstable();
-        assert_eq!(s, (0..50).collect::<Vec<_>>());
     }
 
     #[test]

@@ -385,7 +385,7 @@ pub fn reconstruct_prior(
             let never = AtomicBool::new(false);
             for (k, p) in probs.iter().enumerate() {
                 let slice_cfg = PosteriorConfig {
-                    seed: amri_diffusion::train::derive_seed(cfg.seed, k as u64, 0x511CE),
+                    seed: amri_diffusion::seed::derive_seed(cfg.seed, k as u64, 0x511CE),
                     ..cfg.clone()
                 };
                 let r = posterior(prior, p, &slice_cfg, &|_, _| progress(), &never)
