@@ -12,8 +12,9 @@
 //! - [`loss`]: ambient losses for pixel masks and single-coil Cartesian k-space, and the
 //!   supervised clean-data loss;
 //! - [`fourier`]: the centred orthonormal 2-D DFT as differentiable candle matmuls;
-//! - [`train`]: AdamW with warm-up, global-norm clipping, EMA, safetensors checkpoints and a
-//!   JSON model card;
+//! - [`checkpoint`]: the model card, checkpoint folders (load, `latest`, validation of the
+//!   safetensors files) and crash-safe writes; all that inference needs of a trained model;
+//! - [`train`]: AdamW with warm-up, global-norm clipping, EMA; writes checkpoints;
 //! - [`sample`]: inference — [`sample::Prior`], one-step reconstruction, the posterior sampler
 //!   (mean and uncertainty) and the unconditional sampler;
 //! - [`seed`]: the one seed-derivation scheme (`(seed, counter, tag)` → independent seed);
@@ -41,6 +42,7 @@
 //! ```
 
 pub mod alloc;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod fourier;

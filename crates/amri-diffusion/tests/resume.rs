@@ -4,11 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use amri_diffusion::checkpoint::{checkpoint_name, resolve_checkpoint, LATEST_FILE, WEIGHTS_FILE};
 use amri_diffusion::precond::DenoiserConfig;
-use amri_diffusion::train::{
-    checkpoint_name, resolve_checkpoint, save_run_checkpoint, Batch, Objective, TrainConfig,
-    Trainer, LATEST_FILE, WEIGHTS_FILE,
-};
+use amri_diffusion::train::{save_run_checkpoint, Batch, Objective, TrainConfig, Trainer};
 use amri_diffusion::{DiffusionError, Result};
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};

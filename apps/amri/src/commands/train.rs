@@ -13,11 +13,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use amri_diffusion::checkpoint::{read_card, resolve_checkpoint, ModelCard, LATEST_FILE};
 use amri_diffusion::data::{TrainObjective, TrainingSet};
 use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
 use amri_diffusion::train::{
-    read_card, resolve_checkpoint, save_run_checkpoint, ModelCard, Objective, StepStats,
-    TrainConfig, Trainer, ENCODER_PREFIXES, LATEST_FILE,
+    save_run_checkpoint, Objective, StepStats, TrainConfig, Trainer, ENCODER_PREFIXES,
 };
 use amri_protocol::Protocol;
 use anyhow::{anyhow, bail, Context, Result};
