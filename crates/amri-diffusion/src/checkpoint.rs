@@ -21,10 +21,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use amri_ops::simulate::Acquisition;
 use candle_core::{DType, Device, Var};
 use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
+use crate::data::TrainObjective;
 use crate::error::{DiffusionError, Result};
 use crate::precond::{denoiser, Denoiser, DenoiserConfig, SigmaSampler};
 
@@ -139,17 +141,80 @@ pub struct ModelCard {
     pub denoiser: DenoiserConfig,
     /// Training loss.
     pub objective: Objective,
-    /// Free-form description of the corruption protocol (e.g. amri-ops `CorruptionConfig` JSON).
-    pub corruption: serde_json::Value,
+    /// What the run trained on (`corruption` in `model.json`): `None` for a card written without
+    /// a record (an empty object). A record that is present but malformed is an error.
+    #[serde(rename = "corruption", with = "record_or_empty")]
+    pub record: Option<TrainingRecord>,
     /// Optimisation steps taken.
     pub steps: usize,
     /// Training seed.
     pub seed: u64,
     /// Optimisation hyper-parameters.
     pub train: TrainConfig,
-    /// Intensity normalisation of the training data (absent in old cards: the clean rule).
+    /// Intensity normalisation of the training data (absent in old cards: the clean rule);
+    /// inference ([`crate::sample::Prior::load`]) accepts only the measured rule, the one it
+    /// applies to a user's scan.
     #[serde(default = "legacy_norm")]
     pub normalisation: IntensityNorm,
+}
+
+/// The training record of a card: what an `amri train` / `amri finetune` run trained on, stored
+/// under the card's `corruption` key. Inference draws training masks from its acquisition; a
+/// resumed run checks its protocol, batch size and objective against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// Protocol name (a preset name or the `.toml` file's protocol name).
+    pub protocol: String,
+    /// The protocol's acquisition: the corruption model the training data were measured under.
+    pub acquisition: Acquisition,
+    /// Slices per mini-batch (part of the data order).
+    pub batch: usize,
+    /// Training objective (`ambient`, `supervised`, `tweedie` or `clean`).
+    pub objective: TrainObjective,
+    /// Number of training slices.
+    pub slices: usize,
+    /// Base checkpoint of a fine-tuned run (`None`: trained from scratch).
+    #[serde(default)]
+    pub base: Option<String>,
+}
+
+/// (De)serialises [`ModelCard::record`]: `None` is written as `{}`; `{}`, `null` read as `None`;
+/// anything else must be a whole [`TrainingRecord`], and an error says the record is malformed.
+/// A record is written through a JSON value, as cards always were: keys in sorted order and `f32`
+/// fields widened to `f64` (`0.0020000000949949026`, not `0.002`), so cards keep their bytes.
+mod record_or_empty {
+    use serde::de::Error as _;
+    use serde::ser::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::TrainingRecord;
+
+    pub(super) fn serialize<S: Serializer>(
+        record: &Option<TrainingRecord>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match record {
+            Some(r) => serde_json::to_value(r)
+                .map_err(S::Error::custom)?
+                .serialize(s),
+            None => serde_json::Map::new().serialize(s),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<TrainingRecord>, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        let empty = v.is_null() || v.as_object().is_some_and(|m| m.is_empty());
+        if empty {
+            return Ok(None);
+        }
+        serde_json::from_value(v).map(Some).map_err(|e| {
+            D::Error::custom(format!(
+                "the training record (`corruption`) is malformed: {e}"
+            ))
+        })
+    }
 }
 
 /// The variables of `vm` as (name, variable), sorted by name.
@@ -545,6 +610,62 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn card_json(record: serde_json::Value) -> Result<serde_json::Value> {
+        let card = ModelCard {
+            format: "amri-diffusion/1".into(),
+            amri_version: "0".into(),
+            preset: None,
+            denoiser: DenoiserConfig::complex_preset("tiny", 0.5)?,
+            objective: Objective::AmbientKspace,
+            record: None,
+            steps: 0,
+            seed: 0,
+            train: TrainConfig::default(),
+            normalisation: IntensityNorm::MeasuredPercentile,
+        };
+        let mut v = serde_json::to_value(&card)?;
+        v["corruption"] = record;
+        Ok(v)
+    }
+
+    #[test]
+    fn training_record_is_typed_and_a_malformed_one_is_an_error() -> Result<()> {
+        let record = TrainingRecord {
+            protocol: "p".into(),
+            acquisition: serde_json::from_value(serde_json::json!({
+                "corruption": {"type": "pixel", "p": 0.9}, "delta": 0.2
+            }))?,
+            batch: 8,
+            objective: TrainObjective::Ambient,
+            slices: 3,
+            base: None,
+        };
+        let with = card_json(serde_json::to_value(&record)?)?;
+        let card: ModelCard = serde_json::from_value(with.clone())?;
+        assert_eq!(card.record.as_ref(), Some(&record));
+        assert_eq!(serde_json::to_value(&card)?, with);
+        // no record: written as {} and read back as None
+        let none = card_json(serde_json::json!({}))?;
+        let card: ModelCard = serde_json::from_value(none.clone())?;
+        assert_eq!(card.record, None);
+        assert_eq!(
+            serde_json::to_value(&card)?["corruption"],
+            serde_json::json!({})
+        );
+        // present but malformed (a field of the wrong type, or one missing): an error that says so
+        for bad in [
+            serde_json::json!({"protocol": 3}),
+            serde_json::json!({"kind": "pixel", "p_keep": 0.7}),
+        ] {
+            let e = serde_json::from_value::<ModelCard>(card_json(bad)?)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("training record"), "{e}");
+        }
+        Ok(())
+    }
 
     #[test]
     fn atomic_write_replaces_whole_files_and_cleans_up_a_failed_one() -> Result<()> {

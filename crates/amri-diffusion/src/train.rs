@@ -29,7 +29,7 @@ use rand_distr::{Distribution, StandardNormal};
 use crate::checkpoint::{
     check_tensors, create_dir, load_varmap, missing, read_card, resolve_checkpoint, save_in_run,
     sorted_vars, varmap_shapes, write_atomic, write_file_atomic, IntensityNorm, ModelCard,
-    CARD_FILE, EMA_FILE, OPTIM_FILE, WEIGHTS_FILE,
+    TrainingRecord, CARD_FILE, EMA_FILE, OPTIM_FILE, WEIGHTS_FILE,
 };
 use crate::error::{DiffusionError, Result};
 use crate::fourier::CenteredDft2;
@@ -963,14 +963,14 @@ impl Trainer {
         Ok(stats)
     }
 
-    /// The model card for the current state, trained with `objective` on the corruption protocol
-    /// described by `corruption`, with data normalised by [`crate::data::measurement_scale`]
+    /// The model card for the current state, trained with `objective` on what `record` describes
+    /// (`None`: no training record), with data normalised by [`crate::data::measurement_scale`]
     /// ([`IntensityNorm::MeasuredPercentile`], the rule of [`crate::data::TrainingSet`]).
     pub fn card(
         &self,
         objective: Objective,
         preset: Option<&str>,
-        corruption: serde_json::Value,
+        record: Option<TrainingRecord>,
     ) -> Result<ModelCard> {
         Ok(ModelCard {
             format: "amri-diffusion/1".into(),
@@ -978,7 +978,7 @@ impl Trainer {
             preset: preset.map(str::to_owned),
             denoiser: self.dcfg.clone(),
             objective,
-            corruption,
+            record,
             steps: self.step,
             seed: self.cfg.seed,
             train: self.cfg.clone(),
@@ -1524,8 +1524,7 @@ mod tests {
         let b = synthetic_pixel_batch(2, 8, 0.7, 0.2, &mut rng, &dev)?;
         t.step(&b)?;
         t.step(&b)?;
-        let corruption = serde_json::json!({"kind": "pixel", "p_keep": 0.7, "delta": 0.2});
-        let card = t.card(Objective::AmbientPixel, Some("tiny"), corruption)?;
+        let card = t.card(Objective::AmbientPixel, Some("tiny"), None)?;
         t.save_checkpoint(dir.path(), &card)?;
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .map_err(|source| DiffusionError::Io {

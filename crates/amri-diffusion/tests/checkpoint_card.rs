@@ -34,7 +34,7 @@ fn small_cfg() -> Result<DenoiserConfig> {
 /// A fresh, valid checkpoint folder copied to `dir`.
 fn checkpoint(dir: &Path) -> Result<()> {
     let t = Trainer::new(&small_cfg()?, &TrainConfig::default(), &Device::Cpu)?;
-    let card = t.card(Objective::AmbientPixel, Some("tiny"), serde_json::json!({}))?;
+    let card = t.card(Objective::AmbientPixel, Some("tiny"), None)?;
     t.save_checkpoint(dir, &card)
 }
 

@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 
 use amri_core::fft::fft2c;
-use amri_diffusion::checkpoint::{load_checkpoint, Weights, EMA_FILE};
+use amri_diffusion::checkpoint::{load_checkpoint, TrainingRecord, Weights, EMA_FILE};
 use amri_diffusion::data::{TrainObjective, TrainingSet};
 use amri_diffusion::loss::DenoiseFn;
 use amri_diffusion::precond::DenoiserConfig;
@@ -61,7 +61,14 @@ fn a_trained_tiny_model_loads_and_reconstructs_a_32x32_problem() -> Result<()> {
     let card = t.card(
         Objective::AmbientKspace,
         Some("tiny"),
-        serde_json::json!({ "acquisition": acq }),
+        Some(TrainingRecord {
+            protocol: "test".into(),
+            acquisition: acq.clone(),
+            batch: 2,
+            objective: TrainObjective::Ambient,
+            slices: set.len(),
+            base: None,
+        }),
     )?;
     let ckpt = save_run_checkpoint(&t, run.path(), &card)?;
     let prior = Prior::load(run.path(), &dev)?;

@@ -13,7 +13,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use amri_diffusion::checkpoint::{read_card, resolve_checkpoint, ModelCard, LATEST_FILE};
+use amri_diffusion::checkpoint::{
+    read_card, resolve_checkpoint, ModelCard, TrainingRecord, LATEST_FILE,
+};
 use amri_diffusion::data::{TrainObjective, TrainingSet};
 use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
 use amri_diffusion::train::{
@@ -24,7 +26,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
-use serde::{Deserialize, Serialize};
 
 use super::volumes::read_volumes;
 
@@ -148,23 +149,6 @@ fn parse_objective(s: &str) -> Result<TrainObjective, String> {
     }
 }
 
-/// What the card's free-form `corruption` field holds for CLI runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunInfo {
-    /// Protocol name.
-    pub protocol: String,
-    /// The protocol's acquisition (corruption model).
-    pub acquisition: amri_ops::simulate::Acquisition,
-    /// Slices per batch (part of the data order).
-    pub batch: usize,
-    /// `ambient`, `supervised` or `tweedie`.
-    pub objective: TrainObjective,
-    /// Number of training slices.
-    pub slices: usize,
-    /// Base checkpoint folder for fine-tuned runs.
-    pub base: Option<String>,
-}
-
 /// One row of `loss.csv`.
 #[derive(Debug, Clone, Copy)]
 struct LogRow {
@@ -202,7 +186,7 @@ pub fn run(a: Args) -> Result<()> {
             dev,
         )?)
     };
-    let ignored = |card: &ModelCard, _: &RunInfo| -> Vec<Ignored> {
+    let ignored = |card: &ModelCard, _: &TrainingRecord| -> Vec<Ignored> {
         let mut v = Vec::new();
         if let Some(p) = &a.preset {
             if card.preset.as_deref() != Some(p.as_str()) {
@@ -246,7 +230,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         Ok(Trainer::from_base(&base_dir, &cfg, dev)?.0)
     };
     let base_name = base_dir.display().to_string();
-    let ignored = |card: &ModelCard, info: &RunInfo| -> Vec<Ignored> {
+    let ignored = |card: &ModelCard, info: &TrainingRecord| -> Vec<Ignored> {
         let mut v = Vec::new();
         if let Some(lr) = a.lr {
             if lr != card.train.lr {
@@ -360,7 +344,7 @@ fn ignored_common(c: &Common, card: &ModelCard) -> Vec<Ignored> {
 }
 
 type Start<'a> = dyn Fn(&Protocol, &TrainingSet, &Device) -> Result<Trainer> + 'a;
-type IgnoredFlags<'a> = dyn Fn(&ModelCard, &RunInfo) -> Vec<Ignored> + 'a;
+type IgnoredFlags<'a> = dyn Fn(&ModelCard, &TrainingRecord) -> Vec<Ignored> + 'a;
 
 fn drive(
     c: &Common,
@@ -407,7 +391,9 @@ fn drive(
     let resumed = if c.resume {
         let (t, card) = Trainer::resume(&c.out, &dev)
             .with_context(|| format!("resuming from {}", c.out.display()))?;
-        let info: RunInfo = serde_json::from_value(card.corruption.clone())
+        let info: TrainingRecord = card
+            .record
+            .clone()
             .context("the checkpoint's card has no amri training record")?;
         if info.protocol != protocol.name || info.acquisition != protocol.acquisition {
             bail!(
@@ -469,7 +455,7 @@ fn drive(
         }
         None => {
             let t = start(&protocol, &set, &dev)?;
-            let info = RunInfo {
+            let info = TrainingRecord {
                 protocol: protocol.name.clone(),
                 acquisition: protocol.acquisition.clone(),
                 batch: batch_size,
@@ -519,11 +505,7 @@ fn drive(
     let t0 = Instant::now();
     let offset = log.last().map(|r| r.seconds).unwrap_or(0.0);
     let save = |trainer: &Trainer, log: &[LogRow]| -> Result<()> {
-        let card = trainer.card(
-            set.objective(),
-            preset.as_deref(),
-            serde_json::to_value(&info)?,
-        )?;
+        let card = trainer.card(set.objective(), preset.as_deref(), Some(info.clone()))?;
         // the log first: a kill between the two leaves rows past the checkpoint, which a
         // resume drops, never a checkpoint whose rows are missing from the log
         write_log(&c.out.join(LOSS_CSV), log)?;

@@ -10,7 +10,9 @@ use candle_nn::VarBuilder;
 use ndarray::Array2;
 
 use super::{InputDomain, PriorDenoiser};
-use crate::checkpoint::{read_card, resolve_checkpoint, ModelCard, Objective, CARD_FILE, EMA_FILE};
+use crate::checkpoint::{
+    read_card, resolve_checkpoint, IntensityNorm, ModelCard, Objective, CARD_FILE, EMA_FILE,
+};
 use crate::error::{DiffusionError, Result};
 use crate::loss::DenoiseFn;
 use crate::precond::{denoiser, Denoiser};
@@ -72,6 +74,15 @@ impl Prior {
                 card.denoiser.mask_channels
             )));
         }
+        if card.normalisation != IntensityNorm::MeasuredPercentile {
+            return Err(DiffusionError::Unsupported(format!(
+                "{}: the prior was trained on volumes scaled by their clean images ({:?}); \
+                 inference scales a scan by its measured data, so this prior would see other \
+                 intensities than it learnt: retrain it",
+                dir.display(),
+                card.normalisation
+            )));
+        }
         let file = dir.join(EMA_FILE);
         let bytes = std::fs::read(&file).map_err(|source| DiffusionError::Io {
             path: file.clone(),
@@ -89,11 +100,8 @@ impl Prior {
                 file.display()
             ))
         })?;
-        // CLI runs store the protocol's acquisition in the card (`amri train`'s RunInfo).
-        let acquisition = card
-            .corruption
-            .get("acquisition")
-            .and_then(|a| serde_json::from_value::<Acquisition>(a.clone()).ok());
+        // training masks come from the acquisition of the card's training record
+        let acquisition = card.record.as_ref().map(|r| r.acquisition.clone());
         Ok(Prior {
             card,
             model,
