@@ -15,6 +15,7 @@
 //! - [`checkpoint`]: the model card, checkpoint folders (load, `latest`, validation of the
 //!   safetensors files) and crash-safe writes; all that inference needs of a trained model;
 //! - [`train`]: AdamW with warm-up, global-norm clipping, EMA; writes checkpoints;
+//! - [`run`]: a training run's loss log (`loss.csv`: format, parsing, resume);
 //! - [`sample`]: inference — [`sample::Prior`], one-step reconstruction, the posterior sampler
 //!   (mean and uncertainty) and the unconditional sampler;
 //! - [`seed`]: the one seed-derivation scheme (`(seed, counter, tag)` → independent seed);
@@ -51,6 +52,7 @@ pub mod loss;
 pub mod memorize;
 pub mod optim;
 pub mod precond;
+pub mod run;
 pub mod sample;
 pub mod seed;
 pub mod train;

@@ -18,11 +18,12 @@ use amri_diffusion::checkpoint::{
 };
 use amri_diffusion::data::{TrainObjective, TrainingSet};
 use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
+use amri_diffusion::run::{format_loss_log, read_loss_log, LogRow, LOSS_CSV};
 use amri_diffusion::train::{
     save_run_checkpoint, Objective, StepStats, TrainConfig, Trainer, ENCODER_PREFIXES,
 };
 use amri_protocol::Protocol;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
@@ -32,8 +33,6 @@ use super::volumes::read_volumes;
 /// σ_data of the EDM preconditioning for volumes divided by their measurement scale
 /// (`amri_diffusion::data::measurement_scale`, 99.5th percentile of the zero-filled magnitude).
 const SIGMA_DATA: f64 = 0.5;
-/// Name of the loss log in the output folder.
-pub const LOSS_CSV: &str = "loss.csv";
 /// Name of the loss-curve figure in the output folder.
 pub const LOSS_PNG: &str = "loss.png";
 
@@ -147,16 +146,6 @@ fn parse_objective(s: &str) -> Result<TrainObjective, String> {
             "expected ambient, supervised, tweedie or clean, got {s:?}"
         )),
     }
-}
-
-/// One row of `loss.csv`.
-#[derive(Debug, Clone, Copy)]
-struct LogRow {
-    step: usize,
-    loss: f32,
-    lr: f64,
-    grad_norm: f32,
-    seconds: f64,
 }
 
 /// Default of `amri train --preset`.
@@ -450,7 +439,9 @@ fn drive(
         .context("building the training set")?;
     let (mut trainer, info, preset, mut log) = match resumed {
         Some((t, card, info)) => {
-            let log = read_log(&c.out.join(LOSS_CSV), t.steps())?;
+            let path = c.out.join(LOSS_CSV);
+            let log = read_loss_log(&path, t.steps())
+                .with_context(|| format!("reading {}", path.display()))?;
             (t, info, card.preset, log)
         }
         None => {
@@ -563,44 +554,8 @@ fn drive(
 }
 
 fn write_log(path: &Path, rows: &[LogRow]) -> Result<()> {
-    let mut s = String::from("step,loss,lr,grad_norm,seconds\n");
-    for r in rows {
-        s.push_str(&format!(
-            "{},{},{},{},{:.3}\n",
-            r.step, r.loss, r.lr, r.grad_norm, r.seconds
-        ));
-    }
-    amri_io::atomic::write_bytes(path, s.as_bytes())
+    amri_io::atomic::write_bytes(path, format_loss_log(rows).as_bytes())
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// The rows of an existing log with `step < upto` (rows after the checkpoint are dropped: they
-/// are retrained). A missing log is empty.
-fn read_log(path: &Path, upto: usize) -> Result<Vec<LogRow>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(anyhow!(e).context(format!("reading {}", path.display()))),
-    };
-    let mut rows = Vec::new();
-    for (n, line) in text.lines().enumerate().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        let bad = || anyhow!("{}:{}: malformed row {line:?}", path.display(), n + 1);
-        if f.len() != 5 {
-            return Err(bad());
-        }
-        let row = LogRow {
-            step: f[0].parse().map_err(|_| bad())?,
-            loss: f[1].parse().map_err(|_| bad())?,
-            lr: f[2].parse().map_err(|_| bad())?,
-            grad_norm: f[3].parse().map_err(|_| bad())?,
-            seconds: f[4].parse().map_err(|_| bad())?,
-        };
-        if row.step < upto {
-            rows.push(row);
-        }
-    }
-    Ok(rows)
 }
 
 /// A 480×320 line plot of log10(loss) against step, white background, axes in grey.
