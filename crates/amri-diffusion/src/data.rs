@@ -54,9 +54,10 @@ use candle_core::{Device, Tensor};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
 use serde::{Deserialize, Serialize};
 
+use crate::batch::Batch;
+use crate::checkpoint::Objective;
 use crate::error::{DiffusionError, Result};
 use crate::seed::data_order;
-use crate::train::{Batch, Objective};
 
 /// Percentile of `|x|` per volume that normalisation maps to 1.
 pub const NORM_PERCENTILE: f64 = 99.5;

@@ -12,6 +12,7 @@
 //! - [`loss`]: ambient losses for pixel masks and single-coil Cartesian k-space, and the
 //!   supervised clean-data loss;
 //! - [`fourier`]: the centred orthonormal 2-D DFT as differentiable candle matmuls;
+//! - [`batch`]: a training mini-batch (data, masks; its variant picks the loss);
 //! - [`checkpoint`]: the model card, checkpoint folders (load, `latest`, validation of the
 //!   safetensors files) and crash-safe writes; all that inference needs of a trained model;
 //! - [`train`]: AdamW with warm-up, global-norm clipping, EMA; writes checkpoints;
@@ -43,6 +44,7 @@
 //! ```
 
 pub mod alloc;
+pub mod batch;
 pub mod checkpoint;
 pub mod data;
 pub mod error;

@@ -41,7 +41,9 @@ use crate::optim::{AdamW, AdamWParams};
 use crate::precond::{denoiser, Denoiser, DenoiserConfig};
 use crate::seed::{derive_seed, name_hash, step_rng, TAG_CONSISTENCY, TAG_INIT};
 
-// The trainer's inputs are defined with the model card, whose on-disk shape they are part of.
+// The trainer's inputs: the batch type, and the configuration and objective defined with the
+// model card, whose on-disk shape they are part of.
+pub use crate::batch::Batch;
 pub use crate::checkpoint::{Objective, TrainConfig};
 
 /// Variable-name prefixes of the U-Net encoder (input convolution and `enc.*` blocks), for
@@ -163,121 +165,6 @@ pub fn seeded_var_builder(vm: &VarMap, seed: u64, dev: &Device) -> VarBuilder<'s
         DType::F32,
         dev.clone(),
     )
-}
-
-/// One mini-batch, NCHW `f32`, masks `[N, 1, H, W]` (or broadcastable) in {0, 1}.
-#[derive(Debug, Clone)]
-pub enum Batch {
-    /// Image-domain corruption: `x_a = A ⊙ x0` `[N, 2, H, W]`, A and Ã ⊆ A.
-    AmbientPixel {
-        /// `A ⊙ x0`, real/imag.
-        x_a: Tensor,
-        /// A.
-        mask_a: Tensor,
-        /// Ã.
-        mask_tilde: Tensor,
-    },
-    /// Single-coil Cartesian k-space: `y = M ⊙ F x0` `[N, 2, H, W]` centred, M and M̃ ⊆ M.
-    AmbientKspace {
-        /// `M ⊙ F x0`, real/imag.
-        y: Tensor,
-        /// M.
-        mask_a: Tensor,
-        /// M̃.
-        mask_tilde: Tensor,
-    },
-    /// Clean images `x0` `[N, 2, H, W]`.
-    Supervised {
-        /// x0, real/imag.
-        x0: Tensor,
-    },
-    /// Multi-coil k-space: `y_c = M ⊙ F(S_c x0)` `[N, coils, 2, H, W]` centred, the coil maps
-    /// `[N, coils, 2, H, W]` estimated from the ACS of `y` only, M and M̃ ⊆ M `[N, 1, H, W]`;
-    /// trained with [`crate::loss::multicoil_kspace_loss`] (network input and card objective as
-    /// [`Objective::AmbientKspace`]).
-    AmbientMulticoil {
-        /// `M ⊙ F(S_c x0)` per coil, real/imag.
-        y: Tensor,
-        /// Estimated coil maps (image domain), real/imag.
-        maps: Tensor,
-        /// M.
-        mask_a: Tensor,
-        /// M̃.
-        mask_tilde: Tensor,
-    },
-    /// An ambient batch ([`Batch::AmbientPixel`] or [`Batch::AmbientKspace`]) whose data carry
-    /// known Gaussian noise: trained with the double-Tweedie losses
-    /// ([`crate::loss::tweedie_pixel_loss`], [`crate::loss::tweedie_kspace_loss`]), σ drawn above
-    /// σ_n.
-    Noisy {
-        /// The ambient batch with the noisy data.
-        inner: Box<Batch>,
-        /// `[N]` noise standard deviation of each real and imaginary part of the data.
-        sigma_n: Tensor,
-    },
-}
-
-impl Batch {
-    /// The objective this batch trains.
-    pub fn objective(&self) -> Objective {
-        match self {
-            Batch::AmbientPixel { .. } => Objective::AmbientPixel,
-            Batch::AmbientKspace { .. } => Objective::AmbientKspace,
-            Batch::Supervised { .. } => Objective::Supervised,
-            Batch::AmbientMulticoil { .. } => Objective::AmbientKspace,
-            Batch::Noisy { inner, .. } => inner.objective(),
-        }
-    }
-
-    /// The same batch with `f` applied to every tensor (e.g. moved to another device).
-    pub fn map(&self, f: &impl Fn(&Tensor) -> Result<Tensor>) -> Result<Batch> {
-        Ok(match self {
-            Batch::AmbientPixel {
-                x_a,
-                mask_a,
-                mask_tilde,
-            } => Batch::AmbientPixel {
-                x_a: f(x_a)?,
-                mask_a: f(mask_a)?,
-                mask_tilde: f(mask_tilde)?,
-            },
-            Batch::AmbientKspace {
-                y,
-                mask_a,
-                mask_tilde,
-            } => Batch::AmbientKspace {
-                y: f(y)?,
-                mask_a: f(mask_a)?,
-                mask_tilde: f(mask_tilde)?,
-            },
-            Batch::Supervised { x0 } => Batch::Supervised { x0: f(x0)? },
-            Batch::AmbientMulticoil {
-                y,
-                maps,
-                mask_a,
-                mask_tilde,
-            } => Batch::AmbientMulticoil {
-                y: f(y)?,
-                maps: f(maps)?,
-                mask_a: f(mask_a)?,
-                mask_tilde: f(mask_tilde)?,
-            },
-            Batch::Noisy { inner, sigma_n } => Batch::Noisy {
-                inner: Box::new(inner.map(f)?),
-                sigma_n: f(sigma_n)?,
-            },
-        })
-    }
-
-    fn data(&self) -> &Tensor {
-        match self {
-            Batch::AmbientPixel { x_a, .. } => x_a,
-            Batch::AmbientKspace { y, .. } => y,
-            Batch::Supervised { x0 } => x0,
-            Batch::AmbientMulticoil { y, .. } => y,
-            Batch::Noisy { inner, .. } => inner.data(),
-        }
-    }
 }
 
 /// What one optimisation step did.
