@@ -1,4 +1,9 @@
-//! A training run's folder beside its checkpoints: the loss log `loss.csv`.
+//! A training run's folder beside its checkpoints: the rule a resumed run must follow
+//! ([`resume_mismatch`]) and the loss log `loss.csv`.
+//!
+//! **Resume.** A run continues bitwise only under the protocol, batch size and objective its
+//! card's [`TrainingRecord`] names: the data stream depends on all three. Settings given again
+//! on resume must equal them (left out, the run's own are used).
 //!
 //! The log has the header `step,loss,lr,grad_norm,seconds` and one row per optimisation step:
 //! the 0-based step, the loss before the update, the learning rate, the global gradient norm
@@ -8,7 +13,69 @@
 
 use std::path::Path;
 
+use amri_ops::simulate::Acquisition;
+
+use crate::checkpoint::TrainingRecord;
+use crate::data::TrainObjective;
 use crate::error::{DiffusionError, Result};
+
+/// A setting that differs from the one a run was trained with, so that the run could not
+/// continue exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResumeMismatch {
+    /// Another protocol (name or acquisition) than the run's.
+    Protocol {
+        /// The run's protocol name.
+        run: String,
+        /// The protocol name given now.
+        given: String,
+    },
+    /// Another batch size than the run's (the data order depends on it).
+    Batch {
+        /// The run's batch size.
+        run: usize,
+        /// The batch size given now.
+        given: usize,
+    },
+    /// Another training objective than the run's.
+    Objective {
+        /// The run's objective.
+        run: TrainObjective,
+        /// The objective given now.
+        given: TrainObjective,
+    },
+}
+
+/// The first setting that keeps the run recorded in `record` from continuing exactly: the
+/// protocol (`protocol` named, with `acquisition`) must be the run's, and a batch size or
+/// objective given (`Some`) must equal the run's. `None` when the run can continue.
+pub fn resume_mismatch(
+    record: &TrainingRecord,
+    protocol: &str,
+    acquisition: &Acquisition,
+    batch: Option<usize>,
+    objective: Option<TrainObjective>,
+) -> Option<ResumeMismatch> {
+    if record.protocol != protocol || record.acquisition != *acquisition {
+        return Some(ResumeMismatch::Protocol {
+            run: record.protocol.clone(),
+            given: protocol.to_owned(),
+        });
+    }
+    if let Some(given) = batch.filter(|b| *b != record.batch) {
+        return Some(ResumeMismatch::Batch {
+            run: record.batch,
+            given,
+        });
+    }
+    if let Some(given) = objective.filter(|o| *o != record.objective) {
+        return Some(ResumeMismatch::Objective {
+            run: record.objective,
+            given,
+        });
+    }
+    None
+}
 
 /// Name of the loss log in a run folder.
 pub const LOSS_CSV: &str = "loss.csv";
@@ -90,6 +157,47 @@ pub fn read_loss_log(path: &Path, upto: usize) -> Result<Vec<LogRow>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_resumes_only_under_its_own_protocol_batch_and_objective() -> Result<()> {
+        let acq: Acquisition = serde_json::from_value(serde_json::json!({
+            "corruption": {"type": "pixel", "p": 0.9}, "delta": 0.2
+        }))?;
+        let record = TrainingRecord {
+            protocol: "p".into(),
+            acquisition: acq.clone(),
+            batch: 8,
+            objective: TrainObjective::Ambient,
+            slices: 3,
+            base: None,
+        };
+        let amb = Some(TrainObjective::Ambient);
+        assert_eq!(resume_mismatch(&record, "p", &acq, None, None), None);
+        assert_eq!(resume_mismatch(&record, "p", &acq, Some(8), amb), None);
+        let other = ResumeMismatch::Protocol {
+            run: "p".into(),
+            given: "q".into(),
+        };
+        assert_eq!(resume_mismatch(&record, "q", &acq, None, None), Some(other));
+        let mut changed = acq.clone();
+        changed.delta = 0.3;
+        assert!(matches!(
+            resume_mismatch(&record, "p", &changed, None, None),
+            Some(ResumeMismatch::Protocol { .. })
+        ));
+        assert_eq!(
+            resume_mismatch(&record, "p", &acq, Some(2), amb),
+            Some(ResumeMismatch::Batch { run: 8, given: 2 })
+        );
+        assert_eq!(
+            resume_mismatch(&record, "p", &acq, None, Some(TrainObjective::Tweedie)),
+            Some(ResumeMismatch::Objective {
+                run: TrainObjective::Ambient,
+                given: TrainObjective::Tweedie
+            })
+        );
+        Ok(())
+    }
 
     #[test]
     fn loss_log_round_trips_and_drops_rows_past_the_checkpoint() -> Result<()> {

@@ -18,7 +18,9 @@ use amri_diffusion::checkpoint::{
 };
 use amri_diffusion::data::{TrainObjective, TrainingSet};
 use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
-use amri_diffusion::run::{format_loss_log, read_loss_log, LogRow, LOSS_CSV};
+use amri_diffusion::run::{
+    format_loss_log, read_loss_log, resume_mismatch, LogRow, ResumeMismatch, LOSS_CSV,
+};
 use amri_diffusion::train::{
     save_run_checkpoint, Objective, StepStats, TrainConfig, Trainer, ENCODER_PREFIXES,
 };
@@ -384,27 +386,25 @@ fn drive(
             .record
             .clone()
             .context("the checkpoint's card has no amri training record")?;
-        if info.protocol != protocol.name || info.acquisition != protocol.acquisition {
-            bail!(
-                "--resume: the run was trained under protocol {:?}, not {:?}",
-                info.protocol,
-                protocol.name
-            );
-        }
-        if let Some(b) = c.batch.filter(|b| *b != info.batch) {
-            bail!(
-                "--resume: the run used --batch {}, not {b}; the data order depends on it, so \
-                 the run could not continue exactly (leave --batch out or give {})",
-                info.batch,
-                info.batch
-            );
-        }
-        if let Some(o) = c.objective.filter(|o| *o != info.objective) {
-            bail!(
-                "--resume: the run used --objective {:?}, not {o:?}; leave --objective out or \
-                 give the same",
-                info.objective
-            );
+        match resume_mismatch(
+            &info,
+            &protocol.name,
+            &protocol.acquisition,
+            c.batch,
+            c.objective,
+        ) {
+            None => {}
+            Some(ResumeMismatch::Protocol { run, given }) => {
+                bail!("--resume: the run was trained under protocol {run:?}, not {given:?}")
+            }
+            Some(ResumeMismatch::Batch { run, given }) => bail!(
+                "--resume: the run used --batch {run}, not {given}; the data order depends on \
+                 it, so the run could not continue exactly (leave --batch out or give {run})"
+            ),
+            Some(ResumeMismatch::Objective { run, given }) => bail!(
+                "--resume: the run used --objective {run:?}, not {given:?}; leave --objective \
+                 out or give the same"
+            ),
         }
         let mut flags = ignored_common(c, &card);
         flags.extend(ignored(&card, &info));
