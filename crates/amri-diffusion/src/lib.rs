@@ -11,6 +11,7 @@
 //!   clean image out);
 //! - [`loss`]: ambient losses for pixel masks and single-coil Cartesian k-space, and the
 //!   supervised clean-data loss;
+//! - [`objective`]: loss dispatch of a training batch ([`train::Trainer::loss`]);
 //! - [`fourier`]: the centred orthonormal 2-D DFT as differentiable candle matmuls;
 //! - [`batch`]: a training mini-batch (data, masks; its variant picks the loss);
 //! - [`checkpoint`]: the model card, checkpoint folders (load, `latest`, validation of the
@@ -52,6 +53,7 @@ pub mod fourier;
 pub mod fused;
 pub mod loss;
 pub mod memorize;
+pub mod objective;
 pub mod optim;
 pub mod precond;
 pub mod run;
