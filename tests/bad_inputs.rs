@@ -416,9 +416,9 @@ fn checkpoint_that_does_not_match_its_card_is_refused_by_finetune_and_recon() {
         "a fine-tuned checkpoint was written"
     );
     // Through the library: the card check of load_checkpoint.
-    let e = match amri_diffusion::train::load_checkpoint(
+    let e = match amri_diffusion::checkpoint::load_checkpoint(
         &ckpt,
-        amri_diffusion::train::Weights::Ema,
+        amri_diffusion::checkpoint::Weights::Ema,
         &candle_core::Device::Cpu,
     ) {
         Ok(_) => panic!("a checkpoint with a lying card loaded"),

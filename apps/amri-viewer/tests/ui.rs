@@ -379,6 +379,7 @@ fn export_writes_the_panel_grid() {
 /// A tiny k-space ambient prior trained for two steps on 32 × 32 discs (as amri-diffusion's own
 /// Prior::load test), saved as a training run in `dir`.
 fn tiny_prior(dir: &Path) -> PathBuf {
+    use amri_diffusion::checkpoint::TrainingRecord;
     use amri_diffusion::data::{TrainObjective, TrainingSet};
     use amri_diffusion::precond::DenoiserConfig;
     use amri_diffusion::train::{save_run_checkpoint, Objective, TrainConfig, Trainer};
@@ -417,7 +418,14 @@ fn tiny_prior(dir: &Path) -> PathBuf {
         .card(
             Objective::AmbientKspace,
             Some("tiny"),
-            serde_json::json!({ "acquisition": acq }),
+            Some(TrainingRecord {
+                protocol: "test".into(),
+                acquisition: acq.clone(),
+                batch: 2,
+                objective: TrainObjective::Ambient,
+                slices: set.len(),
+                base: None,
+            }),
         )
         .expect("tiny prior");
     let run = dir.join("run");

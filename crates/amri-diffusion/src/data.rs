@@ -43,7 +43,7 @@
 //! return [`DiffusionError::Unsupported`].
 //!
 //! Data order: step `t` with batch size `B` takes positions `t·B … t·B+B−1` of an endless stream
-//! that visits the scans in [`crate::train::data_order`]`(n, seed, epoch)` for epoch 0, 1, …
+//! that visits the scans in [`crate::seed::data_order`]`(n, seed, epoch)` for epoch 0, 1, …
 //! ([`batch_indices`]) — a pure function of `(seed, t)`, so a resumed run needs no stored
 //! position.
 
@@ -60,8 +60,10 @@ use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
+use crate::batch::Batch;
+use crate::checkpoint::Objective;
 use crate::error::{DiffusionError, Result};
-use crate::train::{data_order, Batch, Objective};
+use crate::seed::data_order;
 
 /// Percentile of `|x|` per volume that normalisation maps to 1.
 pub const NORM_PERCENTILE: f64 = 99.5;

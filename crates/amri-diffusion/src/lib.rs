@@ -11,11 +11,16 @@
 //!   clean image out);
 //! - [`loss`]: ambient losses for pixel masks and single-coil Cartesian k-space, and the
 //!   supervised clean-data loss;
+//! - [`objective`]: loss dispatch of a training batch ([`train::Trainer::loss`]);
 //! - [`fourier`]: the centred orthonormal 2-D DFT as differentiable candle matmuls;
-//! - [`train`]: AdamW with warm-up, global-norm clipping, EMA, safetensors checkpoints and a
-//!   JSON model card;
+//! - [`batch`]: a training mini-batch (data, masks; its variant picks the loss);
+//! - [`checkpoint`]: the model card, checkpoint folders (load, `latest`, validation of the
+//!   safetensors files) and crash-safe writes; all that inference needs of a trained model;
+//! - [`train`]: AdamW with warm-up, global-norm clipping, EMA; writes checkpoints;
+//! - [`run`]: a training run's loss log (`loss.csv`: format, parsing, resume);
 //! - [`sample`]: inference — [`sample::Prior`], one-step reconstruction, the posterior sampler
 //!   (mean and uncertainty) and the unconditional sampler;
+//! - [`seed`]: the one seed-derivation scheme (`(seed, counter, tag)` → independent seed);
 //! - [`memorize`]: nearest-training-slice similarity of samples (memorisation report).
 //!
 //! Conventions: tensors are NCHW `f32`; complex images are 2 channels (real, imaginary); masks
@@ -40,15 +45,20 @@
 //! ```
 
 pub mod alloc;
+pub mod batch;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod fourier;
 pub mod fused;
 pub mod loss;
 pub mod memorize;
+pub mod objective;
 pub mod optim;
 pub mod precond;
+pub mod run;
 pub mod sample;
+pub mod seed;
 pub mod train;
 pub mod unet;
 

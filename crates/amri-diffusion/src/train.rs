@@ -1,7 +1,7 @@
 //! Training: AdamW with linear learning-rate warm-up, gradient clipping by global norm, an
 //! exponential moving average (EMA) of the weights, seeded noise levels / noise / data order, and
-//! checkpoints as safetensors plus a JSON model card, each written atomically (temp file +
-//! rename).
+//! checkpoints (written through [`crate::checkpoint`]: safetensors plus a JSON model card, each
+//! through a synced temporary file and a rename).
 //!
 //! A step takes a [`Batch`] already carrying the corruption (A and Ã masks); σ and the noise of
 //! step `t` are drawn from an RNG seeded by `(seed, t)` ([`step_rng`]), so nothing but the step
@@ -13,11 +13,8 @@
 //! [`crate::data`]) the data order and `Ã` — is a function of `(seed, t)`, [`Trainer::resume`]
 //! continues bitwise as if training had never stopped (tested).
 //!
-//! **Checkpoint layout.** [`save_run_checkpoint`] writes `RUN/ckpt-<step:08>/` (the four files,
-//! each through a temporary file and a rename) and only then replaces the one-line pointer file
-//! `RUN/latest` atomically; older checkpoint folders but the previous one are removed afterwards.
-//! A kill at any point leaves `latest` naming a complete checkpoint. [`resolve_checkpoint`]
-//! accepts either a run folder (follows `latest`) or a checkpoint folder.
+//! **Checkpoints.** [`save_run_checkpoint`] writes `RUN/ckpt-<step:08>/` and then points
+//! `RUN/latest` at it; the layout, the card and loading live in [`crate::checkpoint`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,88 +22,25 @@ use std::path::{Path, PathBuf};
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
-use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{
+    check_tensors, create_dir, load_varmap, missing, read_card, resolve_checkpoint, save_in_run,
+    sorted_vars, varmap_shapes, write_atomic, write_file_atomic, IntensityNorm, ModelCard,
+    TrainingRecord, CARD_FILE, EMA_FILE, OPTIM_FILE, WEIGHTS_FILE,
+};
 use crate::error::{DiffusionError, Result};
 use crate::fourier::CenteredDft2;
-use crate::loss::{
-    ambient_kspace_loss, ambient_pixel_loss, consistency_kspace_loss, consistency_pixel_loss,
-    multicoil_kspace_loss, supervised_loss, tweedie_kspace_loss, tweedie_pixel_loss,
-};
 use crate::optim::{AdamW, AdamWParams};
-use crate::precond::{denoiser, Denoiser, DenoiserConfig, SigmaSampler};
+use crate::precond::{denoiser, Denoiser, DenoiserConfig};
+use crate::seed::{derive_seed, name_hash, step_rng, TAG_INIT};
 
-/// File name of the raw (optimiser) weights inside a checkpoint directory.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
-/// File name of the EMA weights inside a checkpoint directory.
-pub const EMA_FILE: &str = "ema.safetensors";
-/// File name of the model card inside a checkpoint directory.
-pub const CARD_FILE: &str = "model.json";
-/// File name of the optimiser state ([`AdamW::save`]) inside a checkpoint directory.
-pub const OPTIM_FILE: &str = "optim.safetensors";
-/// Name of the pointer file in a run folder naming its newest complete checkpoint folder.
-pub const LATEST_FILE: &str = "latest";
-
-/// Optimisation hyper-parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    /// Peak learning rate of AdamW.
-    pub lr: f64,
-    /// Steps of linear warm-up from `lr/warmup_steps` to `lr` (0: none).
-    pub warmup_steps: usize,
-    /// AdamW decoupled weight decay.
-    pub weight_decay: f64,
-    /// Clip gradients to this global L2 norm (`None`: no clipping).
-    pub grad_clip: Option<f64>,
-    /// EMA decay per step, in [0, 1) (0.999 is typical; 0 copies the weights).
-    pub ema_decay: f64,
-    /// Seed of σ, noise and data-order draws.
-    pub seed: u64,
-    /// Log-normal training noise levels.
-    pub sigma: SigmaSampler,
-    /// Variables whose name starts with any of these prefixes are frozen (not optimised), e.g.
-    /// `["conv_in", "enc."]` for the U-Net encoder. Empty: train everything.
-    #[serde(default)]
-    pub freeze: Vec<String>,
-    /// Loss weight of the samples A measured but Ã hid, relative to those Ã kept (noiseless
-    /// ambient objectives; 1: the unweighted loss of Daras et al.). Any value > 0 leaves the
-    /// minimiser `E[x0 | Ã x_t]` unchanged — per sample the weight is a function of the input
-    /// mask Ã, so it scales each hidden sample's term by a constant — while larger values put
-    /// more of the gradient on the hidden samples, the only ones that teach filling in.
-    #[serde(default = "unit_weight")]
-    pub hidden_weight: f64,
-    /// Weight of the consistency loss below the data's noise level for noisy-data
-    /// ([`Batch::Noisy`]) training (0: off, σ drawn above σ_n only). When > 0, σ is drawn from
-    /// the whole log-normal; samples with σ ≤ σ_n get [`crate::loss::consistency_pixel_loss`] /
-    /// [`crate::loss::consistency_kspace_loss`] with this weight, the others the Tweedie loss.
-    #[serde(default)]
-    pub consistency_weight: f64,
-}
-
-fn unit_weight() -> f64 {
-    1.0
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            lr: 1e-3,
-            warmup_steps: 100,
-            weight_decay: 0.0,
-            grad_clip: Some(1.0),
-            ema_decay: 0.999,
-            seed: 0,
-            sigma: SigmaSampler::default(),
-            freeze: Vec::new(),
-            hidden_weight: 1.0,
-            consistency_weight: 0.0,
-        }
-    }
-}
+// The trainer's inputs: the batch type, and the configuration and objective defined with the
+// model card, whose on-disk shape they are part of.
+pub use crate::batch::Batch;
+pub use crate::checkpoint::{Objective, TrainConfig};
 
 /// Variable-name prefixes of the U-Net encoder (input convolution and `enc.*` blocks), for
 /// [`TrainConfig::freeze`].
@@ -121,37 +55,9 @@ pub fn is_frozen(name: &str, prefixes: &[String]) -> bool {
         .any(|p| name.starts_with(p.as_str()) || inner.is_some_and(|n| n.starts_with(p.as_str())))
 }
 
-/// SplitMix64 finaliser.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// An independent seed for `(seed, step, tag)` (SplitMix64 mixing of the parts).
-pub fn derive_seed(seed: u64, step: u64, tag: u64) -> u64 {
-    mix(mix(mix(seed) ^ step) ^ tag)
-}
-
-/// The RNG of σ and noise draws of training step `step` (0-based) under `seed`.
-pub fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(derive_seed(seed, step, 0x5167))
-}
-
-/// FNV-1a hash of a variable name (stable across platforms and versions).
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
-    })
-}
-
-/// Tag of weight-initialisation draws in [`derive_seed`].
-const TAG_INIT: u64 = 0x1417;
-
 /// Draws the initial value of variable `name` with `shape` under candle-nn's `init` rule (same
 /// distributions and bounds as `candle_nn::Init::var`), from a ChaCha8 RNG seeded by
-/// [`derive_seed`]`(seed, fnv1a(name), TAG)`: a pure function of `(seed, name, shape, init)`,
+/// [`derive_seed`]`(seed, fnv1a(name), TAG_INIT)`: a pure function of `(seed, name, shape, init)`,
 /// independent of the order in which the model creates its variables.
 pub fn seeded_init(
     init: candle_nn::Init,
@@ -257,133 +163,6 @@ pub fn seeded_var_builder(vm: &VarMap, seed: u64, dev: &Device) -> VarBuilder<'s
     )
 }
 
-/// Which loss a model was trained with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Objective {
-    /// [`crate::loss::ambient_pixel_loss`].
-    AmbientPixel,
-    /// [`crate::loss::ambient_kspace_loss`].
-    AmbientKspace,
-    /// [`crate::loss::supervised_loss`].
-    Supervised,
-}
-
-/// One mini-batch, NCHW `f32`, masks `[N, 1, H, W]` (or broadcastable) in {0, 1}.
-#[derive(Debug, Clone)]
-pub enum Batch {
-    /// Image-domain corruption: `x_a = A ⊙ x0` `[N, 2, H, W]`, A and Ã ⊆ A.
-    AmbientPixel {
-        /// `A ⊙ x0`, real/imag.
-        x_a: Tensor,
-        /// A.
-        mask_a: Tensor,
-        /// Ã.
-        mask_tilde: Tensor,
-    },
-    /// Single-coil Cartesian k-space: `y = M ⊙ F x0` `[N, 2, H, W]` centred, M and M̃ ⊆ M.
-    AmbientKspace {
-        /// `M ⊙ F x0`, real/imag.
-        y: Tensor,
-        /// M.
-        mask_a: Tensor,
-        /// M̃.
-        mask_tilde: Tensor,
-    },
-    /// Clean images `x0` `[N, 2, H, W]`.
-    Supervised {
-        /// x0, real/imag.
-        x0: Tensor,
-    },
-    /// Multi-coil k-space: `y_c = M ⊙ F(S_c x0)` `[N, coils, 2, H, W]` centred, the coil maps
-    /// `[N, coils, 2, H, W]` estimated from the ACS of `y` only, M and M̃ ⊆ M `[N, 1, H, W]`;
-    /// trained with [`crate::loss::multicoil_kspace_loss`] (network input and card objective as
-    /// [`Objective::AmbientKspace`]).
-    AmbientMulticoil {
-        /// `M ⊙ F(S_c x0)` per coil, real/imag.
-        y: Tensor,
-        /// Estimated coil maps (image domain), real/imag.
-        maps: Tensor,
-        /// M.
-        mask_a: Tensor,
-        /// M̃.
-        mask_tilde: Tensor,
-    },
-    /// An ambient batch ([`Batch::AmbientPixel`] or [`Batch::AmbientKspace`]) whose data carry
-    /// known Gaussian noise: trained with the double-Tweedie losses
-    /// ([`crate::loss::tweedie_pixel_loss`], [`crate::loss::tweedie_kspace_loss`]), σ drawn above
-    /// σ_n.
-    Noisy {
-        /// The ambient batch with the noisy data.
-        inner: Box<Batch>,
-        /// `[N]` noise standard deviation of each real and imaginary part of the data.
-        sigma_n: Tensor,
-    },
-}
-
-impl Batch {
-    /// The objective this batch trains.
-    pub fn objective(&self) -> Objective {
-        match self {
-            Batch::AmbientPixel { .. } => Objective::AmbientPixel,
-            Batch::AmbientKspace { .. } => Objective::AmbientKspace,
-            Batch::Supervised { .. } => Objective::Supervised,
-            Batch::AmbientMulticoil { .. } => Objective::AmbientKspace,
-            Batch::Noisy { inner, .. } => inner.objective(),
-        }
-    }
-
-    /// The same batch with `f` applied to every tensor (e.g. moved to another device).
-    pub fn map(&self, f: &impl Fn(&Tensor) -> Result<Tensor>) -> Result<Batch> {
-        Ok(match self {
-            Batch::AmbientPixel {
-                x_a,
-                mask_a,
-                mask_tilde,
-            } => Batch::AmbientPixel {
-                x_a: f(x_a)?,
-                mask_a: f(mask_a)?,
-                mask_tilde: f(mask_tilde)?,
-            },
-            Batch::AmbientKspace {
-                y,
-                mask_a,
-                mask_tilde,
-            } => Batch::AmbientKspace {
-                y: f(y)?,
-                mask_a: f(mask_a)?,
-                mask_tilde: f(mask_tilde)?,
-            },
-            Batch::Supervised { x0 } => Batch::Supervised { x0: f(x0)? },
-            Batch::AmbientMulticoil {
-                y,
-                maps,
-                mask_a,
-                mask_tilde,
-            } => Batch::AmbientMulticoil {
-                y: f(y)?,
-                maps: f(maps)?,
-                mask_a: f(mask_a)?,
-                mask_tilde: f(mask_tilde)?,
-            },
-            Batch::Noisy { inner, sigma_n } => Batch::Noisy {
-                inner: Box::new(inner.map(f)?),
-                sigma_n: f(sigma_n)?,
-            },
-        })
-    }
-
-    fn data(&self) -> &Tensor {
-        match self {
-            Batch::AmbientPixel { x_a, .. } => x_a,
-            Batch::AmbientKspace { y, .. } => y,
-            Batch::Supervised { x0 } => x0,
-            Batch::AmbientMulticoil { y, .. } => y,
-            Batch::Noisy { inner, .. } => inner.data(),
-        }
-    }
-}
-
 /// What one optimisation step did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepStats {
@@ -395,14 +174,6 @@ pub struct StepStats {
     pub grad_norm: f32,
     /// Learning rate used.
     pub lr: f64,
-}
-
-/// Deterministic order of `n` examples for `epoch` under `seed` (a permutation of `0..n`).
-pub fn data_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut rng);
-    idx
 }
 
 /// Learning rate at `step` (0-based): linear warm-up `lr·(step+1)/warmup` then constant `lr`.
@@ -441,63 +212,20 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: Option<f64>
     Ok(norm as f32)
 }
 
-/// How the training intensities were normalised; recorded in every model card so inference can
-/// apply the same scale to a user's scan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IntensityNorm {
-    /// Each volume divided by the 99.5th percentile of its *clean* `|x|` (cards written before
-    /// the measurement rule; an ambient user cannot reproduce this scale exactly).
-    CleanPercentile,
-    /// Each volume divided by [`crate::data::measurement_scale`] of its measured data: the
-    /// 99.5th percentile of the zero-filled magnitude (RSS over coils of `|Fᴴ(M ⊙ y_c)|` for
-    /// k-space, `|y|` on measured pixels for image-domain corruptions).
-    MeasuredPercentile,
-}
-
-fn legacy_norm() -> IntensityNorm {
-    IntensityNorm::CleanPercentile
-}
-
-/// Everything needed to rebuild and interpret a checkpoint; stored as `model.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelCard {
-    /// Card format tag, `"amri-diffusion/1"`.
-    pub format: String,
-    /// Version of amri-diffusion that wrote the card.
-    pub amri_version: String,
-    /// U-Net preset name the model started from, if any (`"tiny"`, `"base"`).
-    pub preset: Option<String>,
-    /// Network and preconditioning (channels: 2 image (real, imag) + mask channels).
-    pub denoiser: DenoiserConfig,
-    /// Training loss.
-    pub objective: Objective,
-    /// Free-form description of the corruption protocol (e.g. amri-ops `CorruptionConfig` JSON).
-    pub corruption: serde_json::Value,
-    /// Optimisation steps taken.
-    pub steps: usize,
-    /// Training seed.
-    pub seed: u64,
-    /// Optimisation hyper-parameters.
-    pub train: TrainConfig,
-    /// Intensity normalisation of the training data (absent in old cards: the clean rule).
-    #[serde(default = "legacy_norm")]
-    pub normalisation: IntensityNorm,
-}
-
 /// Trains a [`Denoiser`] with AdamW, warm-up, clipping and EMA.
 pub struct Trainer {
-    dcfg: DenoiserConfig,
-    cfg: TrainConfig,
+    pub(crate) dcfg: DenoiserConfig,
+    pub(crate) cfg: TrainConfig,
     varmap: VarMap,
-    model: Denoiser,
+    pub(crate) model: Denoiser,
     opt: AdamW,
     /// (name, var, EMA copy), sorted by name.
     ema: Vec<(String, Var, Tensor)>,
     /// The variables the optimiser updates (not frozen), sorted by name.
     trainable: Vec<Var>,
-    step: usize,
-    dft: Option<CenteredDft2>,
+    pub(crate) step: usize,
+    /// The centred DFT of the last k-space batch's size ([`crate::objective`]).
+    pub(crate) dft: Option<CenteredDft2>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -508,13 +236,6 @@ impl std::fmt::Debug for Trainer {
             .field("step", &self.step)
             .finish()
     }
-}
-
-fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
-    let data = vm.data().lock().unwrap_or_else(|p| p.into_inner());
-    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 /// The variable whose gradient differs most between two computations, as (name, relative L2
@@ -755,224 +476,6 @@ impl Trainer {
             .collect()
     }
 
-    fn dft_for(&mut self, h: usize, w: usize, dev: &Device) -> Result<CenteredDft2> {
-        match &self.dft {
-            Some(d) if d.shape() == (h, w) => Ok(d.clone()),
-            _ => {
-                let d = CenteredDft2::new(h, w, dev)?;
-                self.dft = Some(d.clone());
-                Ok(d)
-            }
-        }
-    }
-
-    /// The loss mask of a noiseless ambient batch: `A` with the samples Ã hid scaled so that
-    /// their squared error counts [`TrainConfig::hidden_weight`] times (the losses square the
-    /// mask with the residual): `Ã + √w (A − Ã)`.
-    fn loss_mask(&self, mask_a: &Tensor, mask_tilde: &Tensor) -> Result<Tensor> {
-        let w = self.cfg.hidden_weight;
-        if w == 1.0 {
-            return Ok(mask_a.clone());
-        }
-        if !(w.is_finite() && w > 0.0) {
-            return Err(DiffusionError::Config(format!(
-                "hidden_weight must be > 0, got {w}"
-            )));
-        }
-        let mt = mask_tilde
-            .broadcast_as(mask_a.shape())?
-            .to_dtype(mask_a.dtype())?;
-        Ok((&mt + ((mask_a - &mt)? * w.sqrt())?)?)
-    }
-
-    /// The batch's loss (scalar tensor, differentiable) at given `sigma: [N]` and
-    /// `noise: [N, 2, H, W]` (image noise, or k-space noise for [`Batch::AmbientKspace`]).
-    pub fn loss(&mut self, batch: &Batch, sigma: &Tensor, noise: &Tensor) -> Result<Tensor> {
-        let p = self.dcfg.precond;
-        match batch {
-            Batch::AmbientPixel {
-                x_a,
-                mask_a,
-                mask_tilde,
-            } => {
-                let wa = self.loss_mask(mask_a, mask_tilde)?;
-                ambient_pixel_loss(&self.model, &p, x_a, &wa, mask_tilde, sigma, noise)
-            }
-            Batch::AmbientKspace {
-                y,
-                mask_a,
-                mask_tilde,
-            } => {
-                let (_, _, h, w) = y.dims4()?;
-                let dft = self.dft_for(h, w, y.device())?;
-                let wa = self.loss_mask(mask_a, mask_tilde)?;
-                ambient_kspace_loss(&self.model, &p, &dft, y, &wa, mask_tilde, sigma, noise)
-            }
-            Batch::Supervised { x0 } => supervised_loss(&self.model, &p, x0, sigma, noise),
-            Batch::AmbientMulticoil {
-                y,
-                maps,
-                mask_a,
-                mask_tilde,
-            } => {
-                let d = y.dims();
-                if d.len() != 5 {
-                    return Err(DiffusionError::Shape(format!(
-                        "multi-coil data must be [N, coils, 2, H, W], got {d:?}"
-                    )));
-                }
-                let dft = self.dft_for(d[3], d[4], y.device())?;
-                multicoil_kspace_loss(
-                    &self.model,
-                    &p,
-                    &dft,
-                    y,
-                    maps,
-                    mask_a,
-                    mask_tilde,
-                    sigma,
-                    noise,
-                )
-            }
-            Batch::Noisy { inner, sigma_n } if self.cfg.consistency_weight > 0.0 => {
-                self.noisy_loss_with_consistency(inner, sigma_n, sigma, noise)
-            }
-            Batch::Noisy { inner, sigma_n } => match inner.as_ref() {
-                Batch::AmbientPixel {
-                    x_a,
-                    mask_a,
-                    mask_tilde,
-                } => tweedie_pixel_loss(
-                    &self.model,
-                    &p,
-                    x_a,
-                    mask_a,
-                    mask_tilde,
-                    sigma,
-                    sigma_n,
-                    noise,
-                ),
-                Batch::AmbientKspace {
-                    y,
-                    mask_a,
-                    mask_tilde,
-                } => {
-                    let (_, _, h, w) = y.dims4()?;
-                    let dft = self.dft_for(h, w, y.device())?;
-                    tweedie_kspace_loss(
-                        &self.model,
-                        &p,
-                        &dft,
-                        y,
-                        mask_a,
-                        mask_tilde,
-                        sigma,
-                        sigma_n,
-                        noise,
-                    )
-                }
-                other => Err(DiffusionError::Unsupported(format!(
-                    "noisy-data training of a {:?} batch",
-                    other.objective()
-                ))),
-            },
-        }
-    }
-
-    /// The noisy-data loss with the consistency term: samples with `σ > σ_n` get the Tweedie
-    /// loss, the others the consistency loss (second draw `z2` from a stream of its own for this
-    /// step), combined as `(n_T·L_T + w·n_C·L_C)/N`.
-    fn noisy_loss_with_consistency(
-        &mut self,
-        inner: &Batch,
-        sigma_n: &Tensor,
-        sigma: &Tensor,
-        noise: &Tensor,
-    ) -> Result<Tensor> {
-        let p = self.dcfg.precond;
-        let sv = sigma.to_vec1::<f32>()?;
-        let nv = sigma_n.to_vec1::<f32>()?;
-        let n = sv.len();
-        let (mut above, mut below) = (Vec::new(), Vec::new());
-        for (i, (s, sn)) in sv.iter().zip(&nv).enumerate() {
-            if s > sn {
-                above.push(i as u32);
-            } else {
-                below.push(i as u32);
-            }
-        }
-        let dev = sigma.device();
-        let pick = |t: &Tensor, idx: &[u32]| -> Result<Tensor> {
-            Ok(t.index_select(&Tensor::new(idx, dev)?, 0)?)
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.cfg.seed, self.step as u64, 0xC0));
-        let z2: Vec<f32> = (0..noise.elem_count())
-            .map(|_| StandardNormal.sample(&mut rng))
-            .collect();
-        let z2 = Tensor::from_vec(z2, noise.dims(), dev)?;
-        let mut total: Option<Tensor> = None;
-        let mut add = |l: Tensor, count: usize, w: f64| -> Result<()> {
-            let l = (l * (w * count as f64 / n as f64))?;
-            total = Some(match total.take() {
-                Some(t) => (t + l)?,
-                None => l,
-            });
-            Ok(())
-        };
-        let (data, mask_a, mask_tilde, kspace) = match inner {
-            Batch::AmbientPixel {
-                x_a,
-                mask_a,
-                mask_tilde,
-            } => (x_a, mask_a, mask_tilde, false),
-            Batch::AmbientKspace {
-                y,
-                mask_a,
-                mask_tilde,
-            } => (y, mask_a, mask_tilde, true),
-            other => {
-                return Err(DiffusionError::Unsupported(format!(
-                    "noisy-data training of a {:?} batch",
-                    other.objective()
-                )))
-            }
-        };
-        let (_, _, h, w) = data.dims4()?;
-        let dft = if kspace {
-            Some(self.dft_for(h, w, dev)?)
-        } else {
-            None
-        };
-        if !above.is_empty() {
-            let (y, ma, mt) = (
-                pick(data, &above)?,
-                pick(mask_a, &above)?,
-                pick(mask_tilde, &above)?,
-            );
-            let (s, sn, z) = (
-                pick(sigma, &above)?,
-                pick(sigma_n, &above)?,
-                pick(noise, &above)?,
-            );
-            let l = match &dft {
-                Some(f) => tweedie_kspace_loss(&self.model, &p, f, &y, &ma, &mt, &s, &sn, &z)?,
-                None => tweedie_pixel_loss(&self.model, &p, &y, &ma, &mt, &s, &sn, &z)?,
-            };
-            add(l, above.len(), 1.0)?;
-        }
-        if !below.is_empty() {
-            let (y, mt) = (pick(data, &below)?, pick(mask_tilde, &below)?);
-            let (s, sn) = (pick(sigma, &below)?, pick(sigma_n, &below)?);
-            let (z, zz) = (pick(noise, &below)?, pick(&z2, &below)?);
-            let l = match &dft {
-                Some(f) => consistency_kspace_loss(&self.model, &p, f, &y, &mt, &s, &sn, &z, &zz)?,
-                None => consistency_pixel_loss(&self.model, &p, &y, &mt, &s, &sn, &z, &zz)?,
-            };
-            add(l, below.len(), self.cfg.consistency_weight)?;
-        }
-        total.ok_or_else(|| DiffusionError::Shape("empty batch".into()))
-    }
-
     /// Draws σ `[N]` and noise shaped like the batch for the current step, from
     /// [`step_rng`]`(seed, step)`: the same step always gets the same draws. For a
     /// [`Batch::Noisy`] each σ is redrawn until it exceeds the sample's σ_n (the log-normal
@@ -1122,14 +625,14 @@ impl Trainer {
         Ok(stats)
     }
 
-    /// The model card for the current state, trained with `objective` on the corruption protocol
-    /// described by `corruption`, with data normalised by [`crate::data::measurement_scale`]
+    /// The model card for the current state, trained with `objective` on what `record` describes
+    /// (`None`: no training record), with data normalised by [`crate::data::measurement_scale`]
     /// ([`IntensityNorm::MeasuredPercentile`], the rule of [`crate::data::TrainingSet`]).
     pub fn card(
         &self,
         objective: Objective,
         preset: Option<&str>,
-        corruption: serde_json::Value,
+        record: Option<TrainingRecord>,
     ) -> Result<ModelCard> {
         Ok(ModelCard {
             format: "amri-diffusion/1".into(),
@@ -1137,7 +640,7 @@ impl Trainer {
             preset: preset.map(str::to_owned),
             denoiser: self.dcfg.clone(),
             objective,
-            corruption,
+            record,
             steps: self.step,
             seed: self.cfg.seed,
             train: self.cfg.clone(),
@@ -1146,361 +649,34 @@ impl Trainer {
     }
 
     /// Writes `model.safetensors` (raw weights), `ema.safetensors`, `optim.safetensors` and
-    /// `model.json` (last) into `dir` (created if missing), each via a temporary file renamed
-    /// into place. For crash safety across the four files use [`save_run_checkpoint`].
+    /// `model.json` (last) into `dir` (created if missing), each via a synced temporary file
+    /// renamed into place ([`write_file_atomic`]). For crash safety across the four files use [`save_run_checkpoint`].
     pub fn save_checkpoint(&self, dir: &Path, card: &ModelCard) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| DiffusionError::Io {
-            path: dir.to_path_buf(),
-            source,
+        create_dir(dir)?;
+        write_file_atomic(&dir.join(WEIGHTS_FILE), |tmp| Ok(self.varmap.save(tmp)?))?;
+        write_file_atomic(&dir.join(EMA_FILE), |tmp| {
+            Ok(candle_core::safetensors::save(&self.ema_weights(), tmp)?)
         })?;
-        let weights = dir.join(WEIGHTS_FILE);
-        let tmp = tmp_path(&weights);
-        self.varmap.save(&tmp)?;
-        rename(&tmp, &weights)?;
-        let ema = dir.join(EMA_FILE);
-        let tmp = tmp_path(&ema);
-        candle_core::safetensors::save(&self.ema_weights(), &tmp)?;
-        rename(&tmp, &ema)?;
-        let optim = dir.join(OPTIM_FILE);
-        let tmp = tmp_path(&optim);
-        self.opt.save(&tmp)?;
-        rename(&tmp, &optim)?;
+        write_file_atomic(&dir.join(OPTIM_FILE), |tmp| self.opt.save(tmp))?;
         let json = serde_json::to_vec_pretty(card)?;
         write_atomic(&dir.join(CARD_FILE), &json)
     }
 }
 
-/// Which weights of a checkpoint to load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Weights {
-    /// The optimiser's weights (`model.safetensors`).
-    Raw,
-    /// The EMA weights (`ema.safetensors`), normally used for inference.
-    Ema,
-}
-
-/// Reads a checkpoint (a checkpoint folder, or a run folder whose `latest` names one): its card
-/// and a [`Denoiser`] with the chosen weights on `dev`.
-pub fn load_checkpoint(dir: &Path, which: Weights, dev: &Device) -> Result<(ModelCard, Denoiser)> {
-    let dir = resolve_checkpoint(dir)?;
-    let card = read_card(&dir)?;
-    let mut vm = VarMap::new();
-    let model = denoiser(
-        &card.denoiser,
-        VarBuilder::from_varmap(&vm, DType::F32, dev),
-    )?;
-    let file = dir.join(match which {
-        Weights::Raw => WEIGHTS_FILE,
-        Weights::Ema => EMA_FILE,
-    });
-    load_varmap(&mut vm, &file)?;
-    Ok((card, model))
-}
-
-fn missing(path: &Path) -> DiffusionError {
-    DiffusionError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
-    }
-}
-
-fn load_varmap(vm: &mut VarMap, file: &Path) -> Result<()> {
-    if !file.is_file() {
-        return Err(missing(file));
-    }
-    check_tensors(file, &varmap_shapes(vm), "the model its card describes")?;
-    Ok(vm.load(file)?)
-}
-
-/// Name → shape of every variable of `vm` (all `f32`).
-fn varmap_shapes(vm: &VarMap) -> BTreeMap<String, (&'static str, Vec<usize>)> {
-    sorted_vars(vm)
-        .into_iter()
-        .map(|(n, v)| (n, ("F32", v.dims().to_vec())))
-        .collect()
-}
-
-/// Largest safetensors header accepted (bytes): far above any amri model's, far below memory.
-const MAX_HEADER: u64 = 64 << 20;
-
-fn dtype_size(dtype: &str) -> Option<u64> {
-    Some(match dtype {
-        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
-        "U16" | "I16" | "F16" | "BF16" => 2,
-        "U32" | "I32" | "F32" => 4,
-        "U64" | "I64" | "F64" => 8,
-        _ => return None,
-    })
-}
-
-/// One tensor declared in a safetensors header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeclaredTensor {
-    /// Element type as written in the header (`"F32"`, `"F64"`, …).
-    pub dtype: String,
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Byte range `[begin, end)` inside the data section.
-    pub offsets: [u64; 2],
-}
-
-fn bad_file(path: &Path, what: String) -> DiffusionError {
-    DiffusionError::Config(format!("{}: {what}", path.display()))
-}
-
-/// Reads and validates the header of the safetensors file `path` without loading its data:
-/// the header length fits the file (and [`MAX_HEADER`]), it is a JSON object of tensors with a
-/// known dtype, a shape and data offsets whose length equals `elements × dtype size`, the data
-/// regions tile the data section without gaps or overlap, and the file is exactly as long as the
-/// header declares (no bytes beyond the declared tensors, none missing). Returns the tensors by
-/// name (`__metadata__` is skipped). Only the safetensors format is read: no pickle, no code.
-pub fn safetensors_index(path: &Path) -> Result<BTreeMap<String, DeclaredTensor>> {
-    use std::io::Read;
-    let io = |source| DiffusionError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let len = f.metadata().map_err(io)?.len();
-    let mut n8 = [0u8; 8];
-    if len < 8 {
-        return Err(bad_file(
-            path,
-            format!("{len} bytes is too short for a safetensors file"),
-        ));
-    }
-    f.read_exact(&mut n8).map_err(io)?;
-    let n = u64::from_le_bytes(n8);
-    if n > len - 8 || n > MAX_HEADER {
-        return Err(bad_file(
-            path,
-            format!("not a safetensors file: header length {n} exceeds the file ({len} bytes)"),
-        ));
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header).map_err(io)?;
-    let json: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
-        bad_file(
-            path,
-            format!("not a safetensors file: header is not JSON ({e})"),
-        )
-    })?;
-    let obj = json
-        .as_object()
-        .ok_or_else(|| bad_file(path, "safetensors header is not a JSON object".into()))?;
-    let mut out = BTreeMap::new();
-    for (name, t) in obj {
-        if name == "__metadata__" {
-            continue;
-        }
-        let bad = |what: &str| bad_file(path, format!("tensor {name}: {what}"));
-        let dtype = t
-            .get("dtype")
-            .and_then(|d| d.as_str())
-            .ok_or_else(|| bad("no dtype"))?;
-        let size = dtype_size(dtype).ok_or_else(|| bad(&format!("unknown dtype {dtype}")))?;
-        let shape: Vec<usize> = t
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .ok_or_else(|| bad("no shape"))?
-            .iter()
-            .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("shape is not a list of sizes"))?;
-        let offs: Vec<u64> = t
-            .get("data_offsets")
-            .and_then(|s| s.as_array())
-            .ok_or_else(|| bad("no data_offsets"))?
-            .iter()
-            .map(|d| d.as_u64())
-            .collect::<Option<_>>()
-            .ok_or_else(|| bad("data_offsets are not byte offsets"))?;
-        let [b, e] = offs[..] else {
-            return Err(bad("data_offsets must be [begin, end]"));
-        };
-        let want = shape
-            .iter()
-            .try_fold(size, |a, d| a.checked_mul(*d as u64))
-            .ok_or_else(|| bad("shape overflows"))?;
-        if e < b || e - b != want {
-            return Err(bad(&format!(
-                "data_offsets [{b}, {e}] hold {} bytes but shape {shape:?} of {dtype} needs {want}",
-                e.saturating_sub(b)
-            )));
-        }
-        out.insert(
-            name.clone(),
-            DeclaredTensor {
-                dtype: dtype.to_owned(),
-                shape,
-                offsets: [b, e],
-            },
-        );
-    }
-    let mut regions: Vec<(u64, u64, &str)> = out
-        .iter()
-        .map(|(n, t)| (t.offsets[0], t.offsets[1], n.as_str()))
-        .collect();
-    regions.sort_unstable();
-    let mut end = 0u64;
-    for (b, e, name) in regions {
-        if b != end {
-            return Err(bad_file(
-                path,
-                format!("tensor {name}: data starts at byte {b}, expected {end} (gap or overlap)"),
-            ));
-        }
-        end = e;
-    }
-    let data = len - 8 - n;
-    if data > end {
-        return Err(bad_file(
-            path,
-            format!(
-                "{} bytes beyond its declared tensors (file {len} bytes, tensors end at {})",
-                data - end,
-                8 + n + end
-            ),
-        ));
-    }
-    if data < end {
-        return Err(bad_file(
-            path,
-            format!("truncated: its tensors need {} more bytes", end - data),
-        ));
-    }
-    Ok(out)
-}
-
-/// Checks that the safetensors file `path` holds exactly the tensors `expected` (name → (dtype,
-/// shape)) of `what` (e.g. "the model its card describes"): every error names the file and the
-/// first tensor that is unexpected, missing, or of another shape or dtype. See
-/// [`safetensors_index`] for the file-level checks.
-pub fn check_tensors(
-    path: &Path,
-    expected: &BTreeMap<String, (&str, Vec<usize>)>,
-    what: &str,
-) -> Result<()> {
-    let found = safetensors_index(path)?;
-    if let Some(name) = found.keys().find(|n| !expected.contains_key(*n)) {
-        return Err(bad_file(
-            path,
-            format!("unexpected tensor {name}: not part of {what}"),
-        ));
-    }
-    for (name, (dtype, shape)) in expected {
-        let t = found
-            .get(name)
-            .ok_or_else(|| bad_file(path, format!("lacks tensor {name} of {what}")))?;
-        if t.shape != *shape || t.dtype != *dtype {
-            return Err(bad_file(
-                path,
-                format!(
-                    "tensor {name} is {} {:?}, but {what} needs {dtype} {shape:?}",
-                    t.dtype, t.shape
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Reads the model card (`model.json`) of a checkpoint folder.
-pub fn read_card(dir: &Path) -> Result<ModelCard> {
-    let card_path = dir.join(CARD_FILE);
-    let bytes = std::fs::read(&card_path).map_err(|source| DiffusionError::Io {
-        path: card_path.clone(),
-        source,
-    })?;
-    Ok(serde_json::from_slice(&bytes)?)
-}
-
-/// The checkpoint folder `path` designates: the folder named by `path/latest` when that pointer
-/// exists, else `path` itself when it holds a `model.json`; [`DiffusionError::Io`] otherwise.
-pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
-    let pointer = path.join(LATEST_FILE);
-    if pointer.is_file() {
-        let name = std::fs::read_to_string(&pointer).map_err(|source| DiffusionError::Io {
-            path: pointer.clone(),
-            source,
-        })?;
-        let name = name.trim();
-        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-            return Err(DiffusionError::Config(format!(
-                "{}: not a checkpoint folder name: {name:?}",
-                pointer.display()
-            )));
-        }
-        return Ok(path.join(name));
-    }
-    if path.join(CARD_FILE).is_file() {
-        return Ok(path.to_path_buf());
-    }
-    Err(DiffusionError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no checkpoint here (neither a `latest` pointer nor model.json)",
-        ),
-    })
-}
-
-/// Name of the checkpoint folder of step count `steps` inside a run folder.
-pub fn checkpoint_name(steps: usize) -> String {
-    format!("ckpt-{steps:08}")
-}
-
 /// Saves `trainer`'s state as `run/ckpt-<steps>/` then points `run/latest` at it (atomic
-/// replace), then removes older `ckpt-*` folders except the one `latest` named before. Returns
-/// the checkpoint folder. Safe against a kill at any point: `latest` always names a complete
-/// checkpoint (or does not exist yet).
+/// replace), then removes older `ckpt-*` folders except the one `latest` named before
+/// ([`save_in_run`]). Returns the checkpoint folder. Safe against a kill at any point: `latest`
+/// always names a complete checkpoint (or does not exist yet).
 pub fn save_run_checkpoint(trainer: &Trainer, run: &Path, card: &ModelCard) -> Result<PathBuf> {
-    let name = checkpoint_name(trainer.steps());
-    let dir = run.join(&name);
-    let previous = std::fs::read_to_string(run.join(LATEST_FILE))
-        .ok()
-        .map(|s| s.trim().to_owned());
-    trainer.save_checkpoint(&dir, card)?;
-    write_atomic(&run.join(LATEST_FILE), format!("{name}\n").as_bytes())?;
-    if let Ok(entries) = std::fs::read_dir(run) {
-        for e in entries.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with("ckpt-") && n != name && Some(&n) != previous.as_ref() {
-                // Best effort: a stale folder left behind is harmless.
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
-    }
-    Ok(dir)
-}
-
-fn tmp_path(p: &Path) -> PathBuf {
-    let mut name = p.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".tmp{}", std::process::id()));
-    p.with_file_name(name)
-}
-
-fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|source| DiffusionError::Io {
-        path: to.to_path_buf(),
-        source,
+    save_in_run(run, trainer.steps(), |dir| {
+        trainer.save_checkpoint(dir, card)
     })
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader never sees a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|source| DiffusionError::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    rename(&tmp, path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::{load_checkpoint, Weights};
     use rand::Rng;
 
     fn small_cfg() -> Result<DenoiserConfig> {
@@ -1782,17 +958,6 @@ mod tests {
     }
 
     #[test]
-    fn data_order_is_a_seeded_permutation() {
-        let a = data_order(50, 3, 0);
-        assert_eq!(a, data_order(50, 3, 0));
-        assert_ne!(a, data_order(50, 3, 1));
-        assert_ne!(a, data_order(50, 4, 0));
-        let mut s = a.clone();
-        s.sort_unstable();
-        assert_eq!(s, (0..50).collect::<Vec<_>>());
-    }
-
-    #[test]
     fn warmup_is_linear_then_constant() {
         let cfg = TrainConfig {
             lr: 1e-3,
@@ -2021,8 +1186,7 @@ mod tests {
         let b = synthetic_pixel_batch(2, 8, 0.7, 0.2, &mut rng, &dev)?;
         t.step(&b)?;
         t.step(&b)?;
-        let corruption = serde_json::json!({"kind": "pixel", "p_keep": 0.7, "delta": 0.2});
-        let card = t.card(Objective::AmbientPixel, Some("tiny"), corruption)?;
+        let card = t.card(Objective::AmbientPixel, Some("tiny"), None)?;
         t.save_checkpoint(dir.path(), &card)?;
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .map_err(|source| DiffusionError::Io {

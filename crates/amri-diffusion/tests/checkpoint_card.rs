@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use amri_diffusion::precond::DenoiserConfig;
-use amri_diffusion::train::{
-    load_checkpoint, safetensors_index, Objective, TrainConfig, Trainer, Weights, CARD_FILE,
-    EMA_FILE, OPTIM_FILE, WEIGHTS_FILE,
+use amri_diffusion::checkpoint::{
+    load_checkpoint, safetensors_index, Weights, CARD_FILE, EMA_FILE, OPTIM_FILE, WEIGHTS_FILE,
 };
+use amri_diffusion::precond::DenoiserConfig;
+use amri_diffusion::train::{Objective, TrainConfig, Trainer};
 use amri_diffusion::{DiffusionError, Result};
 use candle_core::{DType, Device, Tensor};
 
@@ -34,7 +34,7 @@ fn small_cfg() -> Result<DenoiserConfig> {
 /// A fresh, valid checkpoint folder copied to `dir`.
 fn checkpoint(dir: &Path) -> Result<()> {
     let t = Trainer::new(&small_cfg()?, &TrainConfig::default(), &Device::Cpu)?;
-    let card = t.card(Objective::AmbientPixel, Some("tiny"), serde_json::json!({}))?;
+    let card = t.card(Objective::AmbientPixel, Some("tiny"), None)?;
     t.save_checkpoint(dir, &card)
 }
 

@@ -4,11 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use amri_diffusion::checkpoint::{checkpoint_name, resolve_checkpoint, LATEST_FILE, WEIGHTS_FILE};
 use amri_diffusion::precond::DenoiserConfig;
-use amri_diffusion::train::{
-    checkpoint_name, resolve_checkpoint, save_run_checkpoint, Batch, Objective, TrainConfig,
-    Trainer, LATEST_FILE, WEIGHTS_FILE,
-};
+use amri_diffusion::train::{save_run_checkpoint, Batch, Objective, TrainConfig, Trainer};
 use amri_diffusion::{DiffusionError, Result};
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -102,7 +100,7 @@ fn resumed_run_is_bitwise_equal_to_uninterrupted_run() -> Result<()> {
     let mut losses_a = Vec::new();
     for step in 0..total {
         if step == k {
-            let card = a.card(Objective::AmbientPixel, Some("tiny"), serde_json::json!({}))?;
+            let card = a.card(Objective::AmbientPixel, Some("tiny"), None)?;
             save_run_checkpoint(&a, &run, &card)?;
         }
         losses_a.push(a.step(&batch(step, &dev)?)?.loss);
@@ -152,13 +150,13 @@ fn interrupted_checkpoint_write_leaves_previous_checkpoint_usable() -> Result<()
     let mut t = Trainer::new(&small_cfg()?, &cfg, &dev)?;
     for step in 0..2 {
         t.step(&batch(step, &dev)?)?;
-        let card = t.card(Objective::AmbientPixel, None, serde_json::json!({}))?;
+        let card = t.card(Objective::AmbientPixel, None, None)?;
         save_run_checkpoint(&t, &run, &card)?;
     }
     t.step(&batch(2, &dev)?)?;
     for step in 3..5 {
         t.step(&batch(step, &dev)?)?;
-        let card = t.card(Objective::AmbientPixel, None, serde_json::json!({}))?;
+        let card = t.card(Objective::AmbientPixel, None, None)?;
         save_run_checkpoint(&t, &run, &card)?;
     }
     // only the newest and the one before it are kept

@@ -35,4 +35,4 @@ pub mod run;
 
 pub use error::{PipelineError, Result};
 pub use plan::{Overrides, Params, Plan};
-pub use run::{Recon, SLICE_SEED_TAG};
+pub use run::Recon;

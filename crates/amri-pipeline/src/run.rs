@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use amri_core::KSpace;
 use amri_diffusion::sample::{measured_scale, one_step, posterior, PosteriorConfig, Problem};
+use amri_diffusion::seed;
 use amri_protocol::Method;
 use amri_recon::alg::IterInfo;
 use amri_recon::app;
@@ -12,10 +13,6 @@ use ndarray::{Array2, Array3, Axis};
 
 use crate::error::{PipelineError, Result};
 use crate::plan::Plan;
-
-/// Tag of the per-slice seed of the posterior sampler: slice `k` samples with
-/// `derive_seed(seed, k, SLICE_SEED_TAG)`.
-pub const SLICE_SEED_TAG: u64 = 0x511CE;
 
 /// A reconstruction: magnitude images `[slice, row, col]` in the units of the input and, for
 /// `iterative`, the per-pixel standard deviation of the posterior samples.
@@ -136,7 +133,7 @@ impl Plan {
         let mut std = Array3::<f32>::zeros((slices, rows, cols));
         for (k, p) in probs.iter().enumerate() {
             let slice_cfg = PosteriorConfig {
-                seed: amri_diffusion::train::derive_seed(cfg.seed, k as u64, SLICE_SEED_TAG),
+                seed: seed::derive_seed(cfg.seed, k as u64, seed::TAG_SLICE),
                 ..cfg.clone()
             };
             let r = posterior(prior, p, &slice_cfg, &|_, _| progress(), cancel).map_err(at(k))?;

@@ -13,26 +13,28 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use amri_diffusion::checkpoint::{
+    read_card, resolve_checkpoint, ModelCard, TrainingRecord, LATEST_FILE,
+};
 use amri_diffusion::data::{TrainObjective, TrainingSet};
 use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
+use amri_diffusion::run::{
+    format_loss_log, read_loss_log, resume_mismatch, LogRow, ResumeMismatch, LOSS_CSV,
+};
 use amri_diffusion::train::{
-    read_card, resolve_checkpoint, save_run_checkpoint, ModelCard, Objective, StepStats,
-    TrainConfig, Trainer, ENCODER_PREFIXES, LATEST_FILE,
+    save_run_checkpoint, Objective, StepStats, TrainConfig, Trainer, ENCODER_PREFIXES,
 };
 use amri_protocol::Protocol;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
-use serde::{Deserialize, Serialize};
 
 use super::volumes::read_volumes;
 
 /// σ_data of the EDM preconditioning for volumes divided by their measurement scale
 /// (`amri_diffusion::data::measurement_scale`, 99.5th percentile of the zero-filled magnitude).
 const SIGMA_DATA: f64 = 0.5;
-/// Name of the loss log in the output folder.
-pub const LOSS_CSV: &str = "loss.csv";
 /// Name of the loss-curve figure in the output folder.
 pub const LOSS_PNG: &str = "loss.png";
 
@@ -148,33 +150,6 @@ fn parse_objective(s: &str) -> Result<TrainObjective, String> {
     }
 }
 
-/// What the card's free-form `corruption` field holds for CLI runs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunInfo {
-    /// Protocol name.
-    pub protocol: String,
-    /// The protocol's acquisition (corruption model).
-    pub acquisition: amri_ops::simulate::Acquisition,
-    /// Slices per batch (part of the data order).
-    pub batch: usize,
-    /// `ambient`, `supervised` or `tweedie`.
-    pub objective: TrainObjective,
-    /// Number of training slices.
-    pub slices: usize,
-    /// Base checkpoint folder for fine-tuned runs.
-    pub base: Option<String>,
-}
-
-/// One row of `loss.csv`.
-#[derive(Debug, Clone, Copy)]
-struct LogRow {
-    step: usize,
-    loss: f32,
-    lr: f64,
-    grad_norm: f32,
-    seconds: f64,
-}
-
 /// Default of `amri train --preset`.
 const DEFAULT_PRESET: &str = "tiny";
 /// Default of `amri train --lr`.
@@ -202,7 +177,7 @@ pub fn run(a: Args) -> Result<()> {
             dev,
         )?)
     };
-    let ignored = |card: &ModelCard, _: &RunInfo| -> Vec<Ignored> {
+    let ignored = |card: &ModelCard, _: &TrainingRecord| -> Vec<Ignored> {
         let mut v = Vec::new();
         if let Some(p) = &a.preset {
             if card.preset.as_deref() != Some(p.as_str()) {
@@ -246,7 +221,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         Ok(Trainer::from_base(&base_dir, &cfg, dev)?.0)
     };
     let base_name = base_dir.display().to_string();
-    let ignored = |card: &ModelCard, info: &RunInfo| -> Vec<Ignored> {
+    let ignored = |card: &ModelCard, info: &TrainingRecord| -> Vec<Ignored> {
         let mut v = Vec::new();
         if let Some(lr) = a.lr {
             if lr != card.train.lr {
@@ -360,7 +335,7 @@ fn ignored_common(c: &Common, card: &ModelCard) -> Vec<Ignored> {
 }
 
 type Start<'a> = dyn Fn(&Protocol, &TrainingSet, &Device) -> Result<Trainer> + 'a;
-type IgnoredFlags<'a> = dyn Fn(&ModelCard, &RunInfo) -> Vec<Ignored> + 'a;
+type IgnoredFlags<'a> = dyn Fn(&ModelCard, &TrainingRecord) -> Vec<Ignored> + 'a;
 
 fn drive(
     c: &Common,
@@ -407,29 +382,29 @@ fn drive(
     let resumed = if c.resume {
         let (t, card) = Trainer::resume(&c.out, &dev)
             .with_context(|| format!("resuming from {}", c.out.display()))?;
-        let info: RunInfo = serde_json::from_value(card.corruption.clone())
+        let info: TrainingRecord = card
+            .record
+            .clone()
             .context("the checkpoint's card has no amri training record")?;
-        if info.protocol != protocol.name || info.acquisition != protocol.acquisition {
-            bail!(
-                "--resume: the run was trained under protocol {:?}, not {:?}",
-                info.protocol,
-                protocol.name
-            );
-        }
-        if let Some(b) = c.batch.filter(|b| *b != info.batch) {
-            bail!(
-                "--resume: the run used --batch {}, not {b}; the data order depends on it, so \
-                 the run could not continue exactly (leave --batch out or give {})",
-                info.batch,
-                info.batch
-            );
-        }
-        if let Some(o) = c.objective.filter(|o| *o != info.objective) {
-            bail!(
-                "--resume: the run used --objective {:?}, not {o:?}; leave --objective out or \
-                 give the same",
-                info.objective
-            );
+        match resume_mismatch(
+            &info,
+            &protocol.name,
+            &protocol.acquisition,
+            c.batch,
+            c.objective,
+        ) {
+            None => {}
+            Some(ResumeMismatch::Protocol { run, given }) => {
+                bail!("--resume: the run was trained under protocol {run:?}, not {given:?}")
+            }
+            Some(ResumeMismatch::Batch { run, given }) => bail!(
+                "--resume: the run used --batch {run}, not {given}; the data order depends on \
+                 it, so the run could not continue exactly (leave --batch out or give {run})"
+            ),
+            Some(ResumeMismatch::Objective { run, given }) => bail!(
+                "--resume: the run used --objective {run:?}, not {given:?}; leave --objective \
+                 out or give the same"
+            ),
         }
         let mut flags = ignored_common(c, &card);
         flags.extend(ignored(&card, &info));
@@ -464,12 +439,14 @@ fn drive(
         .context("building the training set")?;
     let (mut trainer, info, preset, mut log) = match resumed {
         Some((t, card, info)) => {
-            let log = read_log(&c.out.join(LOSS_CSV), t.steps())?;
+            let path = c.out.join(LOSS_CSV);
+            let log = read_loss_log(&path, t.steps())
+                .with_context(|| format!("reading {}", path.display()))?;
             (t, info, card.preset, log)
         }
         None => {
             let t = start(&protocol, &set, &dev)?;
-            let info = RunInfo {
+            let info = TrainingRecord {
                 protocol: protocol.name.clone(),
                 acquisition: protocol.acquisition.clone(),
                 batch: batch_size,
@@ -519,11 +496,7 @@ fn drive(
     let t0 = Instant::now();
     let offset = log.last().map(|r| r.seconds).unwrap_or(0.0);
     let save = |trainer: &Trainer, log: &[LogRow]| -> Result<()> {
-        let card = trainer.card(
-            set.objective(),
-            preset.as_deref(),
-            serde_json::to_value(&info)?,
-        )?;
+        let card = trainer.card(set.objective(), preset.as_deref(), Some(info.clone()))?;
         // the log first: a kill between the two leaves rows past the checkpoint, which a
         // resume drops, never a checkpoint whose rows are missing from the log
         write_log(&c.out.join(LOSS_CSV), log)?;
@@ -581,44 +554,8 @@ fn drive(
 }
 
 fn write_log(path: &Path, rows: &[LogRow]) -> Result<()> {
-    let mut s = String::from("step,loss,lr,grad_norm,seconds\n");
-    for r in rows {
-        s.push_str(&format!(
-            "{},{},{},{},{:.3}\n",
-            r.step, r.loss, r.lr, r.grad_norm, r.seconds
-        ));
-    }
-    amri_io::atomic::write_bytes(path, s.as_bytes())
+    amri_io::atomic::write_bytes(path, format_loss_log(rows).as_bytes())
         .with_context(|| format!("writing {}", path.display()))
-}
-
-/// The rows of an existing log with `step < upto` (rows after the checkpoint are dropped: they
-/// are retrained). A missing log is empty.
-fn read_log(path: &Path, upto: usize) -> Result<Vec<LogRow>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(anyhow!(e).context(format!("reading {}", path.display()))),
-    };
-    let mut rows = Vec::new();
-    for (n, line) in text.lines().enumerate().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        let bad = || anyhow!("{}:{}: malformed row {line:?}", path.display(), n + 1);
-        if f.len() != 5 {
-            return Err(bad());
-        }
-        let row = LogRow {
-            step: f[0].parse().map_err(|_| bad())?,
-            loss: f[1].parse().map_err(|_| bad())?,
-            lr: f[2].parse().map_err(|_| bad())?,
-            grad_norm: f[3].parse().map_err(|_| bad())?,
-            seconds: f[4].parse().map_err(|_| bad())?,
-        };
-        if row.step < upto {
-            rows.push(row);
-        }
-    }
-    Ok(rows)
 }
 
 /// A 480×320 line plot of log10(loss) against step, white background, axes in grey.

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::{check_cancel, complex_noise, denoise_batch, karras_sigmas, PriorDenoiser};
 use crate::error::{DiffusionError, Result};
-use crate::train::derive_seed;
+use crate::seed::{derive_seed, TAG_HEUN_MASK, TAG_HEUN_START};
 
 /// Settings of [`sample_unconditional`].
 #[derive(Debug, Clone, PartialEq)]
@@ -69,13 +69,14 @@ pub fn sample_unconditional<D: PriorDenoiser + ?Sized>(
     let mut start = 0usize;
     while start < n {
         let b = batch.min(n - start);
-        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, start as u64, 0x4E0E));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, start as u64, TAG_HEUN_START));
         let mut masks = Array3::<f32>::zeros((b, h, w));
         for (k, mut m) in masks.outer_iter_mut().enumerate() {
             m.assign(&prior.training_mask(
                 h,
                 w,
-                derive_seed(cfg.seed, (start + k) as u64, 0xF1CED),
+                derive_seed(cfg.seed, (start + k) as u64, TAG_HEUN_MASK),
             )?);
         }
         let mut x = complex_noise((b, h, w), &mut rng) * C32::new(sigmas[0] as f32, 0.0);

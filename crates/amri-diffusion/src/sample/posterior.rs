@@ -41,7 +41,7 @@ use super::{
     PriorDenoiser, Problem, Single,
 };
 use crate::error::{DiffusionError, Result};
-use crate::train::derive_seed;
+use crate::seed::{derive_seed, TAG_POSTERIOR};
 
 /// Which masks the network sees during sampling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -204,7 +204,7 @@ pub fn posterior<D: PriorDenoiser + ?Sized>(
         NetMasks::Training => None,
     };
     let sigmas = karras_sigmas(cfg.steps, cfg.sigma_min, cfg.sigma_max, cfg.rho)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, 0, 0xAD95));
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, 0, TAG_POSTERIOR));
     let sd2 = prior.sigma_data().powi(2);
     let eta = cfg.noise_sigma / scale as f64;
     let eta2 = eta * eta;

@@ -10,10 +10,12 @@ use candle_nn::VarBuilder;
 use ndarray::Array2;
 
 use super::{InputDomain, PriorDenoiser};
+use crate::checkpoint::{
+    read_card, resolve_checkpoint, IntensityNorm, ModelCard, Objective, CARD_FILE, EMA_FILE,
+};
 use crate::error::{DiffusionError, Result};
 use crate::loss::DenoiseFn;
 use crate::precond::{denoiser, Denoiser};
-use crate::train::{read_card, resolve_checkpoint, ModelCard, Objective, EMA_FILE};
 
 /// A trained prior ready for inference: the denoiser with its **EMA** weights (as constants, so
 /// gradients never flow into them), its model card, device and the SHA-256 of the weights file.
@@ -52,7 +54,7 @@ impl Prior {
         let card = read_card(&dir).map_err(|e| match e {
             DiffusionError::Json(j) => DiffusionError::Config(format!(
                 "{}: not an amri model card: {j}",
-                dir.join(crate::train::CARD_FILE).display()
+                dir.join(CARD_FILE).display()
             )),
             e => e,
         })?;
@@ -72,6 +74,15 @@ impl Prior {
                 card.denoiser.mask_channels
             )));
         }
+        if card.normalisation != IntensityNorm::MeasuredPercentile {
+            return Err(DiffusionError::Unsupported(format!(
+                "{}: the prior was trained on volumes scaled by their clean images ({:?}); \
+                 inference scales a scan by its measured data, so this prior would see other \
+                 intensities than it learnt: retrain it",
+                dir.display(),
+                card.normalisation
+            )));
+        }
         let file = dir.join(EMA_FILE);
         let bytes = std::fs::read(&file).map_err(|source| DiffusionError::Io {
             path: file.clone(),
@@ -89,11 +100,8 @@ impl Prior {
                 file.display()
             ))
         })?;
-        // CLI runs store the protocol's acquisition in the card (`amri train`'s RunInfo).
-        let acquisition = card
-            .corruption
-            .get("acquisition")
-            .and_then(|a| serde_json::from_value::<Acquisition>(a.clone()).ok());
+        // training masks come from the acquisition of the card's training record
+        let acquisition = card.record.as_ref().map(|r| r.acquisition.clone());
         Ok(Prior {
             card,
             model,
@@ -270,119 +278,12 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::{TrainObjective, TrainingSet};
-    use crate::precond::DenoiserConfig;
-    use crate::sample::{one_step, posterior, OneStepConfig, PosteriorConfig, Problem};
-    use crate::train::{save_run_checkpoint, TrainConfig, Trainer};
-    use amri_core::fft::fft2c;
-    use ndarray::{Axis, Zip};
-    use std::sync::atomic::AtomicBool;
 
     fn io(e: std::io::Error) -> DiffusionError {
         DiffusionError::Io {
             path: "tempdir".into(),
             source: e,
         }
-    }
-
-    #[test]
-    fn a_trained_tiny_model_loads_and_reconstructs_a_32x32_problem() -> Result<()> {
-        let dev = Device::Cpu;
-        let (h, w) = (32, 32);
-        let acq: Acquisition = serde_json::from_value(serde_json::json!({
-            "corruption": {"type": "kspace", "pattern": "random", "acceleration": 4.0,
-                           "center_fraction": 0.125},
-            "delta": 0.2
-        }))?;
-        let slices: Vec<Array2<f32>> = (0..4)
-            .map(|k| {
-                Array2::from_shape_fn((h, w), |(r, c)| {
-                    let d =
-                        ((r as f32 - 16.0).powi(2) + (c as f32 - 15.0 - k as f32).powi(2)).sqrt();
-                    if d < 10.0 {
-                        1.0 - d / 20.0
-                    } else {
-                        0.0
-                    }
-                })
-            })
-            .collect();
-        let set = TrainingSet::new(&slices, &acq, TrainObjective::Ambient)?;
-        let mut dcfg = DenoiserConfig::complex_preset("tiny", 0.5)?;
-        dcfg.unet.base_channels = 8;
-        dcfg.unet.channel_mult = vec![1, 2];
-        dcfg.unet.attention_levels = vec![1];
-        dcfg.unet.groups = 4;
-        dcfg.unet.attention_head_channels = 8;
-        let mut t = Trainer::new(&dcfg, &TrainConfig::default(), &dev)?;
-        for step in 0..2 {
-            t.step(&set.step_batch(2, 0, step, &dev)?)?;
-        }
-        let run = tempfile::tempdir().map_err(io)?;
-        let card = t.card(
-            Objective::AmbientKspace,
-            Some("tiny"),
-            serde_json::json!({ "acquisition": acq }),
-        )?;
-        let ckpt = save_run_checkpoint(&t, run.path(), &card)?;
-        let prior = Prior::load(run.path(), &dev)?;
-        assert_eq!(prior.card().steps, 2);
-        assert_eq!(prior.checkpoint_dir(), ckpt.as_path());
-        assert_eq!(prior.sha256(), sha256_file(&ckpt.join(EMA_FILE))?);
-        assert_eq!(prior.input_domain(), InputDomain::Kspace);
-        // the EMA weights were loaded: same output as the trainer's EMA model
-        let x = Tensor::randn(0f32, 1., (1, 2, h, w), &dev)?;
-        let m = Tensor::ones((1, 1, h, w), DType::F32, &dev)?;
-        let s = Tensor::new(&[0.3f32], &dev)?;
-        let (_, ema) = crate::train::load_checkpoint(&ckpt, crate::train::Weights::Ema, &dev)?;
-        let diff = (prior.denoise(&x, &m, &s)? - ema.forward(&x, &m, &s)?)?
-            .abs()?
-            .max_all()?
-            .to_scalar::<f32>()?;
-        assert_eq!(diff, 0.0);
-        // training masks are column masks of the protocol with the centre kept
-        let tm = prior.training_mask(h, w, 9)?;
-        assert!(tm.column(w / 2).iter().all(|&v| v == 1.0));
-        let kept: usize = (0..w).filter(|&c| tm[(0, c)] == 1.0).count();
-        assert!(kept < w && kept >= 4, "{kept} columns kept");
-        for c in 0..w {
-            assert!(tm.column(c).iter().all(|&v| v == tm[(0, c)]));
-        }
-        // reconstruct scan 0's measurement
-        let x0 = set.image(0).map(|v| v.to_vec()).unwrap_or_default();
-        let x0 =
-            Array2::from_shape_vec((h, w), x0).map_err(|e| DiffusionError::Shape(e.to_string()))?;
-        let (a, _) = set.masks(0, 0)?;
-        let mut k = fft2c(&x0);
-        Zip::from(&mut k).and(&a).for_each(|v, m| *v *= *m);
-        let p = Problem::Kspace {
-            kspace: k.clone().insert_axis(Axis(0)),
-            mask: a.clone(),
-            maps: None,
-        };
-        let cfg = OneStepConfig {
-            data_consistency: true,
-            ..Default::default()
-        };
-        let img = one_step(&prior, &p, &cfg)?;
-        assert_eq!(img.dim(), (h, w));
-        assert!(img.iter().all(|v| v.re.is_finite() && v.im.is_finite()));
-        let ko = fft2c(&img);
-        Zip::from(&ko).and(&k).and(&a).for_each(|u, v, m| {
-            if *m != 0.0 {
-                assert!((u - v).norm() < 1e-4);
-            }
-        });
-        let pc = PosteriorConfig {
-            steps: 3,
-            samples: 2,
-            ..Default::default()
-        };
-        let r = posterior(&prior, &p, &pc, &|_, _| {}, &AtomicBool::new(false))?;
-        assert_eq!(r.samples.len(), 2);
-        assert_eq!(r.std.dim(), (h, w));
-        assert!(r.mean.iter().all(|v| v.re.is_finite() && v.im.is_finite()));
-        Ok(())
     }
 
     #[test]
@@ -395,7 +296,7 @@ mod tests {
         let d = tempfile::tempdir().map_err(io)?;
         let e = Prior::load(d.path(), &dev).unwrap_err().to_string();
         assert!(e.contains("no checkpoint here"), "{e}");
-        std::fs::write(d.path().join(crate::train::CARD_FILE), b"{not json").map_err(io)?;
+        std::fs::write(d.path().join(CARD_FILE), b"{not json").map_err(io)?;
         let e = Prior::load(d.path(), &dev).unwrap_err().to_string();
         assert!(
             e.contains("model.json") && e.contains("not an amri model card"),
