@@ -376,60 +376,13 @@ fn export_writes_the_panel_grid() {
     }
 }
 
-/// A tiny k-space ambient prior trained for two steps on 32 × 32 discs (as amri-diffusion's own
-/// Prior::load test), saved as a training run in `dir`.
+/// amri-diffusion's tiny k-space ambient prior (`testing::TinyRun`), trained for two steps and
+/// saved as a training run in `dir`.
 fn tiny_prior(dir: &Path) -> PathBuf {
-    use amri_diffusion::checkpoint::TrainingRecord;
-    use amri_diffusion::data::{TrainObjective, TrainingSet};
-    use amri_diffusion::precond::DenoiserConfig;
-    use amri_diffusion::train::{save_run_checkpoint, Objective, TrainConfig, Trainer};
-    let dev = candle_core::Device::Cpu;
-    let acq: amri_ops::simulate::Acquisition = serde_json::from_value(serde_json::json!({
-        "corruption": {"type": "kspace", "pattern": "random", "acceleration": 4.0,
-                       "center_fraction": 0.125},
-        "delta": 0.2
-    }))
-    .expect("tiny prior");
-    let slices: Vec<ndarray::Array2<f32>> = (0..4)
-        .map(|k| {
-            ndarray::Array2::from_shape_fn((32, 32), |(r, c)| {
-                let d = ((r as f32 - 16.0).powi(2) + (c as f32 - 15.0 - k as f32).powi(2)).sqrt();
-                if d < 10.0 {
-                    1.0 - d / 20.0
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    let set = TrainingSet::new(&slices, &acq, TrainObjective::Ambient).expect("tiny prior");
-    let mut dcfg = DenoiserConfig::complex_preset("tiny", 0.5).expect("tiny prior");
-    dcfg.unet.base_channels = 8;
-    dcfg.unet.channel_mult = vec![1, 2];
-    dcfg.unet.attention_levels = vec![1];
-    dcfg.unet.groups = 4;
-    dcfg.unet.attention_head_channels = 8;
-    let mut t = Trainer::new(&dcfg, &TrainConfig::default(), &dev).expect("tiny prior");
-    for step in 0..2 {
-        t.step(&set.step_batch(2, 0, step, &dev).expect("tiny prior"))
-            .expect("tiny prior");
-    }
-    let card = t
-        .card(
-            Objective::AmbientKspace,
-            Some("tiny"),
-            Some(TrainingRecord {
-                protocol: "test".into(),
-                acquisition: acq.clone(),
-                batch: 2,
-                objective: TrainObjective::Ambient,
-                slices: set.len(),
-                base: None,
-            }),
-        )
-        .expect("tiny prior");
     let run = dir.join("run");
-    save_run_checkpoint(&t, &run, &card).expect("tiny prior");
+    amri_diffusion::testing::TinyRun::train(2, &candle_core::Device::Cpu)
+        .and_then(|t| t.save(&run))
+        .expect("tiny prior");
     run
 }
 

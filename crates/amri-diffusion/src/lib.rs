@@ -59,6 +59,7 @@ pub mod precond;
 pub mod run;
 pub mod sample;
 pub mod seed;
+pub mod testing;
 pub mod train;
 pub mod unet;
 

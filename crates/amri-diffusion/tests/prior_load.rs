@@ -4,17 +4,14 @@
 use std::sync::atomic::AtomicBool;
 
 use amri_core::fft::fft2c;
-use amri_diffusion::checkpoint::{load_checkpoint, TrainingRecord, Weights, EMA_FILE};
-use amri_diffusion::data::{TrainObjective, TrainingSet};
+use amri_diffusion::checkpoint::{load_checkpoint, Weights, EMA_FILE};
 use amri_diffusion::loss::DenoiseFn;
-use amri_diffusion::precond::DenoiserConfig;
 use amri_diffusion::sample::{
     one_step, posterior, sha256_file, InputDomain, OneStepConfig, PosteriorConfig, Prior,
     PriorDenoiser, Problem,
 };
-use amri_diffusion::train::{save_run_checkpoint, Objective, TrainConfig, Trainer};
+use amri_diffusion::testing::{TinyRun, TINY_SIZE};
 use amri_diffusion::{DiffusionError, Result};
-use amri_ops::simulate::Acquisition;
 use candle_core::{DType, Device, Tensor};
 use ndarray::{Array2, Axis, Zip};
 
@@ -28,49 +25,11 @@ fn io(e: std::io::Error) -> DiffusionError {
 #[test]
 fn a_trained_tiny_model_loads_and_reconstructs_a_32x32_problem() -> Result<()> {
     let dev = Device::Cpu;
-    let (h, w) = (32, 32);
-    let acq: Acquisition = serde_json::from_value(serde_json::json!({
-        "corruption": {"type": "kspace", "pattern": "random", "acceleration": 4.0,
-                       "center_fraction": 0.125},
-        "delta": 0.2
-    }))?;
-    let slices: Vec<Array2<f32>> = (0..4)
-        .map(|k| {
-            Array2::from_shape_fn((h, w), |(r, c)| {
-                let d = ((r as f32 - 16.0).powi(2) + (c as f32 - 15.0 - k as f32).powi(2)).sqrt();
-                if d < 10.0 {
-                    1.0 - d / 20.0
-                } else {
-                    0.0
-                }
-            })
-        })
-        .collect();
-    let set = TrainingSet::new(&slices, &acq, TrainObjective::Ambient)?;
-    let mut dcfg = DenoiserConfig::complex_preset("tiny", 0.5)?;
-    dcfg.unet.base_channels = 8;
-    dcfg.unet.channel_mult = vec![1, 2];
-    dcfg.unet.attention_levels = vec![1];
-    dcfg.unet.groups = 4;
-    dcfg.unet.attention_head_channels = 8;
-    let mut t = Trainer::new(&dcfg, &TrainConfig::default(), &dev)?;
-    for step in 0..2 {
-        t.step(&set.step_batch(2, 0, step, &dev)?)?;
-    }
+    let (h, w) = (TINY_SIZE, TINY_SIZE);
+    let tiny = TinyRun::train(2, &dev)?;
+    let set = &tiny.set;
     let run = tempfile::tempdir().map_err(io)?;
-    let card = t.card(
-        Objective::AmbientKspace,
-        Some("tiny"),
-        Some(TrainingRecord {
-            protocol: "test".into(),
-            acquisition: acq.clone(),
-            batch: 2,
-            objective: TrainObjective::Ambient,
-            slices: set.len(),
-            base: None,
-        }),
-    )?;
-    let ckpt = save_run_checkpoint(&t, run.path(), &card)?;
+    let ckpt = tiny.save(run.path())?;
     let prior = Prior::load(run.path(), &dev)?;
     assert_eq!(prior.card().steps, 2);
     assert_eq!(prior.checkpoint_dir(), ckpt.as_path());
