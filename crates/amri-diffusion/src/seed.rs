@@ -2,8 +2,9 @@
 //!
 //! A draw is named by `(seed, counter, tag)`: the user's seed, a counter (training step, slice,
 //! sample, a hashed variable name) and a tag constant saying which kind of draw it is.
-//! [`derive_seed`] mixes the three with the SplitMix64 finaliser into an independent 64-bit seed
-//! for a ChaCha8 RNG. Same triple, same bytes, on every platform.
+//! [`derive_seed`] (from `amri_ops::seed`, the one home of seed derivation, re-exported here)
+//! mixes the three with the SplitMix64 finaliser into an independent 64-bit seed for a ChaCha8
+//! RNG. Same triple, same bytes, on every platform.
 //!
 //! Tags in use (each one kind of draw; never reuse a value for another kind):
 //! | tag | draw |
@@ -20,6 +21,7 @@
 //! `(seed, step, sample)`, the sample index in the tag's place. [`data_order`] seeds its permutation with `seed ^ epoch·φ64`, a scheme of its
 //! own that shipped runs depend on.
 
+pub use amri_ops::seed::derive_seed;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -38,19 +40,6 @@ pub const TAG_HEUN_START: u64 = 0x4E0E;
 pub const TAG_HEUN_MASK: u64 = 0xF1CED;
 /// Tag of the posterior sampler's noise stream (counter: 0).
 pub const TAG_POSTERIOR: u64 = 0xAD95;
-
-/// SplitMix64 finaliser.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// An independent seed for `(seed, step, tag)` (SplitMix64 mixing of the parts).
-pub fn derive_seed(seed: u64, step: u64, tag: u64) -> u64 {
-    mix(mix(mix(seed) ^ step) ^ tag)
-}
 
 /// The RNG of σ and noise draws of training step `step` (0-based) under `seed`.
 pub fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {

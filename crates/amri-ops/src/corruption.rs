@@ -39,6 +39,7 @@ use crate::masks::poisson::{poisson_mask, PoissonParams};
 use crate::masks::{check_acceleration, check_center_fraction, MAX_ACCELERATION};
 use crate::noise::Noise;
 use crate::pixel_mask::{random_pixel_mask, PixelMask};
+use crate::seed::{derive, TAG_A, TAG_FURTHER};
 use crate::sense::Sense;
 
 /// K-space sampling pattern of a [`CorruptionSpec::Kspace`] (the one pattern enum, from
@@ -307,23 +308,6 @@ impl Measurement {
         Ok(y)
     }
 }
-
-/// SplitMix64 finaliser, used to derive independent seeds from `(seed, scan, step, tag)`.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn derive(parts: &[u64]) -> u64 {
-    parts
-        .iter()
-        .fold(0x243F_6A88_85A3_08D3, |h, p| mix(h ^ mix(*p)))
-}
-
-const TAG_A: u64 = 0xA;
-const TAG_FURTHER: u64 = 0xB;
 
 /// Draws `A` per scan and `Ã = B·A` per scan or per step for `[rows, cols]` images.
 #[derive(Clone, Debug)]

@@ -38,6 +38,7 @@ pub mod linop;
 pub mod masks;
 pub mod noise;
 pub mod pixel_mask;
+pub mod seed;
 pub mod sense;
 pub mod simulate;
 pub mod testing;

@@ -90,7 +90,7 @@ impl Recipe {
 
     /// Seed of scan `scan`'s measurement noise.
     pub fn noise_seed(&self, scan: u64) -> u64 {
-        self.acq.seed ^ (0x5EED_0000 + scan)
+        crate::seed::noise_seed(self.acq.seed, scan)
     }
 
     /// Measures scan `scan`'s complex image `x` (row-major `[rows, cols]`): draws `A_scan` (SENSE
