@@ -395,6 +395,54 @@ fn recon_single_file_beats_zero_filled_and_writes_provenance() {
     assert!(cg >= zf - 0.5, "CG {cg} vs zero-filled {zf}");
 }
 
+/// A rerun keeps an output only when it is current (as make decides): same input, same
+/// settings, input not modified since. Changing λ, or the input, reconstructs again.
+#[test]
+fn rerun_with_other_settings_or_a_changed_input_recomputes() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("s.npz");
+    simulate(
+        "singlecoil-r4-cartesian",
+        &sample("dicom/MR_small.dcm"),
+        &input,
+    );
+    let out = d.path().join("tv.nii.gz");
+    let status = |lambda: &str| {
+        let v = success_json(
+            amri()
+                .args(["recon", "--json", "--no-progress", "--method", "tv"])
+                .args(["--iters", "20", "--lambda", lambda])
+                .arg(&input)
+                .arg(&out),
+        );
+        v["files"][0]["status"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(status("0.001"), "ok");
+    let first = read_image(&out).data;
+    assert_eq!(status("0.001"), "skipped", "same input and settings");
+    // another λ: reconstructed again, and the image is the new one
+    assert_eq!(
+        status("0.05"),
+        "ok",
+        "changed λ must not return the old image"
+    );
+    let second = read_image(&out).data;
+    assert_ne!(first, second);
+    let side: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.path().join("tv.json")).unwrap()).unwrap();
+    assert_eq!(side["settings"]["lambda"].as_f64().unwrap() as f32, 0.05);
+    assert_eq!(status("0.05"), "skipped");
+    // the input rewritten after the output: reconstructed again
+    let bytes = std::fs::read(&input).unwrap();
+    std::fs::write(&input, bytes).unwrap();
+    assert_eq!(
+        status("0.05"),
+        "ok",
+        "a changed input must be reconstructed again"
+    );
+    assert_eq!(read_image(&out).data, second, "same data, same result");
+}
+
 #[test]
 fn recon_batch_mirrors_tree_reports_failures_skips_and_shards() {
     let d = tempfile::tempdir().unwrap();

@@ -273,18 +273,51 @@ impl Shard {
     }
 }
 
-/// Whether `job`'s outputs are complete: the image and its sidecar (written after the image,
-/// both atomically) exist and the sidecar says `ok`.
-pub fn is_complete(job: &Job) -> bool {
+/// Whether an existing output can be kept, as `make` decides.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// The image and its `ok` sidecar exist, for the same input and the same settings, and the
+    /// input has not changed since: keep it.
+    Current,
+    /// No complete output (no image, no sidecar, or a sidecar of a failed or interrupted run).
+    Missing,
+    /// A complete output made from another input or other settings, or before the input last
+    /// changed: the reason, in words.
+    Stale(String),
+}
+
+/// Whether `job`'s outputs are complete and current for `settings`: the image and its sidecar
+/// (written after the image, both atomically) exist, the sidecar says `ok`, it records the same
+/// input path and the same settings (compared as JSON), and the input was not modified after the
+/// sidecar was written.
+pub fn freshness<S: Serialize>(job: &Job, settings: &S) -> Freshness {
     if !job.output.exists() {
-        return false;
+        return Freshness::Missing;
     }
     let Ok(text) = std::fs::read_to_string(&job.sidecar) else {
-        return false;
+        return Freshness::Missing;
     };
-    serde_json::from_str::<serde_json::Value>(&text)
-        .map(|v| v["status"] == "ok")
-        .unwrap_or(false)
+    let Ok(side) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Freshness::Missing;
+    };
+    if side["status"] != "ok" {
+        return Freshness::Missing;
+    }
+    if side["input"] != job.input.display().to_string() {
+        return Freshness::Stale(format!(
+            "it was made from {}",
+            side["input"].as_str().unwrap_or("another input")
+        ));
+    }
+    match serde_json::to_value(settings) {
+        Ok(now) if now == side["settings"] => {}
+        _ => return Freshness::Stale("it was made with other settings".into()),
+    }
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (modified(&job.input), modified(&job.sidecar)) {
+        (Some(input), Some(side)) if input <= side => Freshness::Current,
+        _ => Freshness::Stale("the input changed after it was made".into()),
+    }
 }
 
 /// Writes the provenance sidecar of a finished job (atomically).

@@ -1,7 +1,8 @@
 //! `amri recon`: reconstruct measured data, one file or a whole study, with any method.
 //!
 //! Plan: expand inputs (files, folders walked recursively, glob patterns) → keep this shard's
-//! share → skip files whose outputs are complete (unless `--force`) → reconstruct in parallel
+//! share → skip files whose outputs are complete and current, made from the same input with the
+//! same settings (unless `--force`) → reconstruct in parallel
 //! (`--jobs`) with progress bars → write each image atomically with a JSON provenance sidecar →
 //! print (and optionally save) a per-file summary. The exit status is 1 if any file failed.
 //!
@@ -90,7 +91,7 @@ pub struct Args {
     /// `SLURM_ARRAY_TASK_ID`/`SLURM_ARRAY_TASK_COUNT` when those are set.
     #[arg(long)]
     pub shard: Option<Shard>,
-    /// Reconstruct again even when a complete output exists.
+    /// Reconstruct again even when a complete output of the same input and settings exists.
     #[arg(long)]
     pub force: bool,
     /// Also write the summary to this `.json` or `.csv` file.
@@ -370,9 +371,17 @@ fn run_one(
         ssim: None,
         nmse: None,
     };
-    if !args.force && batch::is_complete(job) {
-        report.status = "skipped".into();
-        return report;
+    if !args.force {
+        match batch::freshness(job, plan) {
+            batch::Freshness::Current => {
+                report.status = "skipped".into();
+                return report;
+            }
+            batch::Freshness::Stale(why) => {
+                tracing::info!("{}: {why}; reconstructing it again", job.output.display())
+            }
+            batch::Freshness::Missing => {}
+        }
     }
     // Temporary files of a run that was killed mid-write: never complete, safe to remove.
     for p in [&job.output, &job.sidecar] {
