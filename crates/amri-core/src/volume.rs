@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use ndarray::{Array3, Array4, ArrayView2, Axis};
+use ndarray::{Array2, Array3, Array4, ArrayView2, Axis};
 
 use crate::{Affine, CoreError, Result, C32};
 
@@ -157,6 +157,9 @@ pub struct KSpace {
     pub reference: Option<Array3<f32>>,
     /// Coil sensitivity maps `[slice, coil, row, col]` when known.
     pub sensitivities: Option<Array4<C32>>,
+    /// Noise-only samples `[sample, coil]` (same scaling as `data`) from the scan's noise
+    /// adjustment readouts, when the file has them; used to estimate the coil noise covariance.
+    pub noise: Option<Array2<C32>>,
     /// Voxel-to-world affine of the image grid the k-space belongs to.
     pub affine: Affine,
     /// Format-specific attributes as text (acquisition, acceleration, seed, protocol...).
@@ -195,6 +198,7 @@ impl KSpace {
             mask: None,
             reference: None,
             sensitivities: None,
+            noise: None,
             affine: Affine::IDENTITY,
             attributes: BTreeMap::new(),
         }
@@ -249,6 +253,19 @@ impl KSpace {
                     m.shape(),
                     [s, c, r, k]
                 )));
+            }
+        }
+        if let Some(n) = &self.noise {
+            if n.ncols() != c {
+                return Err(CoreError::Shape(format!(
+                    "noise samples {:?} [sample, coil] do not match the k-space's {c} coils",
+                    n.shape()
+                )));
+            }
+            if n.iter().any(|v| !v.re.is_finite() || !v.im.is_finite()) {
+                return Err(CoreError::Invalid(
+                    "noise samples hold NaN or infinite values".into(),
+                ));
             }
         }
         let bad = |n: usize, of: usize, what: &str| {
@@ -307,6 +324,20 @@ impl KSpace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn noise_samples_must_have_the_data_coil_count_and_be_finite() {
+        let mut k = KSpace::new(Array4::zeros((1, 3, 2, 2)));
+        k.noise = Some(Array2::zeros((16, 3)));
+        assert!(k.validate().is_ok());
+        k.noise = Some(Array2::zeros((16, 2)));
+        let e = k.validate().unwrap_err().to_string();
+        assert!(e.contains("3 coils"), "{e}");
+        let mut n = Array2::zeros((16, 3));
+        n[[4, 1]] = C32::new(f32::NAN, 0.0);
+        k.noise = Some(n);
+        assert!(k.validate().unwrap_err().to_string().contains("NaN"));
+    }
 
     #[test]
     fn domain_attribute_names_what_the_data_hold() {
