@@ -262,6 +262,33 @@ impl std::fmt::Debug for Measurement {
 }
 
 impl Measurement {
+    /// The noiseless single-image operator of a *measured* scan with the `[rows, cols]` 0/1
+    /// `mask` it was sampled with: centred orthonormal single-coil k-space sampling
+    /// ([`Domain::Kspace`], `acs` its calibration region) or a pixel mask ([`Domain::Image`],
+    /// `acs` ignored). Errors for [`Domain::Projection`] or a malformed mask.
+    pub fn from_mask(domain: Domain, mask: Array2<f32>, acs: Option<Array2<f32>>) -> Result<Self> {
+        let noise = Noise::from_sigma(0.0)?;
+        let (op, acs): (Box<dyn LinearOperator>, _) = match domain {
+            Domain::Kspace => (Box::new(FourierSampling::new(mask.clone())?), acs),
+            Domain::Image => (Box::new(PixelMask::new(mask.clone())?), None),
+            Domain::Projection => {
+                return Err(OpsError::param(
+                    "domain",
+                    "a projection measurement has no mask",
+                ))
+            }
+        };
+        Ok(Self {
+            op,
+            domain,
+            kept: Kept::Mask(mask),
+            acs,
+            noise,
+            gaussian: None,
+            maps: None,
+        })
+    }
+
     /// The `[rows, cols]` mask (1 = kept) for mask-based operators, `None` for projections.
     pub fn mask(&self) -> Option<&Array2<f32>> {
         match &self.kept {
@@ -307,6 +334,97 @@ impl Measurement {
         }
         Ok(y)
     }
+}
+
+/// How the further corruption `Ã` hides part of a kept set: whole lines or single samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FurtherStructure {
+    /// Hide whole lines along `axis` of the `[rows, cols]` mask (0: rows, 1: columns = phase
+    /// encode): each kept line outside the ACS region w.p. `δ` (Cartesian line masks).
+    Lines {
+        /// The axis the lines are indexed by (a line is `mask.index_axis(axis, k)`).
+        axis: usize,
+    },
+    /// Hide single samples: each kept sample outside the ACS region w.p. `δ` (Poisson-disc
+    /// k-space points, image pixels).
+    Points,
+}
+
+impl FurtherStructure {
+    /// The structure of a measured k-space `[rows, cols]` mask: `Lines { axis: 1 }` if every
+    /// column is all measured or all unmeasured (phase-encode lines, the usual Cartesian case),
+    /// else `Lines { axis: 0 }` if every row is, else `Points`.
+    pub fn of_kspace_mask(mask: &Array2<f32>) -> Self {
+        let constant = |ax: usize| {
+            mask.axis_iter(Axis(ax)).all(|line| {
+                let first = line.iter().next().map(|v| *v != 0.0);
+                line.iter().all(|v| Some(*v != 0.0) == first)
+            })
+        };
+        if constant(1) {
+            FurtherStructure::Lines { axis: 1 }
+        } else if constant(0) {
+            FurtherStructure::Lines { axis: 0 }
+        } else {
+            FurtherStructure::Points
+        }
+    }
+}
+
+/// The seed of `Ã` for `(scan, step)` under corruption seed `seed` and `mode` (the one
+/// derivation [`Corruption::further`] and training from measured files share).
+pub fn further_seed(seed: u64, mode: FurtherMode, scan: u64, step: u64) -> u64 {
+    match mode {
+        FurtherMode::PerScan => derive(&[seed, scan, TAG_FURTHER]),
+        FurtherMode::PerStep => derive(&[seed, scan, TAG_FURTHER, step]),
+    }
+}
+
+/// The kept set of `Ã = B·A` for an arbitrary `[rows, cols]` 0/1 kept mask `mask` (any `A`:
+/// drawn by a [`Corruption`] or measured by a scanner): hides each kept line
+/// ([`FurtherStructure::Lines`]) or sample ([`FurtherStructure::Points`]) that is not in the
+/// `acs` region (`[rows, cols]`, non-zero = calibration; `None`: no protected region) with
+/// probability `delta`, one uniform draw of `rng` per candidate in index order. The result is a
+/// subset of `mask` that contains all of `mask ∩ acs`. Errors on a shape mismatch, `delta`
+/// outside `[0, 1]` or a line axis other than 0 or 1.
+pub fn hide_further(
+    mask: &Array2<f32>,
+    acs: Option<&Array2<f32>>,
+    structure: FurtherStructure,
+    delta: f64,
+    rng: &mut ChaCha8Rng,
+) -> Result<Array2<f32>> {
+    check_delta(delta)?;
+    if let Some(a) = acs {
+        if a.dim() != mask.dim() {
+            return Err(OpsError::shape("ACS region", mask.shape(), a.shape()));
+        }
+    }
+    let protected = |idx: (usize, usize)| acs.is_some_and(|a| a[idx] != 0.0);
+    let mut m2 = mask.clone();
+    match structure {
+        FurtherStructure::Points => {
+            for ((idx, v), m) in m2.indexed_iter_mut().zip(mask.iter()) {
+                if *m != 0.0 && !protected(idx) && rng.random::<f64>() < delta {
+                    *v = 0.0;
+                }
+            }
+        }
+        FurtherStructure::Lines { axis } => {
+            if axis > 1 {
+                return Err(OpsError::invalid("axis", axis, "0 (rows) or 1 (columns)"));
+            }
+            let ax = Axis(axis);
+            for k in 0..m2.len_of(ax) {
+                let kept = mask.index_axis(ax, k).iter().any(|v| *v != 0.0);
+                let is_acs = acs.is_some_and(|a| a.index_axis(ax, k).iter().any(|v| *v != 0.0));
+                if kept && !is_acs && rng.random::<f64>() < delta {
+                    m2.index_axis_mut(ax, k).fill(0.0);
+                }
+            }
+        }
+    }
+    Ok(m2)
 }
 
 /// Draws `A` per scan and `Ã = B·A` per scan or per step for `[rows, cols]` images.
@@ -498,10 +616,7 @@ impl Corruption {
 
     /// Seed of `Ã` for `(scan, step)` under the configured [`FurtherMode`].
     fn further_seed(&self, scan: u64, step: u64) -> u64 {
-        match self.config.further {
-            FurtherMode::PerScan => derive(&[self.seed, scan, TAG_FURTHER]),
-            FurtherMode::PerStep => derive(&[self.seed, scan, TAG_FURTHER, step]),
-        }
+        further_seed(self.seed, self.config.further, scan, step)
     }
 
     /// Draws `Ã = B·A` from `a` (the measurement of scan `scan`) for training step `step`
@@ -514,23 +629,12 @@ impl Corruption {
         match (&a.kept, &self.config.corruption) {
             (Kept::Mask(m), CorruptionSpec::Kspace { pattern, axis, .. }) => {
                 let acs = a.acs.clone().unwrap_or_else(|| Array2::zeros(m.dim()));
-                let mut m2 = m.clone();
-                if *pattern == KspacePattern::Poisson {
-                    for (v, p) in m2.iter_mut().zip(acs.iter()) {
-                        if *v != 0.0 && *p == 0.0 && hide(&mut rng) {
-                            *v = 0.0;
-                        }
-                    }
+                let structure = if *pattern == KspacePattern::Poisson {
+                    FurtherStructure::Points
                 } else {
-                    let ax = Axis(*axis);
-                    for k in 0..m2.len_of(ax) {
-                        let kept = m.index_axis(ax, k).iter().any(|v| *v != 0.0);
-                        let is_acs = acs.index_axis(ax, k).iter().any(|v| *v != 0.0);
-                        if kept && !is_acs && hide(&mut rng) {
-                            m2.index_axis_mut(ax, k).fill(0.0);
-                        }
-                    }
-                }
+                    FurtherStructure::Lines { axis: *axis }
+                };
+                let m2 = hide_further(m, Some(&acs), structure, delta, &mut rng)?;
                 Ok(Measurement {
                     op: self.kspace_op(m2.clone(), a.maps.as_ref())?,
                     domain: Domain::Kspace,
@@ -542,12 +646,7 @@ impl Corruption {
                 })
             }
             (Kept::Mask(m), CorruptionSpec::Pixel { .. }) => {
-                let mut m2 = m.clone();
-                for v in m2.iter_mut() {
-                    if *v != 0.0 && hide(&mut rng) {
-                        *v = 0.0;
-                    }
-                }
+                let m2 = hide_further(m, None, FurtherStructure::Points, delta, &mut rng)?;
                 self.image_measurement(m2, a.noise)
             }
             (
@@ -599,5 +698,135 @@ impl Corruption {
             gaussian: None,
             maps: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An arbitrary measured line mask (not from a mask function): every third column, plus a
+    /// 4-column calibration block at the centre and two stray columns.
+    fn line_mask(rows: usize, cols: usize) -> (Array2<f32>, Array2<f32>) {
+        let keep = |j: usize| j % 3 == 0 || (cols / 2 - 2..cols / 2 + 2).contains(&j) || j == 7;
+        let m = Array2::from_shape_fn((rows, cols), |(_, j)| f32::from(u8::from(keep(j))));
+        let acs = Array2::from_shape_fn((rows, cols), |(_, j)| {
+            f32::from(u8::from((cols / 2 - 2..cols / 2 + 2).contains(&j)))
+        });
+        (m, acs)
+    }
+
+    #[test]
+    fn hide_further_on_an_arbitrary_line_mask_hides_whole_lines_keeps_acs_and_about_delta() {
+        let (m, acs) = line_mask(8, 96);
+        let removable = (0..96)
+            .filter(|&j| m[[0, j]] != 0.0 && acs[[0, j]] == 0.0)
+            .count();
+        let delta = 0.3;
+        let (mut hidden, trials) = (0usize, 400u64);
+        for t in 0..trials {
+            let mut rng = ChaCha8Rng::seed_from_u64(t);
+            let m2 = hide_further(
+                &m,
+                Some(&acs),
+                FurtherStructure::Lines { axis: 1 },
+                delta,
+                &mut rng,
+            )
+            .expect("valid");
+            for j in 0..96 {
+                let col: Vec<f32> = m2.column(j).to_vec();
+                // whole lines: a column is all kept or all hidden
+                assert!(col.iter().all(|v| *v == col[0]), "column {j} split");
+                // a subset of A that keeps every calibration line
+                assert!(col[0] <= m[[0, j]]);
+                if acs[[0, j]] != 0.0 {
+                    assert_eq!(col[0], 1.0, "ACS column {j} hidden");
+                }
+                if m[[0, j]] != 0.0 && col[0] == 0.0 {
+                    hidden += 1;
+                }
+            }
+        }
+        let frac = hidden as f64 / (removable as f64 * trials as f64);
+        // binomial: σ = sqrt(0.3·0.7/(removable·400)) ≈ 0.005
+        assert!((frac - delta).abs() < 0.025, "hidden fraction {frac}");
+    }
+
+    #[test]
+    fn hide_further_on_points_keeps_the_calibration_box() {
+        let m = Array2::from_shape_fn((24, 24), |(i, j)| {
+            f32::from(u8::from((i * 7 + j * 3) % 4 == 0))
+        });
+        let mut acs = Array2::zeros((24, 24));
+        acs.slice_mut(ndarray::s![10..14, 10..14]).fill(1.0);
+        let m = &m + &acs.mapv(|v: f32| v) - &(&m * &acs);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let m2 =
+            hide_further(&m, Some(&acs), FurtherStructure::Points, 0.5, &mut rng).expect("valid");
+        for ((idx, v), a) in m2.indexed_iter().zip(acs.iter()) {
+            assert!(*v <= m[idx]);
+            if *a != 0.0 {
+                assert_eq!(*v, 1.0);
+            }
+        }
+        assert!(m2.sum() < m.sum(), "δ = 0.5 hid nothing");
+        let err = hide_further(&m, Some(&acs), FurtherStructure::Points, 1.5, &mut rng);
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn structure_of_measured_masks() {
+        let (m, _) = line_mask(8, 32);
+        assert_eq!(
+            FurtherStructure::of_kspace_mask(&m),
+            FurtherStructure::Lines { axis: 1 }
+        );
+        assert_eq!(
+            FurtherStructure::of_kspace_mask(&m.t().to_owned()),
+            FurtherStructure::Lines { axis: 0 }
+        );
+        let p = Array2::from_shape_fn((8, 8), |(i, j)| f32::from(u8::from((i + j) % 3 == 0)));
+        assert_eq!(
+            FurtherStructure::of_kspace_mask(&p),
+            FurtherStructure::Points
+        );
+    }
+
+    #[test]
+    fn corruption_further_is_hide_further_on_its_own_a() {
+        for (pattern, structure) in [
+            (KspacePattern::Random, FurtherStructure::Lines { axis: 1 }),
+            (KspacePattern::Poisson, FurtherStructure::Points),
+        ] {
+            let cfg = CorruptionConfig {
+                corruption: CorruptionSpec::Kspace {
+                    pattern,
+                    acceleration: 3.0,
+                    center_fraction: 0.1,
+                    axis: 1,
+                },
+                noise_sigma: 0.0,
+                delta: 0.4,
+                further: FurtherMode::PerStep,
+                further_box_size: None,
+            };
+            let c = Corruption::new(cfg, 32, 32, 11).expect("valid");
+            for (scan, step) in [(0u64, 0u64), (3, 7)] {
+                let a = c.measurement(scan, None).expect("A");
+                let at = c.further(&a, scan, step).expect("Ã");
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(further_seed(11, FurtherMode::PerStep, scan, step));
+                let want = hide_further(
+                    a.mask().expect("mask"),
+                    a.acs.as_ref(),
+                    structure,
+                    0.4,
+                    &mut rng,
+                )
+                .expect("valid");
+                assert_eq!(at.mask(), Some(&want));
+            }
+        }
     }
 }
