@@ -542,3 +542,329 @@ fn consistency_flag_is_recorded_and_needs_the_tweedie_objective() {
         .failure()
         .stderr(predicate::str::contains("--objective tweedie"));
 }
+
+// ---- the measured route: training from measured files (#18) ----
+
+/// A `slices`-slice `rows`×`cols` phantom volume written as NIfTI under `name`.
+fn volume_of(dir: &Path, name: &str, slices: usize, rows: usize, cols: usize) -> PathBuf {
+    let data = Array4::from_shape_fn((1, slices, rows, cols), |(_, s, i, j)| {
+        let (y, x) = (
+            2.0 * i as f32 / rows as f32 - 1.0,
+            2.0 * j as f32 / cols as f32 - 1.0,
+        );
+        let outer = (x * x / 0.8 + y * y / 0.6 < 1.0) as u8 as f32;
+        let inner = ((x - 0.05 * s as f32).powi(2) + y * y < 0.1) as u8 as f32;
+        200.0 * outer + 150.0 * inner
+    });
+    let p = dir.join(name);
+    amri_io::write(
+        &p,
+        &Scan::Image(Volume::new(data, Affine::default())),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    p
+}
+
+/// `amri simulate --protocol protocol vol out`: measured data as a scanner would give them.
+fn simulate(protocol: &str, vol: &Path, out: &Path) -> PathBuf {
+    amri()
+        .args(["simulate", "-q", "--protocol", protocol])
+        .arg(vol)
+        .arg(out)
+        .assert()
+        .success();
+    out.to_path_buf()
+}
+
+fn read_kspace(p: &Path) -> amri_core::KSpace {
+    match amri_io::read(p).unwrap() {
+        Scan::KSpace(k) => k,
+        _ => panic!("{} is not measured data", p.display()),
+    }
+}
+
+fn write_kspace(p: &Path, k: amri_core::KSpace) -> PathBuf {
+    amri_io::write(p, &Scan::KSpace(k), &WriteOptions::default()).unwrap();
+    p.to_path_buf()
+}
+
+/// `amri train` on measured files (no protocol), tiny preset, batch 2, seed 3.
+fn train_measured(out: &Path, inputs: &[&Path], steps: usize) -> Command {
+    let mut c = amri();
+    c.args(["train", "--preset", "tiny", "--batch", "2", "--seed", "3"])
+        .args(["--steps", &steps.to_string(), "--warmup", "2"])
+        .args(["--checkpoint-every", "2", "--no-progress", "--out"])
+        .arg(out)
+        .args(inputs);
+    c
+}
+
+/// The bytes of the latest checkpoint's raw and EMA weights.
+fn weights(run: &Path) -> Vec<Vec<u8>> {
+    let latest = std::fs::read_to_string(run.join("latest")).unwrap();
+    let dir = run.join(latest.trim());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "safetensors") {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out.sort();
+    assert!(out.len() >= 2, "weights and EMA in {}", dir.display());
+    out.into_iter().map(|(_, b)| b).collect()
+}
+
+#[test]
+fn measured_kspace_trains_without_reference_resumes_exactly_and_finetunes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume_of(t, "vol.nii.gz", 4, 32, 32);
+    let sim = simulate("singlecoil-r4-cartesian", &vol, &t.join("sim.npz"));
+    let mut k = read_kspace(&sim);
+    let mask = k.mask.clone().unwrap();
+    // every slice has its own mask
+    assert_ne!(
+        mask.index_axis(ndarray::Axis(0), 0),
+        mask.index_axis(ndarray::Axis(0), 1)
+    );
+    let reference = k.reference.take().expect("simulate writes the reference");
+    let noref = write_kspace(&t.join("noref.npz"), k.clone());
+    // the same measurements with a poisoned reference (huge, sign-flipped; NaN is refused by
+    // the reader itself): training must never read it
+    k.reference = Some(reference.mapv(|v| -3.0e38 + v));
+    let poisoned = write_kspace(&t.join("poisoned.npz"), k);
+
+    let a = t.join("a");
+    train_measured(&a, &[&noref], 4)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("measured files"));
+    let c = card(&a);
+    assert_eq!(c["corruption"]["protocol"], "measured");
+    assert_eq!(c["corruption"]["slices"], 4);
+    assert_eq!(c["objective"], "ambient_kspace");
+    assert_eq!(c["corruption"]["measured"][0]["slices"], 4);
+    assert_eq!(
+        c["corruption"]["measured"][0]["matrix"],
+        serde_json::json!([32, 32])
+    );
+    assert_eq!(
+        c["corruption"]["acquisition"]["corruption"]["type"],
+        "kspace"
+    );
+    assert_eq!(c["corruption"]["acquisition"]["seed"], 3);
+
+    let p = t.join("p");
+    train_measured(&p, &[&poisoned], 4).assert().success();
+    assert_eq!(
+        weights(&a),
+        weights(&p),
+        "the reference changed the weights"
+    );
+
+    // resume: 2 steps, then --resume to 4, gives the uninterrupted run's weights bit for bit
+    let r = t.join("r");
+    train_measured(&r, &[&noref], 2).assert().success();
+    train_measured(&r, &[&noref], 4)
+        .arg("--resume")
+        .assert()
+        .success();
+    assert_eq!(
+        weights(&a),
+        weights(&r),
+        "resume on the measured route is not exact"
+    );
+    // a resumed run refuses other data
+    let other = simulate(
+        "singlecoil-r4-cartesian",
+        &volume_of(t, "v2.nii.gz", 2, 32, 32),
+        &t.join("other.npz"),
+    );
+    train_measured(&r, &[&other], 6)
+        .arg("--resume")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--resume"));
+
+    // fine-tuning a base on measured files
+    let ft = t.join("ft");
+    amri()
+        .args(["finetune", "--base"])
+        .arg(&a)
+        .args(["--steps", "2", "--batch", "2", "--no-progress", "--out"])
+        .arg(&ft)
+        .arg(&noref)
+        .assert()
+        .success();
+    let f = card(&ft);
+    assert_eq!(f["steps"], 2);
+    assert_eq!(f["corruption"]["protocol"], "measured");
+    assert!(f["corruption"]["base"]
+        .as_str()
+        .unwrap()
+        .contains("ckpt-00000004"));
+}
+
+#[test]
+fn measured_multicoil_image_domain_and_mixed_matrix_sizes_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume_of(t, "vol.nii.gz", 4, 32, 32);
+    // 8 coils, R=4 random lines with 8 % calibration lines: maps from each slice's own ACS
+    let mc = simulate("brain-r4-cartesian", &vol, &t.join("mc.npz"));
+    let run = t.join("mc");
+    train_measured(&run, &[&mc], 2).assert().success();
+    let c = card(&run);
+    assert_eq!(c["corruption"]["acquisition"]["coils"], 8);
+    assert_eq!(c["corruption"]["measured"][0]["coils"], 8);
+    let loss: f64 = log_rows(&run)[1]
+        .split(',')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(loss.is_finite() && loss > 0.0);
+
+    // image-domain data with pixel masks
+    let px = simulate("pixel-90", &vol, &t.join("px.npz"));
+    let run = t.join("px");
+    train_measured(&run, &[&px], 2).assert().success();
+    assert_eq!(card(&run)["objective"], "ambient_pixel");
+    assert_eq!(
+        card(&run)["corruption"]["acquisition"]["corruption"]["type"],
+        "pixel"
+    );
+
+    // mixed matrix sizes: bucketed by shape
+    let small = simulate(
+        "singlecoil-r4-cartesian",
+        &volume_of(t, "small.nii.gz", 3, 16, 32),
+        &t.join("small.npz"),
+    );
+    let big = simulate("singlecoil-r4-cartesian", &vol, &t.join("big.npz"));
+    let run = t.join("mixed");
+    train_measured(&run, &[&big, &small], 6)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("4 of 32×32, 3 of 16×32"));
+    assert_eq!(card(&run)["corruption"]["slices"], 7);
+    assert_eq!(log_rows(&run).len(), 6);
+
+    // a size the U-Net cannot take is refused before the first step, naming the file
+    let odd = simulate(
+        "singlecoil-r4-cartesian",
+        &volume_of(t, "odd.nii.gz", 2, 18, 32),
+        &t.join("odd.npz"),
+    );
+    train_measured(&t.join("odd"), &[&big, &odd], 2)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("odd.npz").and(predicate::str::contains("multiple")));
+    assert!(!t.join("odd").join("latest").exists());
+}
+
+/// A copy of the .npz bundle `src` at `dst` whose first k-space sample is NaN (the writer
+/// refuses NaN, so the array bytes are patched: npy 1.0 header, then the data).
+fn with_nan(src: &Path, dst: &Path) -> PathBuf {
+    use std::io::{Read, Write};
+    let mut z = zip::ZipArchive::new(std::fs::File::open(src).unwrap()).unwrap();
+    let mut w = zip::ZipWriter::new(std::fs::File::create(dst).unwrap());
+    for i in 0..z.len() {
+        let mut f = z.by_index(i).unwrap();
+        let name = f.name().to_owned();
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        if name == "kspace.npy" {
+            assert_eq!(&bytes[..6], b"\x93NUMPY");
+            let off = if bytes[6] == 1 {
+                10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize
+            } else {
+                12 + u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize
+            };
+            bytes[off..off + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+        w.start_file(name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        w.write_all(&bytes).unwrap();
+    }
+    w.finish().unwrap();
+    dst.to_path_buf()
+}
+
+#[test]
+fn bad_measured_inputs_fail_before_the_first_step_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume_of(t, "vol.nii.gz", 2, 32, 32);
+    let sc = simulate("singlecoil-r4-cartesian", &vol, &t.join("sc.npz"));
+    let mc = simulate("brain-r4-cartesian", &vol, &t.join("mc.npz"));
+    let fails = |inputs: &[&Path], name: &str, what: &str| {
+        let out = t.join(format!("run-{name}"));
+        train_measured(&out, inputs, 2)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(name).and(predicate::str::contains(what)));
+        assert!(!out.join("latest").exists(), "{name}: a run started");
+    };
+    // a file without a mask (reads as fully sampled): says how to fix it
+    let mut k = read_kspace(&sc);
+    k.mask = None;
+    let nomask = write_kspace(&t.join("nomask.npz"), k);
+    fails(&[&nomask], "nomask.npz", "add a `mask` array");
+    // a multi-coil scan without calibration lines
+    let mut k = read_kspace(&mc);
+    let m = k.mask.as_mut().unwrap();
+    for j in 14..18 {
+        m.slice_mut(ndarray::s![.., .., j]).fill(0.0);
+    }
+    let noacs = write_kspace(&t.join("noacs.npz"), k);
+    fails(&[&noacs], "noacs.npz", "calibration (ACS)");
+    // mismatched coil counts
+    fails(&[&sc, &mc], "mc.npz", "coil");
+    // NaN k-space
+    let nan = with_nan(&sc, &t.join("nan.npz"));
+    fails(&[&nan], "nan.npz", "NaN");
+    // a domain the objective cannot use
+    let proj = simulate("gaussian-cs", &vol, &t.join("proj.npz"));
+    fails(&[&proj], "proj.npz", "projection");
+    // measured files and image volumes in one run; a protocol with measured files
+    fails(&[&sc, &vol], "sc.npz", "not both");
+    amri()
+        .args([
+            "train",
+            "--protocol",
+            "singlecoil-r4-cartesian",
+            "--steps",
+            "1",
+            "--out",
+        ])
+        .arg(t.join("run-protocol"))
+        .arg(&sc)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("measured files"));
+    amri()
+        .args([
+            "train",
+            "--steps",
+            "1",
+            "--objective",
+            "supervised",
+            "--out",
+        ])
+        .arg(t.join("run-objective"))
+        .arg(&sc)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("ambient objective only"));
+    // image volumes without a protocol
+    amri()
+        .args(["train", "--steps", "1", "--out"])
+        .arg(t.join("run-vol"))
+        .arg(&vol)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("vol.nii.gz").and(predicate::str::contains("--protocol")));
+}

@@ -176,6 +176,24 @@ pub struct TrainingRecord {
     /// Base checkpoint of a fine-tuned run (`None`: trained from scratch).
     #[serde(default)]
     pub base: Option<String>,
+    /// The measured files of a run trained from measured data (`None`: the simulation route,
+    /// image volumes under `protocol`); then `acquisition` only describes the data (median
+    /// acceleration and calibration fraction) for drawing inference masks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<Vec<MeasuredInput>>,
+}
+
+/// One measured training file of a [`TrainingRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeasuredInput {
+    /// The file as given on the command line.
+    pub file: String,
+    /// Slices (scans) it holds.
+    pub slices: usize,
+    /// Receive coils (1 for single-coil and image-domain data).
+    pub coils: usize,
+    /// Matrix `[rows, cols]`.
+    pub matrix: [usize; 2],
 }
 
 /// (De)serialises [`ModelCard::record`]: `None` is written as `{}`; `{}`, `null` read as `None`;
@@ -640,6 +658,7 @@ mod tests {
             objective: TrainObjective::Ambient,
             slices: 3,
             base: None,
+            measured: None,
         };
         let with = card_json(serde_json::to_value(&record)?)?;
         let card: ModelCard = serde_json::from_value(with.clone())?;

@@ -51,12 +51,17 @@ use amri_core::fft::{fft2c, ifft2c};
 use amri_core::{Volume, C32};
 use amri_ops::acquisition::Acquisition;
 use amri_ops::coils::rss;
-use amri_ops::corruption::{Corruption, CorruptionSpec, Domain, Measurement};
+use amri_ops::corruption::{
+    further_seed, hide_further, Corruption, CorruptionSpec, Domain, FurtherMode, FurtherStructure,
+    Measurement,
+};
 use amri_ops::espirit::{acs_region_from_mask, espirit_with_region, EspiritConfig};
 use amri_ops::noise::sigma_per_component;
 use amri_ops::simulate::Recipe;
 use candle_core::{Device, Tensor};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -243,6 +248,28 @@ pub fn acs_maps(kspace: ArrayView3<C32>, acs: ArrayView2<f32>) -> Result<Array3<
     Ok(espirit_with_region(kspace, region, &cfg)?.maps)
 }
 
+/// The simulation recipe of a set built from image volumes.
+fn recipe_of(set: &TrainingSet) -> Result<&Recipe> {
+    set.recipe
+        .as_ref()
+        .ok_or_else(|| DiffusionError::Config("a measured set has no simulation recipe".into()))
+}
+
+/// The `[rows, cols]` 0/1 calibration region of a measured k-space mask: the largest fully
+/// sampled rectangle around DC ([`acs_region_from_mask`]); all zeros if DC is not sampled.
+pub fn acs_of_mask(mask: &Array2<f32>) -> Array2<f32> {
+    let sampled = mask.mapv(|v| v != 0.0);
+    let mut acs = Array2::zeros(mask.dim());
+    if let Some(r) = acs_region_from_mask(sampled.view()) {
+        acs.slice_mut(ndarray::s![
+            r.start[0]..r.start[0] + r.size[0],
+            r.start[1]..r.start[1] + r.size[1]
+        ])
+        .fill(1.0);
+    }
+    acs
+}
+
 /// The `batch` scan indices of training step `step` (see the module docs); empty if `n == 0`.
 pub fn batch_indices(n: usize, batch: usize, seed: u64, step: u64) -> Vec<usize> {
     if n == 0 {
@@ -272,8 +299,11 @@ pub struct TrainingSet {
     images: Vec<Vec<C32>>,
     rows: usize,
     cols: usize,
-    /// The measurement recipe `amri simulate` uses (phase, maps, masks, noise seeds).
-    recipe: Recipe,
+    /// The measurement recipe `amri simulate` uses (phase, maps, masks, noise seeds); `None` for
+    /// a set built from measured scans ([`TrainingSet::from_measured`]).
+    recipe: Option<Recipe>,
+    /// For a set built from measured scans: how `Ã` is drawn from each scan's own `A`.
+    measured_further: Option<MeasuredFurther>,
     /// Each scan's operator `A_i` (without coil maps), drawn once when the set is built.
     a: Arc<[Measurement]>,
     /// For the noiseless ambient objectives: each scan's `A_i x_i` (current scale), computed
@@ -289,6 +319,46 @@ pub struct TrainingSet {
     coil_data: Option<CoilData>,
     /// [`TrainObjective::Clean`]: the loss target is all of `x` (`mask_a = 1`).
     clean_target: bool,
+}
+
+/// How `Ã` is drawn from a measured scan's own `A` ([`TrainingSet::from_measured`]).
+#[derive(Debug, Clone)]
+struct MeasuredFurther {
+    params: FurtherParams,
+    /// Each scan's line or point structure (from its mask).
+    structures: Vec<FurtherStructure>,
+    /// Each scan's id (seeds its `Ã`).
+    ids: Vec<u64>,
+}
+
+/// The further corruption of training from measured scans: hide a fraction `delta` of each
+/// scan's measured lines (line masks) or samples / pixels (other masks), never its ACS region,
+/// with seeds [`amri_ops::corruption::further_seed`]`(seed, mode, scan id, step)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FurtherParams {
+    /// Fraction `δ ∈ [0, 1]` of the removable measured set that `Ã` hides (expected value).
+    pub delta: f64,
+    /// Whether `Ã` is drawn once per scan or at every step.
+    pub mode: FurtherMode,
+    /// Seed of the draws (training uses the run's `--seed`).
+    pub seed: u64,
+}
+
+/// One measured 2-D scan (one slice of a measured file) as training takes it: no reference, no
+/// stored coil maps, only what the scanner measured.
+#[derive(Debug, Clone)]
+pub struct MeasuredScan {
+    /// Scan id, unique in the training set (seeds its `Ã`; the CLI numbers slices in input
+    /// order).
+    pub id: u64,
+    /// K-space or image-domain data.
+    pub domain: Domain,
+    /// Measured data `[coil, row, col]`: centred orthonormal k-space (DC at `(rows/2, cols/2)`)
+    /// or, for [`Domain::Image`], the corrupted complex image (one "coil"). Entries outside the
+    /// mask are ignored (set to 0).
+    pub data: Array3<C32>,
+    /// Sampling / pixel mask `[row, col]`, non-zero = measured.
+    pub mask: Array2<f32>,
 }
 
 /// Multi-coil measurements and ACS-estimated coil maps (normalised units).
@@ -412,7 +482,8 @@ impl TrainingSet {
             images,
             rows,
             cols,
-            recipe,
+            recipe: Some(recipe),
+            measured_further: None,
             a: a.into(),
             ax: None,
             objective,
@@ -441,16 +512,15 @@ impl TrainingSet {
                 sigma_abs = acq.noise_level * peak;
                 for i in range.clone() {
                     // y = A x + n with the noise `amri simulate` draws for slice i
-                    let y = set
-                        .recipe
-                        .measure(&set.a[i], i as u64, &set.images[i], sigma_abs)?;
+                    let y =
+                        recipe_of(&set)?.measure(&set.a[i], i as u64, &set.images[i], sigma_abs)?;
                     noisy.measured.push(y);
                 }
             }
             if multicoil {
                 for i in range.clone() {
                     // y_c = M F (S_c x): what a multi-coil scanner measures, as `amri simulate`
-                    let (_, y) = set.recipe.measure_slice(i as u64, &set.images[i], 0.0)?;
+                    let (_, y) = recipe_of(&set)?.measure_slice(i as u64, &set.images[i], 0.0)?;
                     coil.measured.push(y);
                 }
             }
@@ -546,6 +616,179 @@ impl TrainingSet {
         Self::build(&slices, &ranges, acq, objective, true)
     }
 
+    /// A training set from measured scans only (no clean image, reference or stored coil map is
+    /// used), all of one `[rows, cols]` shape, one domain and one coil count; `ranges` gives each
+    /// file's scans (each file is divided by its own [`measurement_scale`] of its measured data).
+    /// Per scan, `A` is its own mask (single-coil k-space sampling, SENSE with coil maps
+    /// estimated by [`acs_maps`] from its own calibration region for several coils, or a pixel
+    /// mask for [`Domain::Image`]); `Ã` hides a fraction `δ` of its measured lines or samples,
+    /// keeping the calibration region ([`FurtherParams`], [`hide_further`]). The objective is
+    /// the ambient one of the domain. Errors (naming scan positions; callers add file names) on
+    /// mixed shapes, domains or coil counts, a projection domain, NaN/∞ data, an empty or full
+    /// mask, or a multi-coil scan without a calibration region of at least 3×3.
+    pub fn from_measured(
+        scans: &[MeasuredScan],
+        ranges: &[std::ops::Range<usize>],
+        further: FurtherParams,
+    ) -> Result<Self> {
+        amri_ops::corruption::check_delta(further.delta)?;
+        let first = scans
+            .first()
+            .ok_or_else(|| DiffusionError::Config("no measured scans".into()))?;
+        let (coils, rows, cols) = first.data.dim();
+        let domain = first.domain;
+        let objective =
+            match domain {
+                Domain::Kspace => Objective::AmbientKspace,
+                Domain::Image => Objective::AmbientPixel,
+                Domain::Projection => return Err(DiffusionError::Unsupported(
+                    "projection (Gaussian CS) measurements cannot train a prior yet; use k-space \
+                     or image-domain data"
+                        .into(),
+                )),
+            };
+        if domain == Domain::Image && coils != 1 {
+            return Err(DiffusionError::Unsupported(format!(
+                "image-domain data with {coils} coils: a corrupted image is one complex plane"
+            )));
+        }
+        let multicoil = coils > 1;
+        let mut a = Vec::with_capacity(scans.len());
+        let mut structures = Vec::with_capacity(scans.len());
+        let mut data = Vec::with_capacity(scans.len());
+        for (k, sc) in scans.iter().enumerate() {
+            let at =
+                |msg: String| DiffusionError::Config(format!("scan {k} (id {}): {msg}", sc.id));
+            if sc.domain != domain {
+                return Err(at(format!(
+                    "domain {:?} differs from the set's {domain:?}",
+                    sc.domain
+                )));
+            }
+            if sc.data.dim() != (coils, rows, cols) {
+                return Err(DiffusionError::Shape(format!(
+                    "scan {k}: [coil, row, col] {:?} differs from the set's [{coils}, {rows}, \
+                     {cols}]",
+                    sc.data.shape()
+                )));
+            }
+            if sc.mask.dim() != (rows, cols) {
+                return Err(DiffusionError::Shape(format!(
+                    "scan {k}: mask {:?} does not match [{rows}, {cols}]",
+                    sc.mask.shape()
+                )));
+            }
+            if sc
+                .data
+                .iter()
+                .any(|v| !(v.re.is_finite() && v.im.is_finite()))
+                || sc.mask.iter().any(|v| !v.is_finite())
+            {
+                return Err(at("data or mask hold NaN or infinite values".into()));
+            }
+            let mask = sc.mask.mapv(|v| f32::from(u8::from(v != 0.0)));
+            let kept = mask.iter().filter(|v| **v != 0.0).count();
+            if kept == 0 {
+                return Err(at("the mask measures nothing".into()));
+            }
+            if kept == rows * cols {
+                return Err(at(
+                    "the mask is full (fully sampled data): ambient training needs the mask the \
+                     data were undersampled with"
+                        .into(),
+                ));
+            }
+            let mut y = sc.data.clone();
+            for mut plane in y.outer_iter_mut() {
+                plane.zip_mut_with(&mask, |v, m| *v *= *m);
+            }
+            let (acs, structure) = match domain {
+                Domain::Kspace => (
+                    Some(acs_of_mask(&mask)),
+                    FurtherStructure::of_kspace_mask(&mask),
+                ),
+                _ => (None, FurtherStructure::Points),
+            };
+            a.push(Measurement::from_mask(domain, mask, acs)?);
+            structures.push(structure);
+            data.push(y);
+        }
+        // one scale per file, from its measured data only
+        let mut scales = Vec::with_capacity(ranges.len());
+        for (f, range) in ranges.iter().enumerate() {
+            let slices = range
+                .clone()
+                .map(|i| {
+                    let (y, m) = (data.get(i), a.get(i).and_then(Measurement::mask));
+                    match (y, m) {
+                        (Some(y), Some(m)) => Ok(match domain {
+                            Domain::Kspace => MeasuredSlice::Kspace {
+                                kspace: y.view(),
+                                mask: m.view(),
+                            },
+                            _ => MeasuredSlice::Image {
+                                image: y.index_axis(Axis(0), 0),
+                                mask: m.view(),
+                            },
+                        }),
+                        _ => Err(DiffusionError::Config(format!(
+                            "file {f}: scan {i} out of range (have {})",
+                            data.len()
+                        ))),
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let scale = measurement_scale(&slices)
+                .map_err(|e| DiffusionError::Config(format!("file {f}: {e}")))?;
+            scales.push(scale);
+        }
+        for (range, scale) in ranges.iter().zip(&scales) {
+            for y in &mut data[range.clone()] {
+                y.iter_mut().for_each(|v| *v /= *scale);
+            }
+        }
+        let mut set = Self {
+            images: Vec::new(),
+            rows,
+            cols,
+            recipe: None,
+            measured_further: Some(MeasuredFurther {
+                params: further,
+                structures,
+                ids: scans.iter().map(|s| s.id).collect(),
+            }),
+            a: a.into(),
+            ax: None,
+            objective,
+            scales,
+            noisy: None,
+            coil_data: None,
+            clean_target: false,
+        };
+        if multicoil {
+            let mut maps = Vec::with_capacity(data.len());
+            for (k, y) in data.iter().enumerate() {
+                let acs = set.a[k].acs.clone().unwrap_or_default();
+                let m = acs_maps(y.view(), acs.view()).map_err(|e| {
+                    DiffusionError::Config(format!(
+                        "scan {k} (id {}): {coils}-coil data need coil maps from the \
+                         calibration region: {e}",
+                        scans[k].id
+                    ))
+                })?;
+                maps.push(m.into_iter().collect());
+            }
+            set.coil_data = Some(CoilData {
+                coils,
+                measured: data.into_iter().map(|y| y.into_iter().collect()).collect(),
+                maps,
+            });
+        } else {
+            set.ax = Some(data.into_iter().map(|y| y.into_iter().collect()).collect());
+        }
+        Ok(set)
+    }
+
     /// The measurement scale ([`measurement_scale`]) each input volume was divided by, in input
     /// order (empty for [`TrainingSet::new`]).
     pub fn scales(&self) -> &[f32] {
@@ -619,12 +862,12 @@ impl TrainingSet {
 
     /// Number of scans.
     pub fn len(&self) -> usize {
-        self.images.len()
+        self.a.len()
     }
 
     /// Whether there are no scans (never true for a constructed set).
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty()
+        self.a.is_empty()
     }
 
     /// `(rows, cols)` of every scan.
@@ -637,19 +880,39 @@ impl TrainingSet {
         self.objective
     }
 
-    /// The corruption model.
-    pub fn corruption(&self) -> &Corruption {
-        self.recipe.corruption()
+    /// The corruption model of a simulated set; `None` for a set of measured scans (there each
+    /// scan's `A` is its own mask and `Ã` follows [`FurtherParams`]).
+    pub fn corruption(&self) -> Option<&Corruption> {
+        self.recipe.as_ref().map(Recipe::corruption)
     }
 
-    /// Scan `i`'s normalised complex image, row-major `[rows, cols]`.
+    /// `Ã` of scan `i` at step `step`, drawn from its `A` `a`: by the corruption model of a
+    /// simulated set, or by [`hide_further`] on the measured mask.
+    fn further(&self, a: &Measurement, i: usize, step: u64) -> Result<Measurement> {
+        if let Some(c) = self.corruption() {
+            return Ok(c.further(a, i as u64, step)?);
+        }
+        let mf = self
+            .measured_further
+            .as_ref()
+            .ok_or_else(|| DiffusionError::Config("training set without a corruption".into()))?;
+        let (structure, id) = match (mf.structures.get(i), mf.ids.get(i)) {
+            (Some(s), Some(id)) => (*s, *id),
+            _ => return Err(DiffusionError::Config(format!("scan {i} out of range"))),
+        };
+        let p = mf.params;
+        let mut rng = ChaCha8Rng::seed_from_u64(further_seed(p.seed, p.mode, id, step));
+        let m2 = hide_further(Self::mask(a)?, a.acs.as_ref(), structure, p.delta, &mut rng)?;
+        Ok(Measurement::from_mask(a.domain, m2, a.acs.clone())?)
+    }
+
+    /// Scan `i`'s normalised complex image, row-major `[rows, cols]` (`None` for measured sets).
     pub fn image(&self, i: usize) -> Option<&[C32]> {
         self.images.get(i).map(Vec::as_slice)
     }
 
-    fn mask(m: &Measurement) -> Result<Array2<f32>> {
+    fn mask(m: &Measurement) -> Result<&Array2<f32>> {
         m.mask()
-            .cloned()
             .ok_or_else(|| DiffusionError::Unsupported("measurement without a mask".into()))
     }
 
@@ -657,8 +920,8 @@ impl TrainingSet {
     /// masks are centred).
     pub fn masks(&self, i: usize, step: u64) -> Result<(Array2<f32>, Array2<f32>)> {
         let a = self.a(i)?;
-        let at = self.corruption().further(a, i as u64, step)?;
-        Ok((Self::mask(a)?, Self::mask(&at)?))
+        let at = self.further(a, i, step)?;
+        Ok((Self::mask(a)?.clone(), Self::mask(&at)?.clone()))
     }
 
     /// The batch of scans `scans` at step `step` on `dev` (see the module docs for layouts).
@@ -675,14 +938,19 @@ impl TrainingSet {
         let mut ma = vec![0f32; n * r * c];
         let mut mt = vec![0f32; n * r * c];
         for (b, &i) in scans.iter().enumerate() {
-            let x = self.images.get(i).ok_or_else(|| {
-                DiffusionError::Config(format!("scan {i} out of range (have {})", self.len()))
-            })?;
+            let x = || {
+                self.images.get(i).ok_or_else(|| {
+                    DiffusionError::Config(format!(
+                        "scan {i}: no image (have {}; measured sets hold none)",
+                        self.images.len()
+                    ))
+                })
+            };
             let values: Vec<C32> = match self.objective {
-                Objective::Supervised => x.clone(),
+                Objective::Supervised => x()?.clone(),
                 _ => {
                     let a = self.a(i)?;
-                    let at = self.corruption().further(a, i as u64, step)?;
+                    let at = self.further(a, i, step)?;
                     let expect = match self.objective {
                         Objective::AmbientKspace => Domain::Kspace,
                         _ => Domain::Image,
@@ -710,11 +978,11 @@ impl TrainingSet {
                         // the clean twin: everything, in the measurement's domain
                         _ if self.clean_target => match a.domain {
                             Domain::Kspace => {
-                                let img = Array2::from_shape_vec((r, c), x.clone())
+                                let img = Array2::from_shape_vec((r, c), x()?.clone())
                                     .map_err(|e| DiffusionError::Shape(e.to_string()))?;
                                 fft2c(&img).into_iter().collect()
                             }
-                            _ => x.clone(),
+                            _ => x()?.clone(),
                         },
                         // Tweedie: the stored noisy measurement (zero outside A as well)
                         Some(nd) => nd.measured[i].clone(),
@@ -722,7 +990,7 @@ impl TrainingSet {
                         // computed once when the set was built
                         None => match &self.ax {
                             Some(ax) => ax[i].clone(),
-                            None => a.measure(x, 0)?,
+                            None => a.measure(x()?, 0)?,
                         },
                     }
                 }

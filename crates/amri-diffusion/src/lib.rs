@@ -52,6 +52,7 @@ pub mod error;
 pub mod fourier;
 pub mod fused;
 pub mod loss;
+pub mod measured;
 pub mod memorize;
 pub mod objective;
 pub mod optim;

@@ -170,6 +170,7 @@ mod tests {
             objective: TrainObjective::Ambient,
             slices: 3,
             base: None,
+            measured: None,
         };
         let amb = Some(TrainObjective::Ambient);
         assert_eq!(resume_mismatch(&record, "p", &acq, None, None), None);

@@ -93,6 +93,7 @@ impl TinyRun {
                 objective: TrainObjective::Ambient,
                 slices: self.set.len(),
                 base: None,
+                measured: None,
             }),
         )?;
         save_run_checkpoint(&self.trainer, run, &card)

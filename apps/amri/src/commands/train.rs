@@ -1,11 +1,15 @@
-//! `amri train` and `amri finetune`: learn a diffusion prior from image volumes under a protocol's
-//! acquisition (corruption) model, with exact resume.
+//! `amri train` and `amri finetune`: learn a diffusion prior from measured files (the measured
+//! route) or from image volumes under a protocol's acquisition model (the simulation route), with
+//! exact resume.
 //!
-//! Plan: resolve the protocol → read the image volumes (files or folders) → build the
-//! [`TrainingSet`] (per-volume normalisation, A and Ã from the protocol) → a fresh trainer, a
-//! base checkpoint (`finetune`) or the run's own latest checkpoint (`--resume`) → step with a
-//! progress bar → every `--checkpoint-every` steps and at the end: checkpoint (atomic, `latest`
-//! pointer), `loss.csv` (rewritten atomically) and `loss.png`.
+//! Plan: read the inputs → measured files (k-space or corrupted images with their masks; no
+//! `--protocol`) build [`TrainingData::from_measured`] (each scan its own A, ACS coil maps, Ã
+//! from `--delta`/`--further`, buckets by matrix size); image volumes with `--protocol` build
+//! the simulated [`TrainingSet`] (per-volume normalisation, A and Ã from the protocol) → a fresh
+//! trainer, a base checkpoint (`finetune`) or the run's own latest checkpoint (`--resume`) → check
+//! every matrix size against the network → step with a progress bar → every
+//! `--checkpoint-every` steps and at the end: checkpoint (atomic, `latest` pointer), `loss.csv`
+//! (rewritten atomically) and `loss.png`.
 //!
 //! Output folder: `ckpt-<step>/` (model, EMA, optimiser, card), `latest`, `loss.csv`
 //! (`step,loss,lr,grad_norm,seconds`), `loss.png`.
@@ -14,9 +18,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use amri_diffusion::checkpoint::{
-    read_card, resolve_checkpoint, ModelCard, TrainingRecord, LATEST_FILE,
+    read_card, resolve_checkpoint, MeasuredInput, ModelCard, TrainingRecord, LATEST_FILE,
 };
-use amri_diffusion::data::{TrainObjective, TrainingSet};
+use amri_diffusion::data::{FurtherParams, TrainObjective, TrainingSet};
+use amri_diffusion::measured::{MeasuredFile, TrainingData};
 use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
 use amri_diffusion::run::{
     format_loss_log, read_loss_log, resume_mismatch, LogRow, ResumeMismatch, LOSS_CSV,
@@ -24,13 +29,14 @@ use amri_diffusion::run::{
 use amri_diffusion::train::{
     save_run_checkpoint, Objective, StepStats, TrainConfig, Trainer, ENCODER_PREFIXES,
 };
+use amri_ops::corruption::FurtherMode;
 use amri_protocol::Protocol;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array3;
 
-use super::volumes::read_volumes;
+use super::volumes::{read_training_inputs, TrainingInputs};
 
 /// σ_data of the EDM preconditioning for volumes divided by their measurement scale
 /// (`amri_diffusion::data::measurement_scale`, 99.5th percentile of the zero-filled magnitude).
@@ -47,9 +53,19 @@ const GRADIENT_TOLERANCE: f64 = 0.02;
 /// Options shared by `train` and `finetune`.
 #[derive(clap::Args, Debug)]
 pub struct Common {
-    /// Protocol (preset name or .toml file) whose `[acquisition]` is the corruption model.
+    /// Simulation route only: protocol (preset name or .toml file) whose `[acquisition]` measures
+    /// the image volumes. Measured files carry their own masks and take no protocol.
     #[arg(long, short)]
-    pub protocol: String,
+    pub protocol: Option<String>,
+    /// Measured route: fraction δ of each scan's measured lines (line masks) or samples/pixels
+    /// (other masks) that the further corruption Ã hides; calibration lines are always kept
+    /// [default: 0.1; --resume: the run's]. On the simulation route δ is the protocol's.
+    #[arg(long)]
+    pub delta: Option<f64>,
+    /// Measured route: draw Ã once per scan (per-scan) or at every step (per-step)
+    /// [default: per-scan; --resume: the run's]. On the simulation route it is the protocol's.
+    #[arg(long, value_parser = parse_further)]
+    pub further: Option<FurtherMode>,
     /// Total optimisation steps of the run (a resumed run continues up to this count).
     #[arg(long)]
     pub steps: usize,
@@ -100,7 +116,10 @@ pub struct Common {
     /// Hide the progress bar.
     #[arg(long)]
     pub no_progress: bool,
-    /// Training image volumes (NIfTI, DICOM series folders, npy) or folders of them.
+    /// Measured files as `amri recon` reads them (.npz bundles with `mask`, fastMRI .h5, .cfl
+    /// with `_mask`; k-space single- or multi-coil, or `domain = image` with a pixel mask) →
+    /// measured route; or image volumes (NIfTI, DICOM series folders, npy) with --protocol →
+    /// simulation route; or folders of either. Mixing both is an error.
     #[arg(required = true, value_name = "TRAIN_INPUTS")]
     pub inputs: Vec<PathBuf>,
 }
@@ -138,6 +157,14 @@ pub struct FinetuneArgs {
     pub common: Common,
 }
 
+fn parse_further(s: &str) -> Result<FurtherMode, String> {
+    match s {
+        "per-scan" | "per_scan" => Ok(FurtherMode::PerScan),
+        "per-step" | "per_step" => Ok(FurtherMode::PerStep),
+        _ => Err(format!("expected per-scan or per-step, got {s:?}")),
+    }
+}
+
 fn parse_objective(s: &str) -> Result<TrainObjective, String> {
     match s {
         "ambient" => Ok(TrainObjective::Ambient),
@@ -164,7 +191,7 @@ type Ignored = (&'static str, String, String);
 pub fn run(a: Args) -> Result<()> {
     let c = &a.common;
     let preset = a.preset.clone().unwrap_or_else(|| DEFAULT_PRESET.into());
-    let start = |_: &Protocol, set: &TrainingSet, dev: &Device| -> Result<Trainer> {
+    let start = |set: &TrainingData, dev: &Device| -> Result<Trainer> {
         let mut dcfg = DenoiserConfig::complex_preset(&preset, SIGMA_DATA)
             .with_context(|| format!("--preset {preset}"))?;
         dcfg.precond.kind = a.precond.unwrap_or(match set.objective() {
@@ -216,7 +243,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
     } else {
         Vec::new()
     };
-    let start = |_: &Protocol, _: &TrainingSet, dev: &Device| -> Result<Trainer> {
+    let start = |_: &TrainingData, dev: &Device| -> Result<Trainer> {
         let cfg = train_config(c, a.lr.unwrap_or(DEFAULT_FINETUNE_LR), freeze.clone());
         Ok(Trainer::from_base(&base_dir, &cfg, dev)?.0)
     };
@@ -334,7 +361,7 @@ fn ignored_common(c: &Common, card: &ModelCard) -> Vec<Ignored> {
     v
 }
 
-type Start<'a> = dyn Fn(&Protocol, &TrainingSet, &Device) -> Result<Trainer> + 'a;
+type Start<'a> = dyn Fn(&TrainingData, &Device) -> Result<Trainer> + 'a;
 type IgnoredFlags<'a> = dyn Fn(&ModelCard, &TrainingRecord) -> Vec<Ignored> + 'a;
 
 fn drive(
@@ -362,7 +389,9 @@ fn drive(
     if let Some(w) = c.hidden_weight.filter(|w| !(w.is_finite() && *w > 0.0)) {
         bail!("--hidden-weight must be > 0, got {w}");
     }
-    let protocol = Protocol::resolve(&c.protocol)?;
+    if let Some(d) = c.delta.filter(|d| !(0.0..=1.0).contains(d)) {
+        bail!("--delta must be a fraction in [0, 1], got {d}");
+    }
     let has_run = c.out.join(LATEST_FILE).is_file();
     if has_run && !c.resume {
         bail!(
@@ -376,8 +405,44 @@ fn drive(
             c.out.display()
         );
     }
+    // the route: measured files (no protocol) or image volumes under --protocol
+    let route =
+        match read_training_inputs(&c.inputs)? {
+            TrainingInputs::Measured(files) => {
+                if let Some(p) = &c.protocol {
+                    bail!(
+                    "--protocol {p}: the inputs are measured files, which carry their own masks; \
+                     leave --protocol out (--delta and --further set the further corruption), or \
+                     give image volumes for the simulation route"
+                );
+                }
+                let files = files
+                    .into_iter()
+                    .map(|(f, k)| MeasuredFile::new(&f.display().to_string(), k))
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .context("checking the measured training files")?;
+                Route::Measured(files)
+            }
+            TrainingInputs::Volumes(v) => {
+                let Some(p) = &c.protocol else {
+                    bail!(
+                    "{} is an image volume: image volumes train on the simulation route and need \
+                     --protocol (the acquisition that measures them); measured files (.npz with \
+                     mask, .h5, .cfl with _mask) need none",
+                    v.first().map(|f| f.0.display().to_string()).unwrap_or_default()
+                );
+                };
+                if c.delta.is_some() || c.further.is_some() {
+                    bail!(
+                    "--delta and --further are for measured files; on the simulation route they \
+                     are the protocol's `delta` and `further` (write them in a protocol .toml)"
+                );
+                }
+                Route::Simulated(Box::new(Protocol::resolve(p)?), v)
+            }
+        };
     let dev = super::device::current()?;
-    // A resumed run's card fixes the data stream (batch, objective) and the optimisation
+    // A resumed run's card fixes the data stream (batch, objective, Ã) and the optimisation
     // (seed, lr, warm-up, EMA, preset): read it before building the training set.
     let resumed = if c.resume {
         let (t, card) = Trainer::resume(&c.out, &dev)
@@ -386,14 +451,76 @@ fn drive(
             .record
             .clone()
             .context("the checkpoint's card has no amri training record")?;
-        match resume_mismatch(
-            &info,
-            &protocol.name,
-            &protocol.acquisition,
-            c.batch,
-            c.objective,
-        ) {
+        Some((t, card, info))
+    } else {
+        None
+    };
+    let objective = resumed
+        .as_ref()
+        .map(|r| r.2.objective)
+        .or(c.objective)
+        .unwrap_or(TrainObjective::Ambient);
+    let seed = resumed
+        .as_ref()
+        .map(|r| r.1.train.seed)
+        .or(c.seed)
+        .unwrap_or(0);
+    // build the data (every input check happens here, before the first step)
+    let (data, protocol_name, acquisition, measured) = match route {
+        Route::Simulated(protocol, volumes) => {
+            let names = volumes
+                .iter()
+                .map(|(f, _)| f.display().to_string())
+                .collect();
+            let vols: Vec<_> = volumes.into_iter().map(|(_, v)| v).collect();
+            let set = TrainingSet::from_volumes(&vols, &protocol.acquisition, objective)
+                .context("building the training set")?;
+            (
+                TrainingData::single(set, names),
+                protocol.name,
+                protocol.acquisition,
+                None,
+            )
+        }
+        Route::Measured(files) => {
+            if objective != TrainObjective::Ambient {
+                bail!(
+                    "--objective {objective:?}: measured files train with the ambient objective \
+                     only (supervised and clean need clean images, tweedie a known noise level); \
+                     use image volumes with --protocol for those"
+                );
+            }
+            let run_acq = resumed.as_ref().map(|r| &r.2.acquisition);
+            let further = FurtherParams {
+                delta: c.delta.or(run_acq.map(|a| a.delta)).unwrap_or(0.1),
+                mode: c.further.or(run_acq.map(|a| a.further)).unwrap_or_default(),
+                seed,
+            };
+            let data = TrainingData::from_measured(&files, further)
+                .context("building the training set from measured files")?;
+            let acq = data.acquisition(further)?;
+            let inputs: Vec<MeasuredInput> = files
+                .iter()
+                .map(|f| {
+                    let (slices, coils, rows, cols) = f.dims();
+                    MeasuredInput {
+                        file: f.name.clone(),
+                        slices,
+                        coils,
+                        matrix: [rows, cols],
+                    }
+                })
+                .collect();
+            (data, MEASURED_PROTOCOL.to_owned(), acq, Some(inputs))
+        }
+    };
+    if let Some((_, _, info)) = &resumed {
+        match resume_mismatch(info, &protocol_name, &acquisition, c.batch, c.objective) {
             None => {}
+            Some(ResumeMismatch::Protocol { run, given }) if measured.is_some() => bail!(
+                "--resume: the run was trained under {run:?}, not on these measured files with \
+                 {given:?} settings (--delta, --further or the data differ)"
+            ),
             Some(ResumeMismatch::Protocol { run, given }) => {
                 bail!("--resume: the run was trained under protocol {run:?}, not {given:?}")
             }
@@ -406,23 +533,14 @@ fn drive(
                  out or give the same"
             ),
         }
-        let mut flags = ignored_common(c, &card);
-        flags.extend(ignored(&card, &info));
-        for (flag, given, used) in &flags {
-            tracing::warn!(
-                "--resume: {flag} {given} ignored; the run continues with its checkpoint's {used} \
-                 (exact resume)"
+        if info.measured != measured {
+            bail!(
+                "--resume: the run was trained on other inputs ({}); give the same files in the \
+                 same order",
+                describe_inputs(info.measured.as_deref())
             );
         }
-        Some((t, card, info))
-    } else {
-        None
-    };
-    let objective = resumed
-        .as_ref()
-        .map(|r| r.2.objective)
-        .or(c.objective)
-        .unwrap_or(TrainObjective::Ambient);
+    }
     if c.consistency.is_some_and(|w| w > 0.0) && objective != TrainObjective::Tweedie {
         bail!(
             "--consistency is the noisy-data loss below σ_n: it needs --objective tweedie (got \
@@ -434,31 +552,40 @@ fn drive(
         .map(|r| r.2.batch)
         .or(c.batch)
         .unwrap_or(DEFAULT_BATCH);
-    let volumes = read_volumes(&c.inputs)?;
-    let set = TrainingSet::from_volumes(&volumes, &protocol.acquisition, objective)
-        .context("building the training set")?;
     let (mut trainer, info, preset, mut log) = match resumed {
         Some((t, card, info)) => {
+            let mut flags = ignored_common(c, &card);
+            flags.extend(ignored(&card, &info));
+            for (flag, given, used) in &flags {
+                tracing::warn!(
+                    "--resume: {flag} {given} ignored; the run continues with its checkpoint's \
+                     {used} (exact resume)"
+                );
+            }
             let path = c.out.join(LOSS_CSV);
             let log = read_loss_log(&path, t.steps())
                 .with_context(|| format!("reading {}", path.display()))?;
             (t, info, card.preset, log)
         }
         None => {
-            let t = start(&protocol, &set, &dev)?;
+            let t = start(&data, &dev)?;
             let info = TrainingRecord {
-                protocol: protocol.name.clone(),
-                acquisition: protocol.acquisition.clone(),
+                protocol: protocol_name.clone(),
+                acquisition,
                 batch: batch_size,
                 objective,
-                slices: set.len(),
+                slices: data.len(),
                 base,
+                measured,
             };
             (t, info, preset.map(str::to_owned), Vec::new())
         }
     };
+    // every matrix size must suit the network, before the first step
+    data.check_size_multiple(trainer.denoiser_config().unet.size_multiple())
+        .context("checking the training matrix sizes against the network")?;
     // the data order follows the run's own seed (the card's), never a flag given on resume
-    let seed = trainer.config().seed;
+    debug_assert_eq!(seed, trainer.config().seed);
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
     let first = trainer.steps();
     if first >= c.steps {
@@ -469,14 +596,22 @@ fn drive(
         );
         return Ok(());
     }
+    let sizes = data
+        .shapes()
+        .iter()
+        .map(|(r, c, n)| format!("{n} of {r}×{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     eprintln!(
-        "training {} parameters on {} slices of {}×{} ({:?}, protocol {}), steps {first}..{}",
+        "training {} parameters on {} slices ({sizes}; {:?}, {}), steps {first}..{}",
         trainer.num_parameters(),
-        set.len(),
-        set.shape().0,
-        set.shape().1,
-        set.objective(),
-        protocol.name,
+        data.len(),
+        data.objective(),
+        if info.measured.is_some() {
+            "measured files".to_owned()
+        } else {
+            format!("protocol {protocol_name}")
+        },
         c.steps
     );
     let bar = if c.no_progress {
@@ -496,7 +631,7 @@ fn drive(
     let t0 = Instant::now();
     let offset = log.last().map(|r| r.seconds).unwrap_or(0.0);
     let save = |trainer: &Trainer, log: &[LogRow]| -> Result<()> {
-        let card = trainer.card(set.objective(), preset.as_deref(), Some(info.clone()))?;
+        let card = trainer.card(data.objective(), preset.as_deref(), Some(info.clone()))?;
         // the log first: a kill between the two leaves rows past the checkpoint, which a
         // resume drops, never a checkpoint whose rows are missing from the log
         write_log(&c.out.join(LOSS_CSV), log)?;
@@ -505,7 +640,7 @@ fn drive(
         Ok(())
     };
     for step in first..c.steps {
-        let batch = set.step_batch(batch_size, seed, step as u64, &dev)?;
+        let batch = data.step_batch(batch_size, seed, step as u64, &dev)?;
         // off the CPU, compare the device's gradient with the CPU's at the first step and again
         // once the zero-initialised output layer no longer hides the inner layers' gradients
         if !dev.is_cpu() && (step == first || step == first + GRADIENT_RECHECK) {
@@ -551,6 +686,29 @@ fn drive(
         c.out.join(LATEST_FILE).display()
     );
     Ok(())
+}
+
+/// The `protocol` a measured run's training record names.
+const MEASURED_PROTOCOL: &str = "measured";
+
+/// Where the training data come from.
+enum Route {
+    /// Image volumes under a protocol.
+    Simulated(Box<Protocol>, Vec<(PathBuf, amri_core::Volume<f32>)>),
+    /// Measured files, checked.
+    Measured(Vec<MeasuredFile>),
+}
+
+/// The measured files of a record, for an error message.
+fn describe_inputs(inputs: Option<&[MeasuredInput]>) -> String {
+    match inputs {
+        None => "image volumes under a protocol".into(),
+        Some(v) => v
+            .iter()
+            .map(|i| i.file.clone())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 fn write_log(path: &Path, rows: &[LogRow]) -> Result<()> {

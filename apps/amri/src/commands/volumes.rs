@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use amri_core::Volume;
+use amri_core::{KSpace, Volume};
 use amri_io::Scan;
 use anyhow::{bail, Context, Result};
 
@@ -61,14 +61,6 @@ pub(crate) fn read_volumes_with_files(inputs: &[PathBuf]) -> Result<Vec<(PathBuf
     Ok(vols)
 }
 
-/// [`read_volumes_with_files`] without the file names.
-pub(crate) fn read_volumes(inputs: &[PathBuf]) -> Result<Vec<Volume<f32>>> {
-    Ok(read_volumes_with_files(inputs)?
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect())
-}
-
 /// Appends the `.nii`, `.nii.gz` and `.npy` files under `dir` (recursively, sorted) to `out`.
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     crate::batch::walk_files(
@@ -82,4 +74,74 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         },
         out,
     )
+}
+
+/// What the inputs of `amri train` / `amri finetune` hold: image volumes (the simulation route,
+/// with `--protocol`) or measured files (the measured route), never both.
+pub(crate) enum TrainingInputs {
+    /// Image volumes, each with its file.
+    Volumes(Vec<(PathBuf, Volume<f32>)>),
+    /// Measured data (k-space or corrupted images with masks), each with its file.
+    Measured(Vec<(PathBuf, KSpace)>),
+}
+
+/// Reads every training input: files, or folders searched recursively for NIfTI/npy image
+/// volumes and `.npz`/`.h5`/`.cfl` measured files (a folder with none is read as a DICOM series
+/// folder). Errors on a missing input, on finding nothing, and on mixing measured files with
+/// image volumes (naming one of each). Image volumes are checked as [`read_volumes_with_files`]
+/// checks them; measured files are checked by the training library.
+pub(crate) fn read_training_inputs(inputs: &[PathBuf]) -> Result<TrainingInputs> {
+    let mut files = Vec::new();
+    for p in inputs {
+        if !p.exists() {
+            bail!("training input {} does not exist", p.display());
+        }
+        if p.is_dir() {
+            let mut found = Vec::new();
+            crate::batch::walk_files(
+                p,
+                &|f| {
+                    let name = f
+                        .file_name()
+                        .map(|n| n.to_string_lossy().to_lowercase())
+                        .unwrap_or_default();
+                    [".nii", ".nii.gz", ".npy", ".npz", ".h5", ".cfl"]
+                        .iter()
+                        .any(|e| name.ends_with(e))
+                        && !name.ends_with("_mask.cfl")
+                },
+                &mut found,
+            )?;
+            if found.is_empty() {
+                files.push(p.clone()); // a DICOM series folder
+            } else {
+                files.extend(found);
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut measured = Vec::new();
+    let mut images = Vec::new();
+    for f in files {
+        let scans = amri_io::read_all(&f).with_context(|| format!("reading {}", f.display()))?;
+        for s in scans {
+            match s {
+                Scan::KSpace(k) => measured.push((f.clone(), k)),
+                Scan::Image(_) | Scan::ComplexImage(_) => images.push(f.clone()),
+            }
+        }
+    }
+    match (measured.first(), images.first()) {
+        (Some((m, _)), Some(i)) => bail!(
+            "{} holds measured data but {} holds an image volume: a run trains either on \
+             measured files (masks from the files) or on image volumes under --protocol \
+             (simulation route), not both",
+            m.display(),
+            i.display()
+        ),
+        (Some(_), None) => Ok(TrainingInputs::Measured(measured)),
+        (None, Some(_)) => Ok(TrainingInputs::Volumes(read_volumes_with_files(inputs)?)),
+        (None, None) => bail!("no training inputs found"),
+    }
 }
