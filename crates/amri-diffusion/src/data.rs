@@ -1,4 +1,13 @@
-//! Training batches from image volumes under an acquisition (corruption) model.
+//! Training batches from measured scans, or from image volumes under an acquisition
+//! (corruption) model.
+//!
+//! **Two routes, one loader.** [`TrainingSet::from_measured`] takes measured scans as a user has
+//! them ([`MeasuredScan`]: data, mask; no reference): `A_i` is the scan's own mask, `Ã` hides a
+//! fraction `δ` of its measured lines or samples ([`FurtherParams`]), coil maps come from its own
+//! calibration region. [`TrainingSet::from_volumes`] (ambient objective) first *simulates* the
+//! measured data of every slice with `amri simulate`'s recipe and then hands them to the same
+//! private loader; only `A_i` and `Ã` stay the protocol's. The rest of this doc describes the
+//! simulation route.
 //!
 //! Each 2-D slice of each input volume is one *scan* `i` (numbered in input order: volume by
 //! volume, frame by frame, slice by slice). For training:
@@ -13,7 +22,8 @@
 //!    scan at inference — the clean image is never used;
 //! 3. the corruption model draws `A_i = Corruption::measurement(i, None)` (seeded by the
 //!    acquisition seed only, so the training set is the same one `amri simulate` would produce)
-//!    once per scan when the set is built, together with the noiseless data `A_i x_i`; at
+//!    once per scan when the set is built, together with the noiseless measured data
+//!    (`amri simulate`'s `y_i = A_i x_i`, divided by the volume's scale); at
 //!    training step `t` it draws `Ã = Corruption::further(&A_i, i, t)` (`t` matters only under
 //!    `further = "per_step"`). Both are pure functions of `(seed, i[, t])`, so caching `A_i`
 //!    leaves every batch bit for bit as it was.
@@ -246,6 +256,100 @@ pub fn acs_maps(kspace: ArrayView3<C32>, acs: ArrayView2<f32>) -> Result<Array3<
         ..Default::default()
     };
     Ok(espirit_with_region(kspace, region, &cfg)?.maps)
+}
+
+/// [`measured_magnitudes`] of one scan's measurement `y` (flattened `[coils, rows, cols]` k-space
+/// or a `[rows, cols]` image) under its operator `a` (whose mask is used).
+fn magnitudes_of(a: &Measurement, y: Vec<C32>, rows: usize, cols: usize) -> Result<Vec<f32>> {
+    let mask = a
+        .mask()
+        .ok_or_else(|| DiffusionError::Unsupported("measurement without a mask".into()))?;
+    let shape_err = |e: ndarray::ShapeError| DiffusionError::Shape(e.to_string());
+    match a.domain {
+        Domain::Kspace => {
+            let k = Array3::from_shape_vec((y.len() / (rows * cols).max(1), rows, cols), y)
+                .map_err(shape_err)?;
+            measured_magnitudes(&MeasuredSlice::Kspace {
+                kspace: k.view(),
+                mask: mask.view(),
+            })
+        }
+        Domain::Image => {
+            let im = Array2::from_shape_vec((rows, cols), y).map_err(shape_err)?;
+            measured_magnitudes(&MeasuredSlice::Image {
+                image: im.view(),
+                mask: mask.view(),
+            })
+        }
+        Domain::Projection => Err(DiffusionError::Unsupported(
+            "measurement scale of projection measurements".into(),
+        )),
+    }
+}
+
+/// What [`load_measured`] makes of measured data.
+struct Loaded {
+    /// One scale per range (empty without normalisation).
+    scales: Vec<f32>,
+    /// The measured data divided by their range's scale.
+    y: Vec<Vec<C32>>,
+    /// Multi-coil: each scan's ACS coil maps `[coils, rows, cols]` flattened.
+    maps: Option<Vec<Vec<C32>>>,
+}
+
+/// The loader both routes end in: scan `i` measured `y[i]` (flattened `[coils, rows, cols]`)
+/// through `a[i]` (mask and ACS). If `normalise`, every range (a volume or a file, named
+/// `label k` in errors) is divided by the [`NORM_PERCENTILE`] scale of its measured magnitudes
+/// ([`measured_magnitudes`]); for `coils > 1` the coil maps of every scan are estimated once from
+/// its own calibration region ([`acs_maps`], errors name `scan i`).
+fn load_measured(
+    a: &[Measurement],
+    mut y: Vec<Vec<C32>>,
+    coils: usize,
+    (rows, cols): (usize, usize),
+    ranges: &[std::ops::Range<usize>],
+    normalise: bool,
+    label: &str,
+) -> Result<Loaded> {
+    let mut scales = Vec::with_capacity(ranges.len());
+    if normalise {
+        for (k, range) in ranges.iter().enumerate() {
+            let mut mags = Vec::new();
+            for i in range.clone() {
+                let (ai, yi) = a.get(i).zip(y.get(i)).ok_or_else(|| {
+                    DiffusionError::Config(format!("{label} {k}: scan {i} out of range"))
+                })?;
+                mags.extend(magnitudes_of(ai, yi.clone(), rows, cols)?);
+            }
+            let scale =
+                scale_of(&mags).map_err(|e| DiffusionError::Config(format!("{label} {k}: {e}")))?;
+            for yi in &mut y[range.clone()] {
+                yi.iter_mut().for_each(|v| *v /= scale);
+            }
+            scales.push(scale);
+        }
+    }
+    let maps = if coils > 1 {
+        // coil maps from each scan's own measured ACS, never from true maps
+        let mut maps = Vec::with_capacity(y.len());
+        for (i, (ai, yi)) in a.iter().zip(&y).enumerate() {
+            let acs = ai.acs.clone().ok_or_else(|| {
+                DiffusionError::Config(format!("scan {i}: k-space measurement without ACS"))
+            })?;
+            let k = Array3::from_shape_vec((coils, rows, cols), yi.clone())
+                .map_err(|e| DiffusionError::Shape(format!("scan {i}: {e}")))?;
+            let m = acs_maps(k.view(), acs.view()).map_err(|e| {
+                DiffusionError::Config(format!(
+                    "scan {i}: {coils}-coil data need coil maps from the calibration region: {e}"
+                ))
+            })?;
+            maps.push(m.into_iter().collect());
+        }
+        Some(maps)
+    } else {
+        None
+    };
+    Ok(Loaded { scales, y, maps })
 }
 
 /// The simulation recipe of a set built from image volumes.
@@ -492,11 +596,51 @@ impl TrainingSet {
             coil_data: None,
             clean_target,
         };
-        let mut coil = CoilData {
-            coils: acq.coils,
-            measured: Vec::new(),
-            maps: Vec::new(),
-        };
+        if !tweedie && !clean_target && objective != Objective::Supervised {
+            // the one pipeline: measure every scan as `amri simulate` does (the recipe's y_i,
+            // noiseless), then load those measured data exactly as measured files are loaded
+            let recipe = recipe_of(&set)?;
+            let y = (0..set.len())
+                .map(|i| {
+                    if multicoil {
+                        // y_c = M F (S_c x) with the synthetic maps
+                        recipe
+                            .measure_slice(i as u64, &set.images[i], 0.0)
+                            .map(|(_, y)| y)
+                    } else {
+                        recipe.measure(&set.a[i], i as u64, &set.images[i], 0.0)
+                    }
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let loaded = load_measured(
+                &set.a,
+                y,
+                if multicoil { acq.coils } else { 1 },
+                (rows, cols),
+                ranges,
+                normalise,
+                "training volume",
+            )?;
+            // the images (the simulation's truth) follow the same scales, for reference use
+            for (range, scale) in ranges.iter().zip(&loaded.scales) {
+                for x in &mut set.images[range.clone()] {
+                    x.iter_mut().for_each(|v| *v /= *scale);
+                }
+            }
+            set.scales = loaded.scales;
+            match loaded.maps {
+                Some(maps) => {
+                    set.coil_data = Some(CoilData {
+                        coils: acq.coils,
+                        measured: loaded.y,
+                        maps,
+                    })
+                }
+                None => set.ax = Some(loaded.y),
+            }
+            return Ok(set);
+        }
+        // the reference objectives (supervised, clean) and noisy-data training: single coil
         let mut noisy = NoisyData {
             measured: Vec::new(),
             sigma_n: Vec::new(),
@@ -517,21 +661,12 @@ impl TrainingSet {
                     noisy.measured.push(y);
                 }
             }
-            if multicoil {
-                for i in range.clone() {
-                    // y_c = M F (S_c x): what a multi-coil scanner measures, as `amri simulate`
-                    let (_, y) = recipe_of(&set)?.measure_slice(i as u64, &set.images[i], 0.0)?;
-                    coil.measured.push(y);
-                }
-            }
             let mut scale = 1f32;
             if normalise {
                 let mut mags = Vec::new();
                 for i in range.clone() {
                     let y = if tweedie {
                         noisy.measured[i].clone()
-                    } else if multicoil {
-                        coil.measured[i].clone()
                     } else {
                         set.clean_measurement(i)?
                     };
@@ -543,9 +678,6 @@ impl TrainingSet {
                     set.images[i].iter_mut().for_each(|v| *v /= scale);
                     if tweedie {
                         noisy.measured[i].iter_mut().for_each(|v| *v /= scale);
-                    }
-                    if multicoil {
-                        coil.measured[i].iter_mut().for_each(|v| *v /= scale);
                     }
                 }
                 scales.push(scale);
@@ -559,31 +691,6 @@ impl TrainingSet {
         set.scales = scales;
         if tweedie {
             set.noisy = Some(noisy);
-        }
-        if multicoil {
-            // coil maps from each scan's own measured ACS, never from the true maps
-            for (i, y) in coil.measured.iter().enumerate() {
-                let acs = set.a[i].acs.clone().ok_or_else(|| {
-                    DiffusionError::Config(format!("scan {i}: k-space measurement without ACS"))
-                })?;
-                let k = Array3::from_shape_vec((acq.coils, rows, cols), y.clone())
-                    .map_err(|e| DiffusionError::Shape(format!("scan {i}: {e}")))?;
-                let maps = acs_maps(k.view(), acs.view())
-                    .map_err(|e| DiffusionError::Config(format!("scan {i}: {e}")))?;
-                coil.maps.push(maps.into_iter().collect());
-            }
-            set.coil_data = Some(coil);
-        }
-        if set.objective != Objective::Supervised
-            && set.noisy.is_none()
-            && set.coil_data.is_none()
-            && !clean_target
-        {
-            // the noiseless ambient data A_i x_i, at the final scale
-            let ax = (0..set.len())
-                .map(|i| set.a[i].measure(&set.images[i], 0))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            set.ax = Some(ax);
         }
         Ok(set)
     }
@@ -652,7 +759,6 @@ impl TrainingSet {
                 "image-domain data with {coils} coils: a corrupted image is one complex plane"
             )));
         }
-        let multicoil = coils > 1;
         let mut a = Vec::with_capacity(scans.len());
         let mut structures = Vec::with_capacity(scans.len());
         let mut data = Vec::with_capacity(scans.len());
@@ -713,40 +819,16 @@ impl TrainingSet {
             structures.push(structure);
             data.push(y);
         }
-        // one scale per file, from its measured data only
-        let mut scales = Vec::with_capacity(ranges.len());
-        for (f, range) in ranges.iter().enumerate() {
-            let slices = range
-                .clone()
-                .map(|i| {
-                    let (y, m) = (data.get(i), a.get(i).and_then(Measurement::mask));
-                    match (y, m) {
-                        (Some(y), Some(m)) => Ok(match domain {
-                            Domain::Kspace => MeasuredSlice::Kspace {
-                                kspace: y.view(),
-                                mask: m.view(),
-                            },
-                            _ => MeasuredSlice::Image {
-                                image: y.index_axis(Axis(0), 0),
-                                mask: m.view(),
-                            },
-                        }),
-                        _ => Err(DiffusionError::Config(format!(
-                            "file {f}: scan {i} out of range (have {})",
-                            data.len()
-                        ))),
-                    }
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let scale = measurement_scale(&slices)
-                .map_err(|e| DiffusionError::Config(format!("file {f}: {e}")))?;
-            scales.push(scale);
-        }
-        for (range, scale) in ranges.iter().zip(&scales) {
-            for y in &mut data[range.clone()] {
-                y.iter_mut().for_each(|v| *v /= *scale);
-            }
-        }
+        // one scale per file, from its measured data only; maps from each scan's own ACS
+        let loaded = load_measured(
+            &a,
+            data.into_iter().map(|y| y.into_iter().collect()).collect(),
+            coils,
+            (rows, cols),
+            ranges,
+            true,
+            "file",
+        )?;
         let mut set = Self {
             images: Vec::new(),
             rows,
@@ -760,31 +842,20 @@ impl TrainingSet {
             a: a.into(),
             ax: None,
             objective,
-            scales,
+            scales: loaded.scales,
             noisy: None,
             coil_data: None,
             clean_target: false,
         };
-        if multicoil {
-            let mut maps = Vec::with_capacity(data.len());
-            for (k, y) in data.iter().enumerate() {
-                let acs = set.a[k].acs.clone().unwrap_or_default();
-                let m = acs_maps(y.view(), acs.view()).map_err(|e| {
-                    DiffusionError::Config(format!(
-                        "scan {k} (id {}): {coils}-coil data need coil maps from the \
-                         calibration region: {e}",
-                        scans[k].id
-                    ))
-                })?;
-                maps.push(m.into_iter().collect());
+        match loaded.maps {
+            Some(maps) => {
+                set.coil_data = Some(CoilData {
+                    coils,
+                    measured: loaded.y,
+                    maps,
+                })
             }
-            set.coil_data = Some(CoilData {
-                coils,
-                measured: data.into_iter().map(|y| y.into_iter().collect()).collect(),
-                maps,
-            });
-        } else {
-            set.ax = Some(data.into_iter().map(|y| y.into_iter().collect()).collect());
+            None => set.ax = Some(loaded.y),
         }
         Ok(set)
     }
@@ -835,29 +906,7 @@ impl TrainingSet {
 
     /// [`measured_magnitudes`] of scan `i`'s measurement `y`.
     fn measured_magnitudes_of(&self, i: usize, y: Vec<C32>) -> Result<Vec<f32>> {
-        let (r, c) = (self.rows, self.cols);
-        let a = self.a(i)?;
-        let mask = Self::mask(a)?;
-        let shape_err = |e: ndarray::ShapeError| DiffusionError::Shape(format!("scan {i}: {e}"));
-        match a.domain {
-            Domain::Kspace => {
-                let k = Array3::from_shape_vec((y.len() / (r * c), r, c), y).map_err(shape_err)?;
-                measured_magnitudes(&MeasuredSlice::Kspace {
-                    kspace: k.view(),
-                    mask: mask.view(),
-                })
-            }
-            Domain::Image => {
-                let im = Array2::from_shape_vec((r, c), y).map_err(shape_err)?;
-                measured_magnitudes(&MeasuredSlice::Image {
-                    image: im.view(),
-                    mask: mask.view(),
-                })
-            }
-            Domain::Projection => Err(DiffusionError::Unsupported(
-                "measurement scale of projection measurements".into(),
-            )),
-        }
+        magnitudes_of(self.a(i)?, y, self.rows, self.cols)
     }
 
     /// Number of scans.

@@ -1,8 +1,8 @@
 //! Training measures its data with `amri simulate`'s recipe: for the same acquisition and seed,
 //! every scan's mask equals `amri_ops::simulate::simulate`'s, and its measured data (noisy
-//! single-coil and multi-coil k-space, image-domain pixels) equal simulate's divided by the
-//! volume's measurement scale, bit for bit. Noiseless single-coil k-space is measured from the
-//! already normalised image (as training always did), so there the match is to f32 rounding.
+//! single-coil, noiseless single- and multi-coil k-space, image-domain pixels and boxes) equal
+//! simulate's divided by the volume's measurement scale, bit for bit: the simulation route is
+//! "simulate, then the measured loader".
 
 use amri_core::{Affine, Volume, C32};
 use amri_diffusion::data::{TrainObjective, TrainingSet};
@@ -94,11 +94,23 @@ fn training_data_are_simulates_for_the_same_seed() -> Result<()> {
             TrainObjective::Ambient,
             true,
         ),
-        // noiseless single-coil k-space: measured from the normalised image
+        // noiseless single-coil k-space: simulate's data, then the measured loader's scale
         (
             serde_json::json!({"corruption": kspace("poisson", 0.125), "seed": 4}),
             TrainObjective::Ambient,
-            false,
+            true,
+        ),
+        // noiseless single-coil Cartesian lines and boxes: the same
+        (
+            serde_json::json!({"corruption": kspace("random", 0.125), "seed": 5}),
+            TrainObjective::Ambient,
+            true,
+        ),
+        (
+            serde_json::json!({"corruption": {"type": "boxes", "count": 2, "size": [6, 5]},
+                               "seed": 6}),
+            TrainObjective::Ambient,
+            true,
         ),
     ];
     for (acq, objective, exact) in cases {
