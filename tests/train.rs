@@ -868,3 +868,40 @@ fn bad_measured_inputs_fail_before_the_first_step_naming_the_file() {
         .failure()
         .stderr(predicate::str::contains("vol.nii.gz").and(predicate::str::contains("--protocol")));
 }
+
+#[test]
+fn measured_fastmri_h5_and_cfl_folders_train_and_an_unmasked_h5_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // a fastMRI-layout multi-coil file written by h5py (tests/fixtures/make_fastmri_like.py):
+    // 4 coils, 128×128, a 1-D mask, a `reconstruction_rss` reference that training drops
+    let h5 = root.join("tests/fixtures/fastmri_like.h5");
+    let run = t.join("h5");
+    train_measured(&run, &[&h5], 2)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("2 of 128×128"));
+    assert_eq!(card(&run)["corruption"]["measured"][0]["coils"], 4);
+    // a folder holding a BART .cfl with its `_mask.cfl` (the mask is not read as a scan)
+    let dir = t.join("cfl");
+    std::fs::create_dir_all(&dir).unwrap();
+    simulate(
+        "singlecoil-r4-cartesian",
+        &volume_of(t, "vol.nii.gz", 3, 32, 32),
+        &dir.join("scan.cfl"),
+    );
+    assert!(dir.join("scan_mask.cfl").is_file());
+    let run = t.join("cflrun");
+    train_measured(&run, &[&dir], 2).assert().success();
+    assert_eq!(card(&run)["corruption"]["slices"], 3);
+    // fully sampled k-space (no mask) from an .h5: refused, naming the file
+    let full = root.join("crates/amri-io/tests/fixtures/hdf5/singlecoil_gzip.h5");
+    train_measured(&t.join("full"), &[&full], 2)
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("singlecoil_gzip.h5")
+                .and(predicate::str::contains("fully sampled")),
+        );
+}

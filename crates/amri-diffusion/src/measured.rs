@@ -661,4 +661,32 @@ mod tests {
             .to_string();
         assert!(e.contains("four.npz") && e.contains("coil"), "{e}");
     }
+
+    #[test]
+    fn each_file_is_normalised_by_its_own_measured_data() {
+        // the same scans, one file 7× brighter: the same normalised batches (to rounding) and a
+        // 7× scale, since each file's scale comes from its own measured data
+        let a = kspace(32, 32, 2, 1, false);
+        let mut b = a.clone();
+        b.data.mapv_inplace(|v| v * 7.0);
+        let fa = MeasuredFile::new("a.npz", a).unwrap();
+        let fb = MeasuredFile::new("b.npz", b).unwrap();
+        let da = TrainingData::from_measured(&[fa], further()).unwrap();
+        let db = TrainingData::from_measured(&[fb], further()).unwrap();
+        let (sa, sb) = (
+            da.sets().next().unwrap().scales()[0],
+            db.sets().next().unwrap().scales()[0],
+        );
+        assert!((sb / sa - 7.0).abs() < 1e-5, "{sa} {sb}");
+        for i in 0..2 {
+            let (ya, yb) = (
+                da.sets().next().unwrap().measured(i).unwrap(),
+                db.sets().next().unwrap().measured(i).unwrap(),
+            );
+            let peak = ya.iter().fold(0f32, |m, v| m.max(v.norm()));
+            for (x, y) in ya.iter().zip(yb) {
+                assert!((x - y).norm() <= 1e-5 * peak);
+            }
+        }
+    }
 }
