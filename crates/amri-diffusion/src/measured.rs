@@ -16,7 +16,7 @@
 //! within one bucket. The bucket of step `t` is drawn with probability proportional to its number
 //! of scans from `derive_seed(seed, t, TAG_BUCKET)`; within bucket `b` the batch is
 //! [`crate::data::batch_indices`]`(n_b, batch, seed_b, t)` with `seed_b = seed` for the first
-//! bucket and `derive_seed(seed, b, TAG_BUCKET)` for the others. Everything is a pure function of
+//! bucket and `derive_seed(seed, b, TAG_BUCKET_ORDER)` for the others. Everything is a pure function of
 //! `(seed, t)`, so a resumed run continues exactly; with one bucket the stream is exactly the
 //! single set's ([`TrainingSet::step_batch`]). Matrix sizes the U-Net cannot take (not multiples
 //! of its size multiple) are an error ([`TrainingData::check_size_multiple`]), not padded.
@@ -31,10 +31,7 @@ use crate::batch::Batch;
 use crate::checkpoint::Objective;
 use crate::data::{acs_of_mask, batch_indices, FurtherParams, MeasuredScan, TrainingSet};
 use crate::error::{DiffusionError, Result};
-use crate::seed::derive_seed;
-
-/// Tag of the bucket draws ([`TrainingData::bucket_of_step`]).
-pub const TAG_BUCKET: u64 = 0xB0C7;
+use crate::seed::{derive_seed, TAG_BUCKET, TAG_BUCKET_ORDER};
 
 /// One measured file's scans (slices), ready for training: reference and stored maps dropped.
 #[derive(Debug, Clone)]
@@ -448,7 +445,7 @@ impl TrainingData {
         let seed_b = if b == 0 {
             seed
         } else {
-            derive_seed(seed, b as u64, TAG_BUCKET)
+            derive_seed(seed, b as u64, TAG_BUCKET_ORDER)
         };
         let idx = batch_indices(bucket.set.len(), batch, seed_b, step);
         bucket.set.batch(&idx, step, dev)

@@ -40,6 +40,10 @@ pub const TAG_HEUN_START: u64 = 0x4E0E;
 pub const TAG_HEUN_MASK: u64 = 0xF1CED;
 /// Tag of the posterior sampler's noise stream (counter: 0).
 pub const TAG_POSTERIOR: u64 = 0xAD95;
+/// Tag of the shape-bucket draw of a training step (counter: step; `crate::measured`).
+pub const TAG_BUCKET: u64 = 0xB0C7;
+/// Tag of the data-order seed of shape bucket `b > 0` (counter: `b`; `crate::measured`).
+pub const TAG_BUCKET_ORDER: u64 = 0xB0C8;
 
 /// The RNG of σ and noise draws of training step `step` (0-based) under `seed`.
 pub fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
