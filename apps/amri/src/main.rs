@@ -54,9 +54,10 @@ enum Command {
         after_help = "Examples:\n  amri recon --method l1-wavelet --lambda 0.005 --iters 100 out/val_r4.npz out/val_l1.nii.gz\n  amri recon --method iterative --model out/prior --samples 8 --steps 50 out/val_r4.npz out/val_prior.nii.gz   # also writes val_prior_std.nii.gz\n  amri recon --protocol brain-r4-cartesian study/ out/recon/ --jobs 2 --summary out/summary.csv\n  amri recon --method cg-sense study/ out/recon/ --shard 3/16   # one of 16 Slurm array tasks"
     )]
     Recon(commands::recon::Args),
-    /// Train a diffusion prior from image volumes under a protocol's corruption model.
+    /// Train a diffusion prior from measured files (each scan its own mask), or from image volumes
+    /// under a protocol's corruption model.
     #[command(
-        after_help = "Example:\n  amri train --protocol brain-r4-cartesian --preset tiny --steps 2000 --batch 8 --out out/prior sample-scans/colin27/t1_axial_train2.nii.gz\n  amri train --protocol brain-r4-cartesian --steps 4000 --batch 8 --out out/prior --resume sample-scans/colin27/t1_axial_train2.nii.gz"
+        after_help = "Example:\n  amri train --preset tiny --steps 2000 --batch 8 --out out/prior my_scans/   # measured .npz/.h5/.cfl\n  amri train --protocol brain-r4-cartesian --preset tiny --steps 2000 --batch 8 --out out/prior sample-scans/colin27/t1_axial_train2.nii.gz\n  amri train --protocol brain-r4-cartesian --steps 4000 --batch 8 --out out/prior --resume sample-scans/colin27/t1_axial_train2.nii.gz"
     )]
     Train(commands::train::Args),
     /// Fine-tune a trained prior (lower learning rate, optionally frozen encoder).
