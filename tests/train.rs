@@ -727,6 +727,21 @@ fn measured_multicoil_image_domain_and_mixed_matrix_sizes_train() {
         .unwrap();
     assert!(loss.is_finite() && loss > 0.0);
 
+    // files of different accelerations and patterns in one run: R=4 random lines and R=6
+    // equispaced lines with a wider centre (a protocol file), 8 coils each
+    let toml = t.join("r6.toml");
+    std::fs::write(
+        &toml,
+        "name = \"r6\"\ndescription = \"test\"\n[acquisition]\ncoils = 8\nseed = 4\n\
+         [acquisition.corruption]\ntype = \"kspace\"\npattern = \"equispaced\"\n\
+         acceleration = 6.0\ncenter_fraction = 0.16\n",
+    )
+    .unwrap();
+    let r6 = simulate(toml.to_str().unwrap(), &vol, &t.join("r6.npz"));
+    let run = t.join("mixed-r");
+    train_measured(&run, &[&mc, &r6], 2).assert().success();
+    assert_eq!(card(&run)["corruption"]["slices"], 8);
+
     // image-domain data with pixel masks
     let px = simulate("pixel-90", &vol, &t.join("px.npz"));
     let run = t.join("px");
