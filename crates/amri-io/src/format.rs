@@ -1,4 +1,6 @@
 //! Format detection and the format-independent entry points [`read`], [`read_all`] and [`write`].
+//! The readers return k-space as the file holds it; [`read_all`] then gives k-space without a mask
+//! the mask BART's `pics` would infer ([`infer_missing_mask`]), in this one place.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -98,7 +100,7 @@ pub fn read_all(path: &Path) -> Result<Vec<Scan>> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
         ));
     }
-    Ok(match Format::detect(path)? {
+    let mut scans = match Format::detect(path)? {
         Format::Dicom => crate::dicom::read(path)?
             .into_iter()
             .map(Scan::Image)
@@ -113,7 +115,60 @@ pub fn read_all(path: &Path) -> Result<Vec<Scan>> {
                 "PNG is an export format; amri does not read it",
             ))
         }
-    })
+    };
+    for s in &mut scans {
+        if let Scan::KSpace(k) = s {
+            infer_missing_mask(k);
+        }
+    }
+    Ok(scans)
+}
+
+/// The `mask_source` attribute's value when the file gave the mask.
+pub const MASK_FROM_FILE: &str = "file";
+/// The `mask_source` attribute's value when the mask was inferred from the non-zero samples.
+pub const MASK_INFERRED: &str = "inferred";
+/// The `mask_source` attribute's value when there is no mask: every sample counts as measured.
+pub const MASK_NONE: &str = "none";
+
+/// Gives k-space read without a mask the mask BART's `pics` would use, and records where the
+/// mask came from in the `mask_source` attribute ([`MASK_FROM_FILE`], [`MASK_INFERRED`],
+/// [`MASK_NONE`]); [`read`] and [`read_all`] call it on every k-space they return.
+///
+/// K-space (`domain` absent or `kspace`) without a mask gets `mask[slice, row, col] = 1` where
+/// any coil's sample is non-zero, 0 elsewhere; when every sample is non-zero the data stay fully
+/// sampled (`mask = None`). Image-domain and projection data without a mask are left as they
+/// are: a zero pixel of an image is a measured value (dark background), not a missing one, so
+/// every sample counts as measured.
+pub fn infer_missing_mask(k: &mut amri_core::KSpace) {
+    use amri_core::MeasuredDomain;
+    if k.mask.is_some() {
+        k.attributes
+            .insert("mask_source".into(), MASK_FROM_FILE.into());
+        return;
+    }
+    if k.domain() != MeasuredDomain::Kspace {
+        k.attributes.insert("mask_source".into(), MASK_NONE.into());
+        return;
+    }
+    let [s, _, r, c] = k.shape4();
+    let mut mask = ndarray::Array3::<f32>::zeros((s, r, c));
+    for (sl, mut m) in mask.outer_iter_mut().enumerate() {
+        for coil in k.data.index_axis(ndarray::Axis(0), sl).outer_iter() {
+            ndarray::Zip::from(&mut m).and(&coil).for_each(|m, v| {
+                if v.re != 0.0 || v.im != 0.0 {
+                    *m = 1.0;
+                }
+            });
+        }
+    }
+    if mask.iter().all(|&v| v == 1.0) {
+        k.attributes.insert("mask_source".into(), MASK_NONE.into());
+    } else {
+        k.mask = Some(mask);
+        k.attributes
+            .insert("mask_source".into(), MASK_INFERRED.into());
+    }
 }
 
 /// Reads the one scan in `path`; a DICOM folder holding several series is an error listing them.

@@ -24,7 +24,7 @@ pub mod npy;
 pub mod png;
 
 pub use error::{IoError, Result};
-pub use format::{read, read_all, write, Format, WriteOptions};
+pub use format::{infer_missing_mask, read, read_all, write, Format, WriteOptions};
 
 use amri_core::{KSpace, Volume, C32};
 
