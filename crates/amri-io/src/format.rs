@@ -201,6 +201,86 @@ pub fn read(path: &Path) -> Result<Scan> {
     }
 }
 
+/// One line for the user about a k-space's mask when it did not come from the file (see
+/// [`infer_missing_mask`]); `None` when the file gave it (or the data were not read by
+/// [`read_all`]).
+pub fn mask_note(k: &amri_core::KSpace) -> Option<String> {
+    match k.attributes.get("mask_source").map(String::as_str) {
+        Some(MASK_INFERRED) => Some(format!(
+            "no sampling mask in the file: inferred from the non-zero samples ({:.1} % measured), as BART's pics does",
+            100.0 * k.mean_sampled_fraction()
+        )),
+        Some(MASK_NONE) if k.domain() == amri_core::MeasuredDomain::Kspace => Some(
+            "no sampling mask in the file and every sample is non-zero: fully sampled".into(),
+        ),
+        Some(MASK_NONE) => Some(
+            "no sampling mask in the file: every sample counts as measured (not k-space, so zeros are values)"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
+/// Reads a coil noise covariance `[coil, coil]` (complex or real) from a `.npy` 2-D array
+/// (`[i, j]`, C order) or a BART `.cfl` whose only non-singleton dimensions are two equal ones
+/// (`i` the first, as `bart whiten`'s covariance output `[1, 1, 1, C, C]`). Whether it is
+/// Hermitian positive definite is checked where it is used.
+pub fn read_noise_covariance(path: &Path) -> Result<ndarray::Array2<amri_core::C32>> {
+    use amri_core::C32;
+    let square = |dims: &[usize]| -> Result<usize> {
+        let big: Vec<usize> = dims.iter().copied().filter(|&d| d != 1).collect();
+        match big.as_slice() {
+            [] => Ok(1),
+            [a, b] if a == b => Ok(*a),
+            _ => Err(IoError::malformed(
+                path,
+                format!("dimensions {dims:?}: a noise covariance is a square [coil, coil] matrix"),
+            )),
+        }
+    };
+    match Format::detect(path)? {
+        Format::Cfl => {
+            let (dims, v) = crate::cfl::read_array(path)?;
+            let c = square(&dims)?;
+            // The two non-singleton dimensions in BART order: the first is fastest.
+            Ok(ndarray::Array2::from_shape_fn((c, c), |(i, j)| {
+                v[i + c * j]
+            }))
+        }
+        Format::Npy => {
+            let a = crate::npy::read_array(path)?;
+            let shape = a.shape().to_vec();
+            if shape.len() != 2 {
+                return Err(IoError::malformed(
+                    path,
+                    format!(
+                        "array of shape {shape:?}: a noise covariance is a 2-D [coil, coil] array"
+                    ),
+                ));
+            }
+            let c = square(&shape)?;
+            let v = match a.to_c32() {
+                Some(v) => v,
+                None => a
+                    .to_f32()
+                    .ok_or_else(|| {
+                        IoError::unsupported(
+                            path,
+                            format!("dtype {}: expected a number type", a.dtype_name()),
+                        )
+                    })?
+                    .mapv(|x| C32::new(x, 0.0)),
+            };
+            v.into_shape_with_order((c, c))
+                .map_err(|e| IoError::malformed(path, format!("shape: {e}")))
+        }
+        _ => Err(IoError::unsupported(
+            path,
+            "a noise covariance is read from a .npy or .cfl file",
+        )),
+    }
+}
+
 /// Options for [`write`], per output format.
 #[derive(Clone, Debug, Default)]
 pub struct WriteOptions {

@@ -130,3 +130,48 @@ fn hdf5_without_mask_infers_it_and_image_domain_data_keep_every_pixel() {
     assert!(k.mask.is_none());
     assert_eq!(k.attributes["mask_source"], "none");
 }
+
+#[test]
+fn noise_covariance_reads_bart_s_output_and_npy_and_refuses_other_shapes() {
+    // `bart whiten`'s covariance output [1, 1, 1, C, C] (fixture of amri-ops).
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../amri-ops/tests/fixtures/bartconv/wcovar.cfl");
+    let c = amri_io::read_noise_covariance(&p).unwrap();
+    let (_, raw) = cfl::read_array(&p).unwrap();
+    assert_eq!(c.dim(), (4, 4));
+    for ((i, j), v) in c.indexed_iter() {
+        assert_eq!(*v, raw[i + 4 * j]);
+        assert!(
+            (v - c[[j, i]].conj()).norm() <= 1e-6 * v.norm().max(1.0),
+            "Hermitian"
+        );
+    }
+    assert!(c.diag().iter().all(|v| v.re > 0.0));
+    // A [coil, coil] .npy, C order; a real one is read as complex.
+    let d = tempfile::tempdir().unwrap();
+    let m = ndarray::Array2::from_shape_fn((3, 3), |(i, j)| C32::new(i as f32, j as f32));
+    let q = d.path().join("c.npy");
+    amri_io::npy::write_array(&q, &amri_io::npy::NpyArray::C64(m.clone().into_dyn())).unwrap();
+    assert_eq!(amri_io::read_noise_covariance(&q).unwrap(), m);
+    let r = d.path().join("r.npy");
+    let real = ndarray::Array2::from_shape_fn((2, 2), |(i, j)| (i + 2 * j) as f32);
+    amri_io::npy::write_array(&r, &amri_io::npy::NpyArray::F32(real.into_dyn())).unwrap();
+    assert_eq!(
+        amri_io::read_noise_covariance(&r).unwrap()[[0, 1]],
+        C32::new(2.0, 0.0)
+    );
+    let bad = d.path().join("b.npy");
+    amri_io::npy::write_array(
+        &bad,
+        &amri_io::npy::NpyArray::C64(ndarray::Array3::<C32>::zeros((2, 2, 2)).into_dyn()),
+    )
+    .unwrap();
+    let e = amri_io::read_noise_covariance(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("b.npy") && e.contains("2-D"), "{e}");
+    let e = amri_io::read_noise_covariance(&fixture("bart_nomask/under.cfl"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("under.cfl") && e.contains("square"), "{e}");
+}
