@@ -375,3 +375,42 @@ pub fn write(path: &Path, scan: &Scan, opts: &WriteOptions) -> Result<Vec<PathBu
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amri_core::{KSpace, C32};
+    use ndarray::{Array3, Array4};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any mask applied to data that are non-zero in at least one coil wherever measured is
+        /// recovered exactly; a full mask leaves the data fully sampled.
+        #[test]
+        fn inference_recovers_the_mask_that_zeroed_the_data(
+            bits in proptest::collection::vec(any::<bool>(), 2 * 4 * 5),
+            quiet_coil in 0usize..3,
+        ) {
+            let mask = Array3::from_shape_fn((2, 4, 5), |(s, r, c)| {
+                if bits[s * 20 + r * 5 + c] { 1.0f32 } else { 0.0 }
+            });
+            // One coil is zero everywhere: "any coil" must still see the samples.
+            let data = Array4::from_shape_fn((2, 3, 4, 5), |(s, k, r, c)| {
+                if k == quiet_coil {
+                    C32::new(0.0, 0.0)
+                } else {
+                    C32::new(1.0 + k as f32, -(r as f32)) * mask[[s, r, c]]
+                }
+            });
+            let mut k = KSpace::new(data);
+            infer_missing_mask(&mut k);
+            if mask.iter().all(|&v| v == 1.0) {
+                prop_assert!(k.mask.is_none());
+                prop_assert_eq!(k.attributes["mask_source"].as_str(), MASK_NONE);
+            } else {
+                prop_assert_eq!(k.mask.as_ref(), Some(&mask));
+                prop_assert_eq!(k.attributes["mask_source"].as_str(), MASK_INFERRED);
+            }
+        }
+    }
+}
