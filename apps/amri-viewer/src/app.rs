@@ -204,9 +204,18 @@ impl ViewerApp {
 
     fn loaded(&mut self, path: &Path, r: Result<Scan, String>) {
         let had = self.study.grid();
+        // How the mask was decided when the file gave none (amri_io::mask_note), shown with
+        // the load note.
+        let mask_note = match &r {
+            Ok(Scan::KSpace(k)) => amri_io::mask_note(k),
+            _ => None,
+        };
         match r.and_then(|scan| self.study.add_scan(path, scan).map_err(|e| e.to_string())) {
             Ok(note) => {
-                self.status = note;
+                self.status = match mask_note {
+                    Some(m) => format!("{note}; {m}"),
+                    None => note,
+                };
                 if self.study.grid() != had {
                     self.view.slice = self.study.slices() / 2;
                     self.view.reset_zoom();

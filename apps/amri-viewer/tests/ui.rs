@@ -336,6 +336,29 @@ fn a_bad_file_shows_an_error_in_the_window() {
 }
 
 #[test]
+fn k_space_without_a_mask_says_the_mask_was_inferred() {
+    // BART-made k-space with no `_mask` sibling (crates/amri-io/tests/fixtures/bart_nomask).
+    let d = tempfile::tempdir().unwrap();
+    let fx = root().join("crates/amri-io/tests/fixtures/bart_nomask");
+    for ext in ["cfl", "hdr"] {
+        std::fs::copy(
+            fx.join(format!("under.{ext}")),
+            d.path().join(format!("k.{ext}")),
+        )
+        .unwrap();
+    }
+    let mut app = ViewerApp::new();
+    app.settings.auto_reconstruct = false;
+    app.open_blocking(&[d.path().join("k.cfl")]);
+    assert!(app.errors().is_empty(), "{:?}", app.errors());
+    assert!(
+        app.status.contains("inferred from the non-zero samples"),
+        "{}",
+        app.status
+    );
+}
+
+#[test]
 fn export_writes_the_panel_grid() {
     let d = tempfile::tempdir().unwrap();
     let f = phantom_file(d.path(), 2, 32);

@@ -1,4 +1,6 @@
 //! Format detection and the format-independent entry points [`read`], [`read_all`] and [`write`].
+//! The readers return k-space as the file holds it; [`read_all`] then gives k-space without a mask
+//! the mask BART's `pics` would infer ([`infer_missing_mask`]), in this one place.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -98,7 +100,7 @@ pub fn read_all(path: &Path) -> Result<Vec<Scan>> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
         ));
     }
-    Ok(match Format::detect(path)? {
+    let mut scans = match Format::detect(path)? {
         Format::Dicom => crate::dicom::read(path)?
             .into_iter()
             .map(Scan::Image)
@@ -113,7 +115,60 @@ pub fn read_all(path: &Path) -> Result<Vec<Scan>> {
                 "PNG is an export format; amri does not read it",
             ))
         }
-    })
+    };
+    for s in &mut scans {
+        if let Scan::KSpace(k) = s {
+            infer_missing_mask(k);
+        }
+    }
+    Ok(scans)
+}
+
+/// The `mask_source` attribute's value when the file gave the mask.
+pub const MASK_FROM_FILE: &str = "file";
+/// The `mask_source` attribute's value when the mask was inferred from the non-zero samples.
+pub const MASK_INFERRED: &str = "inferred";
+/// The `mask_source` attribute's value when there is no mask: every sample counts as measured.
+pub const MASK_NONE: &str = "none";
+
+/// Gives k-space read without a mask the mask BART's `pics` would use, and records where the
+/// mask came from in the `mask_source` attribute ([`MASK_FROM_FILE`], [`MASK_INFERRED`],
+/// [`MASK_NONE`]); [`read`] and [`read_all`] call it on every k-space they return.
+///
+/// K-space (`domain` absent or `kspace`) without a mask gets `mask[slice, row, col] = 1` where
+/// any coil's sample is non-zero, 0 elsewhere; when every sample is non-zero the data stay fully
+/// sampled (`mask = None`). Image-domain and projection data without a mask are left as they
+/// are: a zero pixel of an image is a measured value (dark background), not a missing one, so
+/// every sample counts as measured.
+pub fn infer_missing_mask(k: &mut amri_core::KSpace) {
+    use amri_core::MeasuredDomain;
+    if k.mask.is_some() {
+        k.attributes
+            .insert("mask_source".into(), MASK_FROM_FILE.into());
+        return;
+    }
+    if k.domain() != MeasuredDomain::Kspace {
+        k.attributes.insert("mask_source".into(), MASK_NONE.into());
+        return;
+    }
+    let [s, _, r, c] = k.shape4();
+    let mut mask = ndarray::Array3::<f32>::zeros((s, r, c));
+    for (sl, mut m) in mask.outer_iter_mut().enumerate() {
+        for coil in k.data.index_axis(ndarray::Axis(0), sl).outer_iter() {
+            ndarray::Zip::from(&mut m).and(&coil).for_each(|m, v| {
+                if v.re != 0.0 || v.im != 0.0 {
+                    *m = 1.0;
+                }
+            });
+        }
+    }
+    if mask.iter().all(|&v| v == 1.0) {
+        k.attributes.insert("mask_source".into(), MASK_NONE.into());
+    } else {
+        k.mask = Some(mask);
+        k.attributes
+            .insert("mask_source".into(), MASK_INFERRED.into());
+    }
 }
 
 /// Reads the one scan in `path`; a DICOM folder holding several series is an error listing them.
@@ -143,6 +198,86 @@ pub fn read(path: &Path) -> Result<Scan> {
                 ),
             ))
         }
+    }
+}
+
+/// One line for the user about a k-space's mask when it did not come from the file (see
+/// [`infer_missing_mask`]); `None` when the file gave it (or the data were not read by
+/// [`read_all`]).
+pub fn mask_note(k: &amri_core::KSpace) -> Option<String> {
+    match k.attributes.get("mask_source").map(String::as_str) {
+        Some(MASK_INFERRED) => Some(format!(
+            "no sampling mask in the file: inferred from the non-zero samples ({:.1} % measured), as BART's pics does",
+            100.0 * k.mean_sampled_fraction()
+        )),
+        Some(MASK_NONE) if k.domain() == amri_core::MeasuredDomain::Kspace => Some(
+            "no sampling mask in the file and every sample is non-zero: fully sampled".into(),
+        ),
+        Some(MASK_NONE) => Some(
+            "no sampling mask in the file: every sample counts as measured (not k-space, so zeros are values)"
+                .into(),
+        ),
+        _ => None,
+    }
+}
+
+/// Reads a coil noise covariance `[coil, coil]` (complex or real) from a `.npy` 2-D array
+/// (`[i, j]`, C order) or a BART `.cfl` whose only non-singleton dimensions are two equal ones
+/// (`i` the first, as `bart whiten`'s covariance output `[1, 1, 1, C, C]`). Whether it is
+/// Hermitian positive definite is checked where it is used.
+pub fn read_noise_covariance(path: &Path) -> Result<ndarray::Array2<amri_core::C32>> {
+    use amri_core::C32;
+    let square = |dims: &[usize]| -> Result<usize> {
+        let big: Vec<usize> = dims.iter().copied().filter(|&d| d != 1).collect();
+        match big.as_slice() {
+            [] => Ok(1),
+            [a, b] if a == b => Ok(*a),
+            _ => Err(IoError::malformed(
+                path,
+                format!("dimensions {dims:?}: a noise covariance is a square [coil, coil] matrix"),
+            )),
+        }
+    };
+    match Format::detect(path)? {
+        Format::Cfl => {
+            let (dims, v) = crate::cfl::read_array(path)?;
+            let c = square(&dims)?;
+            // The two non-singleton dimensions in BART order: the first is fastest.
+            Ok(ndarray::Array2::from_shape_fn((c, c), |(i, j)| {
+                v[i + c * j]
+            }))
+        }
+        Format::Npy => {
+            let a = crate::npy::read_array(path)?;
+            let shape = a.shape().to_vec();
+            if shape.len() != 2 {
+                return Err(IoError::malformed(
+                    path,
+                    format!(
+                        "array of shape {shape:?}: a noise covariance is a 2-D [coil, coil] array"
+                    ),
+                ));
+            }
+            let c = square(&shape)?;
+            let v = match a.to_c32() {
+                Some(v) => v,
+                None => a
+                    .to_f32()
+                    .ok_or_else(|| {
+                        IoError::unsupported(
+                            path,
+                            format!("dtype {}: expected a number type", a.dtype_name()),
+                        )
+                    })?
+                    .mapv(|x| C32::new(x, 0.0)),
+            };
+            v.into_shape_with_order((c, c))
+                .map_err(|e| IoError::malformed(path, format!("shape: {e}")))
+        }
+        _ => Err(IoError::unsupported(
+            path,
+            "a noise covariance is read from a .npy or .cfl file",
+        )),
     }
 }
 
@@ -238,5 +373,44 @@ pub fn write(path: &Path, scan: &Scan, opts: &WriteOptions) -> Result<Vec<PathBu
                 msg: "PNG output takes an image; reconstruct k-space first".into(),
             }),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amri_core::{KSpace, C32};
+    use ndarray::{Array3, Array4};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any mask applied to data that are non-zero in at least one coil wherever measured is
+        /// recovered exactly; a full mask leaves the data fully sampled.
+        #[test]
+        fn inference_recovers_the_mask_that_zeroed_the_data(
+            bits in proptest::collection::vec(any::<bool>(), 2 * 4 * 5),
+            quiet_coil in 0usize..3,
+        ) {
+            let mask = Array3::from_shape_fn((2, 4, 5), |(s, r, c)| {
+                if bits[s * 20 + r * 5 + c] { 1.0f32 } else { 0.0 }
+            });
+            // One coil is zero everywhere: "any coil" must still see the samples.
+            let data = Array4::from_shape_fn((2, 3, 4, 5), |(s, k, r, c)| {
+                if k == quiet_coil {
+                    C32::new(0.0, 0.0)
+                } else {
+                    C32::new(1.0 + k as f32, -(r as f32)) * mask[[s, r, c]]
+                }
+            });
+            let mut k = KSpace::new(data);
+            infer_missing_mask(&mut k);
+            if mask.iter().all(|&v| v == 1.0) {
+                prop_assert!(k.mask.is_none());
+                prop_assert_eq!(k.attributes["mask_source"].as_str(), MASK_NONE);
+            } else {
+                prop_assert_eq!(k.mask.as_ref(), Some(&mask));
+                prop_assert_eq!(k.attributes["mask_source"].as_str(), MASK_INFERRED);
+            }
+        }
     }
 }

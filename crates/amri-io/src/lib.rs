@@ -24,7 +24,10 @@ pub mod npy;
 pub mod png;
 
 pub use error::{IoError, Result};
-pub use format::{read, read_all, write, Format, WriteOptions};
+pub use format::{
+    infer_missing_mask, mask_note, read, read_all, read_noise_covariance, write, Format,
+    WriteOptions,
+};
 
 use amri_core::{KSpace, Volume, C32};
 

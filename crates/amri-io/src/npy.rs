@@ -550,7 +550,8 @@ pub fn read(path: &Path) -> Result<Scan> {
 
 /// Writes a scan as `.npy` (image: float32 `[frame, slice, row, col]`; complex image or k-space
 /// without mask, reference or maps: complex64, 4-D) or, for a `.npz` path, k-space as the bundle
-/// of [`write_kspace_npz`]. K-space with a mask, reference or maps must go to `.npz`.
+/// of [`write_kspace_npz`]. K-space with a mask (other than one inferred from its zero samples,
+/// which the samples hold), reference or maps must go to `.npz`.
 pub fn write(path: &Path, scan: &Scan) -> Result<()> {
     if is_npz(path) {
         return match scan {
@@ -566,7 +567,11 @@ pub fn write(path: &Path, scan: &Scan) -> Result<()> {
         Scan::Image(v) => NpyArray::F32(v.data.clone().into_dyn()),
         Scan::ComplexImage(v) => NpyArray::C64(v.data.clone().into_dyn()),
         Scan::KSpace(k) => {
-            if k.mask.is_some() || k.reference.is_some() || k.sensitivities.is_some() {
+            // A mask inferred from the non-zero samples is held by the samples themselves.
+            let inferred = k.attributes.get("mask_source").map(String::as_str)
+                == Some(crate::format::MASK_INFERRED);
+            if (k.mask.is_some() && !inferred) || k.reference.is_some() || k.sensitivities.is_some()
+            {
                 return Err(IoError::Unwritable {
                     path: path.to_path_buf(),
                     msg: "this k-space has a mask, reference or coil maps that .npy cannot hold; write it as .npz".into(),

@@ -16,7 +16,7 @@
 //! ```
 
 use amri_core::C32;
-use ndarray::{Array2, Array3, ArrayView3, ArrayView4, Axis, Zip};
+use ndarray::{Array2, Array3, Array4, ArrayView2, ArrayView3, ArrayView4, Axis, Zip};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -159,6 +159,43 @@ pub fn smooth_phase(rows: usize, cols: usize, seed: u64) -> Array2<C32> {
         let (s, co) = phi.sin_cos();
         C32::new(co as f32, s as f32)
     })
+}
+
+/// Mixes the coil axis of multi-coil data `[slice, coil, row, col]` (k-space or coil images,
+/// any scaling) by a matrix `m` `[out, in]`: `y'[s, o, r, c] = Σ_i m[o, i] · y[s, i, r, c]`.
+/// Prewhitening (`m` = the whitening matrix) and coil compression (`m` = the compression
+/// matrix, fewer rows than columns) both apply it. Accumulates in f64.
+pub fn mix_coils(data: ArrayView4<C32>, m: ArrayView2<C32>) -> Result<Array4<C32>> {
+    let (slices, coils, rows, cols) = data.dim();
+    if m.ncols() != coils {
+        return Err(OpsError::shape(
+            "coil-mixing matrix [out, in]",
+            &[m.nrows(), coils],
+            m.shape(),
+        ));
+    }
+    let nout = m.nrows();
+    let mut out = Array4::<C32>::zeros((slices, nout, rows, cols));
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(data.axis_iter(Axis(0)).into_par_iter())
+        .for_each(|(mut o, d)| {
+            for r in 0..rows {
+                for c in 0..cols {
+                    for k in 0..nout {
+                        let mut acc = num_complex::Complex64::new(0.0, 0.0);
+                        for i in 0..coils {
+                            let a = m[[k, i]];
+                            let b = d[[i, r, c]];
+                            acc += num_complex::Complex64::new(f64::from(a.re), f64::from(a.im))
+                                * num_complex::Complex64::new(f64::from(b.re), f64::from(b.im));
+                        }
+                        o[[k, r, c]] = C32::new(acc.re as f32, acc.im as f32);
+                    }
+                }
+            }
+        });
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -161,7 +161,7 @@ pub fn acs_region_from_kspace(kspace: ArrayView3<C32>) -> Option<AcsRegion> {
 
 /// Limits `region` to at most `calib` samples per axis, keeping the window as centred on DC
 /// (`(rows/2, cols/2)`) as the region allows.
-fn limit_region(region: AcsRegion, calib: usize, dims: [usize; 2]) -> AcsRegion {
+pub(crate) fn limit_region(region: AcsRegion, calib: usize, dims: [usize; 2]) -> AcsRegion {
     let mut out = region;
     for (a, &n) in dims.iter().enumerate() {
         let size = region.size[a].min(calib);

@@ -3,7 +3,8 @@
 //!
 //! Entry points: the [`LinearOperator`] trait and its combinators ([`linop`]); operators
 //! [`fourier::FourierSampling`], [`sense::Sense`], [`pixel_mask::PixelMask`], [`blocks::Blocks`],
-//! [`gaussian_cs::GaussianCs`]; the [`noise::Noise`] model; mask generators ([`masks`]); the
+//! [`gaussian_cs::GaussianCs`]; the [`noise::Noise`] model; noise prewhitening ([`whiten`]) and SVD coil compression
+//! ([`cc`]); mask generators ([`masks`]); the
 //! ambient-training corruption model ([`corruption`]); the one description of an acquisition
 //! ([`acquisition::Acquisition`]) and its measurement recipe ([`simulate`]); operator self-tests
 //! ([`testing`]).
@@ -28,6 +29,7 @@
 
 pub mod acquisition;
 pub mod blocks;
+pub mod cc;
 pub mod coils;
 pub mod corruption;
 pub mod error;
@@ -42,6 +44,7 @@ pub mod seed;
 pub mod sense;
 pub mod simulate;
 pub mod testing;
+pub mod whiten;
 
 pub use error::{OpsError, Result};
 pub use linop::LinearOperator;

@@ -22,6 +22,25 @@ pub enum PipelineError {
         /// What is allowed, in words.
         expected: &'static str,
     },
+    /// Two settings that exclude each other were both given.
+    #[error("{key} cannot be combined with {with}")]
+    Conflict {
+        /// Parameter name.
+        key: &'static str,
+        /// The other setting, in words.
+        with: &'static str,
+    },
+    /// The given noise covariance cannot whiten (not square, Hermitian or positive definite).
+    #[error("noise covariance {source_name}: {source}")]
+    NoiseCov {
+        /// Where the covariance came from.
+        source_name: String,
+        /// Why.
+        source: amri_ops::OpsError,
+    },
+    /// Prewhitening or coil compression of the measured data failed.
+    #[error("preparing the measured data: {0}")]
+    Prepare(amri_ops::OpsError),
     /// A learned-prior parameter was given with a classical method.
     #[error("{key} applies to the learned-prior methods (one-step, iterative), not {method}")]
     NotForMethod {

@@ -6,7 +6,9 @@
 //! consistency). [`Plan::run`] reconstructs a [`amri_core::KSpace`] with any method: zero-filled,
 //! CG-SENSE, l1-wavelet and TV through `amri-recon`, one-step and iterative through
 //! `amri-diffusion` (with a prior attached by [`Plan::with_prior`] or [`Plan::load_prior`]),
-//! reporting progress through a callback and stopping when its cancel flag is set.
+//! reporting progress through a callback and stopping when its cancel flag is set. Before any
+//! method runs, [`Plan::prepare`] prewhitens the data (noise samples or a given covariance) and
+//! compresses the coils when the plan asks for it.
 //!
 //! Images are magnitudes `[slice, row, col]` in the units of the input; k-space follows the
 //! workspace conventions (`[slice, coil, row, col]`, centred orthonormal FFT).
@@ -34,5 +36,5 @@ pub mod plan;
 pub mod run;
 
 pub use error::{PipelineError, Result};
-pub use plan::{Overrides, Params, Plan};
+pub use plan::{NoiseCovariance, Overrides, Params, Plan};
 pub use run::Recon;

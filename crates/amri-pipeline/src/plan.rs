@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use amri_core::C32;
 use amri_diffusion::sample::{OneStepConfig, PosteriorConfig, Prior};
 use amri_protocol::{Method, Protocol, Reconstruction};
 use amri_recon::app::{CgSenseConfig, L1WaveletConfig, TvConfig};
+use ndarray::Array2;
 use serde::Serialize;
 
 use crate::error::{PipelineError, Result};
@@ -38,6 +40,24 @@ pub struct Overrides {
     pub data_consistency: Option<bool>,
     /// One-step: noise level σ > 0 given to the network (normalised units).
     pub sigma: Option<f64>,
+    /// Coil compression to this many virtual coils ≥ 1 (SVD, as `bart cc -S -p N`) before coil
+    /// maps are estimated; `None` keeps every coil, as does a count ≥ the data's coils.
+    pub coils: Option<usize>,
+    /// Noise prewhitening: `None` or `Some(true)` prewhiten when there is a noise covariance
+    /// ([`Overrides::noise_cov`]) or the data carry noise samples; `Some(false)` never does.
+    pub prewhiten: Option<bool>,
+    /// A coil noise covariance `[coil, coil]` to prewhiten with (instead of the data's noise
+    /// samples), and where it came from.
+    pub noise_cov: Option<NoiseCovariance>,
+}
+
+/// A coil noise covariance given to the plan, e.g. read from a `--noise-cov` file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NoiseCovariance {
+    /// Where it came from (a file name), for messages and the provenance record.
+    pub source: String,
+    /// The covariance `[coil, coil]`, Hermitian positive definite, in the data's units squared.
+    pub matrix: Array2<C32>,
 }
 
 /// Every parameter of a method with its value resolved: the plan's value, or the default.
@@ -121,6 +141,16 @@ pub struct Plan {
     zeta: Option<f64>,
     data_consistency: Option<bool>,
     sigma: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coils: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prewhiten: Option<bool>,
+    /// The `--noise-cov` source and a digest of its values (FNV-1a of the f32 bits), so that a
+    /// changed covariance makes an output stale.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    noise_cov: Option<(String, String)>,
+    #[serde(skip)]
+    noise_cov_matrix: Option<Arc<Array2<C32>>>,
     #[serde(skip)]
     prior: Option<Arc<Prior>>,
 }
@@ -133,6 +163,9 @@ impl std::fmt::Debug for Plan {
             .field("params", &self.params())
             .field("model", &self.model)
             .field("model_sha256", &self.model_sha256)
+            .field("coils", &self.coils)
+            .field("prewhiten", &self.prewhiten)
+            .field("noise_cov", &self.noise_cov)
             .field("prior_loaded", &self.prior.is_some())
             .finish()
     }
@@ -172,6 +205,10 @@ impl Plan {
             zeta: None,
             data_consistency: None,
             sigma: None,
+            coils: None,
+            prewhiten: None,
+            noise_cov: None,
+            noise_cov_matrix: None,
             prior: None,
         }
     }
@@ -203,6 +240,21 @@ impl Plan {
         check("samples", o.samples, |n| n >= 1, "≥ 1")?;
         check("sigma", o.sigma, |v| v.is_finite() && v > 0.0, "> 0")?;
         check("zeta", o.zeta, |z| z > 0.0 && z <= 1.0, "in (0, 1]")?;
+        check("coils", o.coils, |n| n >= 1, "≥ 1")?;
+        if let Some(c) = &o.noise_cov {
+            if o.prewhiten == Some(false) {
+                return Err(PipelineError::Conflict {
+                    key: "noise_cov",
+                    with: "prewhiten = false",
+                });
+            }
+            amri_ops::whiten::whitening_matrix(c.matrix.view()).map_err(|e| {
+                PipelineError::NoiseCov {
+                    source_name: c.source.clone(),
+                    source: e,
+                }
+            })?;
+        }
         if !method.is_prior() {
             let given = [
                 ("model", o.model.is_some()),
@@ -243,8 +295,30 @@ impl Plan {
             zeta: pick(own, o.zeta, base.zeta),
             data_consistency: pick(own, o.data_consistency, base.data_consistency),
             sigma: o.sigma,
+            coils: o.coils,
+            prewhiten: o.prewhiten,
+            noise_cov: o
+                .noise_cov
+                .as_ref()
+                .map(|c| (c.source.clone(), digest(&c.matrix))),
+            noise_cov_matrix: o.noise_cov.as_ref().map(|c| Arc::new(c.matrix.clone())),
             prior: None,
         })
+    }
+
+    /// Virtual coils to compress to, when the plan compresses.
+    pub fn coils(&self) -> Option<usize> {
+        self.coils
+    }
+
+    /// Whether the plan prewhitens data that carry noise samples (or with its given covariance).
+    pub fn prewhitens(&self) -> bool {
+        self.prewhiten != Some(false)
+    }
+
+    /// The given noise covariance `[coil, coil]`, if any.
+    pub fn noise_cov(&self) -> Option<&Array2<C32>> {
+        self.noise_cov_matrix.as_deref()
     }
 
     /// The method.
@@ -383,6 +457,20 @@ impl Plan {
         *self = self.clone().with_prior(Arc::new(p));
         Ok(())
     }
+}
+
+/// FNV-1a (64-bit) of the f32 bits of a complex matrix, as hex: a digest for provenance.
+fn digest(m: &Array2<C32>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in m.iter() {
+        for x in [v.re.to_bits(), v.im.to_bits()] {
+            for b in x.to_le_bytes() {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    format!("{h:016x}")
 }
 
 #[cfg(test)]

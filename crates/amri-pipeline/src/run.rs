@@ -1,11 +1,14 @@
 //! Running a plan on measured data: every method, classical or learned prior.
 
+use std::borrow::Cow;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use amri_core::KSpace;
 use amri_diffusion::sample::{measured_scale, one_step, posterior, PosteriorConfig, Problem};
 use amri_diffusion::seed;
+use amri_ops::cc::{compress, CcConfig};
+use amri_ops::whiten::{prewhiten, NoiseSource};
 use amri_protocol::Method;
 use amri_recon::alg::IterInfo;
 use amri_recon::app;
@@ -38,7 +41,40 @@ fn noise_sigma_per_component(ks: &KSpace) -> f64 {
 }
 
 impl Plan {
-    /// Reconstructs every slice of `ks`. `progress` is called once per solver iteration
+    /// The measured data as the methods see them, before any coil maps are estimated:
+    /// 1. prewhitened (`amri_ops::whiten`) with the plan's noise covariance, else with the data's
+    ///    own noise samples ([`KSpace::noise`]), unless the plan switches prewhitening off or the
+    ///    data were already prewhitened (`prewhitened` attribute); afterwards the noise has
+    ///    σ = 1 per complex sample (`noise_sigma` = 1);
+    /// 2. compressed to the plan's virtual coils (`amri_ops::cc`, as `bart cc -S -p N`; a count
+    ///    ≥ the data's coils keeps them).
+    ///
+    /// Borrowed unchanged when neither applies; applying it twice changes nothing more, so a
+    /// caller may prepare (to report what was done, from the `prewhitened` and
+    /// `coil_compression` attributes) and then [`Plan::run`] the result.
+    pub fn prepare<'a>(&self, ks: &'a KSpace) -> Result<Cow<'a, KSpace>> {
+        let mut out = Cow::Borrowed(ks);
+        let done = ks.attributes.contains_key("prewhitened");
+        if self.prewhitens() && !done {
+            let source = match self.noise_cov() {
+                Some(c) => Some(NoiseSource::Covariance(c.view())),
+                None if ks.noise.is_some() => Some(NoiseSource::Samples),
+                None => None,
+            };
+            if let Some(source) = source {
+                prewhiten(out.to_mut(), source).map_err(PipelineError::Prepare)?;
+            }
+        }
+        if let Some(n) = self.coils() {
+            if n < out.shape4()[1] {
+                out =
+                    Cow::Owned(compress(&out, &CcConfig::new(n)).map_err(PipelineError::Prepare)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reconstructs every slice of `ks`, [prepared](Plan::prepare) first. `progress` is called once per solver iteration
     /// (classical methods) or network step (learned prior); when `cancel` becomes true the run
     /// stops at the next one and returns [`PipelineError::Cancelled`]. Image-domain (pixel/box)
     /// data are inpainted by the classical methods with A = M, and random projections refused,
@@ -51,6 +87,7 @@ impl Plan {
         progress: &(dyn Fn() + Sync),
         cancel: &AtomicBool,
     ) -> Result<Recon> {
+        let ks = &*self.prepare(ks)?;
         let r = if self.method().is_prior() {
             self.run_prior(ks, progress, cancel)
         } else {

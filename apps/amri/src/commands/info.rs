@@ -42,6 +42,11 @@ pub fn describe(path: &std::path::Path, json: bool) -> Result<String> {
     let scans = amri_io::read_all(path)?;
     let mut out = String::new();
     if json {
+        for s in &scans {
+            if let Scan::KSpace(k) = s {
+                super::log_mask_note(path, k);
+            }
+        }
         let items: Vec<serde_json::Value> = scans.iter().map(|s| scan_json(path, fmt, s)).collect();
         let v = if items.len() == 1 {
             items[0].clone()
@@ -77,10 +82,18 @@ pub fn describe(path: &std::path::Path, json: bool) -> Result<String> {
                 writeln!(out, "  kind          {kind}")?;
                 writeln!(out, "  dims          slices {sl}, coils {c}, rows {r}, cols {col}  [slice, coil, row, col]")?;
                 writeln!(out, "  datatype      complex64")?;
+                super::log_mask_note(path, k);
+                let inferred = k.attributes.get("mask_source").map(String::as_str)
+                    == Some(amri_io::format::MASK_INFERRED);
                 match &k.mask {
                     Some(_) => writeln!(
                         out,
-                        "  mask          yes, {:.1} % sampled (acceleration {:.2})",
+                        "  mask          {}, {:.1} % sampled (acceleration {:.2})",
+                        if inferred {
+                            "inferred from the non-zero samples"
+                        } else {
+                            "yes"
+                        },
                         100.0 * k.sampled_fraction(),
                         1.0 / k.sampled_fraction().max(1e-12)
                     )?,

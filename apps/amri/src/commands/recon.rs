@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use amri_core::{KSpace, Volume};
 use amri_io::{Scan, WriteOptions};
-use amri_pipeline::{Overrides, PipelineError, Plan};
+use amri_pipeline::{NoiseCovariance, Overrides, PipelineError, Plan};
 use amri_protocol::{Method, Protocol};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -77,6 +77,18 @@ pub struct Args {
     /// Seed (wavelet cycle-spinning shifts; sampler noise of `iterative`).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Compress to N virtual coils by SVD (as `bart cc -S -p N`) before coil maps are estimated;
+    /// N ≥ the data's coils keeps them.
+    #[arg(long, visible_alias = "virtual-coils", value_name = "N")]
+    pub coils: Option<usize>,
+    /// Coil noise covariance `[coil, coil]` (complex `.npy`, or `.cfl` such as `bart whiten`'s
+    /// covariance output) to prewhiten with instead of the data's own noise samples.
+    #[arg(long, value_name = "FILE")]
+    pub noise_cov: Option<PathBuf>,
+    /// Do not prewhiten, even when the data carry noise samples (prewhitening is on by default
+    /// when they do).
+    #[arg(long, conflicts_with = "noise_cov")]
+    pub no_prewhiten: bool,
     /// Fully sampled reference image to report PSNR/SSIM/NMSE against (single input only; by
     /// default the reference stored with the data, if any, is used).
     #[arg(long)]
@@ -145,6 +157,16 @@ pub fn plan_from_args(a: &Args) -> Result<Plan> {
         zeta: a.zeta,
         data_consistency: a.data_consistency.then_some(true),
         sigma: a.sigma,
+        coils: a.coils,
+        prewhiten: a.no_prewhiten.then_some(false),
+        noise_cov: match &a.noise_cov {
+            Some(p) => Some(NoiseCovariance {
+                source: p.display().to_string(),
+                matrix: amri_io::read_noise_covariance(p)
+                    .with_context(|| format!("--noise-cov {}", p.display()))?,
+            }),
+            None => None,
+        },
     };
     Plan::new(protocol.as_ref(), &overrides).map_err(flag_error)
 }
@@ -171,6 +193,19 @@ fn flag_error(e: PipelineError) -> anyhow::Error {
         PipelineError::NeedsModel { method } => anyhow!(
             "--method {method} needs --model (a checkpoint folder or a training run folder)"
         ),
+        PipelineError::Conflict { key, with } => anyhow!(
+            "{} cannot be combined with {}",
+            flag(key),
+            if with == "prewhiten = false" {
+                "--no-prewhiten"
+            } else {
+                with
+            }
+        ),
+        PipelineError::NoiseCov {
+            source_name,
+            source,
+        } => anyhow!("--noise-cov {source_name}: {source}"),
         PipelineError::LoadPrior { path, source } => {
             anyhow::Error::new(source).context(format!("--model {path}: cannot load the prior"))
         }
@@ -425,6 +460,21 @@ fn recon_file(
     let ks = read_kspace(&job.input)?;
     ks.validate()
         .with_context(|| format!("{}", job.input.display()))?;
+    super::log_mask_note(&job.input, &ks);
+    // Prewhitening and coil compression, reported here; `Plan::run` finds them done.
+    let prepared = plan
+        .prepare(&ks)
+        .with_context(|| format!("{}", job.input.display()))?;
+    for key in ["prewhitened", "coil_compression"] {
+        if let (Some(v), None) = (prepared.attributes.get(key), ks.attributes.get(key)) {
+            let what = if key == "prewhitened" {
+                "prewhitened with the"
+            } else {
+                "coil compression:"
+            };
+            tracing::info!("{}: {what} {v}", job.input.display());
+        }
+    }
     let [slices, ..] = ks.shape4();
     // TV's ADMM reports once per outer iteration while `--iters` counts inner CG steps (as
     // BART's `pics -i` does), so its bar counts without a total.
@@ -451,7 +501,7 @@ fn recon_file(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    let r = plan.run(&ks, &|| bar.inc(1), &AtomicBool::new(false));
+    let r = plan.run(&prepared, &|| bar.inc(1), &AtomicBool::new(false));
     bar.finish_and_clear();
     mp.remove(&bar);
     let r = r.with_context(|| format!("{}", job.input.display()))?;

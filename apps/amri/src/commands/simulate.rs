@@ -25,6 +25,10 @@ pub struct Args {
     /// Override the protocol's number of coils.
     #[arg(long)]
     pub coils: Option<usize>,
+    /// After measuring, compress the coils to N virtual coils by SVD (as `bart cc -S -p N`;
+    /// `--coils` sets the simulated receive coils, this the coils written).
+    #[arg(long, value_name = "N")]
+    pub virtual_coils: Option<usize>,
     /// Store the synthetic coil maps in the output.
     #[arg(long)]
     pub store_maps: bool,
@@ -60,6 +64,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut k = amri_ops::simulate::simulate(&vol, args.frame, &protocol.acquisition)
         .with_context(|| format!("simulating {} with {}", args.input.display(), protocol.name))?;
+    if let Some(n) = args.virtual_coils {
+        k = amri_ops::cc::compress(&k, &amri_ops::cc::CcConfig::new(n))
+            .with_context(|| format!("--virtual-coils {n}"))?;
+    }
     k.attributes
         .insert("protocol".into(), protocol.name.clone());
     k.attributes
