@@ -727,6 +727,27 @@ fn measured_multicoil_image_domain_and_mixed_matrix_sizes_train() {
         .unwrap();
     assert!(loss.is_finite() && loss > 0.0);
 
+    // --coils 4: SVD coil compression before the ACS maps, as `amri recon --coils 4`
+    let run = t.join("cc4");
+    train_measured(&run, &[&mc], 2)
+        .args(["--coils", "4"])
+        .assert()
+        .success();
+    let c = card(&run);
+    assert_eq!(c["corruption"]["acquisition"]["coils"], 4);
+    assert_eq!(c["corruption"]["measured"][0]["coils"], 4);
+    // ... and a resume with another coil count is refused (the data stream would change)
+    train_measured(&run, &[&mc], 4)
+        .arg("--resume")
+        .assert()
+        .failure();
+    // --coils belongs to measured files, not the simulation route
+    train(&t.join("sim-cc"), &vol, 2)
+        .args(["--coils", "2"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--coils"));
+
     // files of different accelerations and patterns in one run: R=4 random lines and R=6
     // equispaced lines with a wider centre (a protocol file), 8 coils each
     let toml = t.join("r6.toml");

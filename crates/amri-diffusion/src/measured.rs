@@ -33,6 +33,43 @@ use crate::data::{acs_of_mask, batch_indices, FurtherParams, MeasuredScan, Train
 use crate::error::{DiffusionError, Result};
 use crate::seed::{derive_seed, TAG_BUCKET, TAG_BUCKET_ORDER};
 
+/// How a measured file is conditioned before it trains, as `amri recon` conditions data before
+/// it reconstructs ([`prepare`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Preparation {
+    /// Prewhiten with the file's own noise samples ([`KSpace::noise`]) when it has them.
+    pub prewhiten: bool,
+    /// Compress to this many virtual coils by SVD (`bart cc -S -p N`); `None` keeps the coils,
+    /// as does `N ≥` the file's coils.
+    pub virtual_coils: Option<usize>,
+}
+
+/// Conditions a measured file for training, in `amri recon`'s order: prewhitening with its own
+/// noise samples (when asked and present), then SVD coil compression; errors name `name`.
+pub fn prepare(name: &str, mut k: KSpace, how: Preparation) -> Result<KSpace> {
+    let err = |e: amri_ops::OpsError| DiffusionError::Config(format!("{name}: {e}"));
+    if how.prewhiten && k.noise.is_some() && !k.attributes.contains_key("prewhitened") {
+        amri_ops::whiten::prewhiten(&mut k, amri_ops::whiten::NoiseSource::Samples).map_err(err)?;
+    }
+    if let Some(n) = how.virtual_coils {
+        if n == 0 {
+            return Err(DiffusionError::Config(format!(
+                "{name}: --coils 0: at least one virtual coil is needed"
+            )));
+        }
+        if n < k.shape4()[1] {
+            if k.domain() != MeasuredDomain::Kspace {
+                return Err(DiffusionError::Config(format!(
+                    "{name}: coil compression applies to multi-coil k-space, not {:?} data",
+                    k.domain()
+                )));
+            }
+            k = amri_ops::cc::compress(&k, &amri_ops::cc::CcConfig::new(n)).map_err(err)?;
+        }
+    }
+    Ok(k)
+}
+
 /// One measured file's scans (slices), ready for training: reference and stored maps dropped.
 #[derive(Debug, Clone)]
 pub struct MeasuredFile {

@@ -21,7 +21,7 @@ use amri_diffusion::checkpoint::{
     read_card, resolve_checkpoint, MeasuredInput, ModelCard, TrainingRecord, LATEST_FILE,
 };
 use amri_diffusion::data::{FurtherParams, TrainObjective, TrainingSet};
-use amri_diffusion::measured::{MeasuredFile, TrainingData};
+use amri_diffusion::measured::{prepare, MeasuredFile, Preparation, TrainingData};
 use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
 use amri_diffusion::run::{
     format_loss_log, read_loss_log, resume_mismatch, LogRow, ResumeMismatch, LOSS_CSV,
@@ -66,6 +66,14 @@ pub struct Common {
     /// [default: per-scan; --resume: the run's]. On the simulation route it is the protocol's.
     #[arg(long, value_parser = parse_further)]
     pub further: Option<FurtherMode>,
+    /// Measured route: compress multi-coil k-space to N virtual coils by SVD (as `bart cc -S -p
+    /// N`, as `amri recon --coils`) before coil maps are estimated; give the same N on --resume.
+    #[arg(long, visible_alias = "virtual-coils", value_name = "N")]
+    pub coils: Option<usize>,
+    /// Measured route: do not prewhiten files that carry noise samples (ISMRMRD noise readouts);
+    /// by default they are prewhitened, as `amri recon` does.
+    #[arg(long)]
+    pub no_prewhiten: bool,
     /// Total optimisation steps of the run (a resumed run continues up to this count).
     #[arg(long)]
     pub steps: usize,
@@ -416,9 +424,17 @@ fn drive(
                      give image volumes for the simulation route"
                 );
                 }
+                let how = Preparation {
+                    prewhiten: !c.no_prewhiten,
+                    virtual_coils: c.coils,
+                };
                 let files = files
                     .into_iter()
-                    .map(|(f, k)| MeasuredFile::new(&f.display().to_string(), k))
+                    .map(|(f, k)| {
+                        super::log_mask_note(&f, &k);
+                        let name = f.display().to_string();
+                        MeasuredFile::new(&name, prepare(&name, k, how)?)
+                    })
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .context("checking the measured training files")?;
                 Route::Measured(files)
@@ -432,6 +448,12 @@ fn drive(
                     v.first().map(|f| f.0.display().to_string()).unwrap_or_default()
                 );
                 };
+                if c.coils.is_some() || c.no_prewhiten {
+                    bail!(
+                    "--coils and --no-prewhiten condition measured files; on the simulation route \
+                     the protocol's `coils` sets the simulated coil count"
+                );
+                }
                 if c.delta.is_some() || c.further.is_some() {
                     bail!(
                     "--delta and --further are for measured files; on the simulation route they \
