@@ -1,24 +1,31 @@
 //! amri's l1-wavelet and TV reconstructions against `bart pics` on the same data, in one run.
 //!
-//! For one 256×256 slice of a NIfTI volume (default: the shipped Colin27 validation scan) it
-//! simulates noiseless k-space of the image times a smooth phase, single-coil and with 8
+//! For one 256×256 slice of a NIfTI volume (default: the shipped Colin27 validation scan),
+//! normalised to max 1, it simulates noiseless k-space of the image times a smooth phase
+//! ("smooth phase") and of the real magnitude image itself ("real"), single-coil and with 8
 //! synthetic coils (`amri_ops::coils::synthetic_maps`), under six masks (1-D random and
 //! equispaced columns at R = 4 and 8, Poisson disc at R = 4 and 8), scales the data by BART's
-//! `estimate_scaling` rule, writes `.cfl` files, runs
-//! `bart pics -S -l1 -r λ -i N` and `bart pics -S -R T:3:0:λ -i N` and amri's equivalents
-//! (same scaled data, same λ and iteration count, wavelet db2 like BART), and prints PSNR and
-//! SSIM (fastMRI definitions, magnitude, against the fully sampled image) and wall time as a
-//! Markdown table. BART is timed as a process (it reads and writes small files). amri's TV runs
-//! twice per case, with its default TV (Neumann boundary) and with BART's periodic TV
-//! (`TvDef::BART`), both compared with the one BART run; `--iters` is BART's `-i`, which for
+//! `estimate_scaling` rule, writes `.cfl` files, runs `bart pics -S -l1 -r λ -i N` (for every λ
+//! of `--lambdas-l1`) and `bart pics -S -R T:3:0:λ -i N` and amri's equivalents (same scaled
+//! data, λ and iteration count), and prints PSNR and SSIM (fastMRI definitions, magnitude,
+//! against the fully sampled image) and wall time as Markdown tables: one at `--lambda-l1` /
+//! `--lambda-tv` with SSIM and times, one with the l1-wavelet PSNR over the λ grid.
+//!
+//! amri's l1-wavelet runs with its defaults (BART's transform, shifts and FISTA order, see
+//! `amri_recon::app::l1_wavelet`; `--wavelet`, `--wavelet-def`, `--step`, `--bart-order`,
+//! `--seed` change them), and in the first table also as before #19 (orthonormal Daubechies-4,
+//! step 1, amri's FISTA order). BART is timed as a process (it reads and writes small files).
+//! amri's TV runs twice per case, with its default TV (Neumann boundary) and with BART's periodic
+//! TV (`TvDef::BART`), both compared with the one BART run; `--iters` is BART's `-i`, which for
 //! ADMM counts CG steps (applications of `A^H A`), and amri's `TvConfig::iterations` counts the
 //! same.
 //!
 //! ```text
 //! cargo run --release -p amri-recon --example bart_compare -- \
 //!     [--nifti sample-scans/colin27/t1_axial_val.nii.gz] [--slice 12] [--iters 100] \
-//!     [--lambda-l1 0.005] [--lambda-tv 0.005] [--tv-solver admm|pdhg] [--bart bart] \\
-//!     [--work /tmp/amri-bart]
+//!     [--lambda-l1 0.005] [--lambdas-l1 0.001,0.005,0.01] [--lambda-tv 0.005] \
+//!     [--phase smooth,zero] [--coils 1,8] [--masks rand4,rand8,equi4,equi8,pois4,pois8] \
+//!     [--methods l1,tv] [--tv-solver admm|pdhg] [--bart bart] [--work /tmp/amri-bart]
 //! ```
 
 use std::error::Error;
@@ -361,7 +368,12 @@ fn main() -> Result<(), Box<dyn Error>> {
                     // amri: l1-wavelet, or TV with its default definition (isotropic, Neumann)
                     // and with BART's (isotropic, periodic), both by ADMM with BART's settings
                     // and the same budget of A^H A applications as BART's `-i`.
-                    let variants: &[(&str, TvDef)] = if l1 {
+                    let variants: &[(&str, TvDef)] = if l1 && lambda == args.lambda_l1 {
+                        &[
+                            ("l1-wavelet", TvDef::BART),
+                            ("l1-wavelet, before #19 (orthonormal db4)", TvDef::BART),
+                        ]
+                    } else if l1 {
                         &[("l1-wavelet", TvDef::BART)]
                     } else {
                         &[
@@ -371,7 +383,19 @@ fn main() -> Result<(), Box<dyn Error>> {
                     };
                     for (label, def) in variants {
                         let t0 = Instant::now();
-                        let rec = if l1 {
+                        let rec = if l1 && label.contains("before") {
+                            let cfg = L1WaveletConfig {
+                                lambda,
+                                iterations: args.iters,
+                                wavelet: Wavelet::Db4,
+                                def: WaveletDef::Orthonormal,
+                                step: 1.0,
+                                bart_order: false,
+                                scaling: DataScaling::Fixed(s),
+                                ..L1WaveletConfig::default()
+                            };
+                            l1_wavelet(&ks, maps4.as_ref(), &cfg)?
+                        } else if l1 {
                             let cfg = L1WaveletConfig {
                                 lambda,
                                 iterations: args.iters,
@@ -454,7 +478,10 @@ fn main() -> Result<(), Box<dyn Error>> {
             .collect();
         println!("\n| image | coils | mask | {} |", head.join(" | "));
         println!("| --- | --- | --- |{}", " --- |".repeat(lams.len()));
-        let l1: Vec<&Row> = results.iter().filter(|r| r.l1).collect();
+        let l1: Vec<&Row> = results
+            .iter()
+            .filter(|r| r.l1 && r.label == "l1-wavelet")
+            .collect();
         let mut seen: Vec<(Phase, usize, String)> = Vec::new();
         for r in &l1 {
             let key = (r.phase, r.coils, r.mask.clone());
