@@ -1,12 +1,13 @@
 //! amri's l1-wavelet against BART v0.8.00 (tests/fixtures/bart_l1/make_bart_l1_fixture.sh):
 //! BART's Daubechies-2 transform (`bart wavelet`, `bart threshold`) on a 28×40 image, and
 //! `bart pics -S -l1 -r 0.01 -i 50` on a single-coil 32×32 Shepp–Logan phantom under a Poisson
-//! pattern, real-valued and with a smooth phase.
+//! pattern, real-valued and with a smooth phase; BART's data scale with an odd, off-centre
+//! calibration box.
 
 mod common;
 
 use amri_core::{KSpace, C32};
-use amri_recon::app::{l1_wavelet, DataScaling, L1WaveletConfig};
+use amri_recon::app::{bart_scaling, l1_wavelet, DataScaling, L1WaveletConfig};
 use amri_recon::thresh::soft_thresh;
 use amri_recon::wavelet::{BartWavelet2, Wavelet, WaveletDef};
 use ndarray::{Array2, Array4, Axis};
@@ -78,7 +79,7 @@ fn load_ksp(name: &str) -> KSpace {
         }
     });
     let measured = mask.iter().filter(|m| **m != 0.0).count();
-    assert!(measured > 200 && measured < 400, "{measured} samples");
+    assert!(measured > 200 && measured < 600, "{measured} samples");
     let mut ks = KSpace::new(Array4::from_shape_vec((1, 1, 32, 32), k).expect("shape"));
     ks.mask = Some(mask.insert_axis(Axis(0)));
     ks
@@ -127,4 +128,31 @@ fn real_valued_l1_wavelet_matches_bart_pics() {
 #[test]
 fn complex_l1_wavelet_matches_bart_pics() {
     check_against_pics("phase");
+}
+
+#[test]
+fn data_scale_matches_pics_with_an_odd_moved_calibration_box() {
+    // Complex phantom, BART x = amri columns 14..18 fully sampled (5, but BART's box is 4 wide
+    // and moved along x to the most energy): BART prints its calibration box and scale.
+    let ks = load_ksp("bart_l1/ksp_odd");
+    let txt = std::fs::read_to_string(common::fixture("bart_l1/scaling_odd.txt")).expect("txt");
+    assert!(txt.contains("size: 4x32x1, pos: 15x0x0"), "{txt}");
+    let want: f32 = txt
+        .lines()
+        .find_map(|l| l.strip_prefix("Scaling: "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("Scaling line")
+        .parse()
+        .expect("number");
+    let mask = ks
+        .mask
+        .as_ref()
+        .expect("mask")
+        .index_axis(Axis(0), 0)
+        .to_owned();
+    let got = bart_scaling(ks.data.index_axis(Axis(0), 0), mask.view());
+    assert!(
+        (got - want).abs() < 1e-4 * want,
+        "amri {got} vs BART {want}"
+    );
 }
