@@ -29,7 +29,7 @@
 //! inverse-transformed, coil-combined by root-sum-of-squares, divided by
 //! `sqrt(N_r N_c / (n_r n_c))`, and `s` is its 90th percentile magnitude, or its maximum when
 //! `max − p90 < 2 (p90 − median)` fails (checked against the value BART prints, see
-//! `tests/bart_fixture.rs`). amri's `λ` then acts on data of the same scale as BART's
+//! `tests/bart_fixture.rs` and `tests/bart_l1_fixture.rs`). amri's `λ` then acts on data of the same scale as BART's
 //! `pics -r λ`; BART uses the same unitary centred FFT (its `pics -S -l2` solution is
 //! reproduced to 1e-3), but BART v0.8's converged FISTA result depends on its step size, so
 //! equal λ gives close, not identical, images (see `docs/benchmarks.md`). BART's `pics` returns
