@@ -108,7 +108,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         masks: None,
         methods: vec!["l1".into(), "tv".into()],
         wavelet: Wavelet::Db2,
-        def: WaveletDef::Bart,
+        def: WaveletDef::Auto,
         step: 0.95,
         bart_order: true,
         seed: 0,

@@ -36,7 +36,7 @@
 //! [`BartWavelet2`] is the other transform here: BART v0.8's redundant one with half-sample
 //! symmetric boundaries, the one `pics -l1` thresholds (with Daubechies 2, 4 taps,
 //! `WAVELET_DAU2`). [`crate::app::l1_wavelet()`] uses it by default ([`WaveletDef::Bart`]) to
-//! reproduce `pics -l1`; [`Wavelet2`] is [`WaveletDef::Orthonormal`].
+//! reproduce `pics -l1` on k-space data; [`Wavelet2`] is [`WaveletDef::Orthonormal`].
 //!
 //! ```
 //! use amri_recon::wavelet::{Wavelet, Wavelet2};
@@ -609,9 +609,14 @@ impl Wavelet2 {
 /// Which wavelet ℓ1 penalty an l1-wavelet reconstruction uses (see [`crate::prox`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum WaveletDef {
-    /// BART v0.8's `pics -l1`: [`BartWavelet2`] (redundant, symmetric boundary, bands down to
-    /// 16 samples, every coefficient thresholded, shifts up to `2^(levels+1)`); [`crate::prox::BartL1Wavelet`].
+    /// [`WaveletDef::Bart`] on k-space data, [`WaveletDef::Orthonormal`] on image-domain
+    /// (inpainting) data, where BART has no counterpart and penalising the coarsest band darkens
+    /// the unmeasured pixels (see docs/benchmarks.md); [`WaveletDef::Bart`] for a bare operator.
     #[default]
+    Auto,
+    /// BART v0.8's `pics -l1`: [`BartWavelet2`] (redundant, symmetric boundary, bands down to
+    /// 16 samples, every coefficient thresholded, shifts up to `2^(levels+1)`);
+    /// [`crate::prox::BartL1Wavelet`].
     Bart,
     /// amri's orthonormal periodic [`Wavelet2`] (coarsest band ≥ 16 samples and not penalised,
     /// shifts below `2^levels`); [`crate::prox::L1Wavelet`], the exact prox for a fixed shift.
@@ -621,6 +626,7 @@ pub enum WaveletDef {
 impl fmt::Display for WaveletDef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            WaveletDef::Auto => "auto",
             WaveletDef::Bart => "bart",
             WaveletDef::Orthonormal => "orthonormal",
         })
@@ -630,14 +636,15 @@ impl fmt::Display for WaveletDef {
 impl FromStr for WaveletDef {
     type Err = ReconError;
 
-    /// Parses `bart` or `orthonormal` (case-insensitive).
+    /// Parses `auto`, `bart` or `orthonormal` (case-insensitive).
     fn from_str(s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(WaveletDef::Auto),
             "bart" => Ok(WaveletDef::Bart),
             "orthonormal" => Ok(WaveletDef::Orthonormal),
             _ => Err(ReconError::param(
                 "wavelet definition",
-                format!("expected bart or orthonormal, got `{s}`"),
+                format!("expected auto, bart or orthonormal, got `{s}`"),
             )),
         }
     }
