@@ -1,6 +1,7 @@
 //! Proximal operators `prox_{αg}(v) = argmin_u ½‖u − v‖² + α g(u)` as objects that own their
-//! work buffers (SigPy's `Prox` classes): [`L1`], [`L2Squared`], [`L1Wavelet`] (with BART-style
-//! random cycle spinning) and [`TotalVariation`]. Solvers take plain closures, so pass
+//! work buffers (SigPy's `Prox` classes): [`L1`], [`L2Squared`], [`L1Wavelet`] (orthonormal,
+//! with random cycle spinning), [`BartL1Wavelet`] (BART's `pics -l1` wavelet step) and
+//! [`TotalVariation`]. Solvers take plain closures, so pass
 //! `|a, x| p.apply(a, x)`.
 
 use amri_core::C32;
@@ -10,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::Result;
 use crate::thresh::{l1_norm, soft};
 use crate::tv::{tv, TvProx, TvProxConfig};
-use crate::wavelet::{Wavelet, Wavelet2};
+use crate::wavelet::{BartWavelet2, Wavelet, Wavelet2};
 
 /// A convex function `g` with a computable proximal map, acting on flat `[rows, cols]` images.
 pub trait Prox {
@@ -146,6 +147,114 @@ impl Prox for L1Wavelet {
     }
 }
 
+/// BART's random shift generator: glibc's `rand_r` (three steps of the LCG
+/// `s ← 1103515245 s + 12345` mod 2³², 11 + 10 + 10 bits of `s / 65536`) and BART's `rand_lim`,
+/// which draws uniformly from `0..=limit` by rejection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BartRng {
+    state: u32,
+}
+
+impl BartRng {
+    /// glibc's `RAND_MAX`.
+    pub const RAND_MAX: u32 = 2_147_483_647;
+
+    /// A generator with `rand_r` state `state` (BART's wavelet thresholding starts at 1).
+    pub fn new(state: u32) -> Self {
+        Self { state }
+    }
+
+    /// glibc's `rand_r`: the next value in `0..=RAND_MAX`.
+    pub fn rand_r(&mut self) -> u32 {
+        let mut next = self.state;
+        let step = |n: u32| n.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        next = step(next);
+        let mut result = (next / 65_536) % 2048;
+        next = step(next);
+        result = (result << 10) ^ ((next / 65_536) % 1024);
+        next = step(next);
+        result = (result << 10) ^ ((next / 65_536) % 1024);
+        self.state = next;
+        result
+    }
+
+    /// BART's `rand_lim(state, limit)`: uniform on `0..=limit` (`limit < RAND_MAX`).
+    pub fn below_or_at(&mut self, limit: usize) -> usize {
+        let limit = limit.min(Self::RAND_MAX as usize - 1) as u32;
+        let divisor = Self::RAND_MAX / (limit + 1);
+        loop {
+            let v = self.rand_r() / divisor;
+            if v <= limit {
+                return v as usize;
+            }
+        }
+    }
+}
+
+/// BART's wavelet ℓ1 step (`pics -l1`, v0.8's `prox_wavelet_thresh_create`):
+/// `x ← W⁺ soft(W S x, αλ)` with `W` BART's redundant transform ([`BartWavelet2`]), `W⁺` its
+/// synthesis, and *every* coefficient soft-thresholded, the coarsest approximation included.
+///
+/// With `cycle_spin` (the default, as `pics` without `-n`) each [`Prox::apply`] draws a circular
+/// shift `S` from `0..=max` per axis ([`BartWavelet2::max_shift`], 64 for 256 samples), the
+/// column shift first, by BART's generator ([`BartRng`], glibc's `rand_r` with BART's
+/// `rand_lim`) from the state `seed + 1`: seed 0 draws BART's own sequence (its state starts at
+/// 1). The frame is not tight, so this is BART's approximation of the prox of
+/// `g(x) = λ‖W x‖₁`, not its exact prox; [`Prox::value`] returns that `g` (no shift).
+#[derive(Clone, Debug)]
+pub struct BartL1Wavelet {
+    /// Weight `λ ≥ 0`.
+    pub lambda: f32,
+    /// Whether each application uses a new random circular shift.
+    pub cycle_spin: bool,
+    w: BartWavelet2,
+    rng: BartRng,
+    coefs: Vec<C32>,
+    work: Vec<C32>,
+}
+
+impl BartL1Wavelet {
+    /// BART's wavelet ℓ1 step for `[rows, cols]` images with cycle spinning drawn from `seed`.
+    pub fn new(rows: usize, cols: usize, wavelet: Wavelet, lambda: f32, seed: u64) -> Result<Self> {
+        let w = BartWavelet2::new(rows, cols, wavelet)?;
+        Ok(Self {
+            lambda,
+            cycle_spin: true,
+            coefs: vec![C32::new(0.0, 0.0); w.len()],
+            work: vec![C32::new(0.0, 0.0); w.work_len()],
+            w,
+            rng: BartRng::new((seed as u32).wrapping_add(1)),
+        })
+    }
+
+    /// The wavelet transform used.
+    pub fn transform(&self) -> &BartWavelet2 {
+        &self.w
+    }
+}
+
+impl Prox for BartL1Wavelet {
+    fn apply(&mut self, alpha: f32, x: &mut [C32]) {
+        let (mr, mc) = self.w.max_shift();
+        let shift = if self.cycle_spin {
+            // BART draws along its first dimension (amri's columns) first.
+            let dc = self.rng.below_or_at(mc);
+            let dr = self.rng.below_or_at(mr);
+            (dr, dc)
+        } else {
+            (0, 0)
+        };
+        self.w.forward(x, shift, &mut self.coefs, &mut self.work);
+        crate::thresh::soft_thresh(alpha * self.lambda, &mut self.coefs);
+        self.w.inverse(&self.coefs, shift, x, &mut self.work);
+    }
+
+    fn value(&mut self, x: &[C32]) -> f64 {
+        self.w.forward(x, (0, 0), &mut self.coefs, &mut self.work);
+        self.lambda as f64 * l1_norm(&self.coefs)
+    }
+}
+
 /// `g(x) = λ TV(x)`, isotropic total variation of a `[rows, cols]` image (see [`crate::tv`]);
 /// prox by Chambolle/FGP dual iterations with a warm start ([`TvProx`]).
 #[derive(Clone, Debug)]
@@ -223,6 +332,46 @@ mod tests {
         for (a, b) in kk.iter().zip(&k) {
             assert!((a - b).norm() < 1e-4);
         }
+    }
+
+    #[test]
+    fn bart_rng_is_glibc_rand_r() {
+        // Values of glibc's rand_r (libc.so.6 through Python's ctypes) from states 1 and 12345.
+        let mut r = BartRng::new(1);
+        let got: Vec<u32> = (0..5).map(|_| r.rand_r()).collect();
+        assert_eq!(
+            got,
+            [476707713, 1186278907, 505671508, 2137716191, 936145377]
+        );
+        assert_eq!(r, BartRng::new(2111915288));
+        let mut r = BartRng::new(12345);
+        let got: Vec<u32> = (0..3).map(|_| r.rand_r()).collect();
+        assert_eq!(got, [1036784229, 1520991917, 1373464794]);
+        // rand_lim: within 0..=limit, and every value is reached.
+        let mut r = BartRng::new(1);
+        let mut seen = [false; 17];
+        for _ in 0..2000 {
+            seen[r.below_or_at(16)] = true;
+        }
+        assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn bart_wavelet_step_is_identity_at_zero_threshold_and_shrinks() {
+        let (r, c) = (24, 20);
+        let v = rand_vec(r * c, 11);
+        let mut p = BartL1Wavelet::new(r, c, Wavelet::Db2, 0.0, 0).unwrap();
+        let mut u = v.clone();
+        p.apply(1.0, &mut u);
+        assert!(crate::alg::dist_sqr(&u, &v).sqrt() < 1e-4 * crate::alg::norm_sqr(&v).sqrt());
+        // A huge threshold zeroes every coefficient, the approximation included.
+        p.lambda = 1e6;
+        let mut u = v.clone();
+        p.apply(1.0, &mut u);
+        assert!(u.iter().all(|z| z.norm() < 1e-6));
+        // The shifts stay within BART's range and the seeded sequence is reproducible.
+        let (mr, mc) = p.transform().max_shift();
+        assert!(mr < r && mc < c);
     }
 
     #[test]

@@ -30,9 +30,13 @@
 //!
 //! # Levels
 //! [`default_levels`] follows BART's `minsize = 16`: as many levels as keep the coarsest band at
-//! least 16 samples along the shorter side (at least one level when both sides are ≥ 2). BART's
-//! `pics -l1` uses the Daubechies-2 wavelet (4 taps, `WAVELET_DAU2`); amri's
-//! [`crate::app::l1_wavelet()`] defaults to [`Wavelet::Db4`], and `Db2` is there to match BART.
+//! least 16 samples along the shorter side (at least one level when both sides are ≥ 2).
+//!
+//! # BART's transform
+//! [`BartWavelet2`] is the other transform here: BART v0.8's redundant one with half-sample
+//! symmetric boundaries, the one `pics -l1` thresholds (with Daubechies 2, 4 taps,
+//! `WAVELET_DAU2`). [`crate::app::l1_wavelet()`] uses it by default ([`WaveletDef::Bart`]) to
+//! reproduce `pics -l1` on k-space data; [`Wavelet2`] is [`WaveletDef::Orthonormal`].
 //!
 //! ```
 //! use amri_recon::wavelet::{Wavelet, Wavelet2};
@@ -602,6 +606,418 @@ impl Wavelet2 {
     }
 }
 
+/// Which wavelet ℓ1 penalty an l1-wavelet reconstruction uses (see [`crate::prox`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum WaveletDef {
+    /// [`WaveletDef::Bart`] on k-space data, [`WaveletDef::Orthonormal`] on image-domain
+    /// (inpainting) data, where BART has no counterpart and penalising the coarsest band darkens
+    /// the unmeasured pixels (see docs/benchmarks.md); [`WaveletDef::Bart`] for a bare operator.
+    #[default]
+    Auto,
+    /// BART v0.8's `pics -l1`: [`BartWavelet2`] (redundant, symmetric boundary, bands down to
+    /// 16 samples, every coefficient thresholded, shifts up to `2^(levels+1)`);
+    /// [`crate::prox::BartL1Wavelet`].
+    Bart,
+    /// amri's orthonormal periodic [`Wavelet2`] (coarsest band ≥ 16 samples and not penalised,
+    /// shifts below `2^levels`); [`crate::prox::L1Wavelet`], the exact prox for a fixed shift.
+    Orthonormal,
+}
+
+impl fmt::Display for WaveletDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WaveletDef::Auto => "auto",
+            WaveletDef::Bart => "bart",
+            WaveletDef::Orthonormal => "orthonormal",
+        })
+    }
+}
+
+impl FromStr for WaveletDef {
+    type Err = ReconError;
+
+    /// Parses `auto`, `bart` or `orthonormal` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(WaveletDef::Auto),
+            "bart" => Ok(WaveletDef::Bart),
+            "orthonormal" => Ok(WaveletDef::Orthonormal),
+            _ => Err(ReconError::param(
+                "wavelet definition",
+                format!("expected auto, bart or orthonormal, got `{s}`"),
+            )),
+        }
+    }
+}
+
+/// Smallest band BART's `pics -l1` decomposes further: an axis is transformed again while its
+/// band is at least `min(size, 16)` long (`minsize` in BART's `src/grecon/optreg.c`).
+pub const BART_MIN_BAND: usize = 16;
+
+/// One level of [`BartWavelet2`]: the approximation block `[r, c]` it transforms and whether it
+/// transforms along rows (axis 0) and columns (axis 1); bands are `(n + F − 1) / 2` long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BartLevel {
+    r: usize,
+    c: usize,
+    along_rows: bool,
+    along_cols: bool,
+}
+
+impl BartLevel {
+    /// Output block `[or, oc]`: the low halves first along each transformed axis.
+    fn out_shape(&self, f: usize) -> (usize, usize) {
+        let b = |n: usize, on: bool| if on { 2 * ((n + f - 1) / 2) } else { n };
+        (b(self.r, self.along_rows), b(self.c, self.along_cols))
+    }
+
+    /// The low-low block `[lr, lc]` (the next level's input).
+    fn low_shape(&self, f: usize) -> (usize, usize) {
+        let b = |n: usize, on: bool| if on { (n + f - 1) / 2 } else { n };
+        (b(self.r, self.along_rows), b(self.c, self.along_cols))
+    }
+}
+
+/// BART v0.8's multi-level 2-D wavelet transform (`src/wavelet/wavelet.c`, the one behind
+/// `pics -l1` and `bart wavelet`), for `[rows, cols]` images: a redundant frame, not an
+/// orthonormal basis.
+///
+/// # Convention
+/// One 1-D analysis step of a length-`n` signal with decomposition filters `h`, `g` of length
+/// `F` (PyWavelets' `dec_lo` / `dec_hi`, the same numbers as BART's `wavelet_dau2[0]`) gives
+/// bands of length `b = (n + F − 1) / 2` (integer division):
+///
+/// ```text
+/// a[j] = Σ_m h[m] x[e(2j + 1 − m)],   d[j] = Σ_m g[m] x[e(2j + 1 − m)],   j < b,
+/// e(t) = −t − 1 for t < 0,   2n − 1 − t for t ≥ n   (half-sample symmetric extension)
+/// ```
+///
+/// and the synthesis step is the transpose of the analysis *without* the extension,
+/// `x[t] = Σ_{2j+1−m = t} (h[m] a[j] + g[m] d[j])`; since every sample's full filter support is
+/// covered by the `b` coefficients, synthesis after analysis is the identity (perfect
+/// reconstruction), but the two are not adjoint (`‖W x‖ ≠ ‖x‖` near the edges).
+///
+/// The levels (BART's `fwt2` recursion): level 1 transforms the image along both axes (each
+/// axis of length ≥ `F`); every next level transforms the low-low block along those axes whose
+/// band from the previous level is still at least `min(size, 16)` ([`BART_MIN_BAND`]), and the
+/// recursion stops when no axis is left. A 256 × 256 image has 5 levels (bands 129, 66, 34, 18,
+/// 10), and its coarsest approximation is 10 × 10. The coefficients are laid out level by
+/// level, finest first, each level's block `[or, oc]` in row-major order without its low-low
+/// block, then the coarsest approximation: a different order from BART's, the same values.
+///
+/// Before the analysis the image is circularly shifted by `(dr, dc)`
+/// (`y[(i + dr) mod rows, (j + dc) mod cols] = x[i, j]`), and the synthesis shifts back, as
+/// BART's random cycle spinning does.
+#[derive(Clone, Debug)]
+pub struct BartWavelet2 {
+    rows: usize,
+    cols: usize,
+    wavelet: Wavelet,
+    levels: Vec<BartLevel>,
+    lo: Vec<f32>,
+    hi: Vec<f32>,
+    len: usize,
+}
+
+impl BartWavelet2 {
+    /// Plans BART's transform of `[rows, cols]` images with `wavelet` (BART's `pics -l1` uses
+    /// [`Wavelet::Db2`]); errors on an empty image.
+    pub fn new(rows: usize, cols: usize, wavelet: Wavelet) -> Result<Self> {
+        if rows == 0 || cols == 0 {
+            return Err(ReconError::param(
+                "shape",
+                format!("wavelet transform of an empty image [{rows}, {cols}]"),
+            ));
+        }
+        let f = wavelet.taps();
+        let band = |n: usize| (n + f - 1) / 2;
+        let (min_r, min_c) = (rows.min(BART_MIN_BAND), cols.min(BART_MIN_BAND));
+        // Level 1 transforms every axis long enough to shrink; later levels continue along an
+        // axis while its band stays ≥ min(size, 16) (and still shrinks).
+        let mut on = (rows >= f && rows >= 3, cols >= f && cols >= 3);
+        let (mut r, mut c) = (rows, cols);
+        let mut levels = Vec::new();
+        let mut len = 0;
+        while on.0 || on.1 {
+            let lvl = BartLevel {
+                r,
+                c,
+                along_rows: on.0,
+                along_cols: on.1,
+            };
+            let (or, oc) = lvl.out_shape(f);
+            let (lr, lc) = lvl.low_shape(f);
+            len += or * oc - lr * lc;
+            levels.push(lvl);
+            if on.0 {
+                on.0 = band(r) >= min_r && band(band(r)) < band(r);
+                r = band(r);
+            }
+            if on.1 {
+                on.1 = band(c) >= min_c && band(band(c)) < band(c);
+                c = band(c);
+            }
+        }
+        len += r * c;
+        let h = wavelet.dec_lo();
+        let g = wavelet.dec_hi();
+        Ok(Self {
+            rows,
+            cols,
+            wavelet,
+            levels,
+            lo: h.iter().map(|&v| v as f32).collect(),
+            hi: g.iter().map(|&v| v as f32).collect(),
+            len,
+        })
+    }
+
+    /// Image shape `[rows, cols]`.
+    pub fn shape(&self) -> [usize; 2] {
+        [self.rows, self.cols]
+    }
+
+    /// The wavelet used.
+    pub fn wavelet(&self) -> Wavelet {
+        self.wavelet
+    }
+
+    /// Number of decomposition levels (5 for 256 × 256 with [`Wavelet::Db2`]).
+    pub fn levels(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// Number of coefficients (more than `rows·cols`: the frame is redundant).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false (empty images are rejected by [`BartWavelet2::new`]).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Shape of the coarsest approximation (the last `r·c` coefficients).
+    pub fn approx_shape(&self) -> [usize; 2] {
+        match self.levels.last() {
+            Some(l) => {
+                let (r, c) = l.low_shape(self.lo.len());
+                [r, c]
+            }
+            None => [self.rows, self.cols],
+        }
+    }
+
+    /// The largest random shift along (rows, cols) that BART's cycle spinning draws:
+    /// `2^(k+1)` with `k` the number of levels that transform that axis (BART's
+    /// `wavelet_num_levels` of the axis alone), at most `size − 1`; shifts are uniform on
+    /// `0..=max`.
+    pub fn max_shift(&self) -> (usize, usize) {
+        let kr = self.levels.iter().filter(|l| l.along_rows).count();
+        let kc = self.levels.iter().filter(|l| l.along_cols).count();
+        let lim = |k: usize, n: usize| (1usize << (k + 1).min(30)).min(n.saturating_sub(1));
+        (lim(kr, self.rows), lim(kc, self.cols))
+    }
+
+    /// Length of the work buffer that [`BartWavelet2::forward`] and [`BartWavelet2::inverse`]
+    /// need.
+    pub fn work_len(&self) -> usize {
+        let (or, oc) = match self.levels.first() {
+            Some(l) => l.out_shape(self.lo.len()),
+            None => (self.rows, self.cols),
+        };
+        2 * or.max(self.rows) * oc.max(self.cols)
+    }
+
+    /// Coefficients of image `x` (`[rows, cols]` row-major) shifted by `shift`, into `coefs`
+    /// (length [`BartWavelet2::len`]), using `work` (at least [`BartWavelet2::work_len`]).
+    ///
+    /// # Panics
+    /// On a wrong `x`, `coefs` or `work` length.
+    pub fn forward(&self, x: &[C32], shift: (usize, usize), coefs: &mut [C32], work: &mut [C32]) {
+        assert_eq!(x.len(), self.rows * self.cols, "BartWavelet2 image length");
+        assert_eq!(coefs.len(), self.len, "BartWavelet2 coefficient length");
+        assert!(work.len() >= self.work_len(), "BartWavelet2 work too short");
+        let half = work.len() / 2;
+        let a = &mut work[..half];
+        let (dr, dc) = (shift.0 % self.rows, shift.1 % self.cols);
+        for (i, row) in x.chunks_exact(self.cols).enumerate() {
+            let pi = (i + dr) % self.rows;
+            let arow = &mut a[pi * self.cols..(pi + 1) * self.cols];
+            for (j, v) in row.iter().enumerate() {
+                arow[(j + dc) % self.cols] = *v;
+            }
+        }
+        self.forward_levels(work, coefs);
+    }
+
+    fn forward_levels(&self, work: &mut [C32], coefs: &mut [C32]) {
+        let f = self.lo.len();
+        let half = work.len() / 2;
+        let (a, b) = work.split_at_mut(half);
+        let mut pos = 0;
+        for lvl in &self.levels {
+            let (r, c) = (lvl.r, lvl.c);
+            let (or, oc) = lvl.out_shape(f);
+            let (lr, lc) = lvl.low_shape(f);
+            // a holds [r, c]; along columns into b as [r, oc].
+            if lvl.along_cols {
+                let bc = oc / 2;
+                for i in 0..r {
+                    let src = &a[i * c..(i + 1) * c];
+                    let dst = &mut b[i * oc..(i + 1) * oc];
+                    for j in 0..bc {
+                        let (mut lo, mut hi) = (C32::new(0.0, 0.0), C32::new(0.0, 0.0));
+                        for (m, (&h, &g)) in self.lo.iter().zip(&self.hi).enumerate() {
+                            let v = src[sym(2 * j as isize + 1 - m as isize, c)];
+                            lo += v * h;
+                            hi += v * g;
+                        }
+                        dst[j] = lo;
+                        dst[bc + j] = hi;
+                    }
+                }
+            } else {
+                b[..r * c].copy_from_slice(&a[..r * c]);
+            }
+            // b holds [r, oc]; along rows into a as [or, oc].
+            if lvl.along_rows {
+                let br = or / 2;
+                a[..or * oc].fill(C32::new(0.0, 0.0));
+                for k in 0..br {
+                    for (m, (&h, &g)) in self.lo.iter().zip(&self.hi).enumerate() {
+                        let s = sym(2 * k as isize + 1 - m as isize, r);
+                        let (top, bot) = a.split_at_mut((br + k) * oc);
+                        let lrow = &mut top[k * oc..(k + 1) * oc];
+                        let hrow = &mut bot[..oc];
+                        let srow = &b[s * oc..(s + 1) * oc];
+                        for ((l, hh), v) in lrow.iter_mut().zip(hrow.iter_mut()).zip(srow) {
+                            *l += v * h;
+                            *hh += v * g;
+                        }
+                    }
+                }
+            } else {
+                a[..or * oc].copy_from_slice(&b[..or * oc]);
+            }
+            // Emit all but the low-low block; the low-low block becomes the next input.
+            for i in 0..or {
+                let row = &a[i * oc..(i + 1) * oc];
+                let start = if i < lr { lc } else { 0 };
+                let n = oc - start;
+                coefs[pos..pos + n].copy_from_slice(&row[start..]);
+                pos += n;
+            }
+            for i in 0..lr {
+                let (src, dst) = (i * oc, i * lc);
+                a.copy_within(src..src + lc, dst);
+            }
+        }
+        let [ar, ac] = self.approx_shape();
+        coefs[pos..pos + ar * ac].copy_from_slice(&a[..ar * ac]);
+        debug_assert_eq!(pos + ar * ac, self.len);
+    }
+
+    /// Image `x` (`[rows, cols]`) from coefficients `coefs`: synthesis level by level, coarsest
+    /// first, then the shift back (see the type docs).
+    ///
+    /// # Panics
+    /// On a wrong `x`, `coefs` or `work` length.
+    pub fn inverse(&self, coefs: &[C32], shift: (usize, usize), x: &mut [C32], work: &mut [C32]) {
+        assert_eq!(x.len(), self.rows * self.cols, "BartWavelet2 image length");
+        assert_eq!(coefs.len(), self.len, "BartWavelet2 coefficient length");
+        assert!(work.len() >= self.work_len(), "BartWavelet2 work too short");
+        let f = self.lo.len();
+        let half = work.len() / 2;
+        let (a, b) = work.split_at_mut(half);
+        let [ar, ac] = self.approx_shape();
+        let mut pos = self.len - ar * ac;
+        // a holds the current approximation [lr, lc].
+        a[..ar * ac].copy_from_slice(&coefs[pos..]);
+        for lvl in self.levels.iter().rev() {
+            let (r, c) = (lvl.r, lvl.c);
+            let (or, oc) = lvl.out_shape(f);
+            let (lr, lc) = lvl.low_shape(f);
+            let n_lvl = or * oc - lr * lc;
+            pos -= n_lvl;
+            // Assemble the block [or, oc] in b: low-low from a, the rest from coefs.
+            let mut p = pos;
+            for i in 0..or {
+                let row = &mut b[i * oc..(i + 1) * oc];
+                let start = if i < lr {
+                    row[..lc].copy_from_slice(&a[i * lc..(i + 1) * lc]);
+                    lc
+                } else {
+                    0
+                };
+                let n = oc - start;
+                row[start..].copy_from_slice(&coefs[p..p + n]);
+                p += n;
+            }
+            // Along rows: b [or, oc] -> a [r, oc].
+            if lvl.along_rows {
+                let br = or / 2;
+                a[..r * oc].fill(C32::new(0.0, 0.0));
+                for k in 0..br {
+                    for (m, (&h, &g)) in self.lo.iter().zip(&self.hi).enumerate() {
+                        let t = 2 * k as isize + 1 - m as isize;
+                        if t < 0 || t >= r as isize {
+                            continue;
+                        }
+                        let t = t as usize;
+                        let (lrow, hrow) = (
+                            &b[k * oc..(k + 1) * oc],
+                            &b[(br + k) * oc..(br + k + 1) * oc],
+                        );
+                        let out = &mut a[t * oc..(t + 1) * oc];
+                        for ((o, l), hh) in out.iter_mut().zip(lrow).zip(hrow) {
+                            *o += l * h + hh * g;
+                        }
+                    }
+                }
+            } else {
+                a[..r * oc].copy_from_slice(&b[..r * oc]);
+            }
+            // Along columns: a [r, oc] -> b [r, c], then back to a.
+            if lvl.along_cols {
+                let bc = oc / 2;
+                for i in 0..r {
+                    let src = &a[i * oc..(i + 1) * oc];
+                    let dst = &mut b[i * c..(i + 1) * c];
+                    dst.fill(C32::new(0.0, 0.0));
+                    for j in 0..bc {
+                        let (lo, hi) = (src[j], src[bc + j]);
+                        for (m, (&h, &g)) in self.lo.iter().zip(&self.hi).enumerate() {
+                            let t = 2 * j as isize + 1 - m as isize;
+                            if t >= 0 && (t as usize) < c {
+                                dst[t as usize] += lo * h + hi * g;
+                            }
+                        }
+                    }
+                }
+                a[..r * c].copy_from_slice(&b[..r * c]);
+            }
+        }
+        debug_assert_eq!(pos, 0);
+        let (dr, dc) = (shift.0 % self.rows, shift.1 % self.cols);
+        for i in 0..self.rows {
+            let pi = (i + dr) % self.rows;
+            for j in 0..self.cols {
+                x[i * self.cols + j] = a[pi * self.cols + (j + dc) % self.cols];
+            }
+        }
+    }
+}
+
+/// Half-sample symmetric extension of index `t` into `0..n` (BART's `coord`, one reflection).
+#[inline]
+fn sym(t: isize, n: usize) -> usize {
+    let n = n as isize;
+    let t = if t < 0 { -t - 1 } else { t };
+    let t = if t >= n { 2 * n - 1 - t } else { t };
+    t.clamp(0, n - 1) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -725,6 +1141,44 @@ mod tests {
         t.pad(&xs, &mut buf, (3, 6));
         t.crop(&buf, &mut y, (3, 6));
         assert_eq!(xs, y);
+    }
+
+    #[test]
+    fn bart_levels_follow_bart_minsize() {
+        // BART's bands (n + 3) / 2 for db2: 256 → 129 → 66 → 34 → 18 → 10.
+        let w = BartWavelet2::new(256, 256, Wavelet::Db2).unwrap();
+        assert_eq!(w.levels(), 5);
+        assert_eq!(w.approx_shape(), [10, 10]);
+        assert_eq!(w.max_shift(), (64, 64));
+        // 320 → 161 → 82 → 42 → 22 → 12 rows, 64 → 33 → 18 → 10 columns (3 levels).
+        let w = BartWavelet2::new(320, 64, Wavelet::Db2).unwrap();
+        assert_eq!(w.levels(), 5);
+        assert_eq!(w.approx_shape(), [12, 10]);
+        assert_eq!(w.max_shift(), (64, 16));
+        assert!(BartWavelet2::new(0, 8, Wavelet::Db2).is_err());
+    }
+
+    #[test]
+    fn bart_transform_reconstructs_perfectly() {
+        for (r, c) in [(256, 256), (13, 10), (31, 17), (64, 48), (3, 40), (1, 9)] {
+            for w in [Wavelet::Haar, Wavelet::Db2, Wavelet::Db4] {
+                let t = BartWavelet2::new(r, c, w).unwrap();
+                let x: Vec<C32> = rand_image(r, c, (r * 7 + c) as u64)
+                    .iter()
+                    .copied()
+                    .collect();
+                let mut co = vec![C32::new(0.0, 0.0); t.len()];
+                let mut work = vec![C32::new(0.0, 0.0); t.work_len()];
+                let shift = (r / 3, c / 2);
+                t.forward(&x, shift, &mut co, &mut work);
+                assert!(t.len() >= r * c);
+                let mut back = vec![C32::new(0.0, 0.0); r * c];
+                t.inverse(&co, shift, &mut back, &mut work);
+                for (a, b) in back.iter().zip(&x) {
+                    assert!((a - b).norm() < 1e-4, "{w} {r}x{c}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use amri_recon::app::{
     cg_sense, data_domain, image_scaling, l1_wavelet, tv_recon, zero_filled, CgSenseConfig,
     DataDomain, L1WaveletConfig, TvConfig,
 };
+use amri_recon::wavelet::WaveletDef;
 use amri_recon::ReconError;
 use ndarray::{Array2, Array4, Axis};
 
@@ -91,6 +92,19 @@ fn tv_and_l1_inpainting_beat_the_masked_image_on_a_phantom() {
     .expect("l1");
     let e_l1 = common::rel_err(flat(&l1.images), flat(&truth));
     eprintln!("relative error: l1-wavelet {e_l1:.3}");
+    // The default (WaveletDef::Auto) inpaints with the orthonormal wavelet.
+    let ortho = l1_wavelet(
+        &ks,
+        None,
+        &L1WaveletConfig {
+            lambda: 0.02,
+            iterations: 300,
+            def: WaveletDef::Orthonormal,
+            ..L1WaveletConfig::default()
+        },
+    )
+    .expect("l1");
+    assert_eq!(flat(&ortho.images), flat(&l1.images));
     assert!(
         e_l1 < 0.5 * zf,
         "l1-wavelet inpainting error {e_l1} vs masked {zf}"

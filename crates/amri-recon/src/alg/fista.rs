@@ -23,6 +23,13 @@ pub struct FistaConfig {
     /// Adaptive gradient restart (O'Donoghue & Candès 2015): reset the momentum when
     /// `Re<z_k − x_{k+1}, x_{k+1} − x_k> > 0`. Off by default (plain FISTA, like BART).
     pub restart: bool,
+    /// BART's loop order (v0.8's `fista`, `src/iter/italgos.c`): each iteration is prox,
+    /// momentum, gradient step, starting with the prox of the initial `x` and returning the last
+    /// gradient step `w_K = y_K − α ∇f(y_K)` (not a prox output). The prox outputs are those of
+    /// the standard order when the prox maps the initial `x` to itself (e.g. `x = 0` for ℓ1
+    /// penalties); the prox is applied `iterations` times, once more than the standard order
+    /// uses for the same number of gradients. Off by default.
+    pub bart_order: bool,
 }
 
 impl Default for FistaConfig {
@@ -32,6 +39,7 @@ impl Default for FistaConfig {
             tol: 0.0,
             step: 1.0,
             restart: false,
+            bart_order: false,
         }
     }
 }
@@ -75,6 +83,9 @@ where
         return Ok(log);
     }
     let alpha = cfg.step;
+    if cfg.bart_order {
+        return fista_bart_order(grad, prox, x, cfg, objective, callback, log);
+    }
     let mut z = x.to_vec();
     let mut x_old = vec![C32::new(0.0, 0.0); n];
     let mut g = vec![C32::new(0.0, 0.0); n];
@@ -119,6 +130,73 @@ where
     Ok(log)
 }
 
+/// [`fista()`] in BART's loop order ([`FistaConfig::bart_order`]): `p_k = prox(w_{k−1})`,
+/// `y_k = p_k + β_k (p_k − p_{k−1})`, `w_k = y_k − α ∇f(y_k)`, `w_0 = p_0 = x`; returns `w_K`.
+/// The log reports the prox outputs `p_k` (objective, change) and the gradient mapping
+/// `‖y_{k−1} − p_k‖ / α`.
+fn fista_bart_order<G, P, F>(
+    mut grad: G,
+    mut prox: P,
+    x: &mut [C32],
+    cfg: &FistaConfig,
+    mut objective: Objective<'_>,
+    mut callback: F,
+    mut log: SolveLog,
+) -> Result<SolveLog>
+where
+    G: FnMut(&[C32], &mut [C32]),
+    P: FnMut(f32, &mut [C32]),
+    F: FnMut(&IterInfo) -> ControlFlow<()>,
+{
+    let n = x.len();
+    let alpha = cfg.step;
+    // x holds w (the point the prox is applied to); p the prox outputs; y the momentum point.
+    let mut p = x.to_vec();
+    let mut p_old = x.to_vec();
+    let mut y = x.to_vec();
+    let mut g = vec![C32::new(0.0, 0.0); n];
+    let mut t = 1.0f64;
+    for it in 1..=cfg.iterations {
+        p.copy_from_slice(x);
+        prox(alpha, &mut p);
+        let t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t).sqrt());
+        let mut beta = ((t - 1.0) / t_new) as f32;
+        let (mut dx2, mut pn2, mut gm2, mut restart_dot) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+        for ((pi, yi), po) in p.iter().zip(&y).zip(&p_old) {
+            let dx = pi - po;
+            let gm = yi - pi;
+            dx2 += dx.norm_sqr() as f64;
+            pn2 += pi.norm_sqr() as f64;
+            gm2 += gm.norm_sqr() as f64;
+            restart_dot += (gm.re * dx.re + gm.im * dx.im) as f64;
+        }
+        check_finite("iterate of fista", pn2)?;
+        t = t_new;
+        if cfg.restart && restart_dot > 0.0 {
+            t = 1.0;
+            beta = 0.0;
+        }
+        for ((yi, pi), po) in y.iter_mut().zip(&p).zip(&p_old) {
+            *yi = pi + (pi - po) * beta;
+        }
+        p_old.copy_from_slice(&p);
+        grad(&y, &mut g);
+        for ((xi, yi), gi) in x.iter_mut().zip(&y).zip(&g) {
+            *xi = yi - gi * alpha;
+        }
+        let info = IterInfo {
+            iter: it,
+            objective: objective.as_mut().map(|f| f(&p)),
+            residual: gm2.sqrt() / alpha as f64,
+            rel_change: rel(dx2, pn2),
+        };
+        if log.record(info, &mut callback, info.rel_change < cfg.tol) {
+            break;
+        }
+    }
+    Ok(log)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +220,7 @@ mod tests {
             tol: 0.0,
             step: 1.0,
             restart: false,
+            bart_order: false,
         };
         let grad = |v: &[C32], o: &mut [C32]| {
             for i in 0..4 {
@@ -181,6 +260,47 @@ mod tests {
     }
 
     #[test]
+    fn bart_order_reaches_the_lasso_solution_and_returns_a_gradient_step() {
+        // Same diagonal lasso as above: the prox of the returned gradient step is the closed
+        // form, and the returned point is not itself thresholded.
+        let d = [1.0f32, 0.5, 0.8];
+        let y = [C32::new(2.0, 1.0), C32::new(-0.3, 0.1), C32::new(0.0, -1.5)];
+        let lam = 0.2f32;
+        let cfg = FistaConfig {
+            iterations: 3000,
+            tol: 0.0,
+            step: 0.95,
+            restart: false,
+            bart_order: true,
+        };
+        let grad = |v: &[C32], o: &mut [C32]| {
+            for i in 0..3 {
+                o[i] = (v[i] * d[i] - y[i]) * d[i];
+            }
+        };
+        let mut x = [C32::new(0.0, 0.0); 3];
+        fista(
+            grad,
+            |a, v| soft_thresh(a * lam, v),
+            &mut x,
+            &cfg,
+            None,
+            no_callback,
+        )
+        .unwrap();
+        let mut p = x;
+        soft_thresh(0.95 * lam, &mut p);
+        for i in 0..3 {
+            let mut v = [y[i] * d[i]];
+            soft_thresh(lam, &mut v);
+            let want = v[0] / (d[i] * d[i]);
+            assert!((p[i] - want).norm() < 1e-3, "{i}: {} vs {want}", p[i]);
+        }
+        // y[1] is thresholded to zero, but the gradient step left it non-zero.
+        assert!(p[1].norm() < 1e-6 && x[1].norm() > 1e-3);
+    }
+
+    #[test]
     fn restart_and_tolerance_stop_early() {
         // Smooth quadratic, g = 0: converges, and tol stops it.
         let mut x = [C32::new(3.0, -2.0); 8];
@@ -189,6 +309,7 @@ mod tests {
             tol: 1e-6,
             step: 0.5,
             restart: true,
+            bart_order: false,
         };
         let log = fista(
             |v, o| o.copy_from_slice(v),

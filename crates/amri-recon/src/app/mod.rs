@@ -25,10 +25,11 @@
 //! Every method solves its problem for scaled data `y / s` and returns `s · x̂`, so images are
 //! in the units of the input. With [`DataScaling::Bart`] (the default) `s` is BART's
 //! `estimate_scaling` (`pics` without `-S`): the fully sampled centre of k-space (at most
-//! 32 × 32, even sizes) is inverse-transformed, coil-combined by root-sum-of-squares, divided by
+//! 32 × 32, found and placed as BART's `calib_geom` does, see [`bart_scaling`]) is
+//! inverse-transformed, coil-combined by root-sum-of-squares, divided by
 //! `sqrt(N_r N_c / (n_r n_c))`, and `s` is its 90th percentile magnitude, or its maximum when
 //! `max − p90 < 2 (p90 − median)` fails (checked against the value BART prints, see
-//! `tests/bart_fixture.rs`). amri's `λ` then acts on data of the same scale as BART's
+//! `tests/bart_fixture.rs` and `tests/bart_l1_fixture.rs`). amri's `λ` then acts on data of the same scale as BART's
 //! `pics -r λ`; BART uses the same unitary centred FFT (its `pics -S -l2` solution is
 //! reproduced to 1e-3), but BART v0.8's converged FISTA result depends on its step size, so
 //! equal λ gives close, not identical, images (see `docs/benchmarks.md`). BART's `pics` returns
@@ -233,46 +234,64 @@ pub fn slice_operator(
 
 /// BART's `estimate_scaling` for one slice of k-space `[coil, row, col]` with mask
 /// `[row, col]` (see the module docs); 1 when the data are zero.
+///
+/// The calibration region is BART v0.8's `calib_geom` (`src/misc/mri.c`) with BART's axes
+/// `x = col` (its readout) and `y = row`: within the central `min(rows, 32)` rows, a box that
+/// starts at one sample at `((cols − 1)/2, (r − 1)/2)` grows by one sample along x, then y,
+/// alternately, kept at `((n − size)/2)` along each axis, while every sample in it is measured and
+/// no side exceeds 32 (odd sizes included); then the box moves along x to the position of most
+/// energy (all coils, the first maximum).
 pub fn bart_scaling(kspace: ArrayView3<C32>, mask: ArrayView2<f32>) -> f32 {
     let (coils, rows, cols) = kspace.dim();
-    let sampled = |i: usize, j: usize| mask[[i, j]] != 0.0;
-    // Largest centred fully sampled extent along each axis (even, ≤ 32), through the centre.
-    let extent = |len: usize, along_rows: bool| -> usize {
-        let centre = len / 2;
-        let mut best = 0;
-        let mut n = 1;
-        while n <= len.min(32) {
-            let start = centre - n / 2;
-            let ok = (start..start + n).all(|t| {
-                if along_rows {
-                    sampled(t, cols / 2)
-                } else {
-                    sampled(rows / 2, t)
-                }
-            });
-            if !ok {
-                break;
-            }
-            if n % 2 == 0 || len == 1 {
-                best = n;
-            }
-            n += 1;
-        }
-        best
-    };
-    let (nr, nc) = if rows == 0 || cols == 0 {
-        (0, 0)
-    } else {
-        (extent(rows, true), extent(cols, false))
-    };
-    let (r0, c0, nr, nc) = if nr == 0 || nc == 0 {
-        (0, 0, rows, cols) // no calibration region: use all of k-space
-    } else {
-        (rows / 2 - nr / 2, cols / 2 - nc / 2, nr, nc)
-    };
-    if nr == 0 || nc == 0 {
+    if coils == 0 || rows == 0 || cols == 0 {
         return 1.0;
     }
+    let sampled = |i: usize, j: usize| mask[[i, j]] != 0.0;
+    // BART's dims: 0 = x = cols (readout), 1 = y = rows restricted to the central 32.
+    let t1 = rows.min(32);
+    let off1 = (rows - t1) / 2;
+    let dims = [cols, t1];
+    let mut cal = [1usize, 1];
+    let mut pos = [(cols - 1) / 2, (t1 - 1) / 2];
+    let mut stop = [false, false];
+    let all_measured = |cal: [usize; 2], pos: [usize; 2]| {
+        (0..cal[1]).all(|b| (0..cal[0]).all(|a| sampled(off1 + pos[1] + b, pos[0] + a)))
+    };
+    while !(stop[0] && stop[1]) {
+        for i in 0..2 {
+            if cal[i] == dims[i] || cal[i] >= 32 {
+                stop[i] = true;
+            }
+            if stop[i] {
+                continue;
+            }
+            cal[i] += 1;
+            pos[i] = (dims[i] - cal[i]) / 2;
+            if !all_measured(cal, pos) {
+                cal[i] -= 1;
+                pos[i] = (dims[i] - cal[i]) / 2;
+                stop[i] = true;
+            }
+        }
+    }
+    // Along the readout: the position of most energy.
+    let r0 = off1 + pos[1];
+    let (nc, nr) = (cal[0], cal[1]);
+    let mut best = (0usize, 0.0f64);
+    for c0 in 0..=cols - nc {
+        let mut e = 0.0f64;
+        for c in 0..coils {
+            for i in r0..r0 + nr {
+                for j in c0..c0 + nc {
+                    e += kspace[[c, i, j]].norm_sqr() as f64;
+                }
+            }
+        }
+        if e > best.1 {
+            best = (c0, e);
+        }
+    }
+    let c0 = best.0;
     let fft = amri_core::fft::Fft2::new(nr, nc);
     let mut rss = vec![0.0f32; nr * nc];
     let mut buf = vec![C32::new(0.0, 0.0); nr * nc];
