@@ -90,7 +90,7 @@ fn shape_of(ds: &Dataset) -> Vec<usize> {
 }
 
 /// Reads a real (integer, bool/enum, float) dataset as f32 in C order.
-fn read_real(path: &Path, name: &str, ds: &Dataset) -> Result<ArrayD<f32>> {
+pub(crate) fn read_real(path: &Path, name: &str, ds: &Dataset) -> Result<ArrayD<f32>> {
     let dt = ds.dtype().clone();
     let sz = dtype_size(&dt)
         .filter(|_| !matches!(dt, Datatype::Compound { .. }))
@@ -118,7 +118,11 @@ fn read_real(path: &Path, name: &str, ds: &Dataset) -> Result<ArrayD<f32>> {
 }
 
 /// Reads a complex dataset (compound of two floats named `r`/`i` or `real`/`imag`).
-fn read_complex(path: &Path, name: &str, ds: &Dataset) -> Result<(ArrayD<C32>, &'static str)> {
+pub(crate) fn read_complex(
+    path: &Path,
+    name: &str,
+    ds: &Dataset,
+) -> Result<(ArrayD<C32>, &'static str)> {
     let dt = ds.dtype().clone();
     let bad = || {
         IoError::unsupported(

@@ -203,6 +203,43 @@ fn reverse_readouts_written_by_the_python_package_read_as_the_forward_file() {
     assert!(err < 1e-5 * scale, "{err} vs {scale}");
 }
 
+#[test]
+fn counters_map_onto_slices_in_the_documented_order_and_averages_are_meaned() {
+    // counters.h5 (written by the Python package): lines ky 6..=9 of full.h5's coil 0 for
+    // 2 averages x 2 slices x 2 contrasts, scaled by (1 + 2*contrast + slice) * (1.5 | 0.5).
+    let e = &expected()["counters.h5"];
+    let acqs = e["acquisitions"].as_array().unwrap();
+    assert_eq!(acqs.len(), 32);
+    assert!(acqs.iter().any(|a| a["average"] == 1 && a["contrast"] == 1));
+    let full = read("full.h5");
+    let k = read("counters.h5");
+    let [ns, nc, nr, ncol] = k.shape4();
+    assert_eq!((ns, nc, nr, ncol), (4, 1, 16, 16));
+    assert!(k.attributes["ismrmrd_slice_order"].contains("contrasts 2, slices 2"));
+    assert!(k.attributes["ismrmrd_averages_combined"].contains("2"));
+    let mask = k.mask.as_ref().unwrap();
+    for i in 0..ns {
+        // amri slice = contrast * 2 + slice, and the average is the mean: factor 1 + i.
+        let factor = (1 + i) as f32;
+        for col in 0..ncol {
+            let measured = (6..=9).contains(&col);
+            assert_eq!(mask[[i, 0, col]], if measured { 1.0 } else { 0.0 });
+            for r in 0..nr {
+                let want = if measured {
+                    full.data[[0, 0, r, col]] * factor
+                } else {
+                    C32::new(0.0, 0.0)
+                };
+                let got = k.data[[i, 0, r, col]];
+                assert!(
+                    (got - want).norm() <= 1e-5 * (1.0 + want.norm()),
+                    "slice {i} ({r}, {col}): {got} vs {want}"
+                );
+            }
+        }
+    }
+}
+
 /// A k-space whose every value shows its index, with a column mask per slice, noise and
 /// geometry.
 fn test_kspace() -> KSpace {
@@ -232,6 +269,14 @@ fn test_kspace() -> KSpace {
     }));
     k.affine = Affine::from_spacing([1.5, 2.0, 3.0]);
     k.attributes.insert("acs_cols".into(), "2-3".into());
+    k.attributes
+        .insert("protocol".into(), "brain <r4> & \"quoted\"".into());
+    k.reference = Some(Array3::from_shape_fn((ns, nr, ncol), |(s, r, c)| {
+        (s * 100 + r * 10 + c) as f32 / 3.0
+    }));
+    k.sensitivities = Some(Array4::from_shape_fn((ns, nc, nr, ncol), |(s, c, r, k)| {
+        C32::new((s + c) as f32 * 0.5, (r as f32 - k as f32) * 0.125)
+    }));
     k
 }
 
@@ -256,6 +301,10 @@ fn amri_written_file_reads_back_identically() {
         back.affine
     );
     assert_eq!(back.attributes["acs_cols"], "2-3");
+    // amri's extras: attributes as XML user parameters, reference and maps as extra datasets.
+    assert_eq!(back.attributes["protocol"], k.attributes["protocol"]);
+    assert_eq!(back.reference, k.reference);
+    assert_eq!(back.sensitivities, k.sensitivities);
     assert!(!back.attributes.contains_key("readout_oversampling_removed"));
     // No partial file left behind.
     let names: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();

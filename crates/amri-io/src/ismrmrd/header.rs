@@ -48,6 +48,8 @@ pub struct Header {
     pub calibration_mode: Option<String>,
     /// Patient-free descriptive fields, as `(attribute key, text)` for [`crate::Scan`] attributes.
     pub info: Vec<(String, String)>,
+    /// `userParameters/userParameterString` entries `(name, value)`.
+    pub user: Vec<(String, String)>,
 }
 
 /// First child element of `n` whose local name is `name`.
@@ -211,7 +213,21 @@ pub fn parse(xml: &str) -> Result<Header, String> {
             info.push((key.to_string(), t.chars().take(200).collect()));
         }
     }
+    let user = child(root, "userParameters")
+        .map(|u| {
+            u.children()
+                .filter(|c| c.is_element() && c.tag_name().name() == "userParameterString")
+                .filter_map(|c| {
+                    Some((
+                        text(c, &["name"])?.to_string(),
+                        text(c, &["value"]).unwrap_or("").to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Header {
+        user,
         encoded,
         recon,
         ky,
@@ -238,6 +254,25 @@ pub struct WriteHeader {
     pub h1_hz: u64,
     /// Acceleration factor along phase encode 1 to record, if the data are undersampled.
     pub acceleration: Option<u64>,
+    /// `userParameters/userParameterString` entries `(name, value)`.
+    pub user: Vec<(String, String)>,
+}
+
+/// Text with XML's five special characters escaped.
+fn escape(t: &str) -> String {
+    let mut o = String::with_capacity(t.len());
+    for ch in t.chars() {
+        match ch {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
+            c => o.push(c),
+        }
+    }
+    o
 }
 
 /// The XML header text for `h` (schema version 2 elements, namespace `http://www.ismrm.org/ISMRMRD`).
@@ -279,7 +314,20 @@ pub fn to_xml(h: &WriteHeader) -> String {
             "    <parallelImaging>\n      <accelerationFactor>\n        <kspace_encoding_step_1>{r}</kspace_encoding_step_1>\n        <kspace_encoding_step_2>1</kspace_encoding_step_2>\n      </accelerationFactor>\n    </parallelImaging>\n"
         );
     }
-    s.push_str("  </encoding>\n</ismrmrdHeader>\n");
+    s.push_str("  </encoding>\n");
+    if !h.user.is_empty() {
+        s.push_str("  <userParameters>\n");
+        for (name, value) in &h.user {
+            let _ = write!(
+                s,
+                "    <userParameterString>\n      <name>{}</name>\n      <value>{}</value>\n    </userParameterString>\n",
+                escape(name),
+                escape(value)
+            );
+        }
+        s.push_str("  </userParameters>\n");
+    }
+    s.push_str("</ismrmrdHeader>\n");
     s
 }
 
@@ -303,8 +351,10 @@ mod tests {
             },
             h1_hz: 63_500_000,
             acceleration: Some(4),
+            user: vec![("amri.note".into(), "a < b & \"c\"".into())],
         };
         let h = parse(&to_xml(&w)).expect("parses");
+        assert_eq!(h.user, w.user);
         assert_eq!(h.encoded, w.space);
         assert_eq!(h.recon, w.space);
         assert_eq!(h.ky, Some(w.ky));

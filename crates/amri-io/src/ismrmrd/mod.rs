@@ -45,7 +45,10 @@
 //! `kspace_encode_step_1` = column, `slice` counter = amri slice, `FIRST/LAST_IN_SLICE` and
 //! `LAST_IN_MEASUREMENT` flags, columns inside `acs_cols` flagged as calibration-and-imaging),
 //! preceded by the noise samples as noise readouts. Geometry goes into the direction and
-//! position fields. Reference image and coil maps are not part of ISMRMRD and are not written.
+//! position fields. amri's attributes (protocol, seed, ...) go into the header's
+//! `userParameters` as `userParameterString` entries named `amri.<key>`; a reference image and
+//! coil maps go into the datasets [`REFERENCE`] and [`SENSITIVITIES`] beside `xml` and `data`,
+//! which other ISMRMRD tools ignore. The reader takes all three back when their shapes fit.
 
 mod header;
 mod write;
@@ -63,6 +66,23 @@ use ndarray::{s, Array2, Array3, Array4};
 
 use crate::hdf5::{decode_num, dtype_size, h5err, MAX_EXPANSION};
 use crate::{IoError, Result, Scan};
+
+/// Dataset beside `xml` and `data` holding amri's reference image, float32 `[slice, row, col]`.
+pub const REFERENCE: &str = "amri_reference";
+/// Dataset beside `xml` and `data` holding amri's coil maps, `{real, imag}` float32
+/// `[slice, coil, row, col]`.
+pub const SENSITIVITIES: &str = "amri_sensitivities";
+/// Prefix of the `userParameterString` names that carry amri's attributes.
+pub const USER_PREFIX: &str = "amri.";
+
+/// Whether the writer keeps attribute `key` (as a user parameter): not the ones the reader
+/// derives from the file itself.
+fn keeps_attribute(key: &str) -> bool {
+    !(key.starts_with("ismrmrd_")
+        || key.starts_with("source_")
+        || key == "readout_oversampling_removed"
+        || key == "reference_source")
+}
 
 /// Acquisition flag bits (1-based, as ISMRMRD numbers them: bit `b` is `1 << (b - 1)`).
 pub mod flags {
@@ -635,6 +655,27 @@ fn read_kspace(path: &Path) -> Result<KSpace> {
     let slice_mm = spacing(h.encoded.fov_mm[2], 1);
     k.affine = geometry(first_dirs, [col_mm, row_mm, slice_mm], rows, cols);
 
+    // amri's own extras: reference image, coil maps, attributes (user parameters).
+    let grid = [frames, rows, cols];
+    if let Ok(ds) = file.dataset(&format!("{group}/{REFERENCE}")) {
+        let a = crate::hdf5::read_real(path, REFERENCE, &ds)?;
+        if a.shape() == grid {
+            k.reference = a.into_dimensionality().ok();
+        }
+    }
+    if let Ok(ds) = file.dataset(&format!("{group}/{SENSITIVITIES}")) {
+        let (a, _) = crate::hdf5::read_complex(path, SENSITIVITIES, &ds)?;
+        if a.shape() == [frames, coils, rows, cols] {
+            k.sensitivities = a.into_dimensionality().ok();
+        }
+    }
+    for (name, v) in &h.user {
+        if let Some(key) = name.strip_prefix(USER_PREFIX) {
+            if keeps_attribute(key) {
+                k.attributes.insert(key.to_string(), v.clone());
+            }
+        }
+    }
     let at = &mut k.attributes;
     let dims = |m: [usize; 3]| format!("{}x{}x{}", m[0], m[1], m[2]);
     let fov = |f: [f64; 3]| format!("{}x{}x{}", f[0], f[1], f[2]);

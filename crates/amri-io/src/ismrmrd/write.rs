@@ -296,6 +296,12 @@ pub fn write(path: &Path, k: &KSpace) -> Result<()> {
             .map(|v| v.round() as u64)
             .unwrap_or(DEFAULT_H1_HZ),
         acceleration: (r > 1).then_some(r),
+        user: k
+            .attributes
+            .iter()
+            .filter(|(key, _)| super::keeps_attribute(key))
+            .map(|(key, v)| (format!("{}{key}", super::USER_PREFIX), v.clone()))
+            .collect(),
     };
     let xml = to_xml(&wh);
 
@@ -346,7 +352,8 @@ pub fn write(path: &Path, k: &KSpace) -> Result<()> {
     if recs.is_empty() {
         return Err(unwritable("no measured line to write".into()));
     }
-    let bytes = encode(&xml, &recs).map_err(unwritable)?;
+    let extras = extra_datasets(k).map_err(unwritable)?;
+    let bytes = encode(&xml, &recs, &extras).map_err(unwritable)?;
     crate::atomic::write_bytes(path, &bytes)
 }
 
@@ -413,26 +420,70 @@ fn records_bytes(recs: &[Record], refs: Option<&[(u64, u16)]>) -> Vec<u8> {
     raw
 }
 
-fn encode_once(xml: &str, raw: Vec<u8>, n: usize) -> std::result::Result<Vec<u8>, String> {
+/// Datasets beside `xml` and `data` that only amri reads (other ISMRMRD tools ignore them, as
+/// they ignore the generator's `phantom`, `csm` and `coil_images`): the reference image
+/// (`amri_reference`, float32 `[slice, row, col]`) and the coil maps (`amri_sensitivities`,
+/// compound `{real, imag}` of float32 `[slice, coil, row, col]`).
+fn extra_datasets(k: &KSpace) -> std::result::Result<Vec<DatasetBuilder>, String> {
+    let mut out = Vec::new();
+    if let Some(r) = &k.reference {
+        let shape: Vec<u64> = r.shape().iter().map(|&d| d as u64).collect();
+        let v: Vec<f32> = r.iter().copied().collect();
+        out.push(
+            DatasetBuilder::new(format!("dataset/{}", super::REFERENCE), f32t(), shape)
+                .data(&v)
+                .map_err(|e| format!("HDF5 encoding of the reference: {e}"))?,
+        );
+    }
+    if let Some(m) = &k.sensitivities {
+        let shape: Vec<u64> = m.shape().iter().map(|&d| d as u64).collect();
+        let mut raw = Vec::with_capacity(m.len() * 8);
+        for v in m.iter() {
+            raw.extend_from_slice(&v.re.to_le_bytes());
+            raw.extend_from_slice(&v.im.to_le_bytes());
+        }
+        let dt = Datatype::Compound {
+            size: 8,
+            fields: vec![field("real", 0, f32t()), field("imag", 4, f32t())],
+        };
+        out.push(
+            DatasetBuilder::new(format!("dataset/{}", super::SENSITIVITIES), dt, shape)
+                .raw_data(raw),
+        );
+    }
+    Ok(out)
+}
+
+fn encode_once(
+    xml: &str,
+    raw: Vec<u8>,
+    n: usize,
+    extras: &[DatasetBuilder],
+) -> std::result::Result<Vec<u8>, String> {
     let xml_ds = DatasetBuilder::vlen_string_data("dataset/xml", vec![1u64], &[xml])
         .map_err(|e| format!("HDF5 encoding of the header: {e}"))?;
     let data =
         DatasetBuilder::new("dataset/data", acquisition_type(), vec![n as u64]).raw_data(raw);
-    Hdf5Builder::new()
-        .dataset(xml_ds)
-        .dataset(data)
-        .into_plan()
+    let mut b = Hdf5Builder::new().dataset(xml_ds).dataset(data);
+    for e in extras {
+        b = b.dataset(e.clone());
+    }
+    b.into_plan()
         .and_then(|p| p.encode(WriteOptions::default()))
         .map_err(|e| format!("HDF5 encoding: {e}"))
 }
 
 /// The whole file: header and records through `hdf5-writer`, then the samples' heap.
-fn encode(xml: &str, recs: &[Record]) -> std::result::Result<Vec<u8>, String> {
+fn encode(
+    xml: &str,
+    recs: &[Record],
+    extras: &[DatasetBuilder],
+) -> std::result::Result<Vec<u8>, String> {
     let n = recs.len();
-    let first = encode_once(xml, records_bytes(recs, None), n)?;
+    let first = encode_once(xml, records_bytes(recs, None), n, extras)?;
     let heap_at = (first.len() as u64).next_multiple_of(8);
     let (coll, refs) = heap(recs, heap_at);
-    let mut bytes = encode_once(xml, records_bytes(recs, Some(&refs)), n)?;
+    let mut bytes = encode_once(xml, records_bytes(recs, Some(&refs)), n, extras)?;
     if bytes.len() != first.len() {
         return Err("HDF5 encoding changed length between passes (internal error)".into());
     }
