@@ -550,6 +550,18 @@ fn non_cartesian_and_3d_headers_are_refused_naming_the_file() {
 }
 
 #[test]
+fn a_header_claiming_a_huge_matrix_is_refused_before_allocating() {
+    // huge_matrix.h5 (written by the Python package): 65536 x 65536 matrices, one readout.
+    let e = amri_io::read(&dir().join("huge_matrix.h5"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("huge_matrix.h5") && e.contains("far larger than the file"),
+        "{e}"
+    );
+}
+
+#[test]
 fn truncated_and_corrupted_files_give_errors_not_panics() {
     let d = tempfile::tempdir().unwrap();
     let full = std::fs::read(dir().join("accel.h5")).unwrap();

@@ -338,8 +338,12 @@ fn acq_data(
     let bytes = ds
         .resolve_vlen_reference_bytes(r, fsz)
         .map_err(|e| h5err(path, &format!("acquisition {i}: reading its samples"), e))?;
-    let want = a.channels * a.samples * 2;
-    if bytes.len() != want * fsz {
+    let want = a
+        .channels
+        .checked_mul(a.samples)
+        .and_then(|v| v.checked_mul(2))
+        .unwrap_or(usize::MAX);
+    if bytes.len() / fsz != want || bytes.len() % fsz != 0 {
         return Err(IoError::malformed(
             path,
             format!(
@@ -462,7 +466,7 @@ fn read_kspace(path: &Path) -> Result<KSpace> {
         }
         if flags::has(a.flags, flags::IS_NOISE_MEASUREMENT) {
             n_noise += 1;
-            noise_samples += a.samples;
+            noise_samples = noise_samples.saturating_add(a.samples);
         } else if flags::SKIPPED.iter().any(|b| flags::has(a.flags, *b)) {
             skipped += 1;
             heads.push(None);
@@ -481,7 +485,9 @@ fn read_kspace(path: &Path) -> Result<KSpace> {
                     ),
                 ));
             }
-            let col = (a.ky + (ey / 2) as u64).checked_sub(center_ky);
+            let col =
+                a.ky.checked_add((ey / 2) as u64)
+                    .and_then(|v| v.checked_sub(center_ky));
             if col.is_none_or(|c| c >= ey as u64) {
                 return Err(IoError::malformed(
                     path,
@@ -520,7 +526,10 @@ fn read_kspace(path: &Path) -> Result<KSpace> {
     // Dense ranks of repetition, set, phase, contrast, slice (values[1..]).
     let rank: Vec<BTreeMap<u64, usize>> = values[1..].iter().map(ranks).collect();
     let counts: Vec<usize> = rank.iter().map(BTreeMap::len).collect();
-    let frames = counts.iter().product::<usize>();
+    let frames = counts
+        .iter()
+        .try_fold(1usize, |a, &b| a.checked_mul(b))
+        .unwrap_or(usize::MAX);
     let budget = file_len
         .saturating_mul(MAX_EXPANSION)
         .saturating_add(1 << 20);
@@ -575,7 +584,7 @@ fn read_kspace(path: &Path) -> Result<KSpace> {
                 first_dirs = Some([v[0], v[1], v[2], v[3]]);
             }
         }
-        if a.pre + a.post > a.samples {
+        if a.pre.saturating_add(a.post) > a.samples {
             return Err(IoError::malformed(
                 path,
                 format!(
@@ -586,14 +595,14 @@ fn read_kspace(path: &Path) -> Result<KSpace> {
         }
         let reverse = flags::has(a.flags, flags::IS_REVERSE);
         line.fill(C32::new(0.0, 0.0));
-        let half = (ex / 2) as i64;
+        let half = (ex / 2) as i128;
         for k in a.pre..a.samples - a.post {
             let pos = if reverse {
-                a.center as i64 - k as i64 + half
+                a.center as i128 - k as i128 + half
             } else {
-                k as i64 - a.center as i64 + half
+                k as i128 - a.center as i128 + half
             };
-            if (0..ex as i64).contains(&pos) {
+            if (0..ex as i128).contains(&pos) {
                 for c in 0..coils {
                     line[[c, pos as usize, 0]] = d[[c, k]];
                 }
