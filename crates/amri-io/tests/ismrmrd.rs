@@ -312,6 +312,30 @@ fn amri_written_file_reads_back_identically() {
 }
 
 #[test]
+fn oblique_geometry_round_trips_through_the_direction_and_position_fields() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("oblique.h5");
+    let mut k = test_kspace();
+    let (c, s) = (0.8f64, 0.6f64);
+    k.affine = Affine::from_directions(
+        [[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]],
+        [1.5, 2.0, 3.0],
+        [-40.0, 12.5, 7.0],
+    );
+    ismrmrd::write(&p, &k).unwrap();
+    let back = match amri_io::read(&p).unwrap() {
+        Scan::KSpace(b) => b,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        back.affine.max_abs_diff(&k.affine) < 1e-4,
+        "{:?} vs {:?}",
+        back.affine,
+        k.affine
+    );
+}
+
+#[test]
 fn python_ismrmrd_reads_the_amri_written_file() {
     let p = dir().join("amri_written.h5");
     let k = test_kspace();

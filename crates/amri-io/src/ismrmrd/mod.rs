@@ -749,7 +749,7 @@ fn read_kspace(path: &Path) -> Result<KSpace> {
     at.insert(
         "ismrmrd_slice_order".into(),
         format!(
-            "slice = (((repetition*{1} + set)*{2} + phase)*{3} + contrast)*{4} + slice (counters ranked; repetitions {0}, sets {1}, phases {2}, contrasts {3}, slices {4})",
+            "amri slice = (((repetition*{1} + set)*{2} + phase)*{3} + contrast)*{4} + slice (counters ranked; repetitions {0}, sets {1}, phases {2}, contrasts {3}, slices {4})",
             counts[0], counts[1], counts[2], counts[3], counts[4]
         ),
     );
