@@ -4,6 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
+#[allow(dead_code)] // `read_as` serves the targets that go through `read_all`
 mod common;
 
 fuzz_target!(|data: &[u8]| {
