@@ -16,7 +16,7 @@ RUNS=${RUNS:-1000000}
 MAX_SECONDS=${MAX_SECONDS:-1800}
 LOG_DIR=${LOG_DIR:-target/logs} # relative to fuzz/; fuzz/target is git-ignored
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(dicom nifti nifti_gz npy npz cfl hdf5 protocol)
+[ ${#targets[@]} -gt 0 ] || targets=(dicom nifti nifti_gz npy npz cfl hdf5 ismrmrd protocol)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --version 0.13.2 --locked
 mkdir -p "$LOG_DIR"
 [ -d corpus/dicom ] || bash seed_corpus.sh

@@ -14,7 +14,7 @@ fi
 export RUSTC_BOOTSTRAP=1
 CARGO_FUZZ_VERSION=0.13.2
 SECONDS_PER_TARGET=${SECONDS_PER_TARGET:-10}
-targets=(dicom nifti nifti_gz npy npz cfl hdf5 protocol)
+targets=(dicom nifti nifti_gz npy npz cfl hdf5 ismrmrd protocol)
 start=$(date +%s)
 if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
   cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked

@@ -966,3 +966,96 @@ fn killed_batch_leaves_no_partial_output_and_rerun_completes() {
         .collect();
     assert!(debris.is_empty(), "temporary files left: {debris:?}");
 }
+
+fn ismrmrd_fixture(name: &str) -> PathBuf {
+    root()
+        .join("crates/amri-io/tests/fixtures/ismrmrd")
+        .join(name)
+}
+
+#[test]
+fn ismrmrd_files_work_with_info_convert_and_recon() {
+    // accel.h5: made by ismrmrd_generate_cartesian_shepp_logan (crates/amri-io/tests/fixtures/
+    // ismrmrd/make_ismrmrd.py): 16x16, 4 coils, readout oversampling 2, R=2 interleaved over
+    // 2 repetitions, a noise scan.
+    let h5 = ismrmrd_fixture("accel.h5");
+    let info = amri()
+        .arg("info")
+        .arg(&h5)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let info = String::from_utf8(info).unwrap();
+    for want in [
+        "format        ismrmrd",
+        "slices 2, coils 4, rows 16, cols 16",
+        "noise         32 samples x 4 coils",
+        "ismrmrd_encoded_matrix 32x16x1",
+        "ismrmrd_trajectory cartesian",
+        "readout_oversampling_removed 32 -> 16",
+        "acs_cols",
+    ] {
+        assert!(info.contains(want), "missing '{want}' in:\n{info}");
+    }
+    let v = success_json(amri().args(["info", "--json"]).arg(&h5));
+    assert_eq!(v["format"], "ismrmrd");
+    assert_eq!(v["noise_samples"], 32);
+    let d = tempfile::tempdir().unwrap();
+    let npz = d.path().join("accel.npz");
+    amri().arg("convert").arg(&h5).arg(&npz).assert().success();
+    let (a, b) = (read_kspace(&h5), read_kspace(&npz));
+    assert_eq!(a.data, b.data);
+    assert_eq!(a.mask, b.mask);
+    let out = d.path().join("zf.nii.gz");
+    recon_report("zero-filled", &[], &h5, &out);
+    assert_eq!(read_image(&out).shape4()[1..], [2, 16, 16]);
+    // CG-SENSE needs ESPIRiT maps, whose 6x6 kernel wants a wider calibration region than
+    // accel.h5's 4 lines: the fully sampled full.h5.
+    let out = d.path().join("cg.nii.gz");
+    recon_report(
+        "cg-sense",
+        &["--iters", "5"],
+        &ismrmrd_fixture("full.h5"),
+        &out,
+    );
+    assert_eq!(read_image(&out).shape4()[1..], [1, 16, 16]);
+}
+
+#[test]
+fn simulate_and_convert_write_ismrmrd_for_h5_outputs() {
+    let d = tempfile::tempdir().unwrap();
+    let input = sample("dicom/oblique_stack");
+    let run = |out: &Path, protocol: &str| {
+        amri()
+            .args(["simulate", "--protocol", protocol, "--coils", "4"])
+            .arg(&input)
+            .arg(out)
+            .assert()
+    };
+    let (npz, h5) = (d.path().join("s.npz"), d.path().join("s.h5"));
+    run(&npz, "brain-r4-cartesian").success();
+    run(&h5, "brain-r4-cartesian").success();
+    assert_eq!(
+        amri_io::Format::detect(&h5).unwrap(),
+        amri_io::Format::Ismrmrd
+    );
+    let (a, b) = (read_kspace(&npz), read_kspace(&h5));
+    assert_eq!(b.shape4(), a.shape4());
+    assert_eq!(b.data, a.data);
+    assert_eq!(b.mask, a.mask);
+    assert_eq!(b.reference, a.reference);
+    assert_eq!(b.attributes["protocol"], "brain-r4-cartesian");
+    assert!((b.affine.voxel_size()[0] - a.affine.voxel_size()[0]).abs() < 1e-5);
+    // convert: .npz -> .h5 -> .npz keeps the k-space.
+    let h5b = d.path().join("c.h5");
+    amri().arg("convert").arg(&npz).arg(&h5b).assert().success();
+    assert_eq!(read_kspace(&h5b).data, a.data);
+    // An image-domain corruption is not ISMRMRD k-space: refused, naming the file, nothing left.
+    let px = d.path().join("px.h5");
+    run(&px, "pixel-90")
+        .failure()
+        .stderr(predicate::str::contains("px.h5").and(predicate::str::contains("k-space")));
+    assert!(!px.exists());
+}

@@ -24,6 +24,12 @@ pub enum Format {
     Npz,
     /// fastMRI-style HDF5 (read only).
     Hdf5,
+    /// ISMRMRD raw data in HDF5 (an `.h5` with `/dataset/xml` and `/dataset/data`); `.h5`
+    /// outputs are written as ISMRMRD.
+    Ismrmrd,
+    /// Siemens twix raw data (`.dat`, VB or VD/VE): recognised only to explain that amri does not
+    /// read it and how to convert it.
+    Twix,
     /// PNG (write only: one windowed slice).
     Png,
 }
@@ -48,9 +54,15 @@ impl Format {
         } else if name.ends_with(".npz") {
             Format::Npz
         } else if name.ends_with(".h5") || name.ends_with(".hdf5") {
-            Format::Hdf5
+            if path.is_file() && crate::ismrmrd::is_ismrmrd(path) {
+                Format::Ismrmrd
+            } else {
+                Format::Hdf5
+            }
         } else if name.ends_with(".png") {
             Format::Png
+        } else if name.ends_with(".dat") && looks_like_twix(path) {
+            Format::Twix
         } else if name.ends_with(".dcm") || name.ends_with(".ima") || has_dicom_preamble(path) {
             Format::Dicom
         } else {
@@ -63,9 +75,17 @@ impl Format {
 
     /// Format an output path asks for: like [`Format::detect`], but a path with no extension that
     /// does not exist yet (or is a folder) is a DICOM series folder.
+    /// An `.h5`/`.hdf5` output is ISMRMRD (amri writes no fastMRI HDF5).
     pub fn for_output(path: &Path) -> Result<Format> {
         if path.extension().is_none() {
             return Ok(Format::Dicom);
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        if name.ends_with(".h5") || name.ends_with(".hdf5") {
+            return Ok(Format::Ismrmrd);
         }
         Format::detect(path)
     }
@@ -79,9 +99,39 @@ impl Format {
             Format::Npy => "npy",
             Format::Npz => "npz",
             Format::Hdf5 => "hdf5",
+            Format::Ismrmrd => "ismrmrd",
+            Format::Twix => "twix",
             Format::Png => "png",
         }
     }
+}
+
+/// Whether a file starts like Siemens twix raw data: VB (`u32` header length, `u32` count, then
+/// the `Config` buffer name) or VD/VE (a `MrParcRaidFileHeader`: `u32` 0, then a measurement count
+/// of 1..=64).
+fn looks_like_twix(path: &Path) -> bool {
+    let mut buf = [0u8; 16];
+    if std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_err()
+    {
+        return false;
+    }
+    let u = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+    let vb = &buf[8..15] == b"Config\0";
+    let vd = u(0) == 0 && (1..=64).contains(&u(4));
+    vb || vd
+}
+
+/// The error for a Siemens twix file: amri does not read it; how to convert it.
+fn twix_refused(path: &Path) -> IoError {
+    IoError::unsupported(
+        path,
+        "Siemens twix raw data (.dat) is not read by amri (no twix file made by an independent tool \
+         was available to test a reader against); convert it to ISMRMRD with \
+         `siemens_to_ismrmrd -f FILE.dat -o FILE.h5` (github.com/ismrmrd/siemens_to_ismrmrd) \
+         and give amri the .h5",
+    )
 }
 
 fn has_dicom_preamble(path: &Path) -> bool {
@@ -109,6 +159,8 @@ pub fn read_all(path: &Path) -> Result<Vec<Scan>> {
         Format::Cfl => vec![crate::cfl::read(path)?],
         Format::Npy | Format::Npz => vec![crate::npy::read(path)?],
         Format::Hdf5 => vec![crate::hdf5::read(path)?],
+        Format::Ismrmrd => vec![crate::ismrmrd::read(path)?],
+        Format::Twix => return Err(twix_refused(path)),
         Format::Png => {
             return Err(IoError::unsupported(
                 path,
@@ -330,9 +382,16 @@ pub fn write(path: &Path, scan: &Scan, opts: &WriteOptions) -> Result<Vec<PathBu
                     .into(),
             }),
         },
-        Format::Hdf5 => Err(IoError::Unwritable {
+        Format::Hdf5 | Format::Ismrmrd => match scan {
+            Scan::KSpace(k) => one(crate::ismrmrd::write(path, k)),
+            _ => Err(IoError::Unwritable {
+                path: path.to_path_buf(),
+                msg: "an .h5 output is ISMRMRD raw data, which holds k-space; write images as .nii.gz, .npy or DICOM".into(),
+            }),
+        },
+        Format::Twix => Err(IoError::Unwritable {
             path: path.to_path_buf(),
-            msg: "amri reads fastMRI HDF5 but does not write it; write k-space as .npz".into(),
+            msg: "amri does not write Siemens twix".into(),
         }),
         Format::Dicom => match scan {
             Scan::Image(v) => {

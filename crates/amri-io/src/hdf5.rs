@@ -28,14 +28,14 @@ use crate::{IoError, Result, Scan};
 
 /// Largest plausible ratio of decoded dataset bytes to file bytes (deflate's maximum is ~1032);
 /// a read past it is refused before allocating.
-const MAX_EXPANSION: u64 = 1100;
+pub(crate) const MAX_EXPANSION: u64 = 1100;
 
-fn h5err(path: &Path, what: &str, e: hdf5_reader::error::Error) -> IoError {
+pub(crate) fn h5err(path: &Path, what: &str, e: hdf5_reader::error::Error) -> IoError {
     IoError::malformed(path, format!("{what}: {e}"))
 }
 
 /// Decodes a number stored with `dt` at the start of `b`, as f64; `None` for other classes.
-fn decode_num(b: &[u8], dt: &Datatype) -> Option<f64> {
+pub(crate) fn decode_num(b: &[u8], dt: &Datatype) -> Option<f64> {
     fn bytes<const N: usize>(b: &[u8], order: &ByteOrder) -> Option<[u8; N]> {
         let mut a = [0u8; N];
         a.copy_from_slice(b.get(..N)?);
@@ -73,7 +73,7 @@ fn decode_num(b: &[u8], dt: &Datatype) -> Option<f64> {
     })
 }
 
-fn dtype_size(dt: &Datatype) -> Option<usize> {
+pub(crate) fn dtype_size(dt: &Datatype) -> Option<usize> {
     match dt {
         Datatype::FloatingPoint { size, .. } | Datatype::FixedPoint { size, .. } => {
             Some(*size as usize)
@@ -90,7 +90,7 @@ fn shape_of(ds: &Dataset) -> Vec<usize> {
 }
 
 /// Reads a real (integer, bool/enum, float) dataset as f32 in C order.
-fn read_real(path: &Path, name: &str, ds: &Dataset) -> Result<ArrayD<f32>> {
+pub(crate) fn read_real(path: &Path, name: &str, ds: &Dataset) -> Result<ArrayD<f32>> {
     let dt = ds.dtype().clone();
     let sz = dtype_size(&dt)
         .filter(|_| !matches!(dt, Datatype::Compound { .. }))
@@ -118,7 +118,11 @@ fn read_real(path: &Path, name: &str, ds: &Dataset) -> Result<ArrayD<f32>> {
 }
 
 /// Reads a complex dataset (compound of two floats named `r`/`i` or `real`/`imag`).
-fn read_complex(path: &Path, name: &str, ds: &Dataset) -> Result<(ArrayD<C32>, &'static str)> {
+pub(crate) fn read_complex(
+    path: &Path,
+    name: &str,
+    ds: &Dataset,
+) -> Result<(ArrayD<C32>, &'static str)> {
     let dt = ds.dtype().clone();
     let bad = || {
         IoError::unsupported(
@@ -197,8 +201,9 @@ fn attr_text(a: &hdf5_reader::Attribute) -> Option<String> {
     vals.map(|v| format!("[{}]", v.join(", ")))
 }
 
-/// Reads a fastMRI-style HDF5 file as [`Scan::KSpace`] (see the module docs for the layout).
-pub fn read(path: &Path) -> Result<Scan> {
+/// Opens `path` as HDF5 after checking its signature, with reads capped at
+/// [`MAX_EXPANSION`] times the file size.
+pub(crate) fn open(path: &Path) -> Result<Hdf5File> {
     let len = std::fs::metadata(path)
         .map_err(|e| IoError::os(path, e))?
         .len();
@@ -217,8 +222,12 @@ pub fn read(path: &Path) -> Result<Scan> {
     let budget = usize::try_from(len.saturating_mul(MAX_EXPANSION).saturating_add(1 << 20))
         .unwrap_or(usize::MAX);
     let opts = OpenOptions::default().with_max_read_bytes(budget);
-    let file = Hdf5File::open_with_options(path, opts)
-        .map_err(|e| h5err(path, "not a readable HDF5 file", e))?;
+    Hdf5File::open_with_options(path, opts).map_err(|e| h5err(path, "not a readable HDF5 file", e))
+}
+
+/// Reads a fastMRI-style HDF5 file as [`Scan::KSpace`] (see the module docs for the layout).
+pub fn read(path: &Path) -> Result<Scan> {
+    let file = open(path)?;
     let root = file
         .root_group()
         .map_err(|e| h5err(path, "root group", e))?;

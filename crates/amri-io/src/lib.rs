@@ -11,6 +11,8 @@
 //! | BART `.cfl/.hdr` | yes | yes | [`cfl`] |
 //! | NumPy `.npy` | yes | yes | [`npy`] |
 //! | fastMRI HDF5 `.h5` | yes | no | [`hdf5`] |
+//! | ISMRMRD `.h5` (Cartesian) | yes | yes (`.h5` output) | [`ismrmrd`] |
+//! | Siemens twix `.dat` | refused with advice (`siemens_to_ismrmrd`) | no | [`format`] |
 //! | PNG | no | yes (windowed, 8/16-bit) | [`png`] |
 
 pub mod atomic;
@@ -19,6 +21,7 @@ pub mod dicom;
 pub mod error;
 pub mod format;
 pub mod hdf5;
+pub mod ismrmrd;
 pub mod nifti;
 pub mod npy;
 pub mod png;

@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 pub struct Args {
     /// Input file or DICOM series folder.
     pub input: PathBuf,
-    /// Output: `.nii.gz`/`.nii`, `.png`, `.cfl`, `.npy`, `.npz`, or a path with no extension for a
-    /// DICOM series folder.
+    /// Output: `.nii.gz`/`.nii`, `.png`, `.cfl`, `.npy`, `.npz`, `.h5` (ISMRMRD raw data, for
+    /// k-space), or a path with no extension for a DICOM series folder.
     pub output: PathBuf,
     /// Slice written to PNG (default: the middle one).
     #[arg(long)]

@@ -99,6 +99,14 @@ pub fn describe(path: &std::path::Path, json: bool) -> Result<String> {
                     )?,
                     None => writeln!(out, "  mask          none (fully sampled)")?,
                 }
+                if let Some(n) = &k.noise {
+                    writeln!(
+                        out,
+                        "  noise         {} samples x {} coils (noise readouts)",
+                        n.nrows(),
+                        n.ncols()
+                    )?;
+                }
                 writeln!(
                     out,
                     "  reference     {}",
@@ -245,6 +253,7 @@ fn scan_json(path: &std::path::Path, fmt: Format, s: &Scan) -> serde_json::Value
             "has_mask": k.mask.is_some(),
             "has_reference": k.reference.is_some(),
             "has_sensitivities": k.sensitivities.is_some(),
+            "noise_samples": k.noise.as_ref().map(|n| n.nrows()),
             "affine": k.affine.0,
             "attributes": k.attributes.iter().filter(|(key, _)| !is_identifying(key)).collect::<std::collections::BTreeMap<_, _>>(),
         }),

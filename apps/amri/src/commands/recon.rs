@@ -31,7 +31,7 @@ use crate::batch::{self, Job, Shard};
 /// Arguments of `amri recon`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Measured-data inputs (`.npz`, fastMRI `.h5`, `.cfl`, complex `.npy`; folders are walked
+    /// Measured-data inputs (`.npz`, fastMRI or ISMRMRD `.h5`, `.cfl`, complex `.npy`; folders are walked
     /// recursively; quoted glob patterns are expanded), then the output: a file (`.nii.gz`,
     /// `.nii`, `.npy`, `.cfl`) for one input, or a folder that mirrors the input tree.
     #[arg(required = true, num_args = 2.., value_name = "PATH")]

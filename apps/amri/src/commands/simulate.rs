@@ -14,7 +14,8 @@ pub struct Args {
     pub protocol: String,
     /// Input image (NIfTI, DICOM file or series folder, npy).
     pub input: PathBuf,
-    /// Output measured-data bundle: `.npz` (k-space, mask, reference, maps, attributes) or `.cfl`.
+    /// Output measured-data bundle: `.npz` (k-space, mask, reference, maps, attributes), `.cfl`,
+    /// or `.h5` (ISMRMRD raw data: one readout per measured column; k-space corruptions only).
     pub output: PathBuf,
     /// Frame of a 4-D input to use.
     #[arg(long, default_value_t = 0)]
