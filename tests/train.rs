@@ -931,6 +931,18 @@ fn measured_fastmri_h5_and_cfl_folders_train_and_an_unmasked_h5_is_refused() {
     let run = t.join("cflrun");
     train_measured(&run, &[&dir], 2).assert().success();
     assert_eq!(card(&run)["corruption"]["slices"], 3);
+    // ISMRMRD raw data (ismrmrd_generate_cartesian_shepp_logan, R=2, 4 coils, a noise scan):
+    // the mask from the acquired lines, prewhitened with its own noise readouts
+    let ism = root.join("crates/amri-io/tests/fixtures/ismrmrd/accel.h5");
+    let run = t.join("ismrmrd");
+    train_measured(&run, &[&ism], 2)
+        .arg("-v")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "prewhitened with its noise samples",
+        ));
+    assert_eq!(card(&run)["corruption"]["measured"][0]["coils"], 4);
     // fully sampled k-space (no mask) from an .h5: refused, naming the file
     let full = root.join("crates/amri-io/tests/fixtures/hdf5/singlecoil_gzip.h5");
     train_measured(&t.join("full"), &[&full], 2)

@@ -433,7 +433,11 @@ fn drive(
                     .map(|(f, k)| {
                         super::log_mask_note(&f, &k);
                         let name = f.display().to_string();
-                        MeasuredFile::new(&name, prepare(&name, k, how)?)
+                        let k = prepare(&name, k, how)?;
+                        if let Some(src) = k.attributes.get("prewhitened") {
+                            tracing::info!("{name}: prewhitened with its {src}");
+                        }
+                        MeasuredFile::new(&name, k)
                     })
                     .collect::<std::result::Result<Vec<_>, _>>()
                     .context("checking the measured training files")?;
