@@ -3,7 +3,8 @@
 # CPU, side by side: for every network spec and image size, amri's `step_bench` then
 # `bench/torch_step.py`, back to back, ROUNDS times interleaved, each a median of STEPS steps after
 # one warm-up step. The 1-minute load average is printed before every run (the machine may be
-# shared). Output: one line per run, then a markdown table of the medians over rounds.
+# shared). Output: one line per run, then a markdown table of the medians over rounds (a job listed
+# twice pools its runs; the median of an even count is the lower middle value).
 #
 # Usage (repository root, after
 #   cargo build --release --locked -p amri-diffusion --example step_bench
@@ -46,7 +47,10 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print v[i
 echo
 echo "| network | size | amri ms/step | PyTorch ms/step | ratio |"
 echo "| --- | ---: | ---: | ---: | ---: |"
+declare -A shown
 for job in "$@"; do
+  [ -n "${shown[$job]:-}" ] && continue
+  shown[$job]=1
   a=$(echo "${amri[$job]}" | median)
   t=$(echo "${torch[$job]}" | median)
   ratio=$(awk -v a="$a" -v t="$t" 'BEGIN { if (t > 0) printf "%.2f×", a / t; else print "—" }')
