@@ -9,6 +9,12 @@ conv3×3), the same EDM preconditioning, the supervised loss with an all-ones ma
 AdamW. Usage: torch_step.py [preset] [size] [batch] [steps] [device]; device cpu (default) or
 cuda (timed after torch.cuda.synchronize); threads from OMP_NUM_THREADS or torch.set_num_threads
 (default: the number of cores).
+
+`preset` is a preset name, optionally followed by `:` and comma-separated overrides, spelled as
+in step_bench.rs: f (space-to-depth factor), base, mult and attn (dash-separated), blocks,
+groups, head; e.g. `tiny:f=4,base=48`. With f > 1 the network is wrapped in FFDNet's stem and
+head, as amri's `space_to_depth`: F.pixel_unshuffle(x, f) → U-Net on 3·f² channels at H/f × W/f
+→ F.pixel_shuffle(·, f) (amri's channel order is PyTorch's).
 """
 import math
 import sys
@@ -19,9 +25,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 PRESETS = {
-    "tiny": dict(base=32, mult=[1, 1, 2], blocks=1, attn=[2], head=32, groups=8),
-    "base": dict(base=64, mult=[1, 2, 2, 4, 4], blocks=2, attn=[4], head=64, groups=32),
+    "tiny": dict(base=32, mult=[1, 1, 2], blocks=1, attn=[2], head=32, groups=8, f=1),
+    "small": dict(base=32, mult=[1, 1, 2, 2, 2], blocks=1, attn=[4], head=32, groups=8, f=1),
+    "clinical": dict(base=32, mult=[1, 1, 2, 2], blocks=1, attn=[3], head=32, groups=8, f=4),
+    "base": dict(base=64, mult=[1, 2, 2, 4, 4], blocks=2, attn=[4], head=64, groups=32, f=1),
 }
+
+
+def parse_spec(spec):
+    """`name[:key=value,...]` → config dict (see the module docstring)."""
+    name, _, over = spec.partition(":")
+    cfg = dict(PRESETS[name])
+    for kv in filter(None, over.split(",")):
+        k, v = kv.split("=")
+        if k in ("mult", "attn"):
+            cfg[k] = [int(x) for x in v.split("-")]
+        elif k in ("f", "base", "blocks", "groups", "head"):
+            cfg[k] = int(v)
+        else:
+            raise SystemExit(f"unknown override {k!r}")
+    return cfg
 
 
 def pos_emb(c, ch):
@@ -83,7 +106,9 @@ class UNet(nn.Module):
         emb = 4 * cfg["base"]
         self.map0 = nn.Linear(cfg["base"], emb)
         self.map1 = nn.Linear(emb, emb)
-        self.conv_in = nn.Conv2d(cin, ch(0), 3, padding=1)
+        f = cfg.get("f", 1)
+        self.f = f
+        self.conv_in = nn.Conv2d(cin * f * f, ch(0), 3, padding=1)
         skips = [ch(0)]
         cur = ch(0)
         self.enc = nn.ModuleList()
@@ -105,10 +130,12 @@ class UNet(nn.Module):
                 self.dec[l].append(Block(cur + skips.pop(), ch(l), l in cfg["attn"], cfg))
                 cur = ch(l)
         self.out_norm = nn.GroupNorm(cfg["groups"], ch(0), eps=1e-5)
-        self.out_conv = nn.Conv2d(ch(0), cout, 3, padding=1)
+        self.out_conv = nn.Conv2d(ch(0), cout * f * f, 3, padding=1)
 
     def forward(self, x, c_noise):
         emb = F.silu(self.map1(F.silu(self.map0(pos_emb(c_noise, self.cfg["base"])))))
+        if self.f > 1:
+            x = F.pixel_unshuffle(x, self.f)
         h = self.conv_in(x)
         skips = [h]
         for l, bl in enumerate(self.enc):
@@ -125,7 +152,8 @@ class UNet(nn.Module):
                 h = b(torch.cat([h, skips.pop()], 1), emb)
             if l > 0:
                 h = self.up[l - 1](F.interpolate(h, scale_factor=2, mode="nearest"))
-        return self.out_conv(F.silu(self.out_norm(h)))
+        out = self.out_conv(F.silu(self.out_norm(h)))
+        return F.pixel_shuffle(out, self.f) if self.f > 1 else out
 
 
 def main():
@@ -135,7 +163,7 @@ def main():
     steps = int(sys.argv[4]) if len(sys.argv) > 4 else 5
     dev = torch.device(sys.argv[5] if len(sys.argv) > 5 else "cpu")
     torch.manual_seed(0)
-    net = UNet(PRESETS[preset]).to(dev)
+    net = UNet(parse_spec(preset)).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.01)
     sd = 0.5
     x0 = torch.randn(batch, 2, size, size, device=dev) * 0.5
@@ -163,6 +191,7 @@ def main():
     times.sort()
     print(f"torch preset={preset} size={size} batch={batch} device={dev.type} "
           f"threads={torch.get_num_threads()} "
+          f"params={sum(p.numel() for p in net.parameters())} "
           f"ms_per_step={times[len(times) // 2]:.1f}")
 
 

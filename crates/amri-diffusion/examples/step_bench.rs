@@ -7,6 +7,11 @@
 //! `device` is `cpu` (default) or `cuda` (GPU 0; a build with `--features cuda`), timed after a
 //! device synchronisation. Prints one line:
 //! `amri preset=tiny size=64 batch=8 device=cpu threads=2 ms_per_step=...` (median).
+//!
+//! `preset` is a preset name, optionally followed by `:` and comma-separated overrides of its
+//! U-Net (the same spelling as `bench/torch_step.py`): `f` (space-to-depth factor), `base`,
+//! `mult` and `attn` (dash-separated lists), `blocks`, `groups`, `head`; e.g.
+//! `tiny:f=4,base=48` or `tiny:f=2,base=16,mult=1-1-2-2,attn=3,groups=4`.
 use std::time::Instant;
 
 use amri_diffusion::loss::supervised_loss;
@@ -29,7 +34,7 @@ fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("device {other:?}: expected cpu or cuda"),
     };
     let vm = VarMap::new();
-    let cfg = DenoiserConfig::complex_preset(preset, 0.5)?;
+    let cfg = bench_config(preset)?;
     let model = denoiser(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
     let vars: Vec<_> = {
         let data = vm
@@ -58,9 +63,41 @@ fn main() -> anyhow::Result<()> {
     }
     times.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "amri preset={preset} size={size} batch={batch} device={dev_name} threads={} ms_per_step={:.1}",
+        "amri preset={preset} size={size} batch={batch} device={dev_name} threads={} params={} ms_per_step={:.1}",
         rayon::current_num_threads(),
+        vm.all_vars().iter().map(|v| v.elem_count()).sum::<usize>(),
         times[times.len() / 2]
     );
     Ok(())
+}
+
+/// A preset name with optional `:key=value,…` overrides of its U-Net (see the module docs).
+fn bench_config(spec: &str) -> anyhow::Result<DenoiserConfig> {
+    let (name, overrides) = spec.split_once(':').unwrap_or((spec, ""));
+    let mut cfg = DenoiserConfig::complex_preset(name, 0.5)?;
+    let list = |v: &str| -> anyhow::Result<Vec<usize>> {
+        v.split('-')
+            .map(|x| x.parse().map_err(anyhow::Error::from))
+            .collect()
+    };
+    for kv in overrides.split(',').filter(|s| !s.is_empty()) {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("override {kv:?}: expected key=value"))?;
+        let u = &mut cfg.unet;
+        match k {
+            "f" => u.space_to_depth = v.parse()?,
+            "base" => u.base_channels = v.parse()?,
+            "mult" => u.channel_mult = list(v)?,
+            "attn" => u.attention_levels = list(v)?,
+            "blocks" => u.blocks_per_level = v.parse()?,
+            "groups" => u.groups = v.parse()?,
+            "head" => u.attention_head_channels = v.parse()?,
+            other => anyhow::bail!(
+                "unknown override {other:?} (f, base, mult, attn, blocks, groups, head)"
+            ),
+        }
+    }
+    cfg.validate()?;
+    Ok(cfg)
 }

@@ -686,6 +686,47 @@ mod tests {
         Ok(())
     }
 
+    /// A checkpoint of a network with a space-to-depth stem rebuilds the same network from its
+    /// card (same output on the same input), and a card that leaves the stem out of a stem
+    /// network's weights is refused, naming the file, instead of building another network.
+    #[test]
+    fn a_space_to_depth_checkpoint_rebuilds_the_same_network() -> Result<()> {
+        let dev = Device::Cpu;
+        let d = tempfile::tempdir().map_err(io_err(Path::new("tempdir")))?;
+        let mut cfg = DenoiserConfig::complex_preset("tiny", 0.5)?;
+        cfg.unet.space_to_depth = 2;
+        let vm = VarMap::new();
+        let model = denoiser(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+        for (name, var) in sorted_vars(&vm) {
+            if name.contains("conv1") || name.contains("proj") || name.contains("out_conv") {
+                var.set(&candle_core::Tensor::randn(0f32, 0.1, var.shape(), &dev)?)?;
+            }
+        }
+        let mut card: ModelCard = serde_json::from_value(card_json(serde_json::json!({}))?)?;
+        card.denoiser = cfg;
+        write_atomic(&d.path().join(CARD_FILE), &serde_json::to_vec(&card)?)?;
+        vm.save(d.path().join(EMA_FILE))?;
+        let (back, loaded) = load_checkpoint(d.path(), Weights::Ema, &dev)?;
+        assert_eq!(back.denoiser.unet.space_to_depth, 2);
+        let x = candle_core::Tensor::randn(0f32, 1., (2, 2, 32, 32), &dev)?;
+        let m = candle_core::Tensor::ones((2, 1, 32, 32), DType::F32, &dev)?;
+        let s = candle_core::Tensor::new(&[0.3f32, 1.1], &dev)?;
+        let diff = (model.forward(&x, &m, &s)? - loaded.forward(&x, &m, &s)?)?
+            .abs()?
+            .max_all()?
+            .to_scalar::<f32>()?;
+        assert_eq!(diff, 0.0);
+        // the same weights under a card without the stem: conv_in's shape does not match
+        card.denoiser.unet.space_to_depth = 1;
+        write_atomic(&d.path().join(CARD_FILE), &serde_json::to_vec(&card)?)?;
+        let e = load_checkpoint(d.path(), Weights::Ema, &dev)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains(EMA_FILE) && e.contains("conv_in"), "{e}");
+        Ok(())
+    }
+
     #[test]
     fn atomic_write_replaces_whole_files_and_cleans_up_a_failed_one() -> Result<()> {
         let d = tempfile::tempdir().map_err(io_err(Path::new("tempdir")))?;

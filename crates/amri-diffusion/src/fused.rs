@@ -9,7 +9,9 @@
 //!   GEMM per image (faer), with backward passes that are GEMMs + col2im;
 //! - [`group_norm`]: GroupNorm with an optional fused SiLU, forward and backward in one pass over
 //!   each group;
-//! - [`upsample2x`]: nearest-neighbour ×2 upsampling whose backward is a 2×2 sum-pool.
+//! - [`upsample2x`]: nearest-neighbour ×2 upsampling whose backward is a 2×2 sum-pool;
+//! - [`pixel_unshuffle`] / [`pixel_shuffle`]: space-to-depth and depth-to-space by a factor `f`
+//!   (the U-Net's optional FFDNet-style stem and head), each the other's backward.
 //!
 //! All take and return NCHW `f32` tensors. On devices other than the CPU they fall back to
 //! candle's own ops, so the `cuda` build is unchanged. The unit tests check values and gradients
@@ -1050,6 +1052,124 @@ pub fn upsample2x(x: &Tensor) -> CResult<Tensor> {
     }
 }
 
+/// Pixel unshuffle (space-to-depth) by `f` on the CPU; its backward is [`PixelShuffle`].
+struct PixelUnshuffle(usize);
+
+/// Pixel shuffle (depth-to-space) by `f` on the CPU; its backward is [`PixelUnshuffle`].
+struct PixelShuffle(usize);
+
+/// Calls `g(p, b)` for every pixel of an `[H, W]` plane: `p` its index in the plane, `b` its
+/// index in the plane's `f²` space-to-depth planes `[f, f, H/f, W/f]`.
+fn for_each_block_pixel(h: usize, w: usize, f: usize, mut g: impl FnMut(usize, usize)) {
+    let (ho, wo) = (h / f, w / f);
+    for y in 0..h {
+        let (oy, i) = (y / f, y % f);
+        for x in 0..w {
+            g(y * w + x, ((i * f + x % f) * ho + oy) * wo + x / f);
+        }
+    }
+}
+
+impl CustomOp1 for PixelUnshuffle {
+    fn name(&self) -> &'static str {
+        "amri-pixel-unshuffle"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let f = self.0;
+        let (n, c, h, w) = l.shape().dims4()?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h * w)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(o, xi)| {
+                for_each_block_pixel(h, w, f, |p, b| o[b] = xi[p]);
+            });
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((n, c * f * f, h / f, w / f)),
+        ))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        Ok(Some(pixel_shuffle(grad, self.0)?))
+    }
+}
+
+impl CustomOp1 for PixelShuffle {
+    fn name(&self) -> &'static str {
+        "amri-pixel-shuffle"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let f = self.0;
+        let (n, cf, ho, wo) = l.shape().dims4()?;
+        let (h, w) = (ho * f, wo * f);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h * w)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(o, xi)| {
+                for_each_block_pixel(h, w, f, |p, b| o[p] = xi[b]);
+            });
+        Ok((CpuStorage::F32(out), Shape::from((n, cf / (f * f), h, w))))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        Ok(Some(pixel_unshuffle(grad, self.0)?))
+    }
+}
+
+/// Space-to-depth (pixel unshuffle, FFDNet's input stage) by factor `f`:
+/// `[N, C, H, W] → [N, C·f², H/f, W/f]` with
+/// `out[n, c·f² + i·f + j, y, x] = in[n, c, y·f + i, x·f + j]` (PyTorch's `pixel_unshuffle`
+/// order). Lossless and linear; its gradient is [`pixel_shuffle`] of the output gradient.
+/// Errors when `H` or `W` is not a multiple of `f`, or `f == 0`.
+pub fn pixel_unshuffle(x: &Tensor, f: usize) -> CResult<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if f == 0 || h % f != 0 || w % f != 0 {
+        candle_core::bail!("pixel unshuffle by {f}: {h}×{w} is not a multiple of {f}");
+    }
+    if f == 1 {
+        return Ok(x.clone());
+    }
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(PixelUnshuffle(f))
+    } else {
+        let (ho, wo) = (h / f, w / f);
+        x.reshape((n, c, ho, f, wo, f))?
+            .permute((0, 1, 3, 5, 2, 4))?
+            .contiguous()?
+            .reshape((n, c * f * f, ho, wo))
+    }
+}
+
+/// Depth-to-space (pixel shuffle, FFDNet's output stage) by factor `f`, the inverse of
+/// [`pixel_unshuffle`]: `[N, C·f², h, w] → [N, C, h·f, w·f]` with
+/// `out[n, c, y·f + i, x·f + j] = in[n, c·f² + i·f + j, y, x]`. Errors when the channel count is
+/// not a multiple of `f²`, or `f == 0`.
+pub fn pixel_shuffle(x: &Tensor, f: usize) -> CResult<Tensor> {
+    let (n, cf, ho, wo) = x.dims4()?;
+    if f == 0 || cf % (f * f) != 0 {
+        candle_core::bail!(
+            "pixel shuffle by {f}: {cf} channels is not a multiple of {}",
+            f * f
+        );
+    }
+    if f == 1 {
+        return Ok(x.clone());
+    }
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        x.contiguous()?.apply_op1(PixelShuffle(f))
+    } else {
+        let c = cf / (f * f);
+        x.reshape((n, c, f, f, ho, wo))?
+            .permute((0, 1, 4, 2, 5, 3))?
+            .contiguous()?
+            .reshape((n, c, ho * f, wo * f))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1324,5 +1444,184 @@ mod tests {
         let g_ref = (y_ref * &r).unwrap().sum_all().unwrap().backward().unwrap();
         let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(max_rel(g.get(&x).unwrap(), g_ref.get(&x).unwrap()) < 1e-6);
+    }
+
+    /// The definition of space-to-depth, written out per index (PyTorch's `pixel_unshuffle`
+    /// order): `out[n, c·f² + i·f + j, y, x] = in[n, c, y·f + i, x·f + j]`.
+    fn unshuffle_by_index(
+        x: &[f32],
+        (n, c, h, w): (usize, usize, usize, usize),
+        f: usize,
+    ) -> Vec<f32> {
+        let (ho, wo) = (h / f, w / f);
+        let mut out = vec![f32::NAN; x.len()];
+        for b in 0..n {
+            for ch in 0..c {
+                for i in 0..f {
+                    for j in 0..f {
+                        for y in 0..ho {
+                            for xx in 0..wo {
+                                let oc = ch * f * f + i * f + j;
+                                out[((b * c * f * f + oc) * ho + y) * wo + xx] =
+                                    x[((b * c + ch) * h + y * f + i) * w + xx * f + j];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Space-to-depth moves every value where the index definition says, on the fused CPU
+    /// kernel and on the composed (GPU) path, for ×2 and ×4 on non-square inputs.
+    #[test]
+    fn pixel_unshuffle_matches_its_index_definition() {
+        let dev = Device::Cpu;
+        for &(f, dims) in &[
+            (2usize, (2usize, 3usize, 6usize, 10usize)),
+            (4, (1, 2, 8, 12)),
+            (3, (2, 1, 9, 3)),
+        ] {
+            let x = Tensor::randn(0f32, 1., dims, &dev).unwrap();
+            let want =
+                unshuffle_by_index(&x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), dims, f);
+            let y = pixel_unshuffle(&x, f).unwrap();
+            assert_eq!(y.dims(), &[dims.0, dims.1 * f * f, dims.2 / f, dims.3 / f]);
+            assert_eq!(
+                y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                want,
+                "fused ×{f}"
+            );
+            let y64 = pixel_unshuffle(&x.to_dtype(DType::F64).unwrap(), f).unwrap();
+            let got64: Vec<f32> = y64
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            assert_eq!(got64, want, "composed ×{f}");
+        }
+    }
+
+    /// Depth-to-space inverts space-to-depth both ways, exactly.
+    #[test]
+    fn pixel_shuffle_inverts_pixel_unshuffle() {
+        let dev = Device::Cpu;
+        for f in [2usize, 4] {
+            let x = Tensor::randn(0f32, 1., (3, 2, 4 * f, 2 * f), &dev).unwrap();
+            let back = pixel_shuffle(&pixel_unshuffle(&x, f).unwrap(), f).unwrap();
+            assert_eq!(back.dims(), x.dims());
+            assert_eq!(max_rel(&back, &x), 0.0);
+            let y = Tensor::randn(0f32, 1., (2, 2 * f * f, 3, 5), &dev).unwrap();
+            let back = pixel_unshuffle(&pixel_shuffle(&y, f).unwrap(), f).unwrap();
+            assert_eq!(max_rel(&back, &y), 0.0);
+            // a non-contiguous input gives the same result
+            let xt = x
+                .transpose(2, 3)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .transpose(2, 3)
+                .unwrap();
+            let a = pixel_unshuffle(&xt, f).unwrap();
+            assert_eq!(max_rel(&a, &pixel_unshuffle(&x, f).unwrap()), 0.0);
+        }
+    }
+
+    /// Gradients of both ops: central finite differences of `Σ r ⊙ op(x)` (the ops are linear,
+    /// so the difference quotient is exact up to rounding), and the composed reshape/permute
+    /// expression's autograd gradient.
+    #[test]
+    fn pixel_shuffle_gradients_match_finite_differences_and_composed_ops() {
+        let dev = Device::Cpu;
+        let f = 2;
+        for shuffle in [false, true] {
+            let dims = if shuffle { (2, 8, 3, 2) } else { (2, 2, 6, 4) };
+            let op = |t: &Tensor| {
+                if shuffle {
+                    pixel_shuffle(t, f)
+                } else {
+                    pixel_unshuffle(t, f)
+                }
+            };
+            let x = Var::randn(0f32, 1., dims, &dev).unwrap();
+            let y = op(x.as_tensor()).unwrap();
+            let r = Tensor::randn(0f32, 1., y.dims(), &dev).unwrap();
+            let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g = g
+                .get(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let x0 = x
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let loss = |v: &[f32]| -> f64 {
+                let t = Tensor::from_vec(v.to_vec(), dims, &dev).unwrap();
+                let o = op(&t).unwrap().to_dtype(DType::F64).unwrap();
+                (o * r.to_dtype(DType::F64).unwrap())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let eps = 0.25f32;
+            for k in 0..x0.len() {
+                let mut p = x0.clone();
+                p[k] += eps;
+                let mut m = x0.clone();
+                m[k] -= eps;
+                let fd = (loss(&p) - loss(&m)) / (2.0 * eps as f64);
+                assert!(
+                    (g[k] as f64 - fd).abs() < 1e-5,
+                    "shuffle {shuffle}, entry {k}: {} vs {fd}",
+                    g[k]
+                );
+            }
+            // the same gradient through the composed path (f64: candle's reshape/permute ops)
+            let x64 = Var::from_tensor(&x.as_tensor().to_dtype(DType::F64).unwrap()).unwrap();
+            let y64 = op(x64.as_tensor()).unwrap();
+            let g64 = (y64 * r.to_dtype(DType::F64).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g64: Vec<f32> = g64
+                .get(&x64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap()
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            assert_eq!(
+                g, g64,
+                "shuffle {shuffle}: fused and composed gradients differ"
+            );
+        }
+    }
+
+    /// Sizes that do not split into f×f blocks, and channel counts that are not multiples of
+    /// f², are errors, not panics.
+    #[test]
+    fn pixel_shuffle_rejects_indivisible_shapes() {
+        let dev = Device::Cpu;
+        let x = Tensor::zeros((1, 3, 6, 10), DType::F32, &dev).unwrap();
+        assert!(pixel_unshuffle(&x, 4).is_err());
+        assert!(pixel_unshuffle(&x, 0).is_err());
+        assert!(pixel_shuffle(&x, 2).is_err());
+        assert!(pixel_unshuffle(&x.flatten_all().unwrap(), 2).is_err());
     }
 }

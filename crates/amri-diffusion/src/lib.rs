@@ -6,7 +6,8 @@
 //! where `A` measured. Its minimiser is `E[x0 | Ã x_t]`.
 //!
 //! Entry points:
-//! - [`unet`]: the EDM-style U-Net ([`unet::UNetConfig`] with `tiny` / `base` presets);
+//! - [`unet`]: the EDM-style U-Net ([`unet::UNetConfig`] with `tiny` / `small` / `clinical` / `base`
+//!   presets; `clinical` has a ×4 space-to-depth stem for CPU training at 256×256);
 //! - [`precond`]: EDM preconditioning and the [`precond::Denoiser`] (image + mask channels in,
 //!   clean image out);
 //! - [`loss`]: ambient losses for pixel masks and single-coil Cartesian k-space, and the

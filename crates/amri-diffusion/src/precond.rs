@@ -219,7 +219,7 @@ pub struct DenoiserConfig {
 
 impl DenoiserConfig {
     /// A complex-image (2 channels) denoiser with one mask channel on a named U-Net preset
-    /// (`"tiny"` or `"base"`), σ_d = `sigma_data`.
+    /// (`"tiny"`, `"small"`, `"clinical"` or `"base"`), σ_d = `sigma_data`.
     pub fn complex_preset(preset: &str, sigma_data: f64) -> Result<Self> {
         Ok(Self {
             unet: UNetConfig::preset(preset, 3, 2)?,

@@ -2,7 +2,7 @@
 //!
 //! Layout: every tensor is NCHW, `f32`. The network maps `x: [N, in_channels, H, W]` and a
 //! per-sample noise conditioning `c_noise: [N]` (EDM uses `ln(σ)/4`) to
-//! `[N, out_channels, H, W]`. `H` and `W` must be divisible by `2^(levels-1)`.
+//! `[N, out_channels, H, W]`. `H` and `W` must be divisible by `space_to_depth · 2^(levels-1)`.
 //!
 //! Structure:
 //! - noise embedding: sinusoidal positional embedding of `c_noise` with `base_channels`
@@ -15,7 +15,10 @@
 //! - decoder: per level `blocks_per_level + 1` residual blocks each fed the concatenation with
 //!   the matching encoder activation (skip connection), nearest 2× upsampling + conv3×3 between
 //!   levels;
-//! - output: GroupNorm → SiLU → conv3×3 (zero-initialised, so a fresh network outputs 0).
+//! - output: GroupNorm → SiLU → conv3×3 (zero-initialised, so a fresh network outputs 0);
+//! - optional FFDNet-style stem and head ([`UNetConfig::space_to_depth`] `f > 1`): the input is
+//!   pixel-unshuffled to `f²` times the channels at `1/f` the resolution before the input conv,
+//!   and the output conv's `out_channels · f²` channels are pixel-shuffled back.
 //!
 //! Layers are built by free functions from a [`VarBuilder`] with `vb.pp(...)` scopes, so weights
 //! load from safetensors or a `VarMap` by name.
@@ -26,6 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DiffusionError, Result};
 use crate::fused;
+
+/// Largest accepted space-to-depth factor ([`UNetConfig::space_to_depth`]).
+pub const MAX_SPACE_TO_DEPTH: usize = 8;
 
 /// Shape and capacity of a [`UNet`]; serialised into model cards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,6 +54,22 @@ pub struct UNetConfig {
     pub attention_head_channels: usize,
     /// GroupNorm groups; must divide every level's channel count.
     pub groups: usize,
+    /// Space-to-depth factor `f` of an FFDNet-style stem and head (1: none). With `f > 1` the
+    /// input `[N, C, H, W]` is pixel-unshuffled to `[N, C·f², H/f, W/f]` (lossless), the U-Net
+    /// runs at `H/f × W/f` on `in_channels·f²` channels and its `out_channels·f²` outputs are
+    /// pixel-shuffled back to `[N, out_channels, H, W]` ([`crate::fused::pixel_unshuffle`]).
+    /// Absent in cards written before the stem existed (read as 1), and not written when 1, so
+    /// those cards keep their bytes.
+    #[serde(default = "no_space_to_depth", skip_serializing_if = "is_one")]
+    pub space_to_depth: usize,
+}
+
+fn no_space_to_depth() -> usize {
+    1
+}
+
+fn is_one(f: &usize) -> bool {
+    *f == 1
 }
 
 impl UNetConfig {
@@ -64,10 +86,11 @@ impl UNetConfig {
             attention_levels: vec![2],
             attention_head_channels: 32,
             groups: 8,
+            space_to_depth: 1,
         }
     }
 
-    /// CPU preset for 256×256 images (≈1.2 M parameters for 3 input and 2 output channels):
+    /// CPU preset for 256×256 images (≈1.54 M parameters for 3 input and 2 output channels):
     /// `tiny`'s widths over five levels ×(1, 1, 2, 2, 2), one block per level, attention only at
     /// the lowest level (16×16 for a 256×256 input), so that no attention map exceeds 256 tokens.
     pub fn small(in_channels: usize, out_channels: usize) -> Self {
@@ -80,6 +103,27 @@ impl UNetConfig {
             attention_levels: vec![4],
             attention_head_channels: 32,
             groups: 8,
+            space_to_depth: 1,
+        }
+    }
+
+    /// CPU preset for clinical matrices (256×256 and up): `tiny`'s widths behind a ×4
+    /// space-to-depth stem and depth-to-space head (FFDNet-style, lossless), four levels
+    /// ×(1, 1, 2, 2), one block per level, attention at the lowest level and in the middle
+    /// (8×8 tokens for a 256×256 input); ≈1.19 M parameters for 3 input and 2 output channels.
+    /// A 256×256 image costs about what `tiny` costs at 64×64 (docs/benchmarks.md); sizes must
+    /// be multiples of 32.
+    pub fn clinical(in_channels: usize, out_channels: usize) -> Self {
+        Self {
+            in_channels,
+            out_channels,
+            base_channels: 32,
+            channel_mult: vec![1, 1, 2, 2],
+            blocks_per_level: 1,
+            attention_levels: vec![3],
+            attention_head_channels: 32,
+            groups: 8,
+            space_to_depth: 4,
         }
     }
 
@@ -96,17 +140,19 @@ impl UNetConfig {
             attention_levels: vec![4],
             attention_head_channels: 64,
             groups: 32,
+            space_to_depth: 1,
         }
     }
 
-    /// A named preset (`"tiny"`, `"small"` or `"base"`).
+    /// A named preset (`"tiny"`, `"small"`, `"clinical"` or `"base"`).
     pub fn preset(name: &str, in_channels: usize, out_channels: usize) -> Result<Self> {
         match name {
             "tiny" => Ok(Self::tiny(in_channels, out_channels)),
             "small" => Ok(Self::small(in_channels, out_channels)),
+            "clinical" => Ok(Self::clinical(in_channels, out_channels)),
             "base" => Ok(Self::base(in_channels, out_channels)),
             other => Err(DiffusionError::Config(format!(
-                "unknown U-Net preset {other:?} (known: tiny, small, base)"
+                "unknown U-Net preset {other:?} (known: tiny, small, clinical, base)"
             ))),
         }
     }
@@ -121,9 +167,19 @@ impl UNetConfig {
         self.channel_mult.len()
     }
 
-    /// Height and width must be multiples of this (`2^(levels-1)`).
+    /// Height and width must be multiples of this (`space_to_depth · 2^(levels-1)`).
     pub fn size_multiple(&self) -> usize {
-        1 << self.levels().saturating_sub(1)
+        self.space_to_depth.max(1) << self.levels().saturating_sub(1)
+    }
+
+    /// Input channels of the inner U-Net (`in_channels · space_to_depth²`).
+    pub fn inner_in_channels(&self) -> usize {
+        self.in_channels * self.space_to_depth * self.space_to_depth
+    }
+
+    /// Output channels of the inner U-Net (`out_channels · space_to_depth²`).
+    pub fn inner_out_channels(&self) -> usize {
+        self.out_channels * self.space_to_depth * self.space_to_depth
     }
 
     /// Checks that the configuration describes a buildable network.
@@ -137,6 +193,12 @@ impl UNetConfig {
         }
         if self.groups == 0 || self.attention_head_channels == 0 {
             return bad("groups and attention_head_channels must be > 0".into());
+        }
+        if !(1..=MAX_SPACE_TO_DEPTH).contains(&self.space_to_depth) {
+            return bad(format!(
+                "space_to_depth must be 1 (none) to {MAX_SPACE_TO_DEPTH}, got {}",
+                self.space_to_depth
+            ));
         }
         for (l, &m) in self.channel_mult.iter().enumerate() {
             let c = self.base_channels * m;
@@ -421,7 +483,7 @@ pub fn unet(cfg: &UNetConfig, vb: VarBuilder) -> Result<UNet> {
     let emb = cfg.emb_channels();
     let map0 = candle_nn::linear(cfg.base_channels, emb, vb.pp("map0"))?;
     let map1 = candle_nn::linear(emb, emb, vb.pp("map1"))?;
-    let conv_in = conv2d(cfg.in_channels, ch(0), 3, false, vb.pp("conv_in"))?;
+    let conv_in = conv2d(cfg.inner_in_channels(), ch(0), 3, false, vb.pp("conv_in"))?;
 
     // Encoder; record the channel count of every skip activation in push order.
     let mut skips = vec![ch(0)];
@@ -486,7 +548,7 @@ pub fn unet(cfg: &UNetConfig, vb: VarBuilder) -> Result<UNet> {
         }
     }
     let out_norm = norm(cfg.groups, ch(0), vb.pp("out_norm"))?;
-    let out_conv = conv2d(ch(0), cfg.out_channels, 3, true, vb.pp("out_conv"))?;
+    let out_conv = conv2d(ch(0), cfg.inner_out_channels(), 3, true, vb.pp("out_conv"))?;
     Ok(UNet {
         cfg: cfg.clone(),
         map0,
@@ -517,9 +579,18 @@ impl UNet {
             )));
         }
         let m = self.cfg.size_multiple();
+        let f = self.cfg.space_to_depth;
         if h % m != 0 || w % m != 0 || h == 0 || w == 0 {
+            let why = if f > 1 {
+                format!(
+                    " (space-to-depth ×{f} times the U-Net's downsampling ×{})",
+                    m / f
+                )
+            } else {
+                String::new()
+            };
             return Err(DiffusionError::Shape(format!(
-                "U-Net input {h}×{w} must be a non-empty multiple of {m} in both axes"
+                "U-Net input {h}×{w} must be a non-empty multiple of {m} in both axes{why}"
             )));
         }
         if c_noise.dims() != [n] {
@@ -532,7 +603,7 @@ impl UNet {
         let emb = self.map0.forward(&emb)?.silu()?;
         let emb = self.map1.forward(&emb)?.silu()?;
 
-        let mut hcur = self.conv_in.forward(x)?;
+        let mut hcur = self.conv_in.forward(&fused::pixel_unshuffle(x, f)?)?;
         let mut skips = vec![hcur.clone()];
         for (l, blocks) in self.enc.iter().enumerate() {
             for b in blocks {
@@ -560,7 +631,7 @@ impl UNet {
             }
         }
         let out = self.out_conv.forward(&self.out_norm.forward_silu(&hcur)?)?;
-        Ok(out)
+        Ok(fused::pixel_shuffle(&out, f)?)
     }
 }
 
@@ -580,6 +651,7 @@ mod tests {
             attention_levels: vec![1],
             attention_head_channels: 8,
             groups: 4,
+            space_to_depth: 1,
         }
     }
 
@@ -672,45 +744,54 @@ mod tests {
     #[test]
     fn composed_ops_path_matches_the_fused_cpu_kernels() -> Result<()> {
         let dev = Device::Cpu;
-        let cfg = small();
-        let vm32 = VarMap::new();
-        let net32 = unet(&cfg, VarBuilder::from_varmap(&vm32, DType::F32, &dev))?;
-        for (name, var) in vm32.data().lock().expect("varmap lock").iter() {
-            if name.contains("conv1") || name.contains("proj") || name.contains("out_conv") {
-                var.set(&Tensor::randn(0f32, 0.1, var.shape(), &dev)?)?;
+        // without and with a ×2 space-to-depth stem (fused kernel vs reshape/permute)
+        for f in [1usize, 2] {
+            let cfg = UNetConfig {
+                space_to_depth: f,
+                ..small()
+            };
+            let vm32 = VarMap::new();
+            let net32 = unet(&cfg, VarBuilder::from_varmap(&vm32, DType::F32, &dev))?;
+            for (name, var) in vm32.data().lock().expect("varmap lock").iter() {
+                if name.contains("conv1") || name.contains("proj") || name.contains("out_conv") {
+                    var.set(&Tensor::randn(0f32, 0.1, var.shape(), &dev)?)?;
+                }
             }
-        }
-        let vm64 = VarMap::new();
-        let net64 = unet(&cfg, VarBuilder::from_varmap(&vm64, DType::F64, &dev))?;
-        {
-            let src = vm32.data().lock().expect("varmap lock");
-            for (name, var) in vm64.data().lock().expect("varmap lock").iter() {
-                var.set(&src[name].as_tensor().to_dtype(DType::F64)?)?;
+            let vm64 = VarMap::new();
+            let net64 = unet(&cfg, VarBuilder::from_varmap(&vm64, DType::F64, &dev))?;
+            {
+                let src = vm32.data().lock().expect("varmap lock");
+                for (name, var) in vm64.data().lock().expect("varmap lock").iter() {
+                    var.set(&src[name].as_tensor().to_dtype(DType::F64)?)?;
+                }
             }
-        }
-        let x = Tensor::randn(0f32, 1., (2, 3, 16, 16), &dev)?;
-        let c = Tensor::new(&[-0.4f32, 0.9], &dev)?;
-        let r = Tensor::randn(0f32, 1., (2, 2, 16, 16), &dev)?;
-        let y32 = net32.forward(&x, &c)?;
-        let y64 = net64.forward(&x.to_dtype(DType::F64)?, &c.to_dtype(DType::F64)?)?;
-        let rel = |a: &Tensor, b: &Tensor| -> Result<f64> {
-            let a = a.to_dtype(DType::F64)?;
-            let b = b.to_dtype(DType::F64)?;
-            let d = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
-            let n = b.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
-            Ok(d / n.max(1e-30))
-        };
-        let e = rel(&y32, &y64)?;
-        assert!(e < 1e-4, "forward differs: relative error {e}");
-        let g32 = (y32 * &r)?.sum_all()?.backward()?;
-        let g64 = (y64 * r.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
-        let v64 = vm64.data().lock().expect("varmap lock");
-        for (name, var) in vm32.data().lock().expect("varmap lock").iter() {
-            let missing = || DiffusionError::Config(format!("no grad for {name}"));
-            let a = g32.get(var.as_tensor()).ok_or_else(missing)?;
-            let b = g64.get(v64[name].as_tensor()).ok_or_else(missing)?;
-            let e = rel(a, b)?;
-            assert!(e < 1e-3, "{name}: gradient differs, relative error {e}");
+            let x = Tensor::randn(0f32, 1., (2, 3, 16, 16), &dev)?;
+            let c = Tensor::new(&[-0.4f32, 0.9], &dev)?;
+            let r = Tensor::randn(0f32, 1., (2, 2, 16, 16), &dev)?;
+            let y32 = net32.forward(&x, &c)?;
+            let y64 = net64.forward(&x.to_dtype(DType::F64)?, &c.to_dtype(DType::F64)?)?;
+            let rel = |a: &Tensor, b: &Tensor| -> Result<f64> {
+                let a = a.to_dtype(DType::F64)?;
+                let b = b.to_dtype(DType::F64)?;
+                let d = (&a - &b)?.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+                let n = b.sqr()?.sum_all()?.to_scalar::<f64>()?.sqrt();
+                Ok(d / n.max(1e-30))
+            };
+            let e = rel(&y32, &y64)?;
+            assert!(e < 1e-4, "f {f}: forward differs: relative error {e}");
+            let g32 = (y32 * &r)?.sum_all()?.backward()?;
+            let g64 = (y64 * r.to_dtype(DType::F64)?)?.sum_all()?.backward()?;
+            let v64 = vm64.data().lock().expect("varmap lock");
+            for (name, var) in vm32.data().lock().expect("varmap lock").iter() {
+                let missing = || DiffusionError::Config(format!("no grad for {name}"));
+                let a = g32.get(var.as_tensor()).ok_or_else(missing)?;
+                let b = g64.get(v64[name].as_tensor()).ok_or_else(missing)?;
+                let e = rel(a, b)?;
+                assert!(
+                    e < 1e-3,
+                    "f {f}, {name}: gradient differs, relative error {e}"
+                );
+            }
         }
         Ok(())
     }
@@ -830,47 +911,123 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() -> Result<()> {
-        // f64 network; central differences on the first entry of every parameter.
+        // f64 network, without and with a ×2 space-to-depth stem; central differences on the
+        // first entry of every parameter and on a few input pixels (the stem's backward).
+        let dev = Device::Cpu;
+        for f in [1usize, 2] {
+            let vm = VarMap::new();
+            let cfg = UNetConfig {
+                base_channels: 8,
+                space_to_depth: f,
+                ..small()
+            };
+            let net = unet(&cfg, VarBuilder::from_varmap(&vm, DType::F64, &dev))?;
+            for (name, var) in vm.data().lock().expect("varmap lock").iter() {
+                if name.contains("conv1") || name.contains("proj") || name.contains("out_conv") {
+                    var.set(&Tensor::randn(0f64, 0.1, var.shape(), &dev)?)?;
+                }
+            }
+            let x = candle_core::Var::randn(0f64, 1., (2, 3, 8, 8), &dev)?;
+            let c = Tensor::new(&[0.1f64, -0.4], &dev)?;
+            let tgt = Tensor::randn(0f64, 1., (2, 2, 8, 8), &dev)?;
+            let loss = || -> Result<Tensor> {
+                Ok((net.forward(x.as_tensor(), &c)? - &tgt)?.sqr()?.sum_all()?)
+            };
+            let grads = loss()?.backward()?;
+            let data = vm.data().lock().expect("varmap lock");
+            let mut vars: Vec<(String, candle_core::Var, usize)> = data
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone(), 0))
+                .collect();
+            // input pixels at different offsets inside the 2×2 blocks
+            for k in [0usize, 1, 8, 9, 77, 190] {
+                vars.push((format!("input[{k}]"), x.clone(), k));
+            }
+            for (name, v, k) in vars {
+                let g = grads
+                    .get(v.as_tensor())
+                    .ok_or_else(|| DiffusionError::Config(format!("no grad for {name}")))?
+                    .flatten_all()?
+                    .to_vec1::<f64>()?;
+                let orig = v.as_tensor().flatten_all()?.to_vec1::<f64>()?;
+                let eps = 1e-4;
+                let eval = |d: f64| -> Result<f64> {
+                    let mut p = orig.clone();
+                    p[k] += d;
+                    v.set(&Tensor::from_vec(p, v.shape(), &dev)?)?;
+                    Ok(loss()?.to_scalar::<f64>()?)
+                };
+                let fd = (eval(eps)? - eval(-eps)?) / (2.0 * eps);
+                v.set(&Tensor::from_vec(orig, v.shape(), &dev)?)?;
+                assert!(
+                    (g[k] - fd).abs() <= 1e-4 * fd.abs().max(1.0),
+                    "space_to_depth {f}, {name}: autograd {} vs fd {fd}",
+                    g[k]
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn space_to_depth_network_shapes_sizes_and_errors() -> Result<()> {
         let dev = Device::Cpu;
         let vm = VarMap::new();
         let cfg = UNetConfig {
-            base_channels: 8,
+            space_to_depth: 4,
             ..small()
         };
-        let net = unet(&cfg, VarBuilder::from_varmap(&vm, DType::F64, &dev))?;
-        for (name, var) in vm.data().lock().expect("varmap lock").iter() {
-            if name.contains("conv1") || name.contains("proj") || name.contains("out_conv") {
-                var.set(&Tensor::randn(0f64, 0.1, var.shape(), &dev)?)?;
-            }
-        }
-        let x = Tensor::randn(0f64, 1., (2, 3, 8, 8), &dev)?;
-        let c = Tensor::new(&[0.1f64, -0.4], &dev)?;
-        let tgt = Tensor::randn(0f64, 1., (2, 2, 8, 8), &dev)?;
-        let loss = || -> Result<Tensor> { Ok((net.forward(&x, &c)? - &tgt)?.sqr()?.sum_all()?) };
-        let grads = loss()?.backward()?;
-        let data = vm.data().lock().expect("varmap lock");
-        for (name, v) in data.iter() {
-            let g = grads
-                .get(v.as_tensor())
-                .ok_or_else(|| DiffusionError::Config(format!("no grad for {name}")))?
-                .flatten_all()?
-                .to_vec1::<f64>()?;
-            let orig = v.as_tensor().flatten_all()?.to_vec1::<f64>()?;
-            let eps = 1e-4;
-            let eval = |d: f64| -> Result<f64> {
-                let mut p = orig.clone();
-                p[0] += d;
-                v.set(&Tensor::from_vec(p, v.shape(), &dev)?)?;
-                Ok(loss()?.to_scalar::<f64>()?)
+        // two levels: ×2 downsampling inside, so sizes must be multiples of 4·2
+        assert_eq!(cfg.size_multiple(), 8);
+        assert_eq!(
+            (cfg.inner_in_channels(), cfg.inner_out_channels()),
+            (48, 32)
+        );
+        let net = unet(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+        let shapes = crate::checkpoint::varmap_shapes(&vm);
+        assert_eq!(shapes["conv_in.weight"].1, vec![8, 48, 3, 3]);
+        assert_eq!(shapes["out_conv.weight"].1, vec![32, 8, 3, 3]);
+        let c = Tensor::new(&[0.3f32], &dev)?;
+        let y = net.forward(&Tensor::randn(0f32, 1., (1, 3, 16, 24), &dev)?, &c)?;
+        assert_eq!(y.dims(), &[1, 2, 16, 24]);
+        assert_eq!(y.abs()?.max_all()?.to_scalar::<f32>()?, 0.0);
+        // 12 is a multiple of the stem's 4 but not of 4·2: a clear error, not a panic
+        let err = net
+            .forward(&Tensor::zeros((1, 3, 12, 16), DType::F32, &dev)?, &c)
+            .err()
+            .ok_or_else(|| DiffusionError::Config("12×16 accepted".into()))?
+            .to_string();
+        assert!(
+            err.contains("12×16") && err.contains("multiple of 8") && err.contains("×4"),
+            "{err}"
+        );
+        for bad in [0usize, MAX_SPACE_TO_DEPTH + 1] {
+            let cfg = UNetConfig {
+                space_to_depth: bad,
+                ..small()
             };
-            let fd = (eval(eps)? - eval(-eps)?) / (2.0 * eps);
-            v.set(&Tensor::from_vec(orig, v.shape(), &dev)?)?;
-            assert!(
-                (g[0] - fd).abs() <= 1e-4 * fd.abs().max(1.0),
-                "{name}: autograd {} vs fd {fd}",
-                g[0]
-            );
+            assert!(cfg.validate().is_err(), "space_to_depth {bad} accepted");
         }
+        Ok(())
+    }
+
+    /// Cards without the field read as no stem, `f = 1` is not written (old cards keep their
+    /// bytes), `f = 4` round-trips.
+    #[test]
+    fn config_without_space_to_depth_reads_and_writes_as_before() -> Result<()> {
+        // a card's network description written before the stem existed
+        let old = r#"{"in_channels":3,"out_channels":2,"base_channels":32,"channel_mult":[1,1,2],
+            "blocks_per_level":1,"attention_levels":[2],"attention_head_channels":32,"groups":8}"#;
+        let cfg: UNetConfig = serde_json::from_str(old)?;
+        assert_eq!(cfg, UNetConfig::tiny(3, 2));
+        assert!(!serde_json::to_string(&cfg)?.contains("space_to_depth"));
+        let cfg4 = UNetConfig {
+            space_to_depth: 4,
+            ..cfg
+        };
+        let s = serde_json::to_string(&cfg4)?;
+        assert!(s.contains(r#""space_to_depth":4"#), "{s}");
+        assert_eq!(serde_json::from_str::<UNetConfig>(&s)?, cfg4);
         Ok(())
     }
 
@@ -907,6 +1064,31 @@ mod tests {
         assert!(net
             .forward(&x.narrow(3, 0, 40)?, &Tensor::new(&[0.1f32], &Device::Cpu)?)
             .is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn clinical_preset_runs_at_256_and_rejects_sizes_off_its_multiple() -> Result<()> {
+        let dev = Device::Cpu;
+        let vm = VarMap::new();
+        let cfg = UNetConfig::preset("clinical", 3, 2)?;
+        let net = unet(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
+        let n = param_count(&vm);
+        eprintln!("clinical preset: {n} parameters");
+        assert!(
+            (1_000_000..1_500_000).contains(&n),
+            "clinical has {n} parameters"
+        );
+        // ×4 stem, then three ×2 poolings
+        assert_eq!(cfg.size_multiple(), 32);
+        let c = Tensor::new(&[0.1f32], &dev)?;
+        let y = net.forward(&Tensor::randn(0f32, 1., (1, 3, 256, 224), &dev)?, &c)?;
+        assert_eq!(y.dims(), &[1, 2, 256, 224]);
+        let err = net
+            .forward(&Tensor::zeros((1, 3, 240, 256), DType::F32, &dev)?, &c)
+            .err()
+            .ok_or_else(|| DiffusionError::Config("240×256 accepted".into()))?;
+        assert!(err.to_string().contains("multiple of 32"), "{err}");
         Ok(())
     }
 
