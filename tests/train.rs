@@ -788,6 +788,17 @@ fn measured_multicoil_image_domain_and_mixed_matrix_sizes_train() {
     assert_eq!(card(&run)["corruption"]["slices"], 7);
     assert_eq!(log_rows(&run).len(), 6);
 
+    // attention maps that cannot fit in memory are refused before the first step (the limit
+    // is set low here: tiny at 32×32, batch 2 needs 4 × 4 blocks × 2·2·64²·4 B ≈ 1 MiB)
+    train_measured(&t.join("oom"), &[&big], 2)
+        .env("AMRI_MEMORY_LIMIT", "100000")
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("big.npz").and(predicate::str::contains("--preset clinical")),
+        );
+    assert!(!t.join("oom").join("latest").exists());
+
     // a size the U-Net cannot take is refused before the first step, naming the file
     let odd = simulate(
         "singlecoil-r4-cartesian",

@@ -33,6 +33,10 @@ use crate::data::{acs_of_mask, batch_indices, FurtherParams, MeasuredScan, Train
 use crate::error::{DiffusionError, Result};
 use crate::seed::{derive_seed, TAG_BUCKET, TAG_BUCKET_ORDER};
 
+/// Peak training memory over the attention maps' own size (see
+/// [`TrainingData::check_attention_memory`]).
+pub const ATTENTION_PEAK_FACTOR: u64 = 4;
+
 /// How a measured file is conditioned before it trains, as `amri recon` conditions data before
 /// it reconstructs ([`prepare`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -360,6 +364,34 @@ impl TrainingData {
                      crop or zero-fill the k-space to a multiple of {m} in each direction before \
                      training (training never pads or resamples measured data)",
                     b.files.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Errors, naming the files, when a training step's attention maps for `batch` scans of a
+    /// bucket would not fit in `available` bytes of memory: peak memory is about
+    /// [`ATTENTION_PEAK_FACTOR`] × [`crate::unet::UNetConfig::attention_map_bytes`] (the maps,
+    /// their softmax and gradients; measured: `tiny` at 256×256, batch 8, 4.3 GB of maps, held
+    /// 18–20 GB). The message names the presets and batch sizes that fit.
+    pub fn check_attention_memory(
+        &self,
+        unet: &crate::unet::UNetConfig,
+        batch: usize,
+        available: u64,
+    ) -> Result<()> {
+        for b in &self.buckets {
+            let (r, c) = b.set.shape();
+            let need = ATTENTION_PEAK_FACTOR * unet.attention_map_bytes(r, c, batch);
+            if need > available {
+                let gib = |v: u64| v as f64 / (1u64 << 30) as f64;
+                return Err(DiffusionError::Config(format!(
+                    "{}: at {r}×{c} with batch {batch} this network's self-attention needs about                      {:.1} GiB ({:.1} GiB of attention maps, quadratic in the image area) and                      {:.1} GiB are available; train with --preset clinical (a ×4 space-to-depth                      stem, made for 256×256 on a CPU) or a smaller --batch",
+                    b.files.join(", "),
+                    gib(need),
+                    gib(need / ATTENTION_PEAK_FACTOR),
+                    gib(available)
                 )));
             }
         }

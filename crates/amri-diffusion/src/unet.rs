@@ -172,6 +172,28 @@ impl UNetConfig {
         self.space_to_depth.max(1) << self.levels().saturating_sub(1)
     }
 
+    /// Bytes of the f32 attention maps one training step keeps for a batch of `batch` images of
+    /// `rows × cols`: every attention block (encoder `blocks_per_level`, decoder
+    /// `blocks_per_level + 1` per listed level, one in the middle at the lowest level) holds
+    /// `batch · heads · tokens²` weights, `tokens` = positions at its level after the stem.
+    /// Attention is quadratic in the image area, so this is what limits a preset's image size.
+    pub fn attention_map_bytes(&self, rows: usize, cols: usize, batch: usize) -> u64 {
+        let f = self.space_to_depth.max(1);
+        let ch = |l: usize| self.base_channels * self.channel_mult.get(l).copied().unwrap_or(1);
+        let per_block = |l: usize| -> u64 {
+            let tokens = ((rows / f) >> l) as u64 * ((cols / f) >> l) as u64;
+            let heads = (ch(l) / self.attention_head_channels.max(1)).max(1) as u64;
+            batch as u64 * heads * tokens * tokens * 4
+        };
+        let mut total = 0u64;
+        for &l in &self.attention_levels {
+            if l < self.levels() {
+                total += (2 * self.blocks_per_level as u64 + 1) * per_block(l);
+            }
+        }
+        total + per_block(self.levels().saturating_sub(1))
+    }
+
     /// Input channels of the inner U-Net (`in_channels · space_to_depth²`).
     pub fn inner_in_channels(&self) -> usize {
         self.in_channels * self.space_to_depth * self.space_to_depth
@@ -1045,6 +1067,26 @@ mod tests {
             "base has {n} parameters"
         );
         Ok(())
+    }
+
+    #[test]
+    fn attention_map_bytes_counts_every_attention_block() {
+        // tiny at 64×64, batch 8: level 2 is 16×16 = 256 tokens, 64 channels = 2 heads of 32;
+        // three blocks there (1 encoder + 2 decoder) plus the middle one
+        let tiny = UNetConfig::tiny(3, 2);
+        assert_eq!(
+            tiny.attention_map_bytes(64, 64, 8),
+            4 * 8 * 2 * 256 * 256 * 4
+        );
+        // quadratic in the area: 256×256 is 256× the bytes of 64×64
+        assert_eq!(
+            tiny.attention_map_bytes(256, 256, 8),
+            256 * tiny.attention_map_bytes(64, 64, 8)
+        );
+        // the ×4 stem of `clinical` brings 256×256 back to tiny's 64×64 cost at level 3 (8×8)
+        let c = UNetConfig::clinical(3, 2);
+        assert_eq!(c.space_to_depth, 4);
+        assert!(c.attention_map_bytes(256, 256, 8) < tiny.attention_map_bytes(64, 64, 8));
     }
 
     #[test]

@@ -611,6 +611,11 @@ fn drive(
     // every matrix size must suit the network, before the first step
     data.check_size_multiple(trainer.denoiser_config().unet.size_multiple())
         .context("checking the training matrix sizes against the network")?;
+    // ... and its attention maps must fit in memory, rather than the run being killed for it
+    if let Some(available) = available_memory() {
+        data.check_attention_memory(&trainer.denoiser_config().unet, batch_size, available)
+            .context("checking the network's memory at the training matrix sizes")?;
+    }
     // the data order follows the run's own seed (the card's), never a flag given on resume
     debug_assert_eq!(seed, trainer.config().seed);
     std::fs::create_dir_all(&c.out).with_context(|| format!("creating {}", c.out.display()))?;
@@ -713,6 +718,18 @@ fn drive(
         c.out.join(LATEST_FILE).display()
     );
     Ok(())
+}
+
+/// Memory this process may use, in bytes: `AMRI_MEMORY_LIMIT` (bytes) when set, else Linux's
+/// `MemAvailable`; `None` where neither is known (the check is then skipped).
+fn available_memory() -> Option<u64> {
+    if let Ok(v) = std::env::var("AMRI_MEMORY_LIMIT") {
+        return v.trim().parse().ok();
+    }
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// The `protocol` a measured run's training record names.
