@@ -31,10 +31,10 @@
 //! ```
 
 use amri_core::{KSpace, C32};
-use faer::{c64, Mat, Side};
+use faer::Side;
 use ndarray::{s, Array2, Array4, ArrayView2, ArrayView3, Axis};
 
-use crate::coils::mix_coils;
+use crate::coils::{coil_gram, mix_coils};
 use crate::error::{OpsError, Result};
 use crate::espirit::{acs_region_from_kspace, acs_region_from_mask, limit_region, AcsRegion};
 
@@ -125,21 +125,7 @@ pub fn compression_matrix(
             "the calibration samples hold NaN or infinite values",
         ));
     }
-    let flat: Vec<Vec<c64>> = calib
-        .outer_iter()
-        .map(|c| {
-            c.iter()
-                .map(|v| c64::new(f64::from(v.re), f64::from(v.im)))
-                .collect()
-        })
-        .collect();
-    let gram = Mat::<c64>::from_fn(coils, coils, |a, b| {
-        flat[a]
-            .iter()
-            .zip(&flat[b])
-            .map(|(x, y)| x * y.conj())
-            .sum()
-    });
+    let gram = coil_gram(calib.view());
     let evd = gram.self_adjoint_eigen(Side::Lower).map_err(|e| {
         OpsError::param(
             "kspace",

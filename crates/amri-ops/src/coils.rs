@@ -198,6 +198,29 @@ pub fn mix_coils(data: ArrayView4<C32>, m: ArrayView2<C32>) -> Result<Array4<C32
     Ok(out)
 }
 
+/// Coil Gram matrix `G[a, b] = Σ_k y_a(k) conj(y_b(k))` `[coil, coil]` (f64) of calibration
+/// samples `[coil, row, col]`: the covariance whose eigenvectors ESPIRiT's phase reference and
+/// SVD coil compression use.
+pub(crate) fn coil_gram(calib: ndarray::ArrayView3<C32>) -> faer::Mat<faer::c64> {
+    use faer::c64;
+    let nc = calib.dim().0;
+    let flat: Vec<Vec<c64>> = calib
+        .outer_iter()
+        .map(|c| {
+            c.iter()
+                .map(|v| c64::new(f64::from(v.re), f64::from(v.im)))
+                .collect()
+        })
+        .collect();
+    faer::Mat::<c64>::from_fn(nc, nc, |a, b| {
+        flat[a]
+            .iter()
+            .zip(&flat[b])
+            .map(|(x, y)| x * y.conj())
+            .sum()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -398,21 +398,7 @@ fn image_space_operator(
 /// the `C × C` covariance `Σ_k y(k) y(k)ᴴ`.
 fn principal_coil_component(calib: ArrayView3<C32>) -> Result<Vec<c64>> {
     let nc = calib.dim().0;
-    let flat: Vec<Vec<c64>> = calib
-        .outer_iter()
-        .map(|c| {
-            c.iter()
-                .map(|v| c64::new(f64::from(v.re), f64::from(v.im)))
-                .collect()
-        })
-        .collect();
-    let cov = Mat::<c64>::from_fn(nc, nc, |a, b| {
-        flat[a]
-            .iter()
-            .zip(&flat[b])
-            .map(|(x, y)| x * y.conj())
-            .sum()
-    });
+    let cov = crate::coils::coil_gram(calib);
     let evd = cov.self_adjoint_eigen(Side::Lower).map_err(|e| {
         OpsError::param(
             "kspace",
