@@ -860,6 +860,19 @@ fn bad_measured_inputs_fail_before_the_first_step_naming_the_file() {
     k.mask = None;
     let nomask = write_kspace(&t.join("nomask.npz"), k);
     fails(&[&nomask], "nomask.npz", "add a `mask` array");
+    // ... unless asked to take the mask its zeros define, as BART's pics does: the same run as
+    // with the file's own mask, bit for bit
+    let run_inferred = t.join("inferred");
+    train_measured(&run_inferred, &[&nomask], 2)
+        .arg("--infer-mask")
+        .assert()
+        .success();
+    let run_masked = t.join("masked");
+    let masked = write_kspace(&t.join("masked.npz"), read_kspace(&sc));
+    train_measured(&run_masked, &[&masked], 2)
+        .assert()
+        .success();
+    assert_eq!(weights(&run_inferred), weights(&run_masked));
     // a multi-coil scan without calibration lines
     let mut k = read_kspace(&mc);
     let m = k.mask.as_mut().unwrap();

@@ -70,6 +70,10 @@ pub struct Common {
     /// N`, as `amri recon --coils`) before coil maps are estimated; give the same N on --resume.
     #[arg(long, visible_alias = "virtual-coils", value_name = "N")]
     pub coils: Option<usize>,
+    /// Measured route: train files that carry no mask with the mask their non-zero samples
+    /// define (BART's convention, which `amri recon` follows); without it they are refused.
+    #[arg(long)]
+    pub infer_mask: bool,
     /// Measured route: do not prewhiten files that carry noise samples (ISMRMRD noise readouts);
     /// by default they are prewhitened, as `amri recon` does.
     #[arg(long)]
@@ -415,59 +419,73 @@ fn drive(
         );
     }
     // the route: measured files (no protocol) or image volumes under --protocol
-    let route =
-        match read_training_inputs(&c.inputs)? {
-            TrainingInputs::Measured(files) => {
-                if let Some(p) = &c.protocol {
-                    bail!(
+    let route = match read_training_inputs(&c.inputs)? {
+        TrainingInputs::Measured(files) => {
+            if let Some(p) = &c.protocol {
+                bail!(
                     "--protocol {p}: the inputs are measured files, which carry their own masks; \
                      leave --protocol out (--delta and --further set the further corruption), or \
                      give image volumes for the simulation route"
                 );
-                }
-                let how = Preparation {
-                    prewhiten: !c.no_prewhiten,
-                    virtual_coils: c.coils,
-                };
-                let files = files
-                    .into_iter()
-                    .map(|(f, k)| {
-                        super::log_mask_note(&f, &k);
-                        let name = f.display().to_string();
-                        let k = prepare(&name, k, how)?;
-                        if let Some(src) = k.attributes.get("prewhitened") {
-                            tracing::info!("{name}: prewhitened with its {src}");
-                        }
-                        MeasuredFile::new(&name, k)
-                    })
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .context("checking the measured training files")?;
-                Route::Measured(files)
             }
-            TrainingInputs::Volumes(v) => {
-                let Some(p) = &c.protocol else {
-                    bail!(
+            let how = Preparation {
+                prewhiten: !c.no_prewhiten,
+                virtual_coils: c.coils,
+            };
+            let files = files
+                .into_iter()
+                .map(|(f, k)| {
+                    super::log_mask_note(&f, &k);
+                    let name = f.display().to_string();
+                    let inferred = k.attributes.get("mask_source").map(String::as_str)
+                        == Some(amri_io::format::MASK_INFERRED);
+                    if inferred && !c.infer_mask {
+                        bail!(
+                            "{name}: has no sampling mask; its non-zero samples imply one \
+                                 ({:.1} % measured), but a training set's A must be known, not \
+                                 guessed: add a `mask` array to the bundle ([slice, row, col] or \
+                                 [row, col], 1 = measured; .cfl: `<name>_mask.cfl` beside it), \
+                                 or pass --infer-mask to train with the mask its zeros define \
+                                 (as BART's pics and amri recon do)",
+                            100.0 * k.mean_sampled_fraction()
+                        );
+                    }
+                    let k = prepare(&name, k, how)?;
+                    if let Some(src) = k.attributes.get("prewhitened") {
+                        tracing::info!("{name}: prewhitened with its {src}");
+                    }
+                    Ok(MeasuredFile::new(&name, k)?)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .context("checking the measured training files")?;
+            Route::Measured(files)
+        }
+        TrainingInputs::Volumes(v) => {
+            let Some(p) = &c.protocol else {
+                bail!(
                     "{} is an image volume: image volumes train on the simulation route and need \
                      --protocol (the acquisition that measures them); measured files (.npz with \
                      mask, .h5, .cfl with _mask) need none",
-                    v.first().map(|f| f.0.display().to_string()).unwrap_or_default()
+                    v.first()
+                        .map(|f| f.0.display().to_string())
+                        .unwrap_or_default()
                 );
-                };
-                if c.coils.is_some() || c.no_prewhiten {
-                    bail!(
-                    "--coils and --no-prewhiten condition measured files; on the simulation route \
+            };
+            if c.coils.is_some() || c.no_prewhiten || c.infer_mask {
+                bail!(
+                    "--coils, --no-prewhiten and --infer-mask condition measured files; on the simulation route \
                      the protocol's `coils` sets the simulated coil count"
                 );
-                }
-                if c.delta.is_some() || c.further.is_some() {
-                    bail!(
+            }
+            if c.delta.is_some() || c.further.is_some() {
+                bail!(
                     "--delta and --further are for measured files; on the simulation route they \
                      are the protocol's `delta` and `further` (write them in a protocol .toml)"
                 );
-                }
-                Route::Simulated(Box::new(Protocol::resolve(p)?), v)
             }
-        };
+            Route::Simulated(Box::new(Protocol::resolve(p)?), v)
+        }
+    };
     let dev = super::device::current()?;
     // A resumed run's card fixes the data stream (batch, objective, Ã) and the optimisation
     // (seed, lr, warm-up, EMA, preset): read it before building the training set.
