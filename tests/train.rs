@@ -967,13 +967,15 @@ fn measured_fastmri_h5_and_cfl_folders_train_and_an_unmasked_h5_is_refused() {
             "prewhitened with its noise samples",
         ));
     assert_eq!(card(&run)["corruption"]["measured"][0]["coils"], 4);
-    // fully sampled k-space (no mask) from an .h5: refused, naming the file
+    // k-space without a mask from an .h5 (97.5 % of its samples non-zero): refused, naming the
+    // file and saying how to give the mask (or --infer-mask)
     let full = root.join("crates/amri-io/tests/fixtures/hdf5/singlecoil_gzip.h5");
     train_measured(&t.join("full"), &[&full], 2)
         .assert()
         .failure()
         .stderr(
             predicate::str::contains("singlecoil_gzip.h5")
-                .and(predicate::str::contains("fully sampled")),
+                .and(predicate::str::contains("has no sampling mask"))
+                .and(predicate::str::contains("--infer-mask")),
         );
 }
