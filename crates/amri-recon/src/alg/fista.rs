@@ -97,23 +97,9 @@ where
             *xi = zi - gi * alpha;
         }
         prox(alpha, x);
-        let t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t).sqrt());
-        let mut beta = ((t - 1.0) / t_new) as f32;
-        let (mut dx2, mut xn2, mut gm2, mut restart_dot) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        for ((xi, zi), xo) in x.iter().zip(&z).zip(&x_old) {
-            let dx = xi - xo;
-            let gm = zi - xi;
-            dx2 += dx.norm_sqr() as f64;
-            xn2 += xi.norm_sqr() as f64;
-            gm2 += gm.norm_sqr() as f64;
-            restart_dot += (gm.re * dx.re + gm.im * dx.im) as f64;
-        }
+        let (dx2, xn2, gm2, restart_dot) = step_stats(x, &z, &x_old);
         check_finite("iterate of fista", xn2)?;
-        t = t_new;
-        if cfg.restart && restart_dot > 0.0 {
-            t = 1.0;
-            beta = 0.0;
-        }
+        let beta = momentum(&mut t, cfg.restart && restart_dot > 0.0);
         for ((zi, xi), xo) in z.iter_mut().zip(x.iter()).zip(&x_old) {
             *zi = xi + (xi - xo) * beta;
         }
@@ -128,6 +114,36 @@ where
         }
     }
     Ok(log)
+}
+
+/// Sums over one FISTA step from the point `from` to the prox output `new` (previous output
+/// `old`): `(‖new − old‖², ‖new‖², ‖from − new‖², Re⟨from − new, new − old⟩)`, the last being
+/// the gradient-restart test (O'Donoghue & Candès).
+fn step_stats(new: &[C32], from: &[C32], old: &[C32]) -> (f64, f64, f64, f64) {
+    let (mut dx2, mut n2, mut gm2, mut restart_dot) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for ((ni, fi), oi) in new.iter().zip(from).zip(old) {
+        let dx = ni - oi;
+        let gm = fi - ni;
+        dx2 += dx.norm_sqr() as f64;
+        n2 += ni.norm_sqr() as f64;
+        gm2 += gm.norm_sqr() as f64;
+        restart_dot += (gm.re * dx.re + gm.im * dx.im) as f64;
+    }
+    (dx2, n2, gm2, restart_dot)
+}
+
+/// Advances the FISTA momentum sequence `t ← (1 + √(1 + 4t²))/2` and returns `β = (t_old − 1)/t`;
+/// on `restart` it resets `t = 1` and returns `β = 0`.
+fn momentum(t: &mut f64, restart: bool) -> f32 {
+    let t_new = 0.5 * (1.0 + (1.0 + 4.0 * *t * *t).sqrt());
+    let beta = ((*t - 1.0) / t_new) as f32;
+    if restart {
+        *t = 1.0;
+        0.0
+    } else {
+        *t = t_new;
+        beta
+    }
 }
 
 /// [`fista()`] in BART's loop order ([`FistaConfig::bart_order`]): `p_k = prox(w_{k−1})`,
@@ -159,23 +175,9 @@ where
     for it in 1..=cfg.iterations {
         p.copy_from_slice(x);
         prox(alpha, &mut p);
-        let t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t).sqrt());
-        let mut beta = ((t - 1.0) / t_new) as f32;
-        let (mut dx2, mut pn2, mut gm2, mut restart_dot) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-        for ((pi, yi), po) in p.iter().zip(&y).zip(&p_old) {
-            let dx = pi - po;
-            let gm = yi - pi;
-            dx2 += dx.norm_sqr() as f64;
-            pn2 += pi.norm_sqr() as f64;
-            gm2 += gm.norm_sqr() as f64;
-            restart_dot += (gm.re * dx.re + gm.im * dx.im) as f64;
-        }
+        let (dx2, pn2, gm2, restart_dot) = step_stats(&p, &y, &p_old);
         check_finite("iterate of fista", pn2)?;
-        t = t_new;
-        if cfg.restart && restart_dot > 0.0 {
-            t = 1.0;
-            beta = 0.0;
-        }
+        let beta = momentum(&mut t, cfg.restart && restart_dot > 0.0);
         for ((yi, pi), po) in y.iter_mut().zip(&p).zip(&p_old) {
             *yi = pi + (pi - po) * beta;
         }
