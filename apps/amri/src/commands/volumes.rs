@@ -11,23 +11,7 @@ use anyhow::{bail, Context, Result};
 /// it came from. Complex images become their magnitude; measured k-space, NaN or ±∞ pixels and
 /// finding no volume at all are errors.
 pub(crate) fn read_volumes_with_files(inputs: &[PathBuf]) -> Result<Vec<(PathBuf, Volume<f32>)>> {
-    let mut files = Vec::new();
-    for p in inputs {
-        if !p.exists() {
-            bail!("training input {} does not exist", p.display());
-        }
-        if p.is_dir() {
-            let mut found = Vec::new();
-            walk(p, &mut found)?;
-            if found.is_empty() {
-                files.push(p.clone()); // a DICOM series folder
-            } else {
-                files.extend(found);
-            }
-        } else {
-            files.push(p.clone());
-        }
-    }
+    let files = expand_inputs(inputs, &[".nii", ".nii.gz", ".npy"])?;
     let mut vols = Vec::new();
     for f in files {
         let scans = amri_io::read_all(&f).with_context(|| format!("reading {}", f.display()))?;
@@ -61,19 +45,38 @@ pub(crate) fn read_volumes_with_files(inputs: &[PathBuf]) -> Result<Vec<(PathBuf
     Ok(vols)
 }
 
-/// Appends the `.nii`, `.nii.gz` and `.npy` files under `dir` (recursively, sorted) to `out`.
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    crate::batch::walk_files(
-        dir,
-        &|p| {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().to_lowercase())
-                .unwrap_or_default();
-            name.ends_with(".nii") || name.ends_with(".nii.gz") || name.ends_with(".npy")
-        },
-        out,
-    )
+/// The files named by `inputs`: each file itself, each folder searched recursively (sorted)
+/// for files ending in one of `extensions` (BART `_mask.cfl` siblings left out), or, when it
+/// holds none, the folder itself (a DICOM series). A missing input is an error.
+fn expand_inputs(inputs: &[PathBuf], extensions: &[&str]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in inputs {
+        if !p.exists() {
+            bail!("training input {} does not exist", p.display());
+        }
+        if !p.is_dir() {
+            files.push(p.clone());
+            continue;
+        }
+        let mut found = Vec::new();
+        crate::batch::walk_files(
+            p,
+            &|f: &Path| {
+                let name = f
+                    .file_name()
+                    .map(|n| n.to_string_lossy().to_lowercase())
+                    .unwrap_or_default();
+                extensions.iter().any(|e| name.ends_with(e)) && !name.ends_with("_mask.cfl")
+            },
+            &mut found,
+        )?;
+        if found.is_empty() {
+            files.push(p.clone()); // a DICOM series folder
+        } else {
+            files.extend(found);
+        }
+    }
+    Ok(files)
 }
 
 /// What the inputs of `amri train` / `amri finetune` hold: image volumes (the simulation route,
@@ -91,36 +94,7 @@ pub(crate) enum TrainingInputs {
 /// image volumes (naming one of each). Image volumes are checked as [`read_volumes_with_files`]
 /// checks them; measured files are checked by the training library.
 pub(crate) fn read_training_inputs(inputs: &[PathBuf]) -> Result<TrainingInputs> {
-    let mut files = Vec::new();
-    for p in inputs {
-        if !p.exists() {
-            bail!("training input {} does not exist", p.display());
-        }
-        if p.is_dir() {
-            let mut found = Vec::new();
-            crate::batch::walk_files(
-                p,
-                &|f| {
-                    let name = f
-                        .file_name()
-                        .map(|n| n.to_string_lossy().to_lowercase())
-                        .unwrap_or_default();
-                    [".nii", ".nii.gz", ".npy", ".npz", ".h5", ".cfl"]
-                        .iter()
-                        .any(|e| name.ends_with(e))
-                        && !name.ends_with("_mask.cfl")
-                },
-                &mut found,
-            )?;
-            if found.is_empty() {
-                files.push(p.clone()); // a DICOM series folder
-            } else {
-                files.extend(found);
-            }
-        } else {
-            files.push(p.clone());
-        }
-    }
+    let files = expand_inputs(inputs, &[".nii", ".nii.gz", ".npy", ".npz", ".h5", ".cfl"])?;
     let mut measured = Vec::new();
     let mut images = Vec::new();
     for f in files {
