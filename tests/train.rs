@@ -979,3 +979,60 @@ fn measured_fastmri_h5_and_cfl_folders_train_and_an_unmasked_h5_is_refused() {
                 .and(predicate::str::contains("--infer-mask")),
         );
 }
+
+#[test]
+fn augmented_measured_training_resumes_exactly_records_the_flag_and_off_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume_of(t, "vol.nii.gz", 4, 32, 32);
+    let sim = simulate("singlecoil-r4-cartesian", &vol, &t.join("sim.npz"));
+    let aug = ["--augment", "flip,transpose,intensity"];
+
+    // uninterrupted augmented run, and the same run in two pieces: the same weights
+    let a = t.join("a");
+    train_measured(&a, &[&sim], 4)
+        .args(aug)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "augment flip,transpose,intensity=0.5:2",
+        ));
+    assert_eq!(
+        card(&a)["corruption"]["augment"],
+        serde_json::json!({"flip_rows": true, "flip_cols": true, "transpose": true,
+                           "gain": [0.5, 2.0]})
+    );
+    let r = t.join("r");
+    train_measured(&r, &[&sim], 2).args(aug).assert().success();
+    // --augment left out on resume: the run's own is used
+    train_measured(&r, &[&sim], 4)
+        .arg("--resume")
+        .assert()
+        .success();
+    assert_eq!(weights(&a), weights(&r), "augmented resume is not exact");
+    // a different --augment on resume is refused
+    train_measured(&r, &[&sim], 6)
+        .args(["--resume", "--augment", "flip"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--augment"));
+
+    // augmentation changes the training; `none` is the plain stream bit for bit, and its card
+    // has no augment entry (as before the flag existed)
+    let plain = t.join("plain");
+    train_measured(&plain, &[&sim], 4).assert().success();
+    let none = t.join("none");
+    train_measured(&none, &[&sim], 4)
+        .args(["--augment", "none"])
+        .assert()
+        .success();
+    assert_eq!(weights(&plain), weights(&none));
+    assert_ne!(weights(&plain), weights(&a));
+    assert!(card(&none)["corruption"].get("augment").is_none());
+
+    train_measured(&t.join("bad"), &[&sim], 2)
+        .args(["--augment", "flop"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("flop"));
+}

@@ -181,6 +181,10 @@ pub struct TrainingRecord {
     /// acceleration and calibration fraction) for drawing inference masks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured: Option<Vec<MeasuredInput>>,
+    /// Per-example augmentation of the training stream (`crate::augment`; absent = off, as
+    /// in cards written before it existed).
+    #[serde(default, skip_serializing_if = "crate::augment::Augmentation::is_off")]
+    pub augment: crate::augment::Augmentation,
 }
 
 /// One measured training file of a [`TrainingRecord`].
@@ -659,6 +663,7 @@ mod tests {
             slices: 3,
             base: None,
             measured: None,
+            augment: Default::default(),
         };
         let with = card_json(serde_json::to_value(&record)?)?;
         let card: ModelCard = serde_json::from_value(with.clone())?;

@@ -14,6 +14,8 @@
 //!   supervised clean-data loss;
 //! - [`objective`]: loss dispatch of a training batch ([`train::Trainer::loss`]);
 //! - [`fourier`]: the centred orthonormal 2-D DFT as differentiable candle matmuls;
+//! - [`augment`]: flips, transposes and intensity gains of training examples in the measured
+//!   domain (masks and coil maps follow);
 //! - [`batch`]: a training mini-batch (data, masks; its variant picks the loss);
 //! - [`checkpoint`]: the model card, checkpoint folders (load, `latest`, validation of the
 //!   safetensors files) and crash-safe writes; all that inference needs of a trained model;
@@ -46,6 +48,7 @@
 //! ```
 
 pub mod alloc;
+pub mod augment;
 pub mod batch;
 pub mod checkpoint;
 pub mod data;

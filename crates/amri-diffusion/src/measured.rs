@@ -202,6 +202,8 @@ struct Bucket {
 #[derive(Debug, Clone)]
 pub struct TrainingData {
     buckets: Vec<Bucket>,
+    /// Per-example augmentation of [`TrainingData::step_batch`] (off by default).
+    augment: crate::augment::Augmentation,
 }
 
 impl TrainingData {
@@ -209,6 +211,7 @@ impl TrainingData {
     pub fn single(set: TrainingSet, files: Vec<String>) -> Self {
         Self {
             buckets: vec![Bucket { set, files }],
+            augment: Default::default(),
         }
     }
 
@@ -314,7 +317,22 @@ impl TrainingData {
                     .collect(),
             });
         }
-        Ok(Self { buckets })
+        Ok(Self {
+            buckets,
+            augment: Default::default(),
+        })
+    }
+
+    /// The same data with every example of [`TrainingData::step_batch`] augmented by `aug`
+    /// ([`crate::augment`]: a pure function of `(seed, step, example)`; off = the plain stream).
+    pub fn with_augmentation(mut self, aug: crate::augment::Augmentation) -> Self {
+        self.augment = aug;
+        self
+    }
+
+    /// The augmentation [`TrainingData::step_batch`] applies.
+    pub fn augmentation(&self) -> &crate::augment::Augmentation {
+        &self.augment
     }
 
     /// Total number of scans.
@@ -517,7 +535,8 @@ impl TrainingData {
             derive_seed(seed, b as u64, TAG_BUCKET_ORDER)
         };
         let idx = batch_indices(bucket.set.len(), batch, seed_b, step);
-        bucket.set.batch(&idx, step, dev)
+        let plain = bucket.set.batch(&idx, step, dev)?;
+        crate::augment::augment_batch(plain, &self.augment, seed, step)
     }
 }
 
@@ -642,6 +661,39 @@ mod tests {
         }
         // the masks differ between slices, so each scan has its own A
         assert_ne!(set.masks(0, 0).unwrap().0, set.masks(1, 0).unwrap().0);
+    }
+
+    #[test]
+    fn augmented_stream_is_the_plain_stream_augmented_per_example_and_off_is_unchanged() {
+        use crate::augment::{apply_to_batch, Augmentation};
+        let f = MeasuredFile::new("mc.npz", kspace(32, 32, 3, 4, false)).unwrap();
+        let plain = TrainingData::from_measured(std::slice::from_ref(&f), further()).unwrap();
+        let off = plain.clone().with_augmentation(Augmentation::default());
+        let aug = Augmentation::parse("flip,transpose,intensity").unwrap();
+        let on = plain.clone().with_augmentation(aug);
+        let dev = Device::Cpu;
+        let mut changed = 0;
+        for step in 0..6 {
+            let p = plain.step_batch(2, 11, step, &dev).unwrap();
+            // off: bit for bit the stream without augmentation
+            assert_eq!(
+                batch_bits(&off.step_batch(2, 11, step, &dev).unwrap()),
+                batch_bits(&p)
+            );
+            // on: the same scans and Ã, each example under its own (seed, step, example) draw
+            let a = on.step_batch(2, 11, step, &dev).unwrap();
+            let draws: Vec<_> = (0..2).map(|b| aug.draw(11, step, b, true)).collect();
+            assert_eq!(
+                batch_bits(&a),
+                batch_bits(&apply_to_batch(&p, &draws).unwrap())
+            );
+            assert_eq!(
+                batch_bits(&a),
+                batch_bits(&on.step_batch(2, 11, step, &dev).unwrap())
+            );
+            changed += usize::from(batch_bits(&a) != batch_bits(&p));
+        }
+        assert!(changed > 0);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! | [`TAG_HEUN_START`] | initial noise of the unconditional sampler's batch |
 //! | [`TAG_HEUN_MASK`] | training mask of one unconditional sample |
 //! | [`TAG_POSTERIOR`] | noise stream of the posterior sampler |
+//! | [`TAG_AUGMENT`] | augmentation of one training example (`crate::augment`; counters: step, then example) |
 //!
 //! The posterior sampler also draws a training mask per step and sample with
 //! `(seed, step, sample)`, the sample index in the tag's place. [`data_order`] seeds its permutation with `seed ^ epoch·φ64`, a scheme of its
@@ -42,6 +43,9 @@ pub const TAG_HEUN_MASK: u64 = 0xF1CED;
 pub const TAG_POSTERIOR: u64 = 0xAD95;
 /// Tag of the shape-bucket draw of a training step (counter: step; `crate::measured`).
 pub const TAG_BUCKET: u64 = 0xB0C7;
+/// Tag of the augmentation draw of a training example (`crate::augment`: counter step, then
+/// counter example).
+pub const TAG_AUGMENT: u64 = 0xA06E;
 /// Tag of the data-order seed of shape bucket `b > 0` (counter: `b`; `crate::measured`).
 pub const TAG_BUCKET_ORDER: u64 = 0xB0C8;
 

@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use amri_diffusion::augment::Augmentation;
 use amri_diffusion::checkpoint::{
     read_card, resolve_checkpoint, MeasuredInput, ModelCard, TrainingRecord, LATEST_FILE,
 };
@@ -78,6 +79,14 @@ pub struct Common {
     /// by default they are prewhitened, as `amri recon` does.
     #[arg(long)]
     pub no_prewhiten: bool,
+    /// Augment every training example in the measured domain (comma-separated): flip (reflect
+    /// rows and columns about the k-space centre, each w.p. 1/2; or flip-rows / flip-cols),
+    /// transpose (square matrices only, w.p. 1/2), intensity (gain log-uniform in [0.5, 2]; or
+    /// intensity=LO:HI), none. Masks, Ã and coil maps follow the data. Drawn from (seed, step,
+    /// example), so --resume stays exact [default: none; --resume: the run's, a different value
+    /// is an error].
+    #[arg(long, value_parser = parse_augment, value_name = "LIST")]
+    pub augment: Option<Augmentation>,
     /// Total optimisation steps of the run (a resumed run continues up to this count).
     #[arg(long)]
     pub steps: usize,
@@ -176,6 +185,10 @@ fn parse_further(s: &str) -> Result<FurtherMode, String> {
         "per-step" | "per_step" => Ok(FurtherMode::PerStep),
         _ => Err(format!("expected per-scan or per-step, got {s:?}")),
     }
+}
+
+fn parse_augment(s: &str) -> Result<Augmentation, String> {
+    Augmentation::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_objective(s: &str) -> Result<TrainObjective, String> {
@@ -510,6 +523,11 @@ fn drive(
         .map(|r| r.1.train.seed)
         .or(c.seed)
         .unwrap_or(0);
+    // the augmentation is part of the data stream: a resumed run keeps its own
+    let augment = match &resumed {
+        Some((_, _, info)) => Augmentation::on_resume(&info.augment, c.augment.as_ref())?,
+        None => c.augment.unwrap_or_default(),
+    };
     // build the data (every input check happens here, before the first step)
     let (data, protocol_name, acquisition, measured) = match route {
         Route::Simulated(protocol, volumes) => {
@@ -559,6 +577,15 @@ fn drive(
             (data, MEASURED_PROTOCOL.to_owned(), acq, Some(inputs))
         }
     };
+    let data = data.with_augmentation(augment);
+    if augment.transpose {
+        for (r, cols, _) in data.shapes().into_iter().filter(|(r, c, _)| r != c) {
+            tracing::warn!(
+                "--augment transpose: the {r}×{cols} slices are not square and train without \
+                 transposes (a transposed slice would leave its matrix size)"
+            );
+        }
+    }
     if let Some((_, _, info)) = &resumed {
         match resume_mismatch(info, &protocol_name, &acquisition, c.batch, c.objective) {
             None => {}
@@ -622,6 +649,7 @@ fn drive(
                 slices: data.len(),
                 base,
                 measured,
+                augment,
             };
             (t, info, preset.map(str::to_owned), Vec::new())
         }
@@ -653,7 +681,7 @@ fn drive(
         .collect::<Vec<_>>()
         .join(", ");
     eprintln!(
-        "training {} parameters on {} slices ({sizes}; {:?}, {}), steps {first}..{}",
+        "training {} parameters on {} slices ({sizes}; {:?}, {}{}), steps {first}..{}",
         trainer.num_parameters(),
         data.len(),
         data.objective(),
@@ -661,6 +689,11 @@ fn drive(
             "measured files".to_owned()
         } else {
             format!("protocol {protocol_name}")
+        },
+        if augment.is_off() {
+            String::new()
+        } else {
+            format!(", augment {}", augment.describe())
         },
         c.steps
     );
