@@ -1036,3 +1036,51 @@ fn augmented_measured_training_resumes_exactly_records_the_flag_and_off_changes_
         .failure()
         .stderr(predicate::str::contains("flop"));
 }
+
+#[test]
+fn simulation_route_trains_on_three_orientations_and_two_pixel_sizes_in_shape_buckets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    // 8 axial slices of 32×32 at 1 mm (RAS, identity affine)
+    let vol = volume_of(t, "vol.nii.gz", 8, 32, 32);
+    let out = t.join("views");
+    let run = |out: &Path, views: &[&str], steps: usize| {
+        let mut c = train(out, &vol, steps);
+        c.args(views);
+        c
+    };
+    let views = [
+        "--orientations",
+        "axial,coronal,sagittal",
+        "--pixel-sizes",
+        "1,2",
+    ];
+    // axial: 8 slices of 32×32 (1 mm) and 16×16 (2 mm); coronal and sagittal: 32 slices of
+    // 8×32 (rows S/I: 8 mm of volume) and 4×16; tiny's size multiple is 4, so nothing is padded
+    run(&out, &views, 2)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "8 of 32×32, 8 of 16×16, 64 of 8×32, 64 of 4×16",
+        ));
+    let c = card(&out);
+    assert_eq!(
+        c["corruption"]["views"],
+        serde_json::json!({"orientations": ["axial", "coronal", "sagittal"], "pixel_mm": [1.0, 2.0]})
+    );
+    assert_eq!(c["corruption"]["slices"], 144);
+    // resume keeps the run's views; other views are refused
+    run(&out, &[], 4).arg("--resume").assert().success();
+    run(&out, &["--orientations", "axial"], 6)
+        .arg("--resume")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--orientations"));
+    // measured files are never resliced
+    let sim = simulate("singlecoil-r4-cartesian", &vol, &t.join("sim.npz"));
+    train_measured(&t.join("m"), &[&sim], 2)
+        .args(["--pixel-sizes", "2"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--pixel-sizes"));
+}

@@ -185,6 +185,10 @@ pub struct TrainingRecord {
     /// in cards written before it existed).
     #[serde(default, skip_serializing_if = "crate::augment::Augmentation::is_off")]
     pub augment: crate::augment::Augmentation,
+    /// Simulation route: the orientations and pixel sizes every volume was viewed in
+    /// (`crate::views`; absent: the volumes as stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views: Option<crate::views::Views>,
 }
 
 /// One measured training file of a [`TrainingRecord`].
@@ -664,6 +668,7 @@ mod tests {
             base: None,
             measured: None,
             augment: Default::default(),
+            views: None,
         };
         let with = card_json(serde_json::to_value(&record)?)?;
         let card: ModelCard = serde_json::from_value(with.clone())?;

@@ -24,6 +24,8 @@
 //! - [`sample`]: inference — [`sample::Prior`], one-step reconstruction, the posterior sampler
 //!   (mean and uncertainty) and the unconditional sampler;
 //! - [`seed`]: the one seed-derivation scheme (`(seed, counter, tag)` → independent seed);
+//! - [`views`]: training views of image volumes (orientations from the affine, in-plane pixel
+//!   sizes by Fourier resampling, padding to the network's size multiple);
 //! - [`memorize`]: nearest-training-slice similarity of samples (memorisation report).
 //!
 //! Conventions: tensors are NCHW `f32`; complex images are 2 channels (real, imaginary); masks
@@ -67,5 +69,6 @@ pub mod seed;
 pub mod testing;
 pub mod train;
 pub mod unet;
+pub mod views;
 
 pub use error::{DiffusionError, Result};

@@ -215,6 +215,42 @@ impl TrainingData {
         }
     }
 
+    /// Data of several sets of different matrix sizes, one bucket each in the given order (the
+    /// simulation route with several views, [`crate::views`]); the stream is the buckets' as for
+    /// measured files. Errors on no sets, two sets of one shape or sets of different objectives
+    /// or coil counts.
+    pub fn from_sets(sets: Vec<(TrainingSet, Vec<String>)>) -> Result<Self> {
+        let Some(first) = sets.first() else {
+            return Err(DiffusionError::Config("no training data".into()));
+        };
+        let (objective, coils) = (first.0.objective(), first.0.coils());
+        for (k, (set, files)) in sets.iter().enumerate() {
+            if set.objective() != objective || set.coils() != coils {
+                return Err(DiffusionError::Config(format!(
+                    "{}: objective {:?} with {} coils differs from the first set's {objective:?} \
+                     with {coils}",
+                    files.join(", "),
+                    set.objective(),
+                    set.coils()
+                )));
+            }
+            if sets[..k].iter().any(|(s, _)| s.shape() == set.shape()) {
+                return Err(DiffusionError::Config(format!(
+                    "{}: two sets of one matrix size {:?}; give each size one set",
+                    files.join(", "),
+                    set.shape()
+                )));
+            }
+        }
+        Ok(Self {
+            buckets: sets
+                .into_iter()
+                .map(|(set, files)| Bucket { set, files })
+                .collect(),
+            augment: Default::default(),
+        })
+    }
+
     /// Training data from measured files (module docs): scans are numbered in input order
     /// (file by file, slice by slice; the number seeds each scan's `Ã`) and grouped into
     /// buckets by `[rows, cols]`, in order of first appearance. Errors name the file: mixed

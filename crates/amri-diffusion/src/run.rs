@@ -172,6 +172,7 @@ mod tests {
             base: None,
             measured: None,
             augment: Default::default(),
+            views: None,
         };
         let amb = Some(TrainObjective::Ambient);
         assert_eq!(resume_mismatch(&record, "p", &acq, None, None), None);

@@ -95,6 +95,7 @@ impl TinyRun {
                 base: None,
                 measured: None,
                 augment: Default::default(),
+                views: None,
             }),
         )?;
         save_run_checkpoint(&self.trainer, run, &card)

@@ -30,6 +30,7 @@ use amri_diffusion::run::{
 use amri_diffusion::train::{
     save_run_checkpoint, Objective, StepStats, TrainConfig, Trainer, ENCODER_PREFIXES,
 };
+use amri_diffusion::views::{group_by_shape, views_of, Orientation, Views};
 use amri_ops::corruption::FurtherMode;
 use amri_protocol::Protocol;
 use anyhow::{bail, Context, Result};
@@ -87,6 +88,17 @@ pub struct Common {
     /// is an error].
     #[arg(long, value_parser = parse_augment, value_name = "LIST")]
     pub augment: Option<Augmentation>,
+    /// Simulation route: train on every image volume sliced in each of these orientations
+    /// (axial, coronal, sagittal; comma-separated), read from the NIfTI affine, not the array
+    /// order [default: the volumes' stored slices; --resume: the run's].
+    #[arg(long, value_delimiter = ',', value_parser = parse_orientation, value_name = "LIST")]
+    pub orientations: Option<Vec<Orientation>>,
+    /// Simulation route: also resample every slice in-plane to each of these pixel sizes in mm
+    /// (comma-separated, e.g. 1,1.5,2; Fourier crop / zero-pad keeping the field of view), then
+    /// zero-pad to the network's size multiple; views of different sizes train in shape buckets
+    /// [default: the volumes' own pixels; --resume: the run's].
+    #[arg(long, value_delimiter = ',', value_name = "MM")]
+    pub pixel_sizes: Option<Vec<f64>>,
     /// Total optimisation steps of the run (a resumed run continues up to this count).
     #[arg(long)]
     pub steps: usize,
@@ -189,6 +201,10 @@ fn parse_further(s: &str) -> Result<FurtherMode, String> {
 
 fn parse_augment(s: &str) -> Result<Augmentation, String> {
     Augmentation::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_orientation(s: &str) -> Result<Orientation, String> {
+    Orientation::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_objective(s: &str) -> Result<TrainObjective, String> {
@@ -441,6 +457,13 @@ fn drive(
                      give image volumes for the simulation route"
                 );
             }
+            if c.orientations.is_some() || c.pixel_sizes.is_some() {
+                bail!(
+                    "--orientations and --pixel-sizes reslice and resample image volumes (the \
+                     simulation route); measured files train at their own orientation and \
+                     resolution (never resampled)"
+                );
+            }
             let how = Preparation {
                 prewhiten: !c.no_prewhiten,
                 virtual_coils: c.coils,
@@ -490,6 +513,14 @@ fn drive(
                      the protocol's `coils` sets the simulated coil count"
                 );
             }
+            if let Some(p) = c
+                .pixel_sizes
+                .iter()
+                .flatten()
+                .find(|p| !(p.is_finite() && **p > 0.0))
+            {
+                bail!("--pixel-sizes: {p} is not a positive number of millimetres");
+            }
             if c.delta.is_some() || c.further.is_some() {
                 bail!(
                     "--delta and --further are for measured files; on the simulation route they \
@@ -528,6 +559,32 @@ fn drive(
         Some((_, _, info)) => Augmentation::on_resume(&info.augment, c.augment.as_ref())?,
         None => c.augment.unwrap_or_default(),
     };
+    // the views of the simulation route: also part of the data stream
+    let given_views = (c.orientations.is_some() || c.pixel_sizes.is_some()).then(|| Views {
+        orientations: c.orientations.clone().unwrap_or_default(),
+        pixel_mm: c.pixel_sizes.clone().unwrap_or_default(),
+    });
+    let views = match &resumed {
+        Some((_, _, info)) => {
+            if given_views.is_some() && given_views != info.views {
+                bail!(
+                    "--resume: the run trained on views {:?}, not {:?}; leave --orientations and \
+                     --pixel-sizes out or give the run's",
+                    info.views,
+                    given_views
+                );
+            }
+            info.views.clone()
+        }
+        None => given_views,
+    };
+    // the size multiple views are padded to: the network's
+    let multiple = match &resumed {
+        Some((_, card, _)) => card.denoiser.unet.size_multiple(),
+        None => preset
+            .and_then(|p| DenoiserConfig::complex_preset(p, SIGMA_DATA).ok())
+            .map_or(1, |d| d.unet.size_multiple()),
+    };
     // build the data (every input check happens here, before the first step)
     let (data, protocol_name, acquisition, measured) = match route {
         Route::Simulated(protocol, volumes) => {
@@ -536,14 +593,29 @@ fn drive(
                 .map(|(f, _)| f.display().to_string())
                 .collect();
             let vols: Vec<_> = volumes.into_iter().map(|(_, v)| v).collect();
-            let set = TrainingSet::from_volumes(&vols, &protocol.acquisition, objective)
-                .context("building the training set")?;
-            (
-                TrainingData::single(set, names),
-                protocol.name,
-                protocol.acquisition,
-                None,
-            )
+            let data = match &views {
+                None => {
+                    let set = TrainingSet::from_volumes(&vols, &protocol.acquisition, objective)
+                        .context("building the training set")?;
+                    TrainingData::single(set, names)
+                }
+                Some(views) => {
+                    let mut all = Vec::new();
+                    for (name, v) in names.iter().zip(&vols) {
+                        all.extend(views_of(name, v, views, multiple)?);
+                    }
+                    let mut sets = Vec::new();
+                    for ((r, cols), idx) in group_by_shape(&all) {
+                        let group: Vec<_> = idx.iter().map(|&k| all[k].1.clone()).collect();
+                        let set =
+                            TrainingSet::from_volumes(&group, &protocol.acquisition, objective)
+                                .with_context(|| format!("building the {r}×{cols} training set"))?;
+                        sets.push((set, idx.iter().map(|&k| all[k].0.clone()).collect()));
+                    }
+                    TrainingData::from_sets(sets)?
+                }
+            };
+            (data, protocol.name, protocol.acquisition, None)
         }
         Route::Measured(files) => {
             if objective != TrainObjective::Ambient {
@@ -650,6 +722,7 @@ fn drive(
                 base,
                 measured,
                 augment,
+                views: views.clone(),
             };
             (t, info, preset.map(str::to_owned), Vec::new())
         }
