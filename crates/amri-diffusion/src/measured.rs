@@ -733,6 +733,30 @@ mod tests {
     }
 
     #[test]
+    fn sets_of_several_sizes_become_buckets_and_a_repeated_size_is_refused() {
+        let set = |r: usize| {
+            let f = MeasuredFile::new("f.npz", kspace(r, 32, 2, 1, false)).unwrap();
+            let d = TrainingData::from_measured(&[f], further()).unwrap();
+            let first = d.sets().next().unwrap().clone();
+            first
+        };
+        let d = TrainingData::from_sets(vec![
+            (set(32), vec!["a [axial, 1 mm]".into()]),
+            (set(16), vec!["a [axial, 2 mm]".into()]),
+        ])
+        .unwrap();
+        assert_eq!(d.shapes(), vec![(32, 32, 2), (16, 32, 2)]);
+        let e = TrainingData::from_sets(vec![
+            (set(16), vec!["x".into()]),
+            (set(16), vec!["y".into()]),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains('y') && e.contains("matrix size"), "{e}");
+        assert!(TrainingData::from_sets(Vec::new()).is_err());
+    }
+
+    #[test]
     fn multicoil_scans_get_maps_from_their_own_calibration_lines() {
         let f = MeasuredFile::new("mc.npz", kspace(32, 32, 2, 4, false)).unwrap();
         let d = TrainingData::from_measured(&[f], further()).unwrap();
