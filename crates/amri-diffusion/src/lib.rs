@@ -45,6 +45,7 @@
 //! # }
 //! ```
 
+pub mod adapt;
 pub mod alloc;
 pub mod batch;
 pub mod checkpoint;
