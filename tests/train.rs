@@ -1084,3 +1084,103 @@ fn simulation_route_trains_on_three_orientations_and_two_pixel_sizes_in_shape_bu
         .failure()
         .stderr(predicate::str::contains("--pixel-sizes"));
 }
+
+/// `amri finetune --base <run> --protocol singlecoil-r4-cartesian --batch 2 --seed 1`.
+fn finetune(base: &Path, out: &Path, vol: &Path, steps: usize) -> Command {
+    let mut c = amri();
+    c.args(["finetune", "--base"])
+        .arg(base)
+        .args(["--protocol", "singlecoil-r4-cartesian", "--batch", "2"])
+        .args(["--seed", "1", "--warmup", "1", "--checkpoint-every", "1"])
+        .args(["--steps", &steps.to_string(), "--no-progress", "--out"])
+        .arg(out)
+        .arg(vol);
+    c
+}
+
+#[test]
+fn finetune_with_lora_and_last_layers_records_how_and_lora_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume(t);
+    let base = t.join("base");
+    train(&base, &vol, 2).assert().success();
+    let base_ckpt = base.join(std::fs::read_to_string(base.join("latest")).unwrap().trim());
+
+    // LoRA rank 2: 3 steps uninterrupted, and 1 step then --resume to 3
+    let a = t.join("lora_a");
+    finetune(&base, &a, &vol, 3)
+        .args(["--adapt", "lora", "--rank", "2"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("updated"));
+    let b = t.join("lora_b");
+    finetune(&base, &b, &vol, 1)
+        .args(["--adapt", "lora", "--rank", "2"])
+        .assert()
+        .success();
+    finetune(&base, &b, &vol, 3)
+        .args(["--adapt", "lora", "--rank", "2", "--resume"])
+        .assert()
+        .success();
+    // merged weights, EMA, optimiser state and adapters bit for bit
+    let wa = weights(&a);
+    assert_eq!(wa.len(), 4, "model, ema, optim and lora.safetensors");
+    assert_eq!(wa, weights(&b), "LoRA resume is not exact");
+
+    let c = card(&a);
+    assert_eq!(c["train"]["lora"]["rank"], 2);
+    assert_eq!(c["train"]["lora"]["alpha"], 2.0);
+    let f = &c["corruption"]["finetune"];
+    assert_eq!(f["adapt"], "lora");
+    assert_eq!(f["lora"]["rank"], 2);
+    // the base's hash, computed by coreutils' sha256sum
+    let sum = std::process::Command::new("sha256sum")
+        .arg(base_ckpt.join("ema.safetensors"))
+        .output()
+        .unwrap();
+    let want = String::from_utf8(sum.stdout).unwrap();
+    assert_eq!(f["base_sha256"], want.split_whitespace().next().unwrap());
+    let trained = f["trained_parameters"].as_u64().unwrap();
+    assert!(trained > 0);
+    // fewer parameters than the network holds (tiny: ≈0.79 M)
+    assert!(trained < 400_000, "{trained} LoRA parameters");
+
+    // last layers: the last decoder block and the head only
+    let ll = t.join("ll");
+    finetune(&base, &ll, &vol, 1)
+        .args(["--adapt", "last-layers", "--train-layers", "1"])
+        .assert()
+        .success();
+    let c = card(&ll);
+    assert_eq!(c["corruption"]["finetune"]["adapt"], "last-layers");
+    assert_eq!(c["corruption"]["finetune"]["train_layers"], 1);
+    let frozen: Vec<String> = serde_json::from_value(c["train"]["freeze"].clone()).unwrap();
+    assert!(frozen.contains(&"enc.".to_string()) && frozen.contains(&"dec.0.0.".to_string()));
+    assert!(!frozen
+        .iter()
+        .any(|p| p.starts_with("dec.0.1") || p.starts_with("out_")));
+
+    // full is the default and is recorded as such
+    let full = t.join("full");
+    finetune(&base, &full, &vol, 1).assert().success();
+    assert_eq!(card(&full)["corruption"]["finetune"]["adapt"], "full");
+    assert!(card(&full)["train"].get("lora").is_none());
+
+    // flags that do not belong to the chosen adaptation are refused
+    finetune(&base, &t.join("bad1"), &vol, 1)
+        .args(["--rank", "4"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--adapt lora"));
+    finetune(&base, &t.join("bad2"), &vol, 1)
+        .args(["--adapt", "lora", "--freeze-down"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--freeze-down"));
+    finetune(&base, &t.join("bad3"), &vol, 1)
+        .args(["--adapt", "last-layers", "--train-layers", "99"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--train-layers 99"));
+}

@@ -75,6 +75,10 @@ pub struct TrainConfig {
     /// [`crate::loss::consistency_kspace_loss`] with this weight, the others the Tweedie loss.
     #[serde(default)]
     pub consistency_weight: f64,
+    /// Low-rank adapters ([`crate::adapt`]): `Some` trains only adapters on a frozen base, whose
+    /// merged weights the checkpoints hold. Absent (not written) for ordinary training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<crate::adapt::LoraConfig>,
 }
 
 fn unit_weight() -> f64 {
@@ -94,6 +98,7 @@ impl Default for TrainConfig {
             freeze: Vec::new(),
             hidden_weight: 1.0,
             consistency_weight: 0.0,
+            lora: None,
         }
     }
 }
@@ -189,6 +194,10 @@ pub struct TrainingRecord {
     /// (`crate::views`; absent: the volumes as stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub views: Option<crate::views::Views>,
+    /// How a fine-tuned run adapted its base (`None`: trained from scratch, or written before
+    /// the record existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<crate::adapt::FinetuneRecord>,
 }
 
 /// One measured training file of a [`TrainingRecord`].
@@ -669,6 +678,7 @@ mod tests {
             measured: None,
             augment: Default::default(),
             views: None,
+            finetune: None,
         };
         let with = card_json(serde_json::to_value(&record)?)?;
         let card: ModelCard = serde_json::from_value(with.clone())?;

@@ -20,6 +20,8 @@
 //! - [`checkpoint`]: the model card, checkpoint folders (load, `latest`, validation of the
 //!   safetensors files) and crash-safe writes; all that inference needs of a trained model;
 //! - [`train`]: AdamW with warm-up, global-norm clipping, EMA; writes checkpoints;
+//! - [`adapt`]: fine-tuning a base model with low-rank adapters (LoRA, merged on save) or the
+//!   last decoder layers only;
 //! - [`run`]: a training run's loss log (`loss.csv`: format, parsing, resume);
 //! - [`sample`]: inference — [`sample::Prior`], one-step reconstruction, the posterior sampler
 //!   (mean and uncertainty) and the unconditional sampler;
@@ -49,6 +51,7 @@
 //! # }
 //! ```
 
+pub mod adapt;
 pub mod alloc;
 pub mod augment;
 pub mod batch;

@@ -173,6 +173,7 @@ mod tests {
             measured: None,
             augment: Default::default(),
             views: None,
+            finetune: None,
         };
         let amb = Some(TrainObjective::Ambient);
         assert_eq!(resume_mismatch(&record, "p", &acq, None, None), None);

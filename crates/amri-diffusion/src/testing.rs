@@ -96,6 +96,7 @@ impl TinyRun {
                 measured: None,
                 augment: Default::default(),
                 views: None,
+                finetune: None,
             }),
         )?;
         save_run_checkpoint(&self.trainer, run, &card)

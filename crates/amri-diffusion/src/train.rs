@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
@@ -26,6 +27,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::adapt::{is_adapted, LoraBackend, BASE_PREFIX, LORA_FILE};
 use crate::checkpoint::{
     check_tensors, create_dir, load_varmap, missing, read_card, resolve_checkpoint, save_in_run,
     sorted_vars, varmap_shapes, write_atomic, write_file_atomic, IntensityNorm, ModelCard,
@@ -110,6 +112,21 @@ pub fn seeded_init(
 struct SeededVarMap {
     vm: VarMap,
     seed: u64,
+    /// Prefixes of frozen variables ([`is_frozen`]): served detached, as constants of the graph,
+    /// so that backward computes no gradient for them (nor for layers before the first trained
+    /// one).
+    frozen: Vec<String>,
+}
+
+impl SeededVarMap {
+    /// The tensor the model holds for `var`: detached (same storage, no gradient) when frozen.
+    fn serve(&self, name: &str, var: &Var) -> Tensor {
+        if is_frozen(name, &self.frozen) {
+            var.as_tensor().detach()
+        } else {
+            var.as_tensor().clone()
+        }
+    }
 }
 
 impl candle_nn::var_builder::SimpleBackend for SeededVarMap {
@@ -126,13 +143,13 @@ impl candle_nn::var_builder::SimpleBackend for SeededVarMap {
             if v.shape() != &s {
                 candle_core::bail!("shape mismatch on {name}: {s:?} <> {:?}", v.shape());
             }
-            return Ok(v.as_tensor().clone());
+            return Ok(self.serve(name, v));
         }
         let t = seeded_init(h, &s, name, self.seed, dev)
             .map_err(|e| candle_core::Error::Msg(format!("initialising {name}: {e}")))?
             .to_dtype(dtype)?;
         let var = Var::from_tensor(&t)?;
-        let out = var.as_tensor().clone();
+        let out = self.serve(name, &var);
         data.insert(name.to_owned(), var);
         Ok(out)
     }
@@ -153,10 +170,23 @@ impl candle_nn::var_builder::SimpleBackend for SeededVarMap {
 /// A [`VarBuilder`] over `vm` that initialises every new variable with [`seeded_init`] under
 /// `seed`.
 pub fn seeded_var_builder(vm: &VarMap, seed: u64, dev: &Device) -> VarBuilder<'static> {
+    frozen_var_builder(vm, seed, Vec::new(), dev)
+}
+
+/// [`seeded_var_builder`] whose variables matching the `frozen` prefixes ([`is_frozen`]) are
+/// served detached: the model treats them as constants, so backward neither computes their
+/// gradient nor runs through layers that only depend on frozen weights.
+pub fn frozen_var_builder(
+    vm: &VarMap,
+    seed: u64,
+    frozen: Vec<String>,
+    dev: &Device,
+) -> VarBuilder<'static> {
     VarBuilder::from_backend(
         Box::new(SeededVarMap {
             vm: vm.clone(),
             seed,
+            frozen,
         }),
         DType::F32,
         dev.clone(),
@@ -221,8 +251,16 @@ pub struct Trainer {
     opt: AdamW,
     /// (name, var, EMA copy), sorted by name.
     ema: Vec<(String, Var, Tensor)>,
-    /// The variables the optimiser updates (not frozen), sorted by name.
+    /// The variables the optimiser updates (not frozen, or the LoRA adapters), sorted by name.
     trainable: Vec<Var>,
+    /// Their names, in the same order.
+    trainable_names: Vec<String>,
+    /// Per entry of `ema`: whether the variable can change (trainable, or adapted by LoRA);
+    /// the EMA of the others is left as it is, bit for bit.
+    ema_moves: Vec<bool>,
+    /// The LoRA state (frozen base and adapters) when `cfg.lora` is set; `varmap` then holds the
+    /// merged weights and `model` is rebuilt from this after every update.
+    lora: Option<LoraBackend>,
     pub(crate) step: usize,
     /// The centred DFT of the last k-space batch's size ([`crate::objective`]).
     pub(crate) dft: Option<CenteredDft2>,
@@ -287,13 +325,39 @@ impl Trainer {
             )));
         }
         let varmap = VarMap::new();
-        let model = denoiser(dcfg, seeded_var_builder(&varmap, cfg.seed, dev))?;
+        let mut model = denoiser(
+            dcfg,
+            frozen_var_builder(&varmap, cfg.seed, cfg.freeze.clone(), dev),
+        )?;
         let vars = sorted_vars(&varmap);
-        let trainable: Vec<(String, Var)> = vars
-            .iter()
-            .filter(|(n, _)| !is_frozen(n, &cfg.freeze))
-            .cloned()
-            .collect();
+        let mut lora = None;
+        let trainable: Vec<(String, Var)> = if let Some(l) = cfg.lora {
+            l.validate()?;
+            if !cfg.freeze.is_empty() {
+                return Err(DiffusionError::Config(
+                    "LoRA freezes the whole base model; give no freeze prefixes with it".into(),
+                ));
+            }
+            let base = vars
+                .iter()
+                .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?.detach())))
+                .collect::<Result<HashMap<_, _>>>()?;
+            let backend = LoraBackend {
+                base: Arc::new(base),
+                adapters: VarMap::new(),
+                cfg: l,
+                seed: cfg.seed,
+            };
+            model = denoiser(dcfg, backend.var_builder(dev))?;
+            let adapters = sorted_vars(&backend.adapters);
+            lora = Some(backend);
+            adapters
+        } else {
+            vars.iter()
+                .filter(|(n, _)| !is_frozen(n, &cfg.freeze))
+                .cloned()
+                .collect()
+        };
         if trainable.is_empty() {
             return Err(DiffusionError::Config(format!(
                 "freeze prefixes {:?} leave no trainable variable",
@@ -310,6 +374,14 @@ impl Trainer {
             )));
         }
         let trainable_vars = trainable.iter().map(|(_, v)| v.clone()).collect();
+        let trainable_names = trainable.iter().map(|(n, _)| n.clone()).collect();
+        let ema_moves = vars
+            .iter()
+            .map(|(n, v)| match cfg.lora {
+                Some(_) => is_adapted(n, v.dims()),
+                None => !is_frozen(n, &cfg.freeze),
+            })
+            .collect();
         let opt = AdamW::new(
             trainable,
             AdamWParams {
@@ -333,9 +405,63 @@ impl Trainer {
             opt,
             ema,
             trainable: trainable_vars,
+            trainable_names,
+            ema_moves,
+            lora,
             step: 0,
             dft: None,
         })
+    }
+
+    /// With LoRA: replaces the frozen base weights by `base` (every variable of the model, by
+    /// name) and rebuilds the adapted network and the merged weights.
+    fn set_lora_base(&mut self, base: HashMap<String, Tensor>) -> Result<()> {
+        if let Some(l) = &mut self.lora {
+            let shapes = varmap_shapes(&self.varmap);
+            for (n, (_, shape)) in &shapes {
+                match base.get(n) {
+                    Some(t) if t.dims() == shape.as_slice() => {}
+                    _ => {
+                        return Err(DiffusionError::Config(format!(
+                            "LoRA base lacks {n} {shape:?} of the model"
+                        )))
+                    }
+                }
+            }
+            l.base = Arc::new(base);
+        }
+        self.refresh_lora()
+    }
+
+    /// With LoRA: rebuilds the adapted network from the current adapters and writes the merged
+    /// weights into the variables (`varmap`), which checkpoints save and the EMA follows.
+    fn refresh_lora(&mut self) -> Result<()> {
+        let Some(l) = &self.lora else {
+            return Ok(());
+        };
+        let dev = self.model_device();
+        self.model = denoiser(&self.dcfg, l.var_builder(&dev))?;
+        for (name, var) in sorted_vars(&self.varmap) {
+            if is_adapted(&name, var.dims()) {
+                var.set(&l.weight(&name, &dev)?.detach())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The LoRA adapters (`<layer>.lora_a`, `<layer>.lora_b`) when training with LoRA.
+    pub fn lora_adapters(&self) -> Option<&VarMap> {
+        self.lora.as_ref().map(|l| &l.adapters)
+    }
+
+    /// The frozen base weights by name when training with LoRA.
+    pub fn lora_base(&self) -> Option<&HashMap<String, Tensor>> {
+        self.lora.as_ref().map(|l| l.base.as_ref())
+    }
+
+    /// Number of parameters the optimiser updates (trainable variables or LoRA adapters).
+    pub fn trained_parameters(&self) -> usize {
+        self.trainable.iter().map(|v| v.elem_count()).sum()
     }
 
     /// Continues a run from a checkpoint (a run folder with `latest`, or a checkpoint folder):
@@ -347,6 +473,9 @@ impl Trainer {
         let card = read_card(&dir)?;
         let mut t = Self::new(&card.denoiser, &card.train, dev)?;
         load_varmap(&mut t.varmap, &dir.join(WEIGHTS_FILE))?;
+        if t.lora.is_some() {
+            t.load_lora(&dir.join(LORA_FILE))?;
+        }
         t.load_ema(&dir.join(EMA_FILE))?;
         let optim = dir.join(OPTIM_FILE);
         if optim.is_file() {
@@ -377,10 +506,62 @@ impl Trainer {
         let card = read_card(&dir)?;
         let mut t = Self::new(&card.denoiser, cfg, dev)?;
         load_varmap(&mut t.varmap, &dir.join(EMA_FILE))?;
+        if t.lora.is_some() {
+            let base = sorted_vars(&t.varmap)
+                .into_iter()
+                .map(|(n, v)| Ok((n, v.as_tensor().copy()?.detach())))
+                .collect::<Result<HashMap<_, _>>>()?;
+            t.set_lora_base(base)?;
+        }
         for (_, v, e) in t.ema.iter_mut() {
             *e = v.as_tensor().copy()?.detach();
         }
         Ok((t, card))
+    }
+
+    /// The tensors of [`LORA_FILE`]: every base weight under [`BASE_PREFIX`] and every adapter.
+    fn lora_state(&self) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        if let Some(l) = &self.lora {
+            for (n, t) in l.base.iter() {
+                out.insert(format!("{BASE_PREFIX}{n}"), t.clone());
+            }
+            for (n, v) in sorted_vars(&l.adapters) {
+                out.insert(n, v.as_tensor().clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores the base weights and adapters from a [`LORA_FILE`] (shapes checked first).
+    fn load_lora(&mut self, path: &Path) -> Result<()> {
+        if !path.is_file() {
+            return Err(missing(path));
+        }
+        let Some(l) = &self.lora else {
+            return Ok(());
+        };
+        let mut expected = BTreeMap::new();
+        for (n, (d, s)) in varmap_shapes(&self.varmap) {
+            expected.insert(format!("{BASE_PREFIX}{n}"), (d, s));
+        }
+        for (n, (d, s)) in varmap_shapes(&l.adapters) {
+            expected.insert(n, (d, s));
+        }
+        check_tensors(path, &expected, "the LoRA run its card describes")?;
+        let dev = self.model_device();
+        let mut loaded = candle_core::safetensors::load(path, &dev)?;
+        for (n, v) in sorted_vars(&l.adapters) {
+            let t = loaded
+                .remove(&n)
+                .ok_or_else(|| DiffusionError::Config(format!("{} lacks {n}", path.display())))?;
+            v.set(&t)?;
+        }
+        let base = loaded
+            .into_iter()
+            .filter_map(|(n, t)| n.strip_prefix(BASE_PREFIX).map(|s| (s.to_owned(), t)))
+            .collect();
+        self.set_lora_base(base)
     }
 
     fn load_ema(&mut self, path: &Path) -> Result<()> {
@@ -414,13 +595,10 @@ impl Trainer {
     /// Tensors of a saved optimiser state: `m.<name>`, `v.<name>` per trainable variable and
     /// the scalar `F64` `step`.
     fn optimizer_shapes(&self) -> BTreeMap<String, (&'static str, Vec<usize>)> {
-        let shapes = varmap_shapes(&self.varmap);
         let mut out = BTreeMap::new();
-        for name in self.opt.names() {
-            if let Some((_, shape)) = shapes.get(name) {
-                out.insert(format!("m.{name}"), ("F32", shape.clone()));
-                out.insert(format!("v.{name}"), ("F32", shape.clone()));
-            }
+        for (name, var) in self.trainable_names.iter().zip(&self.trainable) {
+            out.insert(format!("m.{name}"), ("F32", var.dims().to_vec()));
+            out.insert(format!("v.{name}"), ("F32", var.dims().to_vec()));
         }
         out.insert("step".into(), ("F64", Vec::new()));
         out
@@ -565,20 +743,41 @@ impl Trainer {
                 t.set(&v.as_tensor().to_device(reference)?)?;
             }
         }
+        if let Some(l) = &self.lora {
+            for (name, v) in sorted_vars(&l.adapters) {
+                if let Some(t) = twin.lora_adapters().and_then(|a| {
+                    a.data()
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&name)
+                        .cloned()
+                }) {
+                    t.set(&v.as_tensor().to_device(reference)?)?;
+                }
+            }
+            let base = l
+                .base
+                .iter()
+                .map(|(n, t)| Ok((n.clone(), t.to_device(reference)?)))
+                .collect::<Result<HashMap<_, _>>>()?;
+            twin.set_lora_base(base)?;
+        }
         let (sigma, noise) = self.draw_noise(batch)?;
         let grads = self.loss(batch, &sigma, &noise)?.backward()?;
         let moved = |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(reference)?) };
         let ref_grads = twin
             .loss(&batch.map(&moved)?, &moved(&sigma)?, &moved(&noise)?)?
             .backward()?;
-        let theirs = twin.varmap.data().lock().unwrap_or_else(|p| p.into_inner());
+        // the trainable variables (frozen ones are constants of the graph and get no gradient)
+        let theirs: HashMap<&String, &Var> =
+            twin.trainable_names.iter().zip(&twin.trainable).collect();
         let mut pairs = Vec::new();
-        for (name, v) in sorted_vars(&self.varmap) {
-            let (Some(g), Some(t)) = (grads.get(v.as_tensor()), theirs.get(&name)) else {
+        for (name, v) in self.trainable_names.iter().zip(&self.trainable) {
+            let (Some(g), Some(t)) = (grads.get(v.as_tensor()), theirs.get(name)) else {
                 continue;
             };
             if let Some(r) = ref_grads.get(t.as_tensor()) {
-                pairs.push((name, g.clone(), r.clone()));
+                pairs.push((name.clone(), g.clone(), r.clone()));
             }
         }
         drop(theirs);
@@ -611,9 +810,12 @@ impl Trainer {
         let lr = warmup_lr(&self.cfg, self.step);
         self.opt.set_learning_rate(lr);
         self.opt.step(&grads)?;
+        self.refresh_lora()?;
         let d = self.cfg.ema_decay;
-        for (_, v, e) in self.ema.iter_mut() {
-            *e = ((&*e * d)? + (v.as_tensor().detach() * (1.0 - d))?)?.detach();
+        for ((_, v, e), moves) in self.ema.iter_mut().zip(&self.ema_moves) {
+            if *moves {
+                *e = ((&*e * d)? + (v.as_tensor().detach() * (1.0 - d))?)?.detach();
+            }
         }
         let stats = StepStats {
             step: self.step,
@@ -658,6 +860,12 @@ impl Trainer {
             Ok(candle_core::safetensors::save(&self.ema_weights(), tmp)?)
         })?;
         write_file_atomic(&dir.join(OPTIM_FILE), |tmp| self.opt.save(tmp))?;
+        if self.lora.is_some() {
+            let state = self.lora_state()?;
+            write_file_atomic(&dir.join(LORA_FILE), |tmp| {
+                Ok(candle_core::safetensors::save(&state, tmp)?)
+            })?;
+        }
         let json = serde_json::to_vec_pretty(card)?;
         write_atomic(&dir.join(CARD_FILE), &json)
     }
@@ -904,7 +1112,7 @@ mod tests {
     }
 
     #[test]
-    fn clipping_counts_only_trainable_variables() -> Result<()> {
+    fn clipping_counts_only_trainable_variables_and_frozen_ones_get_no_gradient() -> Result<()> {
         let dev = Device::Cpu;
         let cfg = TrainConfig {
             seed: 2,
@@ -934,10 +1142,9 @@ mod tests {
                 }
             }
         }
-        assert!(
-            frozen > 0.0,
-            "frozen prefix has no gradient: nothing tested"
-        );
+        // frozen weights are constants of the graph: backward computes no gradient for them
+        assert_eq!(frozen, 0.0, "a frozen variable received a gradient");
+        assert!(trainable > 0.0, "no trainable gradient: nothing tested");
         let before = weights_of(&t)?;
         let stats = t.step(&batch)?;
         let want = trainable.sqrt();

@@ -17,9 +17,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use amri_diffusion::adapt::{plan_adaptation, Adapt, Adaptation, FinetuneRecord};
 use amri_diffusion::augment::Augmentation;
 use amri_diffusion::checkpoint::{
-    read_card, resolve_checkpoint, MeasuredInput, ModelCard, TrainingRecord, LATEST_FILE,
+    read_card, resolve_checkpoint, MeasuredInput, ModelCard, TrainingRecord, EMA_FILE, LATEST_FILE,
 };
 use amri_diffusion::data::{FurtherParams, TrainObjective, TrainingSet};
 use amri_diffusion::measured::{prepare, MeasuredFile, Preparation, TrainingData};
@@ -27,9 +28,8 @@ use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
 use amri_diffusion::run::{
     format_loss_log, read_loss_log, resume_mismatch, LogRow, ResumeMismatch, LOSS_CSV,
 };
-use amri_diffusion::train::{
-    save_run_checkpoint, Objective, StepStats, TrainConfig, Trainer, ENCODER_PREFIXES,
-};
+use amri_diffusion::sample::sha256_file;
+use amri_diffusion::train::{save_run_checkpoint, Objective, StepStats, TrainConfig, Trainer};
 use amri_diffusion::views::{group_by_shape, views_of, Orientation, Views};
 use amri_ops::corruption::FurtherMode;
 use amri_protocol::Protocol;
@@ -184,9 +184,24 @@ pub struct FinetuneArgs {
     /// Peak AdamW learning rate, lower than training's default [default: 0.0001].
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Freeze the U-Net encoder (input convolution and down-path blocks).
+    /// Freeze the U-Net encoder (input convolution and down-path blocks); --adapt full only.
     #[arg(long)]
     pub freeze_down: bool,
+    /// What trains: full (every weight), lora (low-rank adapters on every convolution and
+    /// linear layer, base frozen; checkpoints hold the merged weights) or last-layers (the last
+    /// --train-layers decoder blocks and the output head) [default: full].
+    #[arg(long)]
+    pub adapt: Option<Adapt>,
+    /// --adapt lora: rank R of the adapters [default: 4].
+    #[arg(long, value_name = "R")]
+    pub rank: Option<usize>,
+    /// --adapt lora: the adapters' update is scaled by ALPHA / R [default: R, scale 1].
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// --adapt last-layers: decoder residual blocks that train, counted from the output (the
+    /// head always trains) [default: 2].
+    #[arg(long, value_name = "N")]
+    pub train_layers: Option<usize>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -269,7 +284,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         v
     };
-    drive(c, Some(preset.as_str()), None, &start, &ignored)
+    drive(c, Some(preset.as_str()), None, None, &start, &ignored)
 }
 
 /// `amri finetune`.
@@ -280,13 +295,26 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
     let base_card = read_card(&base_dir)
         .with_context(|| format!("--base {}: unreadable model card", base_dir.display()))?;
     check_base(&base_card, &base_dir)?;
-    let freeze: Vec<String> = if a.freeze_down {
-        ENCODER_PREFIXES.iter().map(|s| s.to_string()).collect()
-    } else {
-        Vec::new()
+    let plan = plan_adaptation(
+        &base_card.denoiser.unet,
+        &Adaptation {
+            adapt: a.adapt.unwrap_or(Adapt::Full),
+            rank: a.rank,
+            alpha: a.alpha,
+            train_layers: a.train_layers,
+            freeze_down: a.freeze_down,
+        },
+    )?;
+    let freeze = plan.freeze.clone();
+    let base_ema = base_dir.join(EMA_FILE);
+    let finetune = FinetuneRecord {
+        base_sha256: sha256_file(&base_ema)
+            .with_context(|| format!("--base: hashing {}", base_ema.display()))?,
+        ..plan.record.clone()
     };
     let start = |_: &TrainingData, dev: &Device| -> Result<Trainer> {
-        let cfg = train_config(c, a.lr.unwrap_or(DEFAULT_FINETUNE_LR), freeze.clone());
+        let mut cfg = train_config(c, a.lr.unwrap_or(DEFAULT_FINETUNE_LR), freeze.clone());
+        cfg.lora = plan.lora;
         Ok(Trainer::from_base(&base_dir, &cfg, dev)?.0)
     };
     let base_name = base_dir.display().to_string();
@@ -304,6 +332,26 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
                 format!("frozen prefixes {:?}", card.train.freeze),
             ));
         }
+        let run_adapt = info
+            .finetune
+            .as_ref()
+            .map(|f| f.adapt)
+            .unwrap_or(Adapt::Full);
+        let given = a.adapt.is_some() || a.rank.is_some() || a.alpha.is_some();
+        if given && (plan.record.adapt != run_adapt || card.train.lora != plan.lora) {
+            v.push((
+                "--adapt",
+                format!("{:?} {:?}", plan.record.adapt, plan.lora),
+                format!("{run_adapt:?} {:?}", card.train.lora),
+            ));
+        }
+        if a.train_layers.is_some() && card.train.freeze != freeze {
+            v.push((
+                "--train-layers",
+                plan.record.train_layers.unwrap_or_default().to_string(),
+                format!("frozen prefixes {:?}", card.train.freeze),
+            ));
+        }
         if info.base.as_deref() != Some(base_name.as_str()) {
             v.push((
                 "--base",
@@ -317,6 +365,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         c,
         base_card.preset.as_deref(),
         Some(base_dir.display().to_string()),
+        Some(finetune),
         &start,
         &ignored,
     )
@@ -410,6 +459,7 @@ fn drive(
     c: &Common,
     preset: Option<&str>,
     base: Option<String>,
+    finetune: Option<FinetuneRecord>,
     start: &Start,
     ignored: &IgnoredFlags,
 ) -> Result<()> {
@@ -723,6 +773,10 @@ fn drive(
                 measured,
                 augment,
                 views: views.clone(),
+                finetune: finetune.map(|f| FinetuneRecord {
+                    trained_parameters: t.trained_parameters(),
+                    ..f
+                }),
             };
             (t, info, preset.map(str::to_owned), Vec::new())
         }
@@ -753,8 +807,13 @@ fn drive(
         .map(|(r, c, n)| format!("{n} of {r}×{c}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let updated = if trainer.trained_parameters() == trainer.num_parameters() {
+        String::new()
+    } else {
+        format!(" ({} updated)", trainer.trained_parameters())
+    };
     eprintln!(
-        "training {} parameters on {} slices ({sizes}; {:?}, {}{}), steps {first}..{}",
+        "training {} parameters{updated} on {} slices ({sizes}; {:?}, {}{}), steps {first}..{}",
         trainer.num_parameters(),
         data.len(),
         data.objective(),
