@@ -171,6 +171,7 @@ mod tests {
             slices: 3,
             base: None,
             measured: None,
+            matrices: None,
         };
         let amb = Some(TrainObjective::Ambient);
         assert_eq!(resume_mismatch(&record, "p", &acq, None, None), None);

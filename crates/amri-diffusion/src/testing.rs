@@ -94,6 +94,7 @@ impl TinyRun {
                 slices: self.set.len(),
                 base: None,
                 measured: None,
+                matrices: None,
             }),
         )?;
         save_run_checkpoint(&self.trainer, run, &card)

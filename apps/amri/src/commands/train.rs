@@ -622,6 +622,7 @@ fn drive(
                 slices: data.len(),
                 base,
                 measured,
+                matrices: Some(data.shapes().iter().map(|(r, c, _)| [*r, *c]).collect()),
             };
             (t, info, preset.map(str::to_owned), Vec::new())
         }
