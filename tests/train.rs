@@ -979,3 +979,58 @@ fn measured_fastmri_h5_and_cfl_folders_train_and_an_unmasked_h5_is_refused() {
                 .and(predicate::str::contains("--infer-mask")),
         );
 }
+
+/// The noisy-data (Tweedie) objective on measured files: a simulated single-coil R=4 file carries
+/// the σ of the noise `amri simulate` added (`noise_sigma`) and trains with it; without that
+/// attribute the file is refused by name until `--noise-sigma` gives the level.
+#[test]
+fn measured_files_train_the_tweedie_objective_with_their_noise_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume_of(t, "vol.nii.gz", 2, 32, 32);
+    let noisy = simulate("singlecoil-r4-cartesian", &vol, &t.join("noisy.npz"));
+    let sigma: f32 = read_kspace(&noisy).attributes["noise_sigma"]
+        .parse()
+        .unwrap();
+    assert!(sigma > 0.0);
+    let run = t.join("tw");
+    train_measured(&run, &[&noisy], 2)
+        .args(["--objective", "tweedie"])
+        .assert()
+        .success();
+    let c = card(&run);
+    assert_eq!(c["corruption"]["objective"], "tweedie");
+    assert_eq!(c["objective"], "ambient_kspace");
+    assert_eq!(log_rows(&run).len(), 2);
+    // the same data without their noise level: refused, naming the file, before any step
+    let mut k = read_kspace(&noisy);
+    k.attributes.remove("noise_sigma");
+    let quiet = write_kspace(&t.join("quiet.npz"), k);
+    train_measured(&t.join("tw2"), &[&quiet], 2)
+        .args(["--objective", "tweedie"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("quiet.npz")
+                .and(predicate::str::contains("noise level is unknown"))
+                .and(predicate::str::contains("--noise-sigma")),
+        );
+    assert!(!t.join("tw2").join("latest").exists());
+    train_measured(&t.join("tw3"), &[&quiet], 2)
+        .args([
+            "--objective",
+            "tweedie",
+            "--noise-sigma",
+            &sigma.to_string(),
+        ])
+        .assert()
+        .success();
+    // the flag's level is the attribute's, so training is the same, bit for bit
+    assert_eq!(weights(&run), weights(&t.join("tw3")));
+    // --noise-sigma belongs to the tweedie objective
+    train_measured(&t.join("tw4"), &[&quiet], 1)
+        .args(["--noise-sigma", "1"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--objective tweedie"));
+}
