@@ -1034,3 +1034,42 @@ fn measured_files_train_the_tweedie_objective_with_their_noise_level() {
         .failure()
         .stderr(predicate::str::contains("--objective tweedie"));
 }
+
+/// The ESPIRiT maps of a multi-coil measured run are cached in its folder: a resume reads them
+/// (the log line counts them), a damaged cache file is recomputed with a warning, and the
+/// resumed run's weights equal an uninterrupted run's, bit for bit.
+#[test]
+fn a_resumed_multicoil_run_reads_its_cached_coil_maps_and_trains_the_same_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume_of(t, "vol.nii.gz", 3, 32, 32);
+    let mc = simulate("brain-r4-cartesian", &vol, &t.join("mc.npz"));
+    let run = t.join("run");
+    train_measured(&run, &[&mc], 2).assert().success().stderr(
+        predicate::str::contains("coil maps: 0 read from").and(predicate::str::contains(
+            "3 computed by ESPIRiT (0 of them replacing damaged",
+        )),
+    );
+    let cache = run.join("espirit-cache");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "one cache file per slice: {files:?}");
+    // one file cut short: detected, recomputed, the others read
+    let b = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &b[..b.len() - 10]).unwrap();
+    train_measured(&run, &[&mc], 4)
+        .arg("--resume")
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("coil maps: 2 read from")
+                .and(predicate::str::contains("1 of them replacing damaged"))
+                .and(predicate::str::contains("truncated")),
+        );
+    let straight = t.join("straight");
+    train_measured(&straight, &[&mc], 4).assert().success();
+    assert_eq!(weights(&run), weights(&straight));
+}
