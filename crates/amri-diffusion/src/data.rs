@@ -313,8 +313,8 @@ struct Loaded {
 }
 
 /// The loader both routes end in: scan `i` measured `y[i]` (flattened `[coils, rows, cols]`)
-/// through `a[i]` (mask and ACS). If `normalise`, every range (a volume or a file, named
-/// `label k` in errors) is divided by the [`NORM_PERCENTILE`] scale of its measured magnitudes
+/// through `a[i]` (mask and ACS). If `normalise` is `Some(label)`, every range (a volume or a
+/// file, named `label k` in errors) is divided by the [`NORM_PERCENTILE`] scale of its measured magnitudes
 /// ([`measured_magnitudes`]); for `coils > 1` the coil maps of every scan are estimated once from
 /// its own calibration region ([`acs_maps`], errors name `scan i`).
 fn load_measured(
@@ -323,12 +323,11 @@ fn load_measured(
     coils: usize,
     (rows, cols): (usize, usize),
     ranges: &[std::ops::Range<usize>],
-    normalise: bool,
-    label: &str,
+    normalise: Option<&str>,
     cache: Option<&crate::maps_cache::MapsCache>,
 ) -> Result<Loaded> {
     let mut scales = Vec::with_capacity(ranges.len());
-    if normalise {
+    if let Some(label) = normalise {
         for (k, range) in ranges.iter().enumerate() {
             let mut mags = Vec::new();
             for i in range.clone() {
@@ -634,8 +633,7 @@ impl TrainingSet {
                 if multicoil { acq.coils } else { 1 },
                 (rows, cols),
                 ranges,
-                normalise,
-                "training volume",
+                normalise.then_some("training volume"),
                 None,
             )?;
             // the images (the simulation's truth) follow the same scales, for reference use
@@ -883,8 +881,7 @@ impl TrainingSet {
             coils,
             (rows, cols),
             ranges,
-            true,
-            "file",
+            Some("file"),
             cache,
         )?;
         let mut set = Self {
