@@ -91,6 +91,7 @@ pub fn model_search_path() -> Vec<(PathBuf, String)> {
     candidates
         .into_iter()
         .find(|(p, _)| p.is_dir())
+        .map(|(p, why)| (p.canonicalize().unwrap_or(p), why))
         .into_iter()
         .collect()
 }
@@ -496,13 +497,13 @@ pub fn pick_prior(data: &DataSummary, dirs: &[PathBuf]) -> std::result::Result<P
             .unwrap_or_default(),
         if others > 0 {
             format!(
-                " (closest acceleration{} of {} that fit)",
+                " (the closest acceleration of the {} that fit{})",
+                fitting.len(),
                 if best_is_clean_tiebreak(&fitting) {
-                    ", trained on corrupted data"
+                    "; trained on corrupted data, it wins the tie with a clean-trained prior"
                 } else {
                     ""
-                },
-                fitting.len()
+                }
             )
         } else {
             " (the only one that fits)".to_owned()
