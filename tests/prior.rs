@@ -363,14 +363,18 @@ fn missing_or_invalid_models_give_clear_errors() {
         .code(1)
         .stderr(predicate::str::contains("not an amri model card"));
 
-    // prior methods need a model; prior flags with a classical method are refused
+    // without --model a prior method picks a shipped prior; none is trained at 32×32, and the
+    // error says so; prior flags with a classical method are refused
     amri()
         .args(["recon", "--method", "iterative"])
         .arg(&meas)
         .arg(&out)
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("needs --model"));
+        .stderr(
+            predicate::str::contains("no --model given and no prior fits")
+                .and(predicate::str::contains("32×32")),
+        );
     amri()
         .args(["recon", "--method", "tv", "--samples", "3"])
         .arg(&meas)
@@ -381,4 +385,110 @@ fn missing_or_invalid_models_give_clear_errors() {
             "--samples applies to the learned-prior methods",
         ));
     assert!(!out.exists());
+}
+
+/// A `slices`-slice `n`×`n` phantom volume (an ellipse with an off-centre disc) as NIfTI.
+fn volume_n(dir: &Path, n: usize, slices: usize) -> PathBuf {
+    let h = n as f32 / 2.0;
+    let data = Array4::from_shape_fn((1, slices, n, n), |(_, s, i, j)| {
+        let (y, x) = (i as f32 / h - 1.0, j as f32 / h - 1.0);
+        let outer = (x * x / 0.8 + y * y / 0.6 < 1.0) as u8 as f32;
+        let inner = ((x - 0.2 * s as f32 / 4.0).powi(2) + y * y < 0.1) as u8 as f32;
+        200.0 * outer + 150.0 * inner
+    });
+    let p = dir.join(format!("vol{n}.nii.gz"));
+    amri_io::write(
+        &p,
+        &Scan::Image(Volume::new(data, Affine::default())),
+        &WriteOptions::default(),
+    )
+    .unwrap();
+    p
+}
+
+/// Without `--model`, `amri recon` picks the shipped prior trained for the data: the R=4
+/// k-space prior for 64×64 single-coil R=4 k-space, the pixel prior for a 64×64 pixel-masked
+/// image (the clean twins tie on acceleration and lose to the priors trained on corrupted
+/// data), and says which and why.
+#[test]
+fn without_a_model_the_shipped_prior_that_fits_the_data_is_picked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume_n(t, 64, 2);
+    for (protocol, method, want) in [
+        (
+            "singlecoil-r4-cartesian",
+            "one-step",
+            "colin27-64-r4-ambient",
+        ),
+        ("pixel-90", "one-step", "colin27-64-pixel90-ambient"),
+        (
+            "singlecoil-r4-cartesian",
+            "iterative",
+            "colin27-64-r4-ambient",
+        ),
+    ] {
+        let meas = t.join(format!("{protocol}.npz"));
+        if !meas.exists() {
+            simulate(&vol, protocol, &meas);
+        }
+        let out = t.join(format!("{protocol}-{method}.nii.gz"));
+        let mut cmd = amri();
+        cmd.env_remove("AMRI_MODELS")
+            .args(["recon", "--method", method, "--no-progress"]);
+        if method == "iterative" {
+            cmd.args(["--steps", "2", "--samples", "1"]);
+        }
+        cmd.arg(&meas)
+            .arg(&out)
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("picked prior").and(predicate::str::contains(want)));
+        let side = sidecar(&out.with_file_name(format!("{protocol}-{method}.json")));
+        let model = side["settings"]["model"].as_str().unwrap().to_owned();
+        assert!(model.ends_with(want), "{protocol}: picked {model}");
+        assert_eq!(side["settings"]["model_picked"], true);
+        assert!(read_image(&out).iter().all(|v| v.is_finite()));
+    }
+}
+
+/// No shipped prior is trained at 256×256: the error names both sizes and lists each prior;
+/// `$AMRI_MODELS` naming an empty folder finds no prior at all and says where it looked.
+#[test]
+fn without_a_model_unfit_data_or_an_empty_model_folder_are_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume_n(t, 256, 1);
+    let meas = t.join("big.npz");
+    simulate(&vol, "singlecoil-r4-cartesian", &meas);
+    let out = t.join("big.nii.gz");
+    amri()
+        .env_remove("AMRI_MODELS")
+        .args(["recon", "--method", "one-step", "--no-progress"])
+        .arg(&meas)
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("no prior fits")
+                .and(predicate::str::contains("256×256"))
+                .and(predicate::str::contains("trained at 64×64, not 256×256"))
+                .and(predicate::str::contains("colin27-64-r4-ambient"))
+                .and(predicate::str::contains("colin27-64-pixel90-ambient"))
+                .and(predicate::str::contains("panicked").not()),
+        );
+    assert!(!out.exists());
+    let empty = t.join("no-models-here");
+    std::fs::create_dir_all(&empty).unwrap();
+    amri()
+        .env("AMRI_MODELS", &empty)
+        .args(["recon", "--method", "one-step", "--no-progress"])
+        .arg(&meas)
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("no priors found")
+                .and(predicate::str::contains("no-models-here")),
+        );
 }

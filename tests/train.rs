@@ -1184,3 +1184,97 @@ fn finetune_with_lora_and_last_layers_records_how_and_lora_resumes_exactly() {
         .failure()
         .stderr(predicate::str::contains("--train-layers 99"));
 }
+
+/// The noisy-data (Tweedie) objective on measured files: a simulated single-coil R=4 file carries
+/// the σ of the noise `amri simulate` added (`noise_sigma`) and trains with it; without that
+/// attribute the file is refused by name until `--noise-sigma` gives the level.
+#[test]
+fn measured_files_train_the_tweedie_objective_with_their_noise_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume_of(t, "vol.nii.gz", 2, 32, 32);
+    let noisy = simulate("singlecoil-r4-cartesian", &vol, &t.join("noisy.npz"));
+    let sigma: f32 = read_kspace(&noisy).attributes["noise_sigma"]
+        .parse()
+        .unwrap();
+    assert!(sigma > 0.0);
+    let run = t.join("tw");
+    train_measured(&run, &[&noisy], 2)
+        .args(["--objective", "tweedie"])
+        .assert()
+        .success();
+    let c = card(&run);
+    assert_eq!(c["corruption"]["objective"], "tweedie");
+    assert_eq!(c["objective"], "ambient_kspace");
+    assert_eq!(log_rows(&run).len(), 2);
+    // the same data without their noise level: refused, naming the file, before any step
+    let mut k = read_kspace(&noisy);
+    k.attributes.remove("noise_sigma");
+    let quiet = write_kspace(&t.join("quiet.npz"), k);
+    train_measured(&t.join("tw2"), &[&quiet], 2)
+        .args(["--objective", "tweedie"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("quiet.npz")
+                .and(predicate::str::contains("noise level is unknown"))
+                .and(predicate::str::contains("--noise-sigma")),
+        );
+    assert!(!t.join("tw2").join("latest").exists());
+    train_measured(&t.join("tw3"), &[&quiet], 2)
+        .args([
+            "--objective",
+            "tweedie",
+            "--noise-sigma",
+            &sigma.to_string(),
+        ])
+        .assert()
+        .success();
+    // the flag's level is the attribute's, so training is the same, bit for bit
+    assert_eq!(weights(&run), weights(&t.join("tw3")));
+    // --noise-sigma belongs to the tweedie objective
+    train_measured(&t.join("tw4"), &[&quiet], 1)
+        .args(["--noise-sigma", "1"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--objective tweedie"));
+}
+
+/// The ESPIRiT maps of a multi-coil measured run are cached in its folder: a resume reads them
+/// (the log line counts them), a damaged cache file is recomputed with a warning, and the
+/// resumed run's weights equal an uninterrupted run's, bit for bit.
+#[test]
+fn a_resumed_multicoil_run_reads_its_cached_coil_maps_and_trains_the_same_bits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume_of(t, "vol.nii.gz", 3, 32, 32);
+    let mc = simulate("brain-r4-cartesian", &vol, &t.join("mc.npz"));
+    let run = t.join("run");
+    train_measured(&run, &[&mc], 2).assert().success().stderr(
+        predicate::str::contains("coil maps: 0 read from").and(predicate::str::contains(
+            "3 computed by ESPIRiT (0 of them replacing damaged",
+        )),
+    );
+    let cache = run.join("espirit-cache");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "one cache file per slice: {files:?}");
+    // one file cut short: detected, recomputed, the others read
+    let b = std::fs::read(&files[0]).unwrap();
+    std::fs::write(&files[0], &b[..b.len() - 10]).unwrap();
+    train_measured(&run, &[&mc], 4)
+        .arg("--resume")
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("coil maps: 2 read from")
+                .and(predicate::str::contains("1 of them replacing damaged"))
+                .and(predicate::str::contains("truncated")),
+        );
+    let straight = t.join("straight");
+    train_measured(&straight, &[&mc], 4).assert().success();
+    assert_eq!(weights(&run), weights(&straight));
+}

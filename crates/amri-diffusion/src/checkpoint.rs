@@ -198,6 +198,29 @@ pub struct TrainingRecord {
     /// the record existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetune: Option<crate::adapt::FinetuneRecord>,
+    /// The training matrix sizes `[rows, cols]`, distinct, in the order the run's buckets were
+    /// formed (`None` in cards written before it was recorded: read
+    /// [`TrainingRecord::training_matrices`], which also falls back to the measured inputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrices: Option<Vec<[usize; 2]>>,
+}
+
+impl TrainingRecord {
+    /// The matrix sizes `[rows, cols]` the run trained at: the recorded `matrices`, else the
+    /// distinct matrices of its measured inputs (in input order); empty when neither is known
+    /// (a simulation-route card written before matrices were recorded).
+    pub fn training_matrices(&self) -> Vec<[usize; 2]> {
+        if let Some(m) = &self.matrices {
+            return m.clone();
+        }
+        let mut out: Vec<[usize; 2]> = Vec::new();
+        for f in self.measured.iter().flatten() {
+            if !out.contains(&f.matrix) {
+                out.push(f.matrix);
+            }
+        }
+        out
+    }
 }
 
 /// One measured training file of a [`TrainingRecord`].
@@ -679,6 +702,7 @@ mod tests {
             augment: Default::default(),
             views: None,
             finetune: None,
+            matrices: Some(vec![[64, 48]]),
         };
         let with = card_json(serde_json::to_value(&record)?)?;
         let card: ModelCard = serde_json::from_value(with.clone())?;

@@ -238,6 +238,17 @@ pub fn normalise_volume(values: &mut [f32]) -> Result<f32> {
 /// when the calibration region is narrow (docs/operators.md), which would hide it from the loss.
 /// Errors if the ACS region is missing or smaller than 3×3.
 pub fn acs_maps(kspace: ArrayView3<C32>, acs: ArrayView2<f32>) -> Result<Array3<C32>> {
+    acs_maps_cached(kspace, acs, None)
+}
+
+/// [`acs_maps`] through the on-disk `cache` when one is given ([`crate::maps_cache`]): the
+/// maps are read from it when their key (calibration data and ESPIRiT settings) is there and
+/// intact, else computed and stored.
+pub fn acs_maps_cached(
+    kspace: ArrayView3<C32>,
+    acs: ArrayView2<f32>,
+    cache: Option<&crate::maps_cache::MapsCache>,
+) -> Result<Array3<C32>> {
     let sampled = acs.mapv(|v| v != 0.0);
     let region = acs_region_from_mask(sampled.view()).ok_or_else(|| {
         DiffusionError::Config("no calibration (ACS) region at the k-space centre".into())
@@ -255,7 +266,11 @@ pub fn acs_maps(kspace: ArrayView3<C32>, acs: ArrayView2<f32>) -> Result<Array3<
         crop: 0.0,
         ..Default::default()
     };
-    Ok(espirit_with_region(kspace, region, &cfg)?.maps)
+    let compute = || Ok(espirit_with_region(kspace, region, &cfg)?.maps);
+    match cache {
+        Some(c) => c.maps(kspace, region, &cfg, compute),
+        None => compute(),
+    }
 }
 
 /// [`measured_magnitudes`] of one scan's measurement `y` (flattened `[coils, rows, cols]` k-space
@@ -298,8 +313,8 @@ struct Loaded {
 }
 
 /// The loader both routes end in: scan `i` measured `y[i]` (flattened `[coils, rows, cols]`)
-/// through `a[i]` (mask and ACS). If `normalise`, every range (a volume or a file, named
-/// `label k` in errors) is divided by the [`NORM_PERCENTILE`] scale of its measured magnitudes
+/// through `a[i]` (mask and ACS). If `normalise` is `Some(label)`, every range (a volume or a
+/// file, named `label k` in errors) is divided by the [`NORM_PERCENTILE`] scale of its measured magnitudes
 /// ([`measured_magnitudes`]); for `coils > 1` the coil maps of every scan are estimated once from
 /// its own calibration region ([`acs_maps`], errors name `scan i`).
 fn load_measured(
@@ -308,11 +323,11 @@ fn load_measured(
     coils: usize,
     (rows, cols): (usize, usize),
     ranges: &[std::ops::Range<usize>],
-    normalise: bool,
-    label: &str,
+    normalise: Option<&str>,
+    cache: Option<&crate::maps_cache::MapsCache>,
 ) -> Result<Loaded> {
     let mut scales = Vec::with_capacity(ranges.len());
-    if normalise {
+    if let Some(label) = normalise {
         for (k, range) in ranges.iter().enumerate() {
             let mut mags = Vec::new();
             for i in range.clone() {
@@ -338,7 +353,7 @@ fn load_measured(
             })?;
             let k = Array3::from_shape_vec((coils, rows, cols), yi.clone())
                 .map_err(|e| DiffusionError::Shape(format!("scan {i}: {e}")))?;
-            let m = acs_maps(k.view(), acs.view()).map_err(|e| {
+            let m = acs_maps_cached(k.view(), acs.view(), cache).map_err(|e| {
                 DiffusionError::Config(format!(
                     "scan {i}: {coils}-coil data need coil maps from the calibration region: {e}"
                 ))
@@ -618,8 +633,8 @@ impl TrainingSet {
                 if multicoil { acq.coils } else { 1 },
                 (rows, cols),
                 ranges,
-                normalise,
-                "training volume",
+                normalise.then_some("training volume"),
+                None,
             )?;
             // the images (the simulation's truth) follow the same scales, for reference use
             for (range, scale) in ranges.iter().zip(&loaded.scales) {
@@ -738,6 +753,46 @@ impl TrainingSet {
         ranges: &[std::ops::Range<usize>],
         further: FurtherParams,
     ) -> Result<Self> {
+        Self::from_measured_cached(scans, ranges, further, None, None)
+    }
+
+    /// [`TrainingSet::from_measured`] with the coil maps read from, or stored in, the on-disk
+    /// `cache` ([`crate::maps_cache`]); the set is the same, bit for bit, with or without it.
+    ///
+    /// With `noise` (one σ per range, the noise standard deviation **per complex sample** of
+    /// that file's data in its own units, e.g. 1 after prewhitening) the set trains the
+    /// noisy-data objective ([`TrainObjective::Tweedie`]): the measured data are served as they
+    /// are, noise included, in [`Batch::Noisy`] with `σ_n = σ / (√2 · scale)` per real and
+    /// imaginary part in normalised units. Single-coil k-space and image-domain data only, as on
+    /// the simulation route; every σ must be finite and > 0.
+    pub fn from_measured_cached(
+        scans: &[MeasuredScan],
+        ranges: &[std::ops::Range<usize>],
+        further: FurtherParams,
+        cache: Option<&crate::maps_cache::MapsCache>,
+        noise: Option<&[f32]>,
+    ) -> Result<Self> {
+        if let Some(sig) = noise {
+            if sig.len() != ranges.len() {
+                return Err(DiffusionError::Config(format!(
+                    "{} noise levels for {} files",
+                    sig.len(),
+                    ranges.len()
+                )));
+            }
+            if let Some(k) = sig.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+                return Err(DiffusionError::Config(format!(
+                    "file {k}: noise σ {} is not a positive number; the tweedie objective needs the data's noise level",
+                    sig[k]
+                )));
+            }
+            if scans.first().is_some_and(|s| s.data.dim().0 > 1) {
+                return Err(DiffusionError::Unsupported(format!(
+                    "noisy-data (tweedie) training of {}-coil data is not supported; use --objective ambient, or coil-compress to one virtual coil (--coils 1)",
+                    scans.first().map(|s| s.data.dim().0).unwrap_or(0)
+                )));
+            }
+        }
         amri_ops::corruption::check_delta(further.delta)?;
         let first = scans
             .first()
@@ -826,8 +881,8 @@ impl TrainingSet {
             coils,
             (rows, cols),
             ranges,
-            true,
-            "file",
+            Some("file"),
+            cache,
         )?;
         let mut set = Self {
             images: Vec::new(),
@@ -847,15 +902,30 @@ impl TrainingSet {
             coil_data: None,
             clean_target: false,
         };
-        match loaded.maps {
-            Some(maps) => {
+        match (loaded.maps, noise) {
+            (Some(maps), _) => {
                 set.coil_data = Some(CoilData {
                     coils,
                     measured: loaded.y,
                     maps,
                 })
             }
-            None => set.ax = Some(loaded.y),
+            (None, Some(sig)) => {
+                // the measured data are the noisy y = A x + n; σ_n per component, normalised
+                let mut sigma_n = vec![0f32; scans.len()];
+                for ((range, s), scale) in ranges.iter().zip(sig).zip(&set.scales) {
+                    for i in range.clone() {
+                        if let Some(v) = sigma_n.get_mut(i) {
+                            *v = sigma_per_component(*s, *scale);
+                        }
+                    }
+                }
+                set.noisy = Some(NoisyData {
+                    measured: loaded.y,
+                    sigma_n,
+                });
+            }
+            (None, None) => set.ax = Some(loaded.y),
         }
         Ok(set)
     }

@@ -61,6 +61,7 @@ pub mod error;
 pub mod fourier;
 pub mod fused;
 pub mod loss;
+pub mod maps_cache;
 pub mod measured;
 pub mod memorize;
 pub mod objective;

@@ -85,6 +85,9 @@ pub struct MeasuredFile {
     pub mask: ndarray::Array3<f32>,
     /// K-space or image domain.
     pub domain: Domain,
+    /// Noise standard deviation per complex sample in the data's units, when the file says it
+    /// (its `noise_sigma` attribute: `amri simulate` writes it, prewhitening sets it to 1).
+    pub noise_sigma: Option<f32>,
 }
 
 impl MeasuredFile {
@@ -110,6 +113,11 @@ impl MeasuredFile {
                 )))
             }
         };
+        let noise_sigma = k
+            .attributes
+            .get("noise_sigma")
+            .and_then(|v| v.trim().parse::<f32>().ok())
+            .filter(|v| v.is_finite() && *v > 0.0);
         let KSpace { data, mask, .. } = k; // reference and sensitivities dropped unread
         let Some(mask) = mask else {
             return Err(err(
@@ -182,6 +190,7 @@ impl MeasuredFile {
             data,
             mask,
             domain,
+            noise_sigma,
         })
     }
 
@@ -257,6 +266,57 @@ impl TrainingData {
     /// domains or coil counts across files, and everything [`TrainingSet::from_measured`]
     /// rejects (e.g. a multi-coil slice without a calibration region).
     pub fn from_measured(files: &[MeasuredFile], further: FurtherParams) -> Result<Self> {
+        Self::from_measured_cached(files, further, None)
+    }
+
+    /// Training data for the noisy-data objective ([`crate::data::TrainObjective::Tweedie`])
+    /// from measured files, each served with its own noise level [`MeasuredFile::noise_sigma`]
+    /// (see [`TrainingSet::from_measured_cached`]); `sigma`, when given, overrides every file's.
+    /// Errors name the first file whose noise level is unknown.
+    pub fn from_measured_noisy(
+        files: &[MeasuredFile],
+        further: FurtherParams,
+        sigma: Option<f32>,
+    ) -> Result<Self> {
+        let mut sig = Vec::with_capacity(files.len());
+        for f in files {
+            match sigma.or(f.noise_sigma) {
+                Some(s) if s.is_finite() && s > 0.0 => sig.push(s),
+                Some(s) => {
+                    return Err(DiffusionError::Config(format!(
+                        "{}: noise σ {s} is not a positive number",
+                        f.name
+                    )))
+                }
+                None => {
+                    return Err(DiffusionError::Config(format!(
+                        "{}: its noise level is unknown (no noise samples to prewhiten with, no noise_sigma attribute); the tweedie objective needs it: give --noise-sigma (σ per complex sample, in the file's units), or use --objective ambient",
+                        f.name
+                    )))
+                }
+            }
+        }
+        Self::build(files, further, None, Some(&sig))
+    }
+
+    /// [`TrainingData::from_measured`] with every multi-coil scan's ESPIRiT maps read from, or
+    /// stored in, the on-disk `cache` ([`crate::maps_cache`]); the data are the same, bit for
+    /// bit, with or without it.
+    pub fn from_measured_cached(
+        files: &[MeasuredFile],
+        further: FurtherParams,
+        cache: Option<&crate::maps_cache::MapsCache>,
+    ) -> Result<Self> {
+        Self::build(files, further, cache, None)
+    }
+
+    /// The buckets of `files`; `noise` (one σ per file) selects the noisy-data objective.
+    fn build(
+        files: &[MeasuredFile],
+        further: FurtherParams,
+        cache: Option<&crate::maps_cache::MapsCache>,
+        noise: Option<&[f32]>,
+    ) -> Result<Self> {
         let first = files
             .first()
             .ok_or_else(|| DiffusionError::Config("no measured training files".into()))?;
@@ -315,7 +375,20 @@ impl TrainingData {
                 }
                 ranges.push(start..scans.len());
             }
-            let set = TrainingSet::from_measured(&scans, &ranges, further).map_err(|e| {
+            let bucket_noise: Option<Vec<f32>> = noise.map(|n| {
+                members
+                    .iter()
+                    .map(|(k, _)| n.get(*k).copied().unwrap_or(0.0))
+                    .collect()
+            });
+            let set = TrainingSet::from_measured_cached(
+                &scans,
+                &ranges,
+                further,
+                cache,
+                bucket_noise.as_deref(),
+            )
+            .map_err(|e| {
                 // name the file the error is about ("file f: …" or "scan i …"), else the bucket's
                 let msg = e.to_string();
                 let leading = |prefix: &str| -> Option<usize> {
@@ -441,7 +514,7 @@ impl TrainingData {
             if need > available {
                 let gib = |v: u64| v as f64 / (1u64 << 30) as f64;
                 return Err(DiffusionError::Config(format!(
-                    "{}: at {r}×{c} with batch {batch} this network's self-attention needs about                      {:.1} GiB ({:.1} GiB of attention maps, quadratic in the image area) and                      {:.1} GiB are available; train with --preset clinical (a ×4 space-to-depth                      stem, made for 256×256 on a CPU) or a smaller --batch",
+                    "{}: at {r}×{c} with batch {batch} this network's self-attention needs about {:.1} GiB ({:.1} GiB of attention maps, quadratic in the image area) and {:.1} GiB are available; train with --preset clinical (a ×4 space-to-depth stem, made for 256×256 on a CPU) or a smaller --batch",
                     b.files.join(", "),
                     gib(need),
                     gib(need / ATTENTION_PEAK_FACTOR),

@@ -174,6 +174,7 @@ mod tests {
             augment: Default::default(),
             views: None,
             finetune: None,
+            matrices: None,
         };
         let amb = Some(TrainObjective::Ambient);
         assert_eq!(resume_mismatch(&record, "p", &acq, None, None), None);

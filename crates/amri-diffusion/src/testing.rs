@@ -97,6 +97,7 @@ impl TinyRun {
                 augment: Default::default(),
                 views: None,
                 finetune: None,
+                matrices: None,
             }),
         )?;
         save_run_checkpoint(&self.trainer, run, &card)

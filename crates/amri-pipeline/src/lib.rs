@@ -31,10 +31,12 @@
 //! # }
 //! ```
 
+pub mod autopick;
 pub mod error;
 pub mod plan;
 pub mod run;
 
+pub use autopick::{model_search_path, pick_prior, DataSummary, Pick, PickError};
 pub use error::{PipelineError, Result};
 pub use plan::{NoiseCovariance, Overrides, Params, Plan};
 pub use run::Recon;

@@ -136,6 +136,9 @@ pub struct Plan {
     model: Option<PathBuf>,
     model_sha256: Option<String>,
     model_checkpoint: Option<String>,
+    /// The model was chosen for the data ([`crate::autopick`]), not given.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    model_picked: bool,
     steps: Option<usize>,
     samples: Option<usize>,
     zeta: Option<f64>,
@@ -200,6 +203,7 @@ impl Plan {
             model: None,
             model_sha256: None,
             model_checkpoint: None,
+            model_picked: false,
             steps: None,
             samples: None,
             zeta: None,
@@ -290,6 +294,7 @@ impl Plan {
             model: pick(own, o.model.clone(), base.model.clone()),
             model_sha256: None,
             model_checkpoint: None,
+            model_picked: false,
             steps: pick(own, o.steps, base.steps),
             samples: pick(own, o.samples, base.samples),
             zeta: pick(own, o.zeta, base.zeta),
@@ -439,6 +444,19 @@ impl Plan {
         self.model_checkpoint = Some(prior.checkpoint_dir().display().to_string());
         self.prior = Some(prior);
         self
+    }
+
+    /// Attaches a prior chosen for the data from the folder `dir` ([`crate::autopick`]): as
+    /// [`Plan::with_prior`], and the plan records `dir` as its model, marked as picked.
+    pub fn with_picked_prior(mut self, prior: Arc<Prior>, dir: &Path) -> Plan {
+        self.model = Some(dir.to_path_buf());
+        self.model_picked = true;
+        self.with_prior(prior)
+    }
+
+    /// Whether the plan's model was chosen for the data rather than given.
+    pub fn model_picked(&self) -> bool {
+        self.model_picked
     }
 
     /// Loads the plan's model onto `device` and attaches it, for a learned-prior method;

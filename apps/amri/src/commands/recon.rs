@@ -12,12 +12,14 @@
 //! model's SHA-256 goes into every sidecar. `iterative` also writes `<output>_std` (per-pixel
 //! standard deviation of the posterior samples, same format).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use amri_core::{KSpace, Volume};
+use amri_diffusion::sample::Prior;
 use amri_io::{Scan, WriteOptions};
 use amri_pipeline::{NoiseCovariance, Overrides, PipelineError, Plan};
 use amri_protocol::{Method, Protocol};
@@ -45,7 +47,9 @@ pub struct Args {
     #[arg(long, short)]
     pub method: Option<Method>,
     /// Learned prior for one-step / iterative: a checkpoint folder or a training run folder
-    /// (its `latest` checkpoint).
+    /// (its `latest` checkpoint). Without it, each file gets the shipped prior that fits it
+    /// (matrix, domain, mask family, closest acceleration; search order in docs/cli.md), or an
+    /// error says why none does.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Iterative: sampler noise levels (network calls per sample).
@@ -253,10 +257,16 @@ fn read_reference(path: &Path) -> Result<Array3<f32>> {
 /// Runs `amri recon`.
 pub fn run(args: Args) -> Result<()> {
     let mut plan = plan_from_args(&args)?;
-    if plan.method().is_prior() {
-        plan.load_prior(&super::device::current()?)
-            .map_err(flag_error)?;
-    }
+    // A learned-prior method without a model picks one per file (`Picker`).
+    let picker = if plan.method().is_prior() && plan.model().is_none() {
+        Some(Picker::new(super::device::current()?))
+    } else {
+        if plan.method().is_prior() {
+            plan.load_prior(&super::device::current()?)
+                .map_err(flag_error)?;
+        }
+        None
+    };
     let (inputs, output) = args.paths.split_at(args.paths.len() - 1);
     let output = &output[0];
     for i in inputs {
@@ -309,7 +319,7 @@ pub fn run(args: Args) -> Result<()> {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(job) = jobs.get(i) else { break };
-                let report = run_one(job, &plan, &args, reference.as_ref(), &mp);
+                let report = run_one(job, &plan, picker.as_ref(), &args, reference.as_ref(), &mp);
                 files_bar.inc(1);
                 match &report.status[..] {
                     "failed" => tracing::error!("{}", report.error.clone().unwrap_or_default()),
@@ -388,9 +398,58 @@ fn print_table(reports: &[FileReport], plan: &Plan) {
     }
 }
 
+/// Chooses a shipped prior for each file when `--model` is not given
+/// ([`amri_pipeline::autopick`]), loading each chosen prior once.
+struct Picker {
+    device: candle_core::Device,
+    dirs: Vec<PathBuf>,
+    loaded: Mutex<HashMap<PathBuf, Arc<Prior>>>,
+}
+
+impl Picker {
+    fn new(device: candle_core::Device) -> Picker {
+        let search = amri_pipeline::model_search_path();
+        for (d, why) in &search {
+            tracing::debug!("looking for priors in {} ({why})", d.display());
+        }
+        Picker {
+            device,
+            dirs: search.into_iter().map(|(d, _)| d).collect(),
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `plan` with the prior that fits `ks` (read from `input`) attached, or why none does.
+    fn plan_for(&self, plan: &Plan, input: &Path, ks: &KSpace) -> Result<Plan> {
+        let data = amri_pipeline::DataSummary::of(ks);
+        let pick = amri_pipeline::pick_prior(&data, &self.dirs)
+            .map_err(|e| anyhow!("{}: no --model given and {e}", input.display()))?;
+        tracing::info!("{}: {}", input.display(), pick.reason);
+        let mut loaded = self
+            .loaded
+            .lock()
+            .map_err(|_| anyhow!("a worker thread panicked"))?;
+        let prior = match loaded.get(&pick.dir) {
+            Some(p) => p.clone(),
+            None => {
+                // said once per prior, whatever the log level; each file's choice is logged above
+                eprintln!("{}: {}", input.display(), pick.reason);
+                let p =
+                    Arc::new(Prior::load(&pick.dir, &self.device).with_context(|| {
+                        format!("{}: cannot load the prior", pick.dir.display())
+                    })?);
+                loaded.insert(pick.dir.clone(), p.clone());
+                p
+            }
+        };
+        Ok(plan.clone().with_picked_prior(prior, &pick.dir))
+    }
+}
+
 fn run_one(
     job: &Job,
     plan: &Plan,
+    picker: Option<&Picker>,
     args: &Args,
     reference: Option<&Array3<f32>>,
     mp: &MultiProgress,
@@ -405,6 +464,32 @@ fn run_one(
         psnr: None,
         ssim: None,
         nmse: None,
+    };
+    // Without --model the prior depends on the data: read them first, then check freshness
+    // against the plan with the chosen prior.
+    let mut read = None;
+    let picked;
+    let plan = match picker {
+        None => plan,
+        Some(p) => {
+            let chosen = read_kspace(&job.input).and_then(|ks| {
+                let pl = p.plan_for(plan, &job.input, &ks)?;
+                read = Some(ks);
+                Ok(pl)
+            });
+            match chosen {
+                Ok(pl) => {
+                    picked = pl;
+                    &picked
+                }
+                Err(e) => {
+                    report.status = "failed".into();
+                    report.error = Some(format!("{e:#}"));
+                    report.seconds = start.elapsed().as_secs_f64();
+                    return report;
+                }
+            }
+        }
     };
     if !args.force {
         match batch::freshness(job, plan) {
@@ -428,7 +513,7 @@ fn run_one(
             );
         }
     }
-    match recon_file(job, plan, reference, mp) {
+    match recon_file(job, plan, read, reference, mp) {
         Ok(m) => {
             if let Some(m) = m {
                 report.psnr = Some(m.psnr);
@@ -454,10 +539,14 @@ fn run_one(
 fn recon_file(
     job: &Job,
     plan: &Plan,
+    read: Option<KSpace>,
     reference: Option<&Array3<f32>>,
     mp: &MultiProgress,
 ) -> Result<Option<amri_core::metrics::Metrics>> {
-    let ks = read_kspace(&job.input)?;
+    let ks = match read {
+        Some(ks) => ks,
+        None => read_kspace(&job.input)?,
+    };
     ks.validate()
         .with_context(|| format!("{}", job.input.display()))?;
     super::log_mask_note(&job.input, &ks);

@@ -23,6 +23,7 @@ use amri_diffusion::checkpoint::{
     read_card, resolve_checkpoint, MeasuredInput, ModelCard, TrainingRecord, EMA_FILE, LATEST_FILE,
 };
 use amri_diffusion::data::{FurtherParams, TrainObjective, TrainingSet};
+use amri_diffusion::maps_cache::{self, MapsCache};
 use amri_diffusion::measured::{prepare, MeasuredFile, Preparation, TrainingData};
 use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
 use amri_diffusion::run::{
@@ -99,6 +100,11 @@ pub struct Common {
     /// [default: the volumes' own pixels; --resume: the run's].
     #[arg(long, value_delimiter = ',', value_name = "MM")]
     pub pixel_sizes: Option<Vec<f64>>,
+    /// Measured route with --objective tweedie: the noise standard deviation per complex sample
+    /// of every file, in the files' units [default: each file's own: 1 after prewhitening with
+    /// its noise samples, else its `noise_sigma` attribute; a file with neither is refused].
+    #[arg(long, value_name = "SIGMA")]
+    pub noise_sigma: Option<f32>,
     /// Total optimisation steps of the run (a resumed run continues up to this count).
     #[arg(long)]
     pub steps: usize,
@@ -116,8 +122,8 @@ pub struct Common {
     /// Seed of weight initialisation, σ, noise and data order [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Loss: ambient (from corrupted data only), tweedie (corrupted data with the protocol's
-    /// Gaussian noise_level, double-Tweedie loss), clean (the clean-trained twin of an ambient
+    /// Loss: ambient (from corrupted data only), tweedie (noisy corrupted data, double-Tweedie
+    /// loss: the protocol's Gaussian noise_level, or measured files' own noise level), clean (the clean-trained twin of an ambient
     /// prior: same corrupted inputs, loss on the whole clean image; reference) or supervised
     /// (clean denoiser without corruption; reference)
     /// [default: ambient; --resume: the run's, a different value is an error].
@@ -638,6 +644,11 @@ fn drive(
     // build the data (every input check happens here, before the first step)
     let (data, protocol_name, acquisition, measured) = match route {
         Route::Simulated(protocol, volumes) => {
+            if c.noise_sigma.is_some() {
+                bail!(
+                    "--noise-sigma applies to measured files; on the simulation route the noise is the protocol's noise_level"
+                );
+            }
             let names = volumes
                 .iter()
                 .map(|(f, _)| f.display().to_string())
@@ -668,12 +679,18 @@ fn drive(
             (data, protocol.name, protocol.acquisition, None)
         }
         Route::Measured(files) => {
-            if objective != TrainObjective::Ambient {
+            if !matches!(objective, TrainObjective::Ambient | TrainObjective::Tweedie) {
                 bail!(
-                    "--objective {objective:?}: measured files train with the ambient objective \
-                     only (supervised and clean need clean images, tweedie a known noise level); \
-                     use image volumes with --protocol for those"
+                    "--objective {objective:?}: measured files train with the ambient objective only, or tweedie given the data's noise level (supervised and clean need clean images); use image volumes with --protocol for those"
                 );
+            }
+            if let Some(s) = c.noise_sigma {
+                if objective != TrainObjective::Tweedie {
+                    bail!("--noise-sigma is the noise level of --objective tweedie (got {objective:?})");
+                }
+                if !(s.is_finite() && s > 0.0) {
+                    bail!("--noise-sigma must be > 0, got {s}");
+                }
             }
             let run_acq = resumed.as_ref().map(|r| &r.2.acquisition);
             let further = FurtherParams {
@@ -681,8 +698,28 @@ fn drive(
                 mode: c.further.or(run_acq.map(|a| a.further)).unwrap_or_default(),
                 seed,
             };
-            let data = TrainingData::from_measured(&files, further)
-                .context("building the training set from measured files")?;
+            // ESPIRiT maps of multi-coil scans are cached in the run folder: a resume or a
+            // rerun into it reads them instead of recomputing (amri_diffusion::maps_cache)
+            let cache = MapsCache::new(c.out.join(maps_cache::RUN_DIR));
+            let data = if objective == TrainObjective::Tweedie {
+                TrainingData::from_measured_noisy(&files, further, c.noise_sigma)
+            } else {
+                TrainingData::from_measured_cached(&files, further, Some(&cache))
+            }
+            .context("building the training set from measured files")?;
+            for note in cache.notes() {
+                tracing::warn!("{note}");
+            }
+            let st = cache.stats();
+            if st.hits + st.misses + st.corrupt > 0 {
+                eprintln!(
+                    "coil maps: {} read from {}, {} computed by ESPIRiT ({} of them replacing damaged cache files)",
+                    st.hits,
+                    cache.dir().display(),
+                    st.misses + st.corrupt,
+                    st.corrupt
+                );
+            }
             let acq = data.acquisition(further)?;
             let inputs: Vec<MeasuredInput> = files
                 .iter()
@@ -777,6 +814,7 @@ fn drive(
                     trained_parameters: t.trained_parameters(),
                     ..f
                 }),
+                matrices: Some(data.shapes().iter().map(|(r, c, _)| [*r, *c]).collect()),
             };
             (t, info, preset.map(str::to_owned), Vec::new())
         }
