@@ -185,6 +185,7 @@ fn check_coils(z: &Tensor, maps: &Tensor) -> Result<(usize, usize, usize, usize)
 
 /// SENSE coil combination `Σ_c conj(S_c)·z_c`: coil images `z` and maps `[N, coils, 2, H, W]`
 /// (real, imaginary) → `[N, 2, H, W]` (the adjoint of [`coil_expand`]).
+/// On the CPU a fused op, differentiable in `z` only (the maps are data).
 pub fn coil_combine(z: &Tensor, maps: &Tensor) -> Result<Tensor> {
     check_coils(z, maps)?;
     if z.device().is_cpu() {
@@ -201,7 +202,7 @@ pub fn coil_combine(z: &Tensor, maps: &Tensor) -> Result<Tensor> {
 }
 
 /// Coil expansion `x ↦ (S_c·x)_c`: image `x: [N, 2, H, W]`, maps `[N, coils, 2, H, W]` →
-/// `[N, coils, 2, H, W]`.
+/// `[N, coils, 2, H, W]`. On the CPU a fused op, differentiable in `x` only (the maps are data).
 pub fn coil_expand(x: &Tensor, maps: &Tensor) -> Result<Tensor> {
     let (n, _, h, w) = x.dims4()?;
     let md = maps.dims();
