@@ -1194,9 +1194,9 @@ fn measured_files_train_the_tweedie_objective_with_their_noise_level() {
     let t = tmp.path();
     let vol = volume_of(t, "vol.nii.gz", 2, 32, 32);
     let noisy = simulate("singlecoil-r4-cartesian", &vol, &t.join("noisy.npz"));
-    let sigma: f32 = read_kspace(&noisy).attributes["noise_sigma"]
-        .parse()
-        .unwrap();
+    let sigma = read_kspace(&noisy)
+        .noise_sigma
+        .expect("amri simulate records the noise level") as f32;
     assert!(sigma > 0.0);
     let run = t.join("tw");
     train_measured(&run, &[&noisy], 2)

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use amri_core::metrics::{psnr_with_range, ssim_with_range, Metrics};
-use amri_core::{Affine, KSpace};
+use amri_core::{Affine, KSpace, MeasuredDomain};
 use amri_io::Scan;
 use amri_ops::simulate::Acquisition;
 use ndarray::{s, Array2, Array3, Axis};
@@ -38,13 +38,9 @@ pub struct Measured {
 }
 
 impl Measured {
-    /// The measurement domain: `"kspace"`, `"image"` (pixel/box corruptions) or `"projection"`.
-    pub fn domain(&self) -> &str {
-        self.kspace
-            .attributes
-            .get("domain")
-            .map(String::as_str)
-            .unwrap_or("kspace")
+    /// The measurement domain: k-space, image (pixel/box corruptions) or projection.
+    pub fn domain(&self) -> MeasuredDomain {
+        self.kspace.domain()
     }
 }
 
@@ -109,7 +105,7 @@ impl Study {
         }
         if let Some(m) = &self.measured {
             let [s, _, h, w] = m.kspace.shape4();
-            if m.domain() != "projection" {
+            if m.domain() != MeasuredDomain::Projection {
                 return Some([s, h, w]);
             }
             return Some([s, 0, 0]);
@@ -161,8 +157,8 @@ impl Study {
                     ))
                 })?;
                 let [s, _, h, w] = k.shape4();
-                let domain = k.attributes.get("domain").cloned().unwrap_or_default();
-                let fits = domain == "projection" || self.grid().is_none_or(|g| g == [s, h, w]);
+                let fits = k.domain() == MeasuredDomain::Projection
+                    || self.grid().is_none_or(|g| g == [s, h, w]);
                 let mut note = format!("{name}: measured data, {s} slices");
                 if !fits || self.measured.is_some() {
                     *self = Study::default();
@@ -278,7 +274,7 @@ impl Study {
             PanelKind::Measured => self
                 .measured
                 .as_ref()
-                .is_some_and(|m| m.domain() != "projection"),
+                .is_some_and(|m| m.domain() != MeasuredDomain::Projection),
             PanelKind::Recon(i) => self
                 .results
                 .get(i)
@@ -329,7 +325,7 @@ impl Study {
         match kind {
             PanelKind::Reference => "reference".into(),
             PanelKind::Measured => match self.measured.as_ref().map(|m| m.domain()) {
-                Some("image") => "measured (corrupted image)".into(),
+                Some(MeasuredDomain::Image) => "measured (corrupted image)".into(),
                 _ => "k-space (log |k|, RSS)".into(),
             },
             PanelKind::Recon(i) => self
@@ -348,7 +344,7 @@ impl Study {
             PanelKind::Measured => self
                 .measured
                 .as_ref()
-                .is_some_and(|m| m.domain() == "image"),
+                .is_some_and(|m| m.domain() == MeasuredDomain::Image),
             _ => true,
         }
     }
@@ -367,7 +363,7 @@ impl Study {
             PanelKind::Measured => {
                 let m = self.measured.as_ref()?;
                 let k = m.kspace.data.slice(s![slice, .., .., ..]);
-                if m.domain() == "image" {
+                if m.domain() == MeasuredDomain::Image {
                     return Some(k.index_axis(Axis(0), 0).mapv(|c| c.norm()));
                 }
                 let rss = k.map_axis(Axis(0), |c| c.iter().map(|v| v.norm_sqr()).sum::<f32>());
@@ -391,7 +387,7 @@ impl Study {
     /// The sampling mask `[row, col]` of `slice` (1 = measured), when the data has one.
     pub fn mask_slice(&self, slice: usize) -> Option<Array2<f32>> {
         let m = self.measured.as_ref()?;
-        if m.domain() != "kspace" {
+        if m.domain() != MeasuredDomain::Kspace {
             return None;
         }
         m.kspace

@@ -389,7 +389,7 @@ fn run(job: Job, ctl: &Control) -> Result<()> {
         .store(work.iter().sum::<usize>().max(1), Ordering::Relaxed);
     // Coil maps (ESPIRiT) once, just before the first method that uses them, so that
     // zero-filled shows first.
-    let maps_possible = coils > 1 && ks.attributes.get("domain").is_none_or(|d| d == "kspace");
+    let maps_possible = coils > 1 && ks.domain() == amri_core::MeasuredDomain::Kspace;
     let prior = if job.methods.iter().any(|(m, _)| m.is_prior()) {
         let Some(path) = job.model.as_ref() else {
             return Err(ViewerError::msg(

@@ -13,7 +13,6 @@
 //! assert_eq!(v.affine.orientation(), ['R', 'A', 'S']);
 //! ```
 
-pub mod axes;
 pub mod error;
 pub mod fft;
 pub mod geometry;

@@ -160,35 +160,64 @@ pub struct KSpace {
     /// Noise-only samples `[sample, coil]` (same scaling as `data`) from the scan's noise
     /// adjustment readouts, when the file has them; used to estimate the coil noise covariance.
     pub noise: Option<Array2<C32>>,
+    /// What `data` holds, as the file stated it; `None` when it did not say, which reads as
+    /// [`MeasuredDomain::Kspace`] (use [`KSpace::domain()`]). Files carry it as the `domain`
+    /// attribute (amri-io maps it).
+    pub domain: Option<MeasuredDomain>,
+    /// Standard deviation σ of the measurement noise **per complex sample** (σ² = E|n|², so
+    /// σ/√2 per real component), in `data`'s units, when known (`amri simulate`, or 1 after
+    /// prewhitening). Files carry it as the `noise_sigma` attribute, decimal text (amri-io maps
+    /// it); f64 so that the text of any file reads back and rewrites unchanged.
+    pub noise_sigma: Option<f64>,
     /// Voxel-to-world affine of the image grid the k-space belongs to.
     pub affine: Affine,
-    /// Format-specific attributes as text (acquisition, acceleration, seed, protocol...).
+    /// Format-specific attributes as text (acquisition, acceleration, seed, protocol...); the
+    /// typed fields above are not repeated here.
     pub attributes: BTreeMap<String, String>,
 }
 
-/// What a measured file's data hold, from its `attributes["domain"]` (as `amri simulate`
-/// writes it; files without the attribute hold k-space).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Which domain a measurement's samples live in: the one enum every crate uses for it (the
+/// corruption operators of amri-ops, the classical methods, the learned prior).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum MeasuredDomain {
-    /// Centred k-space `[slice, coil, row, col]` (no attribute, or `"kspace"`).
+    /// Centred k-space `[slice, coil, row, col]` (file attribute `domain` absent or `"kspace"`).
+    #[default]
     Kspace,
     /// A corrupted image `[slice, 1, row, col]` whose mask marks the measured pixels (`"image"`).
     Image,
     /// Gaussian random projections `[slice, 1, 1, m]` (`"projection"`).
     Projection,
-    /// Any other value of the attribute.
-    Other(String),
+}
+
+impl MeasuredDomain {
+    /// Every domain, in the order error messages list them.
+    pub const ALL: [MeasuredDomain; 3] = [Self::Kspace, Self::Image, Self::Projection];
+
+    /// The name files use for it (the `domain` attribute): `kspace`, `image`, `projection`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kspace => "kspace",
+            Self::Image => "image",
+            Self::Projection => "projection",
+        }
+    }
+
+    /// The domain a file names by [`MeasuredDomain::as_str`]; `None` for any other text.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for MeasuredDomain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl KSpace {
-    /// The [`MeasuredDomain`] named by the `domain` attribute.
+    /// What `data` holds: the `domain` field, or k-space when the file did not say.
     pub fn domain(&self) -> MeasuredDomain {
-        match self.attributes.get("domain").map(String::as_str) {
-            None | Some("kspace") => MeasuredDomain::Kspace,
-            Some("image") => MeasuredDomain::Image,
-            Some("projection") => MeasuredDomain::Projection,
-            Some(other) => MeasuredDomain::Other(other.to_string()),
-        }
+        self.domain.unwrap_or_default()
     }
 
     /// K-space with no mask, reference or maps, identity geometry.
@@ -199,6 +228,8 @@ impl KSpace {
             reference: None,
             sensitivities: None,
             noise: None,
+            domain: None,
+            noise_sigma: None,
             affine: Affine::IDENTITY,
             attributes: BTreeMap::new(),
         }
@@ -340,18 +371,20 @@ mod tests {
     }
 
     #[test]
-    fn domain_attribute_names_what_the_data_hold() {
+    fn domain_names_round_trip_and_unstated_reads_as_kspace() {
         let mut k = KSpace::new(Array4::zeros((1, 1, 2, 2)));
         assert_eq!(k.domain(), MeasuredDomain::Kspace);
         for (v, d) in [
             ("kspace", MeasuredDomain::Kspace),
             ("image", MeasuredDomain::Image),
             ("projection", MeasuredDomain::Projection),
-            ("sinogram", MeasuredDomain::Other("sinogram".into())),
         ] {
-            k.attributes.insert("domain".into(), v.into());
+            assert_eq!(MeasuredDomain::from_name(v), Some(d));
+            assert_eq!(d.to_string(), v);
+            k.domain = Some(d);
             assert_eq!(k.domain(), d);
         }
+        assert_eq!(MeasuredDomain::from_name("sinogram"), None);
     }
 
     #[test]

@@ -137,6 +137,16 @@ pub enum MeasuredSlice<'a> {
     },
 }
 
+impl MeasuredSlice<'_> {
+    /// The domain its data live in ([`MeasuredSlice::Image`]: [`Domain::Image`]).
+    pub fn domain(&self) -> Domain {
+        match self {
+            MeasuredSlice::Kspace { .. } => Domain::Kspace,
+            MeasuredSlice::Image { .. } => Domain::Image,
+        }
+    }
+}
+
 /// The magnitudes one measured slice contributes to [`measurement_scale`]:
 /// - k-space: every pixel of the root-sum-of-squares over coils of the zero-filled coil images
 ///   `|Fᴴ(M ⊙ y_c)|` (single coil: `|Fᴴ(M ⊙ y)|`);

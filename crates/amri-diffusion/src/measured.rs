@@ -21,7 +21,7 @@
 //! single set's ([`TrainingSet::step_batch`]). Matrix sizes the U-Net cannot take (not multiples
 //! of its size multiple) are an error ([`TrainingData::check_size_multiple`]), not padded.
 
-use amri_core::{KSpace, MeasuredDomain};
+use amri_core::KSpace;
 use amri_ops::acquisition::Acquisition;
 use amri_ops::corruption::{Corruption, CorruptionSpec, Domain, FurtherStructure, KspacePattern};
 use candle_core::Device;
@@ -62,7 +62,7 @@ pub fn prepare(name: &str, mut k: KSpace, how: Preparation) -> Result<KSpace> {
             )));
         }
         if n < k.shape4()[1] {
-            if k.domain() != MeasuredDomain::Kspace {
+            if k.domain() != Domain::Kspace {
                 return Err(DiffusionError::Config(format!(
                     "{name}: coil compression applies to multi-coil k-space, not {:?} data",
                     k.domain()
@@ -97,26 +97,17 @@ impl MeasuredFile {
     /// its mask), a slice whose mask measures everything or nothing, and NaN/∞ data or mask.
     pub fn new(name: &str, k: KSpace) -> Result<Self> {
         let err = |msg: String| DiffusionError::Config(format!("{name}: {msg}"));
-        let domain = match k.domain() {
-            MeasuredDomain::Kspace => Domain::Kspace,
-            MeasuredDomain::Image => Domain::Image,
-            MeasuredDomain::Projection => {
-                return Err(err(
-                    "holds Gaussian projections (domain = projection); the ambient objective \
-                     trains on k-space or image-domain data only"
-                        .into(),
-                ))
-            }
-            MeasuredDomain::Other(d) => {
-                return Err(err(format!(
-                    "domain {d:?} is not one training can use (kspace or image)"
-                )))
-            }
-        };
+        let domain = k.domain();
+        if domain == Domain::Projection {
+            return Err(err(
+                "holds Gaussian projections (domain = projection); the ambient objective \
+                 trains on k-space or image-domain data only"
+                    .into(),
+            ));
+        }
         let noise_sigma = k
-            .attributes
-            .get("noise_sigma")
-            .and_then(|v| v.trim().parse::<f32>().ok())
+            .noise_sigma
+            .map(|v| v as f32)
             .filter(|v| v.is_finite() && *v > 0.0);
         let KSpace { data, mask, .. } = k; // reference and sensitivities dropped unread
         let Some(mask) = mask else {
@@ -894,7 +885,7 @@ mod tests {
         assert!(e.contains("nan.npz") && e.contains("NaN"), "{e}");
 
         let mut k = kspace(16, 16, 1, 1, false);
-        k.attributes.insert("domain".into(), "projection".into());
+        k.domain = Some(Domain::Projection);
         let e = msg(MeasuredFile::new("proj.npz", k));
         assert!(e.contains("proj.npz") && e.contains("projection"), "{e}");
 

@@ -57,8 +57,7 @@ fn noisy_file(attribute: bool) -> KSpace {
     let mut ks = KSpace::new(data);
     ks.mask = Some(Array3::from_shape_fn((SLICES, N, N), |(_, i, j)| m[[i, j]]));
     if attribute {
-        ks.attributes
-            .insert("noise_sigma".into(), SIGMA.to_string());
+        ks.noise_sigma = Some(f64::from(SIGMA));
     }
     ks
 }

@@ -34,7 +34,7 @@ fn scale_of_simulated(k: &KSpace) -> Result<f32> {
         .mask
         .as_ref()
         .ok_or_else(|| DiffusionError::Config("simulated data has no mask".into()))?;
-    let image_domain = k.attributes.get("domain").map(String::as_str) == Some("image");
+    let image_domain = k.domain() == amri_core::MeasuredDomain::Image;
     let slices: Vec<MeasuredSlice> = (0..k.data.dim().0)
         .map(|z| {
             let d = k.data.slice(s![z, .., .., ..]);

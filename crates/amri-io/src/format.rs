@@ -187,8 +187,8 @@ pub const MASK_NONE: &str = "none";
 /// mask came from in the `mask_source` attribute ([`MASK_FROM_FILE`], [`MASK_INFERRED`],
 /// [`MASK_NONE`]); [`read`] and [`read_all`] call it on every k-space they return.
 ///
-/// K-space (`domain` absent or `kspace`) without a mask gets `mask[slice, row, col] = 1` where
-/// any coil's sample is non-zero, 0 elsewhere; when every sample is non-zero the data stay fully
+/// K-space ([`amri_core::KSpace::domain()`] is k-space) without a mask gets
+/// `mask[slice, row, col] = 1` where any coil's sample is non-zero, 0 elsewhere; when every sample is non-zero the data stay fully
 /// sampled (`mask = None`). Image-domain and projection data without a mask are left as they
 /// are: a zero pixel of an image is a measured value (dark background), not a missing one, so
 /// every sample counts as measured.

@@ -340,6 +340,7 @@ pub fn read(path: &Path) -> Result<Scan> {
             ks.attributes.insert(a.name.clone(), t);
         }
     }
+    crate::attrs::take_typed(path, &mut ks)?;
     ks.validate()
         .map_err(|e| IoError::malformed(path, e.to_string()))?;
     Ok(Scan::KSpace(ks))

@@ -16,6 +16,7 @@
 //! | PNG | no | yes (windowed, 8/16-bit) | [`png`] |
 
 pub mod atomic;
+pub mod attrs;
 pub mod cfl;
 pub mod dicom;
 pub mod error;

@@ -602,10 +602,11 @@ pub fn write_kspace_npz(path: &Path, k: &KSpace) -> Result<()> {
     }
     let aff = Array2::from_shape_fn((4, 4), |(r, c)| k.affine.0[r][c]);
     entries.push(("affine", NpyArray::F64(aff.into_dyn())));
-    let json = serde_json::to_vec(&k.attributes).map_err(|e| IoError::Unwritable {
-        path: path.to_path_buf(),
-        msg: format!("attributes: {e}"),
-    })?;
+    let json =
+        serde_json::to_vec(&*crate::attrs::with_typed(k)).map_err(|e| IoError::Unwritable {
+            path: path.to_path_buf(),
+            msg: format!("attributes: {e}"),
+        })?;
     let n = json.len();
     entries.push((
         "attributes",
@@ -796,6 +797,7 @@ pub fn read_kspace_npz(path: &Path) -> Result<KSpace> {
             k.attributes.insert(key.clone(), s);
         }
     }
+    crate::attrs::take_typed(path, &mut k)?;
     k.validate()
         .map_err(|e| IoError::malformed(path, e.to_string()))?;
     Ok(k)

@@ -517,7 +517,7 @@ fn writer_refuses_what_ismrmrd_cannot_hold() {
     let e = ismrmrd::write(&p, &k).unwrap_err().to_string();
     assert!(e.contains("partly measured") && e.contains("x.h5"), "{e}");
     let mut k = test_kspace();
-    k.attributes.insert("domain".into(), "image".into());
+    k.domain = Some(amri_core::MeasuredDomain::Image);
     let e = ismrmrd::write(&p, &k).unwrap_err().to_string();
     assert!(e.contains("ISMRMRD holds k-space"), "{e}");
     let e = amri_io::write(

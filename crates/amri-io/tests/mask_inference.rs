@@ -123,7 +123,7 @@ fn hdf5_without_mask_infers_it_and_image_domain_data_keep_every_pixel() {
     let d = tempfile::tempdir().unwrap();
     let mut img = KSpace::new(Array4::zeros((1, 1, 4, 4)));
     img.data[[0, 0, 1, 2]] = C32::new(1.0, 0.0);
-    img.attributes.insert("domain".into(), "image".into());
+    img.domain = Some(amri_core::MeasuredDomain::Image);
     let p = d.path().join("img.npz");
     amri_io::write(&p, &Scan::KSpace(img), &WriteOptions::default()).unwrap();
     let k = kspace(&p);

@@ -210,16 +210,11 @@ impl CorruptionConfig {
     }
 }
 
-/// Which domain the operator's mask lives in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Domain {
-    /// Image-domain mask (pixel, boxes); output `[rows, cols]`.
-    Image,
-    /// k-space mask, DC at `(rows/2, cols/2)`; output `[rows, cols]` or `[coils, rows, cols]`.
-    Kspace,
-    /// Random projections; output `[m]`.
-    Projection,
-}
+/// Which domain an operator's output (and its mask) lives in: amri-core's one domain enum.
+/// `Kspace`: k-space mask, DC at `(rows/2, cols/2)`, output `[rows, cols]` or
+/// `[coils, rows, cols]`; `Image`: image-domain mask (pixel, boxes), output `[rows, cols]`;
+/// `Projection`: random projections, output `[m]`.
+pub use amri_core::MeasuredDomain as Domain;
 
 /// The set of measurements an operator keeps.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,8 +11,8 @@
 //!
 //! The result is a [`KSpace`]: for k-space corruptions `data` is `[slice, coil, row, col]` centred
 //! k-space; for image-domain corruptions (pixel, boxes) it holds the corrupted complex image as
-//! `[slice, 1, row, col]` with `attributes["domain"] = "image"`; for Gaussian projections it holds
-//! `[slice, 1, 1, m]` with `attributes["domain"] = "projection"` (the operator is re-drawn from
+//! `[slice, 1, row, col]` with [`KSpace::domain`] `Image`; for Gaussian projections it holds
+//! `[slice, 1, 1, m]` with domain `Projection` (the operator is re-drawn from
 //! the stored acquisition and seed). The mask (1 = measured), the reference magnitude and, when
 //! `store_maps` is set, the coil maps are stored with it. Same acquisition and seed, same data.
 //!
@@ -177,20 +177,12 @@ pub fn simulate(vol: &Volume<f32>, frame: usize, acq: &Acquisition) -> Result<KS
             k.sensitivities = Some(all);
         }
     }
+    k.domain = Some(domain);
+    k.noise_sigma = Some(decimal_f64(acq.noise_level * peak));
     let mut attrs = BTreeMap::new();
-    attrs.insert(
-        "domain".into(),
-        match domain {
-            Domain::Kspace => "kspace",
-            Domain::Image => "image",
-            Domain::Projection => "projection",
-        }
-        .into(),
-    );
     attrs.insert("simulated".into(), "true".into());
     attrs.insert("image_rows".into(), rows.to_string());
     attrs.insert("image_cols".into(), cols.to_string());
-    attrs.insert("noise_sigma".into(), (acq.noise_level * peak).to_string());
     attrs.insert("seed".into(), acq.seed.to_string());
     attrs.insert(
         "acquisition".into(),
@@ -198,6 +190,12 @@ pub fn simulate(vol: &Volume<f32>, frame: usize, acq: &Acquisition) -> Result<KS
     );
     k.attributes = attrs;
     Ok(k)
+}
+
+/// `v` widened to f64 through its shortest decimal text, so the σ held in memory is the one a
+/// file round trip reads back (files store it as text, and earlier versions kept it as text).
+fn decimal_f64(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
 }
 
 #[cfg(test)]
@@ -255,7 +253,7 @@ mod tests {
         }
         // The synthetic phase makes the image complex: some pixel has a sizeable imaginary part.
         assert!(img.iter().any(|c| c.im.abs() > 0.1));
-        assert_eq!(k.attributes["domain"], "kspace");
+        assert_eq!(k.domain, Some(Domain::Kspace));
     }
 
     #[test]
@@ -289,7 +287,7 @@ mod tests {
     fn image_domain_corruption_hides_pixels() {
         let v = phantom();
         let k = simulate(&v, 0, &acq(CorruptionSpec::Pixel { p: 0.5 }, 1)).unwrap();
-        assert_eq!(k.attributes["domain"], "image");
+        assert_eq!(k.domain, Some(Domain::Image));
         let m = k.mask.as_ref().unwrap();
         let kept = m.iter().filter(|x| **x != 0.0).count() as f64 / m.len() as f64;
         assert!((kept - 0.5).abs() < 0.08, "{kept}");

@@ -160,8 +160,8 @@ pub enum NoiseSource<'a> {
 
 /// Prewhitens `ks` in place: data, coil sensitivities and noise samples (when present) are
 /// multiplied over the coil axis by the whitening matrix of the noise covariance from `source`.
-/// Afterwards the noise is white with σ = 1 per complex sample, so the `noise_sigma` attribute
-/// is set to 1 and `prewhitened` records the source. Returns the whitening matrix.
+/// Afterwards the noise is white with σ = 1 per complex sample, so [`KSpace::noise_sigma`] is
+/// set to 1 and the `prewhitened` attribute records the source. Returns the whitening matrix.
 pub fn prewhiten(ks: &mut KSpace, source: NoiseSource<'_>) -> Result<Array2<C32>> {
     let coils = ks.shape4()[1];
     let (cov, what) = match source {
@@ -193,7 +193,7 @@ pub fn prewhiten(ks: &mut KSpace, source: NoiseSource<'_>) -> Result<Array2<C32>
         ks.noise = Some(n.dot(&w.t()));
     }
     ks.attributes.insert("prewhitened".into(), what);
-    ks.attributes.insert("noise_sigma".into(), "1".into());
+    ks.noise_sigma = Some(1.0);
     Ok(w)
 }
 

@@ -100,10 +100,7 @@ fn covariance_and_whitened_data_equal_bart_whiten() {
     // BART estimates the covariance in float32: agreement to about 1e-5 of the largest sample.
     let e = max_rel(&ks.data, &want);
     assert!(e < 1e-4, "whitened data differ from bart whiten by {e}");
-    assert_eq!(
-        ks.attributes.get("noise_sigma").map(String::as_str),
-        Some("1")
-    );
+    assert_eq!(ks.noise_sigma, Some(1.0));
     // A given covariance gives the same result as the samples it came from.
     let mut ks2 = KSpace::new(bart_kspace("wdata"));
     prewhiten(&mut ks2, NoiseSource::Covariance(cov.view())).expect("prewhiten");

@@ -27,14 +27,11 @@ pub struct Recon {
     pub std: Option<Array3<f32>>,
 }
 
-/// The noise level of the measured data per real component: `amri simulate` stores σ per
-/// complex sample in the `noise_sigma` attribute; the sampler takes it per component (σ/√2).
-/// Absent or invalid: 0.
+/// The noise level of the measured data per real component: [`KSpace::noise_sigma`] is σ per
+/// complex sample; the sampler takes it per component (σ/√2). Absent or invalid: 0.
 fn noise_sigma_per_component(ks: &KSpace) -> f64 {
     let sigma = ks
-        .attributes
-        .get("noise_sigma")
-        .and_then(|v| v.parse::<f64>().ok())
+        .noise_sigma
         .filter(|v| v.is_finite() && *v >= 0.0)
         .unwrap_or(0.0);
     amri_ops::noise::sigma_per_component(sigma, 1.0)
@@ -45,7 +42,7 @@ impl Plan {
     /// 1. prewhitened (`amri_ops::whiten`) with the plan's noise covariance, else with the data's
     ///    own noise samples ([`KSpace::noise`]), unless the plan switches prewhitening off or the
     ///    data were already prewhitened (`prewhitened` attribute); afterwards the noise has
-    ///    σ = 1 per complex sample (`noise_sigma` = 1);
+    ///    σ = 1 per complex sample ([`KSpace::noise_sigma`] = 1);
     /// 2. compressed to the plan's virtual coils (`amri_ops::cc`, as `bart cc -S -p N`; a count
     ///    ≥ the data's coils keeps them).
     ///
@@ -280,9 +277,9 @@ mod tests {
     fn noise_level_is_converted_to_per_component() {
         let mut ks = full_kspace(&image(1, 4));
         assert_eq!(noise_sigma_per_component(&ks), 0.0);
-        ks.attributes.insert("noise_sigma".into(), "0.2".into());
+        ks.noise_sigma = Some(0.2);
         assert!((noise_sigma_per_component(&ks) - 0.2 / 2f64.sqrt()).abs() < 1e-12);
-        ks.attributes.insert("noise_sigma".into(), "-1".into());
+        ks.noise_sigma = Some(-1.0);
         assert_eq!(noise_sigma_per_component(&ks), 0.0);
     }
 
@@ -298,11 +295,11 @@ mod tests {
             matches!(&ps[0], Problem::Kspace { kspace, mask, maps: None }
             if kspace.dim() == (3, 4, 5) && mask.iter().all(|&m| m == 1.0))
         );
-        ks.attributes.insert("domain".into(), "image".into());
+        ks.domain = Some(amri_core::MeasuredDomain::Image);
         assert!(
             matches!(&Problem::from_kspace(&ks)?[1], Problem::Pixels { image, .. } if image.dim() == (4, 5))
         );
-        ks.attributes.insert("domain".into(), "projection".into());
+        ks.domain = Some(amri_core::MeasuredDomain::Projection);
         assert!(Problem::from_kspace(&ks).is_err());
         Ok(())
     }

@@ -145,7 +145,7 @@ fn prepare_whitens_once_and_compresses_to_the_asked_coils() {
     assert_eq!(once.sensitivities.as_ref().map(|s| s.dim().1), Some(3));
     assert!(once.attributes.contains_key("prewhitened"));
     assert!(once.attributes.contains_key("coil_compression"));
-    assert_eq!(once.attributes["noise_sigma"], "1");
+    assert_eq!(once.noise_sigma, Some(1.0));
     let twice = p.prepare(&once).expect("prepare");
     assert_eq!(*twice, once, "preparing prepared data changes nothing");
     // Off, and nothing to compress: the data are borrowed as they are.

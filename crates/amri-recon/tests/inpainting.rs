@@ -6,21 +6,21 @@ use amri_core::{KSpace, C32};
 use amri_ops::pixel_mask::random_pixel_mask;
 use amri_recon::app::{
     cg_sense, data_domain, image_scaling, l1_wavelet, tv_recon, zero_filled, CgSenseConfig,
-    DataDomain, L1WaveletConfig, TvConfig,
+    L1WaveletConfig, TvConfig,
 };
 use amri_recon::wavelet::WaveletDef;
 use amri_recon::ReconError;
 use ndarray::{Array2, Array4, Axis};
 
 /// An image-domain scan `[1, 1, rows, cols]` of `img` under `mask`, as `amri simulate` writes
-/// pixel corruptions (unmeasured pixels zero, `domain = "image"`).
+/// pixel corruptions (unmeasured pixels zero, domain `Image`).
 fn image_scan(img: &Array2<C32>, mask: &Array2<f32>) -> KSpace {
     let data = (img * &mask.mapv(|m| C32::new(m, 0.0)))
         .insert_axis(Axis(0))
         .insert_axis(Axis(0));
     let mut ks = KSpace::new(data);
     ks.mask = Some(mask.clone().insert_axis(Axis(0)));
-    ks.attributes.insert("domain".into(), "image".into());
+    ks.domain = Some(amri_core::MeasuredDomain::Image);
     ks
 }
 
@@ -178,16 +178,19 @@ fn domains_that_are_not_k_space_or_one_image_are_refused() {
     let img = common::phantom(8, 8);
     let mask = Array2::ones((8, 8));
     let ks = image_scan(&img, &mask);
-    assert_eq!(data_domain(&ks).expect("image"), DataDomain::Image);
+    assert_eq!(
+        data_domain(&ks).expect("image"),
+        amri_core::MeasuredDomain::Image
+    );
     let mut proj = ks.clone();
-    proj.attributes.insert("domain".into(), "projection".into());
+    proj.domain = Some(amri_core::MeasuredDomain::Projection);
     let err = tv_recon(&proj, None, &TvConfig::default()).expect_err("projections");
     assert!(matches!(err, ReconError::Unsupported(_)));
     assert!(err.to_string().contains("projection"), "{err}");
     let err = zero_filled(&proj).expect_err("projections");
     assert!(err.to_string().contains("projection"), "{err}");
     let mut two = KSpace::new(Array4::zeros((1, 2, 8, 8)));
-    two.attributes.insert("domain".into(), "image".into());
+    two.domain = Some(amri_core::MeasuredDomain::Image);
     let err = cg_sense(&two, None, &CgSenseConfig::default()).expect_err("two channels");
     assert!(err.to_string().contains("one channel"), "{err}");
     let maps = Array4::from_elem((1, 1, 8, 8), C32::new(1.0, 0.0));

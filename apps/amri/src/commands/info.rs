@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use amri_core::{Affine, Volume};
+use amri_core::{Affine, MeasuredDomain, Volume};
 use amri_io::{Format, Scan};
 use anyhow::Result;
 
@@ -74,10 +74,10 @@ pub fn describe(path: &std::path::Path, json: bool) -> Result<String> {
             Scan::ComplexImage(v) => volume_text(&mut out, "image (complex)", v)?,
             Scan::KSpace(k) => {
                 let [sl, c, r, col] = k.shape4();
-                let kind = match k.attributes.get("domain").map(String::as_str) {
-                    Some("image") => "measured data: corrupted image (image-domain mask)",
-                    Some("projection") => "measured data: random projections (Gaussian CS)",
-                    _ => "k-space",
+                let kind = match k.domain() {
+                    MeasuredDomain::Image => "measured data: corrupted image (image-domain mask)",
+                    MeasuredDomain::Projection => "measured data: random projections (Gaussian CS)",
+                    MeasuredDomain::Kspace => "k-space",
                 };
                 writeln!(out, "  kind          {kind}")?;
                 writeln!(out, "  dims          slices {sl}, coils {c}, rows {r}, cols {col}  [slice, coil, row, col]")?;
@@ -122,7 +122,7 @@ pub fn describe(path: &std::path::Path, json: bool) -> Result<String> {
                     }
                 )?;
                 affine_text(&mut out, &k.affine)?;
-                for (key, v) in &k.attributes {
+                for (key, v) in amri_io::attrs::with_typed(k).iter() {
                     if !is_identifying(key) {
                         writeln!(out, "  attr {key:<9} {v}")?;
                     }
@@ -255,7 +255,7 @@ fn scan_json(path: &std::path::Path, fmt: Format, s: &Scan) -> serde_json::Value
             "has_sensitivities": k.sensitivities.is_some(),
             "noise_samples": k.noise.as_ref().map(|n| n.nrows()),
             "affine": k.affine.0,
-            "attributes": k.attributes.iter().filter(|(key, _)| !is_identifying(key)).collect::<std::collections::BTreeMap<_, _>>(),
+            "attributes": amri_io::attrs::with_typed(k).iter().filter(|(key, _)| !is_identifying(key)).collect::<std::collections::BTreeMap<_, _>>(),
         }),
     };
     v["path"] = json!(path.display().to_string());

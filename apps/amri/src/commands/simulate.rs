@@ -87,7 +87,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let [s, c, r, col] = k.shape4();
-    let measured = if k.attributes.get("domain").map(String::as_str) == Some("projection") {
+    let measured = if k.domain() == amri_core::MeasuredDomain::Projection {
         format!("{col} projections per slice")
     } else {
         // every slice draws its own mask: report the mean, and slice 0 when they differ

@@ -147,17 +147,11 @@ pub enum Problem {
     },
 }
 
-/// Where a single-coil measurement lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Measured {
-    Kspace,
-    Pixels,
-}
-
 /// A problem reduced to one complex image grid: `y` (k-space or image, zero off the mask).
 #[derive(Debug, Clone)]
 pub(crate) struct Single {
-    pub domain: Measured,
+    /// [`MeasuredDomain::Kspace`] or [`MeasuredDomain::Image`] (never projections).
+    pub domain: MeasuredDomain,
     pub y: Array2<C32>,
     pub mask: Array2<f32>,
 }
@@ -165,7 +159,7 @@ pub(crate) struct Single {
 impl Problem {
     /// The problems of every slice of a [`KSpace`] as `amri_io` reads it: centred k-space
     /// `[slice, coil, row, col]` with its mask (fully sampled if none) and stored maps, or, when
-    /// `attributes["domain"] == "image"` (pixel/box corruptions from `amri simulate`), the
+    /// its domain is [`MeasuredDomain::Image`] (pixel/box corruptions from `amri simulate`), the
     /// corrupted image `[slice, 1, row, col]` with its pixel mask. Gaussian projections are
     /// refused.
     pub fn from_kspace(ks: &KSpace) -> Result<Vec<Problem>> {
@@ -179,7 +173,7 @@ impl Problem {
                         .into(),
                 ))
             }
-            _ => false,
+            MeasuredDomain::Kspace => false,
         };
         (0..slices)
             .map(|s| {
@@ -207,6 +201,14 @@ impl Problem {
                 Ok(p)
             })
             .collect()
+    }
+
+    /// The domain its data live in ([`Problem::Pixels`]: [`MeasuredDomain::Image`]).
+    pub fn domain(&self) -> MeasuredDomain {
+        match self {
+            Problem::Kspace { .. } => MeasuredDomain::Kspace,
+            Problem::Pixels { .. } => MeasuredDomain::Image,
+        }
     }
 
     /// `(rows, cols)` of the image grid.
@@ -304,7 +306,7 @@ impl Problem {
                 let mut y = image / C32::new(scale, 0.0);
                 Zip::from(&mut y).and(&mask).for_each(|v, m| *v *= *m);
                 Ok(Single {
-                    domain: Measured::Pixels,
+                    domain: MeasuredDomain::Image,
                     y,
                     mask,
                 })
@@ -348,7 +350,7 @@ impl Problem {
                     yv
                 };
                 Ok(Single {
-                    domain: Measured::Kspace,
+                    domain: MeasuredDomain::Kspace,
                     y,
                     mask,
                 })
@@ -361,8 +363,8 @@ impl Single {
     /// The zero-filled image of the measurement.
     pub fn zero_filled(&self) -> Array2<C32> {
         match self.domain {
-            Measured::Pixels => self.y.clone(),
-            Measured::Kspace => ifft2c(&self.y),
+            MeasuredDomain::Image => self.y.clone(),
+            MeasuredDomain::Kspace | MeasuredDomain::Projection => ifft2c(&self.y),
         }
     }
 }

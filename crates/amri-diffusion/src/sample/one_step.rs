@@ -14,10 +14,10 @@
 
 use ndarray::{Array2, Array3, Axis, Zip};
 
-use super::{denoise_batch, measured_scale, InputDomain, Measured, PriorDenoiser, Problem};
+use super::{denoise_batch, measured_scale, InputDomain, PriorDenoiser, Problem};
 use crate::error::{DiffusionError, Result};
 use amri_core::fft::{fft2c, ifft2c};
-use amri_core::C32;
+use amri_core::{MeasuredDomain, C32};
 
 /// Settings of [`one_step`].
 #[derive(Debug, Clone, PartialEq)]
@@ -44,22 +44,26 @@ impl Default for OneStepConfig {
 /// The measurement's own mask in the network's layout, or an error if the prior cannot take it.
 pub(crate) fn own_mask(
     domain: InputDomain,
-    measured: Measured,
+    measured: MeasuredDomain,
     mask: &Array2<f32>,
 ) -> Result<Array2<f32>> {
     match (domain, measured) {
-        (InputDomain::Kspace, Measured::Kspace) | (InputDomain::Pixel, Measured::Pixels) => {
-            Ok(mask.clone())
-        }
+        (InputDomain::Kspace, MeasuredDomain::Kspace)
+        | (InputDomain::Pixel, MeasuredDomain::Image) => Ok(mask.clone()),
         (InputDomain::Clean, _) => Ok(Array2::ones(mask.dim())),
-        (InputDomain::Kspace, Measured::Pixels) => Err(DiffusionError::Unsupported(
+        (InputDomain::Kspace, MeasuredDomain::Image) => Err(DiffusionError::Unsupported(
             "a k-space prior cannot take an image-domain (pixel/box) measurement in one step; \
              use a pixel prior, or the iterative sampler"
                 .into(),
         )),
-        (InputDomain::Pixel, Measured::Kspace) => Err(DiffusionError::Unsupported(
+        (InputDomain::Pixel, MeasuredDomain::Kspace) => Err(DiffusionError::Unsupported(
             "a pixel/box prior cannot take a k-space measurement in one step; use a k-space \
              prior, or the iterative sampler"
+                .into(),
+        )),
+        (_, MeasuredDomain::Projection) => Err(DiffusionError::Unsupported(
+            "Gaussian random projections: the learned priors take k-space or image-domain \
+             measurements"
                 .into(),
         )),
     }
@@ -70,7 +74,7 @@ pub(crate) fn hard_consistency(
     x: &Array2<C32>,
     y: &Array2<C32>,
     mask: &Array2<f32>,
-    measured: Measured,
+    measured: MeasuredDomain,
 ) -> Array2<C32> {
     let replace = |mut v: Array2<C32>| {
         Zip::from(&mut v).and(y).and(mask).for_each(|v, y, m| {
@@ -81,8 +85,8 @@ pub(crate) fn hard_consistency(
         v
     };
     match measured {
-        Measured::Pixels => replace(x.clone()),
-        Measured::Kspace => ifft2c(&replace(fft2c(x))),
+        MeasuredDomain::Image => replace(x.clone()),
+        MeasuredDomain::Kspace | MeasuredDomain::Projection => ifft2c(&replace(fft2c(x))),
     }
 }
 

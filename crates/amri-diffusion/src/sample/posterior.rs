@@ -30,15 +30,15 @@
 use std::sync::atomic::AtomicBool;
 
 use amri_core::fft::{fft2c, ifft2c};
-use amri_core::C32;
+use amri_core::{MeasuredDomain, C32};
 use ndarray::{Array2, Array3, Axis, Zip};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::one_step::own_mask;
 use super::{
-    check_cancel, complex_noise, denoise_batch, karras_sigmas, measured_scale, Measured,
-    PriorDenoiser, Problem, Single,
+    check_cancel, complex_noise, denoise_batch, karras_sigmas, measured_scale, PriorDenoiser,
+    Problem, Single,
 };
 use crate::error::{DiffusionError, Result};
 use crate::seed::{derive_seed, TAG_POSTERIOR};
@@ -150,12 +150,12 @@ fn data_step(
     let g = if total > 0.0 { zeta * r2 / total } else { zeta };
     let v_meas = (r2 * (1.0 - g)).max(0.0);
     let to = |x: &Array2<C32>| match single.domain {
-        Measured::Pixels => x.clone(),
-        Measured::Kspace => fft2c(x),
+        MeasuredDomain::Image => x.clone(),
+        MeasuredDomain::Kspace | MeasuredDomain::Projection => fft2c(x),
     };
     let back = |x: &Array2<C32>| match single.domain {
-        Measured::Pixels => x.clone(),
-        Measured::Kspace => ifft2c(x),
+        MeasuredDomain::Image => x.clone(),
+        MeasuredDomain::Kspace | MeasuredDomain::Projection => ifft2c(x),
     };
     let mut m = to(xhat);
     Zip::from(&mut m)

@@ -753,6 +753,7 @@ fn read_kspace(path: &Path) -> Result<KSpace> {
             counts[0], counts[1], counts[2], counts[3], counts[4]
         ),
     );
+    crate::attrs::take_typed(path, &mut k)?;
     k.validate()
         .map_err(|e| IoError::malformed(path, e.to_string()))?;
     Ok(k)

@@ -296,8 +296,7 @@ pub fn write(path: &Path, k: &KSpace) -> Result<()> {
             .map(|v| v.round() as u64)
             .unwrap_or(DEFAULT_H1_HZ),
         acceleration: (r > 1).then_some(r),
-        user: k
-            .attributes
+        user: crate::attrs::with_typed(k)
             .iter()
             .filter(|(key, _)| super::keeps_attribute(key))
             .map(|(key, v)| (format!("{}{key}", super::USER_PREFIX), v.clone()))

@@ -17,12 +17,12 @@
 
 use std::ops::ControlFlow;
 
-use amri_core::{KSpace, C32};
+use amri_core::{KSpace, MeasuredDomain, C32};
 use amri_ops::LinearOperator;
 use ndarray::Array4;
 
 use super::{
-    check_slice_problem, data_domain, no_progress, run_slices, DataDomain, DataScaling, Progress,
+    check_slice_problem, data_domain, no_progress, run_slices, DataScaling, Progress,
     Reconstruction,
 };
 use crate::alg::{fista, power, FistaConfig, IterInfo, Objective, PowerConfig, SolveLog};
@@ -107,8 +107,8 @@ pub fn l1_wavelet_with(
     let mut cfg = *cfg;
     if cfg.def == WaveletDef::Auto {
         cfg.def = match data_domain(ks)? {
-            DataDomain::Kspace => WaveletDef::Bart,
-            DataDomain::Image => WaveletDef::Orthonormal,
+            MeasuredDomain::Image => WaveletDef::Orthonormal,
+            MeasuredDomain::Kspace | MeasuredDomain::Projection => WaveletDef::Bart,
         };
     }
     let cfg = &cfg;

@@ -13,13 +13,13 @@
 //!   ([`amri_ops::espirit::espirit_maps`], BART `ecalib -m1` defaults).
 //!
 //! # Image-domain data (inpainting)
-//! A scan whose `attributes["domain"]` is `"image"` (pixel and box corruptions, as `amri
-//! simulate` writes them) holds the corrupted *image* `[slice, 1, row, col]` and its pixel mask:
-//! there `A = M` ([`amri_ops::pixel_mask::PixelMask`], `‖A‖² = 1`), so every method here solves
+//! A scan whose [`KSpace::domain()`] is [`MeasuredDomain::Image`] (pixel and box corruptions,
+//! as `amri simulate` writes them) holds the corrupted *image* `[slice, 1, row, col]` and its
+//! pixel mask: there `A = M` ([`amri_ops::pixel_mask::PixelMask`], `‖A‖² = 1`), so every method here solves
 //! the inpainting problem `min_x ½‖M x − y‖² + λ R(x)` (zero-filled and CG-SENSE without λ return
 //! the masked image itself). [`DataScaling::Bart`] then takes `s` as the 90th percentile of the
 //! measured pixels' magnitudes (BART's rule, which reads the k-space centre, has no image-domain
-//! counterpart). Gaussian random projections (`"projection"`) are refused.
+//! counterpart). Gaussian random projections ([`MeasuredDomain::Projection`]) are refused.
 //!
 //! # Data scaling and λ (BART compatibility)
 //! Every method solves its problem for scaled data `y / s` and returns `s · x̂`, so images are
@@ -111,22 +111,12 @@ pub fn no_progress(_: usize, _: &IterInfo) -> ControlFlow<()> {
     ControlFlow::Continue(())
 }
 
-/// What the data of a scan are: k-space, or an image with unmeasured pixels (see the module
-/// docs, "Image-domain data").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataDomain {
-    /// Centred k-space `[slice, coil, row, col]` (no `domain` attribute, or `"kspace"`).
-    Kspace,
-    /// A corrupted image `[slice, 1, row, col]` whose mask marks the measured pixels
-    /// (`attributes["domain"] == "image"`).
-    Image,
-}
-
-/// The [`DataDomain`] of `ks` from its `domain` attribute; Gaussian random projections and
-/// unknown domains are refused, as are image-domain scans with more than one coil.
-pub fn data_domain(ks: &KSpace) -> Result<DataDomain> {
+/// The [`MeasuredDomain`] of `ks` if the classical methods can reconstruct it: k-space, or an
+/// image with unmeasured pixels (see the module docs, "Image-domain data"). Gaussian random
+/// projections are refused, as are image-domain scans with more than one coil.
+pub fn data_domain(ks: &KSpace) -> Result<MeasuredDomain> {
     match ks.domain() {
-        MeasuredDomain::Kspace => Ok(DataDomain::Kspace),
+        MeasuredDomain::Kspace => Ok(MeasuredDomain::Kspace),
         MeasuredDomain::Image => {
             let coils = ks.shape4()[1];
             if coils != 1 {
@@ -134,17 +124,19 @@ pub fn data_domain(ks: &KSpace) -> Result<DataDomain> {
                     "an image-domain (pixel/box) measurement must have one channel, got {coils}"
                 )));
             }
-            Ok(DataDomain::Image)
+            Ok(MeasuredDomain::Image)
         }
-        MeasuredDomain::Projection => Err(ReconError::Unsupported(
-            "Gaussian random projections: the classical methods reconstruct k-space or \
-             image-domain (pixel/box) measurements"
-                .into(),
-        )),
-        MeasuredDomain::Other(other) => Err(ReconError::Unsupported(format!(
-            "unknown data domain {other:?} (expected \"kspace\" or \"image\")"
-        ))),
+        MeasuredDomain::Projection => Err(projections_refused()),
     }
+}
+
+/// The error for Gaussian random projections, which no classical method here reconstructs.
+fn projections_refused() -> ReconError {
+    ReconError::Unsupported(
+        "Gaussian random projections: the classical methods reconstruct k-space or \
+         image-domain (pixel/box) measurements"
+            .into(),
+    )
 }
 
 /// The data scale of an image-domain slice: the 90th percentile of the measured pixels'
@@ -324,18 +316,19 @@ pub fn bart_scaling(kspace: ArrayView3<C32>, mask: ArrayView2<f32>) -> f32 {
 }
 
 /// The data scale of one slice under `scaling` (`data` `[coil, row, col]`: k-space, or for
-/// [`DataDomain::Image`] the one-channel image).
+/// [`MeasuredDomain::Image`] the one-channel image).
 pub(crate) fn data_scale(
     scaling: DataScaling,
-    domain: DataDomain,
+    domain: MeasuredDomain,
     data: ArrayView3<C32>,
     mask: ArrayView2<f32>,
 ) -> Result<f32> {
     match scaling {
         DataScaling::None => Ok(1.0),
         DataScaling::Bart => Ok(match domain {
-            DataDomain::Kspace => bart_scaling(data, mask),
-            DataDomain::Image => image_scaling(data.index_axis(Axis(0), 0), mask),
+            MeasuredDomain::Kspace => bart_scaling(data, mask),
+            MeasuredDomain::Image => image_scaling(data.index_axis(Axis(0), 0), mask),
+            MeasuredDomain::Projection => return Err(projections_refused()),
         }),
         DataScaling::Fixed(s) if s > 0.0 && s.is_finite() => Ok(s),
         DataScaling::Fixed(s) => Err(ReconError::param(
@@ -374,13 +367,14 @@ where
         ));
     }
     let maps = match domain {
-        DataDomain::Kspace => resolve_maps(ks, maps)?,
-        DataDomain::Image if maps.is_some() || ks.sensitivities.is_some() => {
+        MeasuredDomain::Image if maps.is_some() || ks.sensitivities.is_some() => {
             return Err(ReconError::Unsupported(
                 "coil maps given for an image-domain (pixel/box) measurement".into(),
             ))
         }
-        DataDomain::Image => None,
+        MeasuredDomain::Image => None,
+        MeasuredDomain::Kspace => resolve_maps(ks, maps)?,
+        MeasuredDomain::Projection => return Err(projections_refused()),
     };
     let full = Array2::<f32>::ones((rows, cols));
     let results: Vec<Result<SliceResult>> = (0..slices)
@@ -392,10 +386,10 @@ where
             };
             let k = ks.data.index_axis(Axis(0), s);
             let (op, lipschitz): (Box<dyn LinearOperator>, f64) = match domain {
-                DataDomain::Kspace => {
+                MeasuredDomain::Image => (Box::new(PixelMask::new(mask.to_owned())?), 1.0),
+                MeasuredDomain::Kspace | MeasuredDomain::Projection => {
                     slice_operator(mask, maps.as_ref().map(|m| m.index_axis(Axis(0), s)))?
                 }
-                DataDomain::Image => (Box::new(PixelMask::new(mask.to_owned())?), 1.0),
             };
             let scale = data_scale(scaling, domain, k, mask)?;
             let inv = 1.0 / scale;

@@ -22,7 +22,7 @@ pub fn zero_filled_coils(ks: &KSpace) -> Result<Array4<C32>> {
             }
         }
     }
-    if domain == super::DataDomain::Kspace {
+    if domain == amri_core::MeasuredDomain::Kspace {
         ifft2c_inplace(&mut d);
     }
     Ok(d)
