@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use font8x8::UnicodeFonts;
+use amri_figures::colormap::{colormap_rgba, gray_rgba, kspace_rgba, percentile};
+use amri_figures::text::caption as draw_text;
 use ndarray::Array3;
 
-use crate::colormap::{colormap_rgba, gray_rgba, kspace_rgba, percentile};
 use crate::error::{Result, ViewerError};
 use crate::study::{PanelKind, Study};
 use crate::view::ViewState;
@@ -69,27 +69,6 @@ pub fn caption(study: &mut Study, kind: PanelKind, slice: usize) -> String {
             None => title,
         },
         _ => title,
-    }
-}
-
-fn draw_text(canvas: &mut Array3<u8>, y0: usize, x0: usize, text: &str) {
-    let (h, w, _) = canvas.dim();
-    for (n, ch) in text.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS
-            .get(ch)
-            .or_else(|| font8x8::LATIN_FONTS.get(ch))
-            .or_else(|| font8x8::GREEK_FONTS.get(ch))
-            .unwrap_or([0; 8]);
-        for (gy, bits) in glyph.iter().enumerate() {
-            for gx in 0..8 {
-                let (y, x) = (y0 + gy, x0 + n * 8 + gx);
-                if y < h && x < w && bits & (1 << gx) != 0 {
-                    for c in 0..3 {
-                        canvas[[y, x, c]] = 255;
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -6,7 +6,6 @@ use clap::{Parser, Subcommand};
 
 mod batch;
 mod commands;
-mod figure;
 
 /// Reconstruct undersampled MRI with classical solvers and diffusion priors learned from
 /// corrupted scans only.

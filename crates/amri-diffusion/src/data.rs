@@ -1115,7 +1115,7 @@ impl TrainingSet {
                         },
                         // Tweedie: the stored noisy measurement (zero outside A as well)
                         Some(nd) => nd.measured[i].clone(),
-                        // noise σ is 0 (built with `corruption_config(0.0)`): exactly A x,
+                        // noise σ is 0 (`Corruption` draws noiseless operators): exactly A x,
                         // computed once when the set was built
                         None => match &self.ax {
                             Some(ax) => ax[i].clone(),

@@ -593,9 +593,7 @@ impl TrainingData {
             .first()
             .map(|b| b.set.shape())
             .ok_or_else(|| DiffusionError::Config("no training data".into()))?;
-        let valid = |a: &Acquisition| {
-            a.validate().is_ok() && Corruption::new(a.corruption_config(0.0), r, c, a.seed).is_ok()
-        };
+        let valid = |a: &Acquisition| a.validate().is_ok() && Corruption::new(a, r, c).is_ok();
         let first = acq(median(cf.clone()).clamp(0.0, 1.0));
         if valid(&first) {
             return Ok(first);

@@ -80,7 +80,7 @@ fn pixel_batches_are_a_times_x_with_the_models_masks() -> Result<()> {
     let set = TrainingSet::new(&slices(5), &a, TrainObjective::Ambient)?;
     assert_eq!(set.objective(), Objective::AmbientPixel);
     // independent corruption model with the same configuration
-    let model = Corruption::new(a.corruption_config(0.0), R, C, a.seed)?;
+    let model = Corruption::new(&a, R, C)?;
     let scans = [3usize, 0, 4];
     let batch = set.batch(&scans, 11, &dev)?;
     let (x, ma, mt) = parts(&batch)?;

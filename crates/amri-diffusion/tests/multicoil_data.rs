@@ -76,7 +76,7 @@ fn coil_data_are_simulated_measurements_and_maps_come_from_the_acs() -> Result<(
         return Err(DiffusionError::Config("not a multi-coil batch".into()));
     };
     assert_eq!(y.dims(), &[2, NC, 2, R, C]);
-    let model = Corruption::new(acq.corruption_config(0.0), R, C, acq.seed)?;
+    let model = Corruption::new(&acq, R, C)?;
     let true_maps = amri_ops::coils::synthetic_maps(NC, R, C, Some(acq.seed));
     for (b, &i) in scans.iter().enumerate() {
         let yb = coil_array(&y, b)?;

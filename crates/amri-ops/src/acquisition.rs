@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::corruption::{CorruptionConfig, CorruptionSpec, FurtherMode};
+use crate::corruption::{check_box_size, check_delta, CorruptionSpec, FurtherMode};
 use crate::error::{OpsError, Result};
 
 /// Largest number of receive coils an acquisition may have.
@@ -18,8 +18,8 @@ fn yes() -> bool {
     true
 }
 
-/// Default further-corruption fraction `δ` of an acquisition (and of [`CorruptionConfig`]).
-pub(crate) fn default_delta() -> f64 {
+/// Default further-corruption fraction `δ` of an acquisition.
+fn default_delta() -> f64 {
     0.1
 }
 
@@ -58,12 +58,30 @@ pub struct Acquisition {
 }
 
 impl Acquisition {
+    /// The acquisition measured by `corruption`, with every other field at its default (as when
+    /// a protocol gives only `[acquisition.corruption]`): δ 0.1, `Ã` per scan, one coil,
+    /// synthetic phase, no noise, seed 0, maps not stored.
+    pub fn of(corruption: CorruptionSpec) -> Self {
+        Acquisition {
+            corruption,
+            delta: default_delta(),
+            further: FurtherMode::default(),
+            further_box_size: None,
+            coils: default_coils(),
+            synthetic_phase: yes(),
+            noise_level: 0.0,
+            seed: 0,
+            store_maps: false,
+        }
+    }
+
     /// Checks every limit of the acquisition, the one copy of these rules: `coils` in
-    /// `[1, MAX_COILS]`, `noise_level` in `[0, 1]`, then [`CorruptionConfig::validate`] (`delta`
-    /// in `[0, 1]`, the corruption's parameters such as `acceleration` and `center_fraction`,
-    /// `further_box_size`). Errors are [`OpsError::Invalid`] keyed relative to the acquisition,
-    /// e.g. `corruption.acceleration`; a protocol prefixes `acquisition.`. Limits that depend on
-    /// the image shape are checked by [`crate::corruption::Corruption::new`].
+    /// `[1, MAX_COILS]`, `noise_level` in `[0, 1]`, `delta` in `[0, 1]`, the corruption's
+    /// parameters such as `acceleration` and `center_fraction` ([`CorruptionSpec::validate`],
+    /// keys under `corruption.`) and `further_box_size`. Errors are [`OpsError::Invalid`] keyed
+    /// relative to the acquisition, e.g. `corruption.acceleration`; a protocol prefixes
+    /// `acquisition.`. Limits that depend on the image shape are checked by
+    /// [`crate::corruption::Corruption::new`].
     pub fn validate(&self) -> Result<()> {
         if !(1..=MAX_COILS).contains(&self.coils) {
             return Err(OpsError::invalid(
@@ -79,18 +97,14 @@ impl Acquisition {
                 "a number in [0, 1] (σ relative to the image maximum)",
             ));
         }
-        self.corruption_config(0.0).validate()
-    }
-
-    /// The corruption model's configuration, with absolute noise σ per complex sample.
-    pub fn corruption_config(&self, noise_sigma: f32) -> CorruptionConfig {
-        CorruptionConfig {
-            corruption: self.corruption.clone(),
-            noise_sigma,
-            delta: self.delta,
-            further: self.further,
-            further_box_size: self.further_box_size,
+        check_delta(self.delta)?;
+        self.corruption
+            .validate()
+            .map_err(|e| e.under("corruption"))?;
+        if let Some(s) = self.further_box_size {
+            check_box_size("further_box_size", s)?;
         }
+        Ok(())
     }
 }
 

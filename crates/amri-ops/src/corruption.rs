@@ -19,8 +19,9 @@
 //! [`FurtherMode::PerScan`] (the **default**: the published ambient-diffusion code draws the
 //! further mask once per training image, which keeps the target of the loss fixed and makes runs
 //! reproducible), or on `(seed, i, step)` under [`FurtherMode::PerStep`] (fresh `Ã` every step, a
-//! stronger augmentation). Noise is a separate [`Noise`] (`noise_sigma` per complex sample) that
-//! [`Measurement::measure`] adds to measured entries only.
+//! stronger augmentation). The model is read from an [`Acquisition`], the one description of a
+//! scan's acquisition; it draws noiseless operators, and noise is a separate [`Noise`] (σ per
+//! complex sample) that [`Measurement::measure_with`] adds to measured entries only.
 
 use amri_core::C32;
 use ndarray::{Array2, Array3, Axis};
@@ -28,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::acquisition::default_delta;
+use crate::acquisition::Acquisition;
 use crate::blocks::{draw_box, hide_box, Blocks, BoxConvention};
 use crate::error::{OpsError, Result};
 use crate::fourier::FourierSampling;
@@ -155,7 +156,7 @@ impl CorruptionSpec {
 }
 
 /// A box `[height, width]` must be at least one pixel each way.
-fn check_box_size(key: &str, size: [usize; 2]) -> Result<()> {
+pub(crate) fn check_box_size(key: &str, size: [usize; 2]) -> Result<()> {
     if size[0] == 0 || size[1] == 0 {
         return Err(OpsError::invalid(
             key,
@@ -172,42 +173,6 @@ pub fn check_delta(delta: f64) -> Result<()> {
         return Err(OpsError::invalid("delta", delta, "a fraction in [0, 1]"));
     }
     Ok(())
-}
-
-/// A complete corruption configuration (deserialisable from TOML/JSON).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorruptionConfig {
-    /// The measurement operator family.
-    pub corruption: CorruptionSpec,
-    /// Noise standard deviation per complex measured sample (default 0).
-    #[serde(default)]
-    pub noise_sigma: f32,
-    /// Further-corruption fraction `δ ∈ [0, 1]` (default 0.1).
-    #[serde(default = "default_delta")]
-    pub delta: f64,
-    /// When `Ã` is redrawn (default per scan).
-    #[serde(default)]
-    pub further: FurtherMode,
-    /// Size `[height, width]` of the extra box for `boxes` (default: the spec's box size).
-    #[serde(default)]
-    pub further_box_size: Option<[usize; 2]>,
-}
-
-impl CorruptionConfig {
-    /// Checks every shape-independent range: `delta`, the spec ([`CorruptionSpec::validate`],
-    /// keys under `corruption.`), `further_box_size` and `noise_sigma` ([`Noise::from_sigma`]).
-    pub fn validate(&self) -> Result<()> {
-        check_delta(self.delta)?;
-        self.corruption
-            .validate()
-            .map_err(|e| e.under("corruption"))?;
-        if let Some(s) = self.further_box_size {
-            check_box_size("further_box_size", s)?;
-        }
-        Noise::from_sigma(self.noise_sigma)?;
-        Ok(())
-    }
 }
 
 /// Which domain an operator's output (and its mask) lives in: amri-core's one domain enum.
@@ -425,26 +390,30 @@ pub fn hide_further(
 /// Draws `A` per scan and `Ã = B·A` per scan or per step for `[rows, cols]` images.
 #[derive(Clone, Debug)]
 pub struct Corruption {
-    config: CorruptionConfig,
+    acquisition: Acquisition,
     rows: usize,
     cols: usize,
-    seed: u64,
 }
 
 impl Corruption {
-    /// Validates `config` ([`CorruptionConfig::validate`]) and the limits that depend on the
-    /// `[rows, cols]` image shape (boxes inside the image, the k-space mask functions' limits);
-    /// `seed` fixes every draw.
-    pub fn new(config: CorruptionConfig, rows: usize, cols: usize, seed: u64) -> Result<Self> {
+    /// The corruption model of `acquisition` (its `corruption`, `delta`, `further`,
+    /// `further_box_size`; `seed` fixes every draw) for `[rows, cols]` images. Validates the
+    /// acquisition ([`Acquisition::validate`]) and the limits that depend on the image shape
+    /// (boxes inside the image, the k-space mask functions' limits). The measurements it draws
+    /// are noiseless (σ = 0): noise is added at a given σ with [`Measurement::measure_with`].
+    pub fn new(acquisition: &Acquisition, rows: usize, cols: usize) -> Result<Self> {
         if rows == 0 || cols == 0 {
             return Err(OpsError::param(
                 "shape",
                 format!("image must be non-empty, got [{rows}, {cols}]"),
             ));
         }
-        config.validate()?;
-        if let CorruptionSpec::Boxes { size, .. } = &config.corruption {
-            for s in [Some(*size), config.further_box_size].into_iter().flatten() {
+        acquisition.validate()?;
+        if let CorruptionSpec::Boxes { size, .. } = &acquisition.corruption {
+            for s in [Some(*size), acquisition.further_box_size]
+                .into_iter()
+                .flatten()
+            {
                 if s[0] > rows || s[1] > cols {
                     return Err(OpsError::param(
                         "size",
@@ -454,21 +423,20 @@ impl Corruption {
             }
         }
         let c = Self {
-            config,
+            acquisition: acquisition.clone(),
             rows,
             cols,
-            seed,
         };
-        if let CorruptionSpec::Kspace { .. } = c.config.corruption {
+        if let CorruptionSpec::Kspace { .. } = c.acquisition.corruption {
             // Parameter errors of the mask functions surface here rather than mid-training.
             c.kspace_masks(0)?;
         }
         Ok(c)
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &CorruptionConfig {
-        &self.config
+    /// The acquisition the model draws from.
+    pub fn acquisition(&self) -> &Acquisition {
+        &self.acquisition
     }
 
     fn gaussian_m(m: Option<usize>, ratio: Option<f64>, n: usize) -> Result<usize> {
@@ -483,10 +451,6 @@ impl Corruption {
         }
     }
 
-    fn noise(&self) -> Result<Noise> {
-        Noise::from_sigma(self.config.noise_sigma)
-    }
-
     /// The scan's k-space mask and its ACS region.
     fn kspace_masks(&self, scan: u64) -> Result<(Array2<f32>, Array2<f32>)> {
         let CorruptionSpec::Kspace {
@@ -494,11 +458,11 @@ impl Corruption {
             acceleration,
             center_fraction,
             axis,
-        } = &self.config.corruption
+        } = &self.acquisition.corruption
         else {
             return Err(OpsError::param("corruption", "not a k-space corruption"));
         };
-        let seed = derive(&[self.seed, scan, TAG_A]);
+        let seed = derive(&[self.acquisition.seed, scan, TAG_A]);
         let (r, c) = (self.rows, self.cols);
         let m = match pattern {
             KspacePattern::Poisson => {
@@ -554,8 +518,8 @@ impl Corruption {
     /// `[coils, rows, cols]` is given, single-coil sampling otherwise; other specs ignore maps).
     pub fn measurement(&self, scan: u64, maps: Option<&Array3<C32>>) -> Result<Measurement> {
         let (r, c) = (self.rows, self.cols);
-        let seed = derive(&[self.seed, scan, TAG_A]);
-        let noise = self.noise()?;
+        let seed = derive(&[self.acquisition.seed, scan, TAG_A]);
+        let noise = Noise::from_sigma(0.0)?;
         let image = |mask: Array2<f32>| -> Result<Measurement> {
             Ok(Measurement {
                 op: Box::new(PixelMask::new(mask.clone())?),
@@ -567,7 +531,7 @@ impl Corruption {
                 maps: None,
             })
         };
-        match &self.config.corruption {
+        match &self.acquisition.corruption {
             CorruptionSpec::Kspace { .. } => {
                 let (mask, acs) = self.kspace_masks(scan)?;
                 Ok(Measurement {
@@ -611,17 +575,17 @@ impl Corruption {
 
     /// Seed of `Ã` for `(scan, step)` under the configured [`FurtherMode`].
     fn further_seed(&self, scan: u64, step: u64) -> u64 {
-        further_seed(self.seed, self.config.further, scan, step)
+        further_seed(self.acquisition.seed, self.acquisition.further, scan, step)
     }
 
     /// Draws `Ã = B·A` from `a` (the measurement of scan `scan`) for training step `step`
     /// (`step` is ignored under [`FurtherMode::PerScan`]). Ã keeps a subset of `a`'s kept set
     /// and all of its ACS region; the maps and noise level are `a`'s.
     pub fn further(&self, a: &Measurement, scan: u64, step: u64) -> Result<Measurement> {
-        let delta = self.config.delta;
+        let delta = self.acquisition.delta;
         let mut rng = ChaCha8Rng::seed_from_u64(self.further_seed(scan, step));
         let hide = |rng: &mut ChaCha8Rng| rng.random::<f64>() < delta;
-        match (&a.kept, &self.config.corruption) {
+        match (&a.kept, &self.acquisition.corruption) {
             (Kept::Mask(m), CorruptionSpec::Kspace { pattern, axis, .. }) => {
                 let acs = a.acs.clone().unwrap_or_else(|| Array2::zeros(m.dim()));
                 let structure = if *pattern == KspacePattern::Poisson {
@@ -651,7 +615,7 @@ impl Corruption {
                 },
             ) => {
                 let mut m2 = m.clone();
-                let s = self.config.further_box_size.unwrap_or(*size);
+                let s = self.acquisition.further_box_size.unwrap_or(*size);
                 let b = draw_box(self.rows, self.cols, s, *convention, &mut rng)?;
                 hide_box(&mut m2, &b);
                 self.image_measurement(m2, a.noise)
@@ -794,19 +758,16 @@ mod tests {
             (KspacePattern::Random, FurtherStructure::Lines { axis: 1 }),
             (KspacePattern::Poisson, FurtherStructure::Points),
         ] {
-            let cfg = CorruptionConfig {
-                corruption: CorruptionSpec::Kspace {
-                    pattern,
-                    acceleration: 3.0,
-                    center_fraction: 0.1,
-                    axis: 1,
-                },
-                noise_sigma: 0.0,
-                delta: 0.4,
-                further: FurtherMode::PerStep,
-                further_box_size: None,
-            };
-            let c = Corruption::new(cfg, 32, 32, 11).expect("valid");
+            let mut acq = Acquisition::of(CorruptionSpec::Kspace {
+                pattern,
+                acceleration: 3.0,
+                center_fraction: 0.1,
+                axis: 1,
+            });
+            acq.delta = 0.4;
+            acq.further = FurtherMode::PerStep;
+            acq.seed = 11;
+            let c = Corruption::new(&acq, 32, 32).expect("valid");
             for (scan, step) in [(0u64, 0u64), (3, 7)] {
                 let a = c.measurement(scan, None).expect("A");
                 let at = c.further(&a, scan, step).expect("Ã");

@@ -48,11 +48,10 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// The recipe of `acq` (validated here) for `[rows, cols]` slices. The corruption model is
-    /// built noiseless; [`Recipe::measure_slice`] takes the absolute σ.
+    /// The recipe of `acq` (validated by [`Corruption::new`]) for `[rows, cols]` slices. The
+    /// corruption model is noiseless; [`Recipe::measure_slice`] takes the absolute σ.
     pub fn new(acq: &Acquisition, rows: usize, cols: usize) -> Result<Self> {
-        acq.validate()?;
-        let corruption = Corruption::new(acq.corruption_config(0.0), rows, cols, acq.seed)?;
+        let corruption = Corruption::new(acq, rows, cols)?;
         let maps = (acq.coils > 1).then(|| synthetic_maps(acq.coils, rows, cols, Some(acq.seed)));
         Ok(Self {
             acq: acq.clone(),

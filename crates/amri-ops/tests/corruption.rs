@@ -4,24 +4,24 @@
 #![allow(clippy::unwrap_used)]
 
 use amri_core::C32;
+use amri_ops::acquisition::Acquisition;
 use amri_ops::blocks::BoxConvention;
 use amri_ops::corruption::{
-    Corruption, CorruptionConfig, CorruptionSpec, Domain, FurtherMode, Kept, KspacePattern,
-    Measurement,
+    Corruption, CorruptionSpec, Domain, FurtherMode, Kept, KspacePattern, Measurement,
 };
 use amri_ops::gaussian_cs::Entries;
+use amri_ops::noise::Noise;
 use amri_ops::testing::{adjoint_error, random_vector};
 use ndarray::{Array2, Array3};
 use proptest::prelude::*;
 
-fn config(spec: CorruptionSpec, delta: f64, further: FurtherMode) -> CorruptionConfig {
-    CorruptionConfig {
-        corruption: spec,
-        noise_sigma: 0.0,
-        delta,
-        further,
-        further_box_size: None,
-    }
+/// The acquisition measured by `spec` with further-corruption `delta`, `further` and `seed`.
+fn config(spec: CorruptionSpec, delta: f64, further: FurtherMode, seed: u64) -> Acquisition {
+    let mut a = Acquisition::of(spec);
+    a.delta = delta;
+    a.further = further;
+    a.seed = seed;
+    a
 }
 
 fn kspace(pattern: KspacePattern, acceleration: f64) -> CorruptionSpec {
@@ -84,7 +84,7 @@ proptest! {
     #[test]
     fn further_is_a_subset_and_keeps_acs(seed in 0u64..10_000, scan in 0u64..100, step in 0u64..100, delta in 0.0f64..1.0) {
         for spec in specs() {
-            let c = Corruption::new(config(spec, delta, FurtherMode::PerStep), 32, 40, seed).unwrap();
+            let c = Corruption::new(&config(spec, delta, FurtherMode::PerStep, seed), 32, 40).unwrap();
             let a = c.measurement(scan, None).unwrap();
             let b = c.further(&a, scan, step).unwrap();
             assert_subset(&a, &b);
@@ -96,7 +96,12 @@ proptest! {
 
 /// Mean over scans of (hidden removable units) / (removable units of A).
 fn hidden_fraction(spec: CorruptionSpec, delta: f64, scans: u64) -> f64 {
-    let c = Corruption::new(config(spec.clone(), delta, FurtherMode::PerScan), 48, 48, 1).unwrap();
+    let c = Corruption::new(
+        &config(spec.clone(), delta, FurtherMode::PerScan, 1),
+        48,
+        48,
+    )
+    .unwrap();
     let (mut hidden, mut total) = (0usize, 0usize);
     for s in 0..scans {
         let a = c.measurement(s, None).unwrap();
@@ -134,7 +139,7 @@ fn hidden_fraction_is_delta_in_expectation() {
     }
     // Cartesian: units are whole lines (≈ 8 removable per scan), so average over more scans.
     let spec = kspace(KspacePattern::Random, 4.0);
-    let c = Corruption::new(config(spec, delta, FurtherMode::PerScan), 48, 48, 2).unwrap();
+    let c = Corruption::new(&config(spec, delta, FurtherMode::PerScan, 2), 48, 48).unwrap();
     let (mut hidden, mut total) = (0usize, 0usize);
     for s in 0..1500 {
         let a = c.measurement(s, None).unwrap();
@@ -160,9 +165,9 @@ fn boxes_add_one_box() {
         size: [5, 5],
         convention: BoxConvention::Inside,
     };
-    let mut cfg = config(spec, 0.1, FurtherMode::PerScan);
+    let mut cfg = config(spec, 0.1, FurtherMode::PerScan, 0);
     cfg.further_box_size = Some([4, 3]);
-    let c = Corruption::new(cfg, 30, 30, 0).unwrap();
+    let c = Corruption::new(&cfg, 30, 30).unwrap();
     for s in 0..20 {
         let a = c.measurement(s, None).unwrap();
         let b = c.further(&a, s, 0).unwrap();
@@ -177,13 +182,15 @@ fn boxes_add_one_box() {
 fn draws_are_deterministic_and_modes_differ_as_documented() {
     let spec = CorruptionSpec::Pixel { p: 0.3 };
     let per_scan =
-        Corruption::new(config(spec.clone(), 0.5, FurtherMode::PerScan), 16, 16, 42).unwrap();
-    let per_step = Corruption::new(config(spec, 0.5, FurtherMode::PerStep), 16, 16, 42).unwrap();
+        Corruption::new(&config(spec.clone(), 0.5, FurtherMode::PerScan, 42), 16, 16).unwrap();
+    let per_step = Corruption::new(&config(spec, 0.5, FurtherMode::PerStep, 42), 16, 16).unwrap();
     let a1 = per_scan.measurement(3, None).unwrap();
     let a2 = per_step.measurement(3, None).unwrap();
     assert_eq!(a1.kept, a2.kept, "A depends only on (seed, scan)");
     assert_ne!(a1.kept, per_scan.measurement(4, None).unwrap().kept);
-    let other_seed = Corruption::new(per_scan.config().clone(), 16, 16, 43).unwrap();
+    let mut other = per_scan.acquisition().clone();
+    other.seed = 43;
+    let other_seed = Corruption::new(&other, 16, 16).unwrap();
     assert_ne!(a1.kept, other_seed.measurement(3, None).unwrap().kept);
     // PerScan: Ã fixed over steps. PerStep: Ã changes with the step but is reproducible.
     let f0 = per_scan.further(&a1, 3, 0).unwrap();
@@ -205,14 +212,17 @@ fn multicoil_kspace_uses_sense_and_noise_only_on_measured_entries() {
         kspace(KspacePattern::Random, 3.0),
         0.25,
         FurtherMode::PerScan,
+        5,
     );
-    cfg.noise_sigma = 0.5;
-    let corr = Corruption::new(cfg, r, c, 5).unwrap();
+    cfg.coils = coils;
+    let corr = Corruption::new(&cfg, r, c).unwrap();
     let a = corr.measurement(0, Some(&maps)).unwrap();
     assert_eq!(a.domain, Domain::Kspace);
     assert_eq!(a.op.oshape(), &[coils, r, c]);
     let x = random_vector(r * c, 1);
-    let y = a.measure(&x, 7).unwrap();
+    let y = a
+        .measure_with(&x, Noise::from_sigma(0.5).unwrap(), 7)
+        .unwrap();
     let mut clean = vec![C32::default(); coils * r * c];
     a.op.forward(&x, &mut clean);
     let mask = a.mask().unwrap();
@@ -241,23 +251,24 @@ fn spec_deserialises_from_json_and_rejects_bad_values() {
     let json = r#"{
         "corruption": {"type": "kspace", "pattern": "equispaced_fraction", "acceleration": 4.0,
                        "center_fraction": 0.08},
-        "noise_sigma": 0.01, "delta": 0.2, "further": "per_step"
+        "noise_level": 0.01, "delta": 0.2, "further": "per_step"
     }"#;
-    let cfg: CorruptionConfig = serde_json::from_str(json).unwrap();
+    let cfg: Acquisition = serde_json::from_str(json).unwrap();
     assert_eq!(cfg.corruption, kspace_fraction());
     assert_eq!(cfg.further, FurtherMode::PerStep);
-    let c = Corruption::new(cfg, 64, 64, 0).unwrap();
+    let c = Corruption::new(&cfg, 64, 64).unwrap();
     let a = c.measurement(0, None).unwrap();
     assert_eq!(a.mask().unwrap().dim(), (64, 64));
 
-    let minimal: CorruptionConfig =
+    let minimal: Acquisition =
         serde_json::from_str(r#"{"corruption": {"type": "pixel", "p": 0.5}}"#).unwrap();
     assert_eq!(minimal.delta, 0.1);
     assert_eq!(minimal.further, FurtherMode::PerScan);
-    assert_eq!(minimal.noise_sigma, 0.0);
+    assert_eq!(minimal.noise_level, 0.0);
+    assert_eq!(minimal, Acquisition::of(CorruptionSpec::Pixel { p: 0.5 }));
 
     let bad = |spec: CorruptionSpec| {
-        Corruption::new(config(spec, 0.1, FurtherMode::PerScan), 32, 32, 0).is_err()
+        Corruption::new(&config(spec, 0.1, FurtherMode::PerScan, 0), 32, 32).is_err()
     };
     assert!(bad(CorruptionSpec::Pixel { p: 1.5 }));
     assert!(bad(kspace(KspacePattern::Random, 20.0)));
@@ -272,10 +283,14 @@ fn spec_deserialises_from_json_and_rejects_bad_values() {
         convention: BoxConvention::Inside
     }));
     assert!(Corruption::new(
-        config(CorruptionSpec::Pixel { p: 0.5 }, 1.5, FurtherMode::PerScan),
+        &config(
+            CorruptionSpec::Pixel { p: 0.5 },
+            1.5,
+            FurtherMode::PerScan,
+            0
+        ),
         8,
-        8,
-        0
+        8
     )
     .is_err());
 }
@@ -292,7 +307,7 @@ fn kspace_fraction() -> CorruptionSpec {
 #[test]
 fn masks_are_binary_and_match_operators() {
     for spec in specs() {
-        let c = Corruption::new(config(spec, 0.2, FurtherMode::PerScan), 32, 40, 9).unwrap();
+        let c = Corruption::new(&config(spec, 0.2, FurtherMode::PerScan, 9), 32, 40).unwrap();
         let a = c.measurement(1, None).unwrap();
         if let Some(m) = a.mask() {
             assert!(m.iter().all(|v| *v == 0.0 || *v == 1.0));

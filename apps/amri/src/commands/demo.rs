@@ -22,7 +22,7 @@ use amri_protocol::{Method, Protocol};
 use anyhow::{bail, Context, Result};
 use ndarray::{Array2, Array3, Axis};
 
-use crate::figure;
+use amri_figures::grid as figure;
 
 /// Arguments of `amri demo`.
 #[derive(clap::Args, Debug)]

@@ -27,7 +27,7 @@ use ndarray::{Array2, Axis};
 use serde::Serialize;
 
 use super::volumes::read_volumes_with_files;
-use crate::figure;
+use amri_figures::grid as figure;
 
 /// Arguments of `amri memorization`.
 #[derive(clap::Args, Debug)]

@@ -27,7 +27,8 @@ use amri_diffusion::maps_cache::{self, MapsCache};
 use amri_diffusion::measured::{prepare, MeasuredFile, Preparation, TrainingData};
 use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
 use amri_diffusion::run::{
-    format_loss_log, read_loss_log, resume_mismatch, LogRow, ResumeMismatch, LOSS_CSV,
+    check_run_folder, format_loss_log, ignored_on_resume, read_loss_log, resume_mismatch, LogRow,
+    ResumeFlags, LOSS_CSV,
 };
 use amri_diffusion::sample::sha256_file;
 use amri_diffusion::train::{save_run_checkpoint, Objective, StepStats, TrainConfig, Trainer};
@@ -37,7 +38,6 @@ use amri_protocol::Protocol;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use ndarray::Array3;
 
 use super::volumes::{read_training_inputs, TrainingInputs};
 
@@ -247,9 +247,6 @@ const DEFAULT_LR: f64 = 1e-3;
 /// Default of `amri finetune --lr`.
 const DEFAULT_FINETUNE_LR: f64 = 1e-4;
 
-/// A flag a resumed run does not honour: `(flag, value given, value the run continues with)`.
-type Ignored = (&'static str, String, String);
-
 /// `amri train`.
 pub fn run(a: Args) -> Result<()> {
     let c = &a.common;
@@ -267,30 +264,13 @@ pub fn run(a: Args) -> Result<()> {
             dev,
         )?)
     };
-    let ignored = |card: &ModelCard, _: &TrainingRecord| -> Vec<Ignored> {
-        let mut v = Vec::new();
-        if let Some(p) = &a.preset {
-            if card.preset.as_deref() != Some(p.as_str()) {
-                v.push(("--preset", p.clone(), format!("{:?}", card.preset)));
-            }
-        }
-        if let Some(lr) = a.lr {
-            if lr != card.train.lr {
-                v.push(("--lr", lr.to_string(), card.train.lr.to_string()));
-            }
-        }
-        if let Some(k) = a.precond {
-            if k != card.denoiser.precond.kind {
-                v.push((
-                    "--precond",
-                    format!("{k:?}"),
-                    format!("{:?}", card.denoiser.precond.kind),
-                ));
-            }
-        }
-        v
+    let flags = ResumeFlags {
+        preset: a.preset.clone(),
+        lr: a.lr,
+        precond: a.precond,
+        ..resume_flags(c)
     };
-    drive(c, Some(preset.as_str()), None, None, &start, &ignored)
+    drive(c, Some(preset.as_str()), None, None, &start, flags)
 }
 
 /// `amri finetune`.
@@ -323,49 +303,14 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         cfg.lora = plan.lora;
         Ok(Trainer::from_base(&base_dir, &cfg, dev)?.0)
     };
-    let base_name = base_dir.display().to_string();
-    let ignored = |card: &ModelCard, info: &TrainingRecord| -> Vec<Ignored> {
-        let mut v = Vec::new();
-        if let Some(lr) = a.lr {
-            if lr != card.train.lr {
-                v.push(("--lr", lr.to_string(), card.train.lr.to_string()));
-            }
-        }
-        if a.freeze_down && card.train.freeze != freeze {
-            v.push((
-                "--freeze-down",
-                "set".into(),
-                format!("frozen prefixes {:?}", card.train.freeze),
-            ));
-        }
-        let run_adapt = info
-            .finetune
-            .as_ref()
-            .map(|f| f.adapt)
-            .unwrap_or(Adapt::Full);
-        let given = a.adapt.is_some() || a.rank.is_some() || a.alpha.is_some();
-        if given && (plan.record.adapt != run_adapt || card.train.lora != plan.lora) {
-            v.push((
-                "--adapt",
-                format!("{:?} {:?}", plan.record.adapt, plan.lora),
-                format!("{run_adapt:?} {:?}", card.train.lora),
-            ));
-        }
-        if a.train_layers.is_some() && card.train.freeze != freeze {
-            v.push((
-                "--train-layers",
-                plan.record.train_layers.unwrap_or_default().to_string(),
-                format!("frozen prefixes {:?}", card.train.freeze),
-            ));
-        }
-        if info.base.as_deref() != Some(base_name.as_str()) {
-            v.push((
-                "--base",
-                base_name.clone(),
-                info.base.clone().unwrap_or_else(|| "none".into()),
-            ));
-        }
-        v
+    let adapt_given = a.adapt.is_some() || a.rank.is_some() || a.alpha.is_some();
+    let flags = ResumeFlags {
+        lr: a.lr,
+        freeze: a.freeze_down.then(|| freeze.clone()),
+        base: Some(base_dir.display().to_string()),
+        adapt: adapt_given.then(|| (plan.record.adapt, plan.lora)),
+        train_layers: a.train_layers.map(|n| (n, freeze.clone())),
+        ..resume_flags(c)
     };
     drive(
         c,
@@ -373,7 +318,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         Some(base_dir.display().to_string()),
         Some(finetune),
         &start,
-        &ignored,
+        flags,
     )
 }
 
@@ -415,51 +360,19 @@ fn train_config(c: &Common, lr: f64, freeze: Vec<String>) -> TrainConfig {
     }
 }
 
-/// The common flags a resumed run ignores (given, and different from the run's own values).
-fn ignored_common(c: &Common, card: &ModelCard) -> Vec<Ignored> {
-    let mut v = Vec::new();
-    if let Some(w) = c.warmup {
-        if w != card.train.warmup_steps {
-            v.push((
-                "--warmup",
-                w.to_string(),
-                card.train.warmup_steps.to_string(),
-            ));
-        }
+/// The common flags a resumed run takes from its checkpoint instead.
+fn resume_flags(c: &Common) -> ResumeFlags {
+    ResumeFlags {
+        warmup: c.warmup,
+        ema: c.ema,
+        seed: c.seed,
+        consistency: c.consistency,
+        hidden_weight: c.hidden_weight,
+        ..Default::default()
     }
-    if let Some(e) = c.ema {
-        if e != card.train.ema_decay {
-            v.push(("--ema", e.to_string(), card.train.ema_decay.to_string()));
-        }
-    }
-    if let Some(s) = c.seed {
-        if s != card.train.seed {
-            v.push(("--seed", s.to_string(), card.train.seed.to_string()));
-        }
-    }
-    if let Some(w) = c.consistency {
-        if w != card.train.consistency_weight {
-            v.push((
-                "--consistency",
-                w.to_string(),
-                card.train.consistency_weight.to_string(),
-            ));
-        }
-    }
-    if let Some(w) = c.hidden_weight {
-        if w != card.train.hidden_weight {
-            v.push((
-                "--hidden-weight",
-                w.to_string(),
-                card.train.hidden_weight.to_string(),
-            ));
-        }
-    }
-    v
 }
 
 type Start<'a> = dyn Fn(&TrainingData, &Device) -> Result<Trainer> + 'a;
-type IgnoredFlags<'a> = dyn Fn(&ModelCard, &TrainingRecord) -> Vec<Ignored> + 'a;
 
 fn drive(
     c: &Common,
@@ -467,7 +380,7 @@ fn drive(
     base: Option<String>,
     finetune: Option<FinetuneRecord>,
     start: &Start,
-    ignored: &IgnoredFlags,
+    flags: ResumeFlags,
 ) -> Result<()> {
     if c.steps == 0 {
         bail!("--steps must be ≥ 1");
@@ -490,19 +403,7 @@ fn drive(
     if let Some(d) = c.delta.filter(|d| !(0.0..=1.0).contains(d)) {
         bail!("--delta must be a fraction in [0, 1], got {d}");
     }
-    let has_run = c.out.join(LATEST_FILE).is_file();
-    if has_run && !c.resume {
-        bail!(
-            "{} already holds a training run; pass --resume to continue it or choose another --out",
-            c.out.display()
-        );
-    }
-    if c.resume && !has_run {
-        bail!(
-            "--resume: {} holds no checkpoint (no `latest` file)",
-            c.out.display()
-        );
-    }
+    check_run_folder(&c.out, c.resume)?;
     // the route: measured files (no protocol) or image volumes under --protocol
     let route = match read_training_inputs(&c.inputs)? {
         TrainingInputs::Measured(files) => {
@@ -746,30 +647,15 @@ fn drive(
         }
     }
     if let Some((_, _, info)) = &resumed {
-        match resume_mismatch(info, &protocol_name, &acquisition, c.batch, c.objective) {
-            None => {}
-            Some(ResumeMismatch::Protocol { run, given }) if measured.is_some() => bail!(
-                "--resume: the run was trained under {run:?}, not on these measured files with \
-                 {given:?} settings (--delta, --further or the data differ)"
-            ),
-            Some(ResumeMismatch::Protocol { run, given }) => {
-                bail!("--resume: the run was trained under protocol {run:?}, not {given:?}")
-            }
-            Some(ResumeMismatch::Batch { run, given }) => bail!(
-                "--resume: the run used --batch {run}, not {given}; the data order depends on \
-                 it, so the run could not continue exactly (leave --batch out or give {run})"
-            ),
-            Some(ResumeMismatch::Objective { run, given }) => bail!(
-                "--resume: the run used --objective {run:?}, not {given:?}; leave --objective \
-                 out or give the same"
-            ),
-        }
-        if info.measured != measured {
-            bail!(
-                "--resume: the run was trained on other inputs ({}); give the same files in the \
-                 same order",
-                describe_inputs(info.measured.as_deref())
-            );
+        if let Some(m) = resume_mismatch(
+            info,
+            &protocol_name,
+            &acquisition,
+            c.batch,
+            c.objective,
+            measured.as_deref(),
+        ) {
+            return Err(m.into());
         }
     }
     if c.consistency.is_some_and(|w| w > 0.0) && objective != TrainObjective::Tweedie {
@@ -785,13 +671,8 @@ fn drive(
         .unwrap_or(DEFAULT_BATCH);
     let (mut trainer, info, preset, mut log) = match resumed {
         Some((t, card, info)) => {
-            let mut flags = ignored_common(c, &card);
-            flags.extend(ignored(&card, &info));
-            for (flag, given, used) in &flags {
-                tracing::warn!(
-                    "--resume: {flag} {given} ignored; the run continues with its checkpoint's \
-                     {used} (exact resume)"
-                );
+            for ignored in ignored_on_resume(&flags, &card, &info) {
+                tracing::warn!("{ignored}");
             }
             let path = c.out.join(LOSS_CSV);
             let log = read_loss_log(&path, t.steps())
@@ -964,63 +845,17 @@ enum Route {
     Measured(Vec<MeasuredFile>),
 }
 
-/// The measured files of a record, for an error message.
-fn describe_inputs(inputs: Option<&[MeasuredInput]>) -> String {
-    match inputs {
-        None => "image volumes under a protocol".into(),
-        Some(v) => v
-            .iter()
-            .map(|i| i.file.clone())
-            .collect::<Vec<_>>()
-            .join(", "),
-    }
-}
-
 fn write_log(path: &Path, rows: &[LogRow]) -> Result<()> {
     amri_io::atomic::write_bytes(path, format_loss_log(rows).as_bytes())
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// A 480×320 line plot of log10(loss) against step, white background, axes in grey.
+/// The loss curve `loss.png`: log10(loss) against step ([`amri_figures::plot`]).
 fn plot_loss(path: &Path, rows: &[LogRow]) -> Result<()> {
-    let (h, w, m) = (320usize, 480usize, 24usize);
-    let mut img = Array3::<u8>::from_elem((h, w, 3), 255);
-    for x in m..w - m {
-        img.slice_mut(ndarray::s![h - m, x, ..]).fill(120);
-    }
-    for y in m..h - m {
-        img.slice_mut(ndarray::s![y, m, ..]).fill(120);
-    }
-    let pts: Vec<(f64, f64)> = rows
+    let points: Vec<(f64, f64)> = rows
         .iter()
-        .filter(|r| r.loss.is_finite() && r.loss > 0.0)
-        .map(|r| (r.step as f64, f64::from(r.loss).log10()))
+        .map(|r| (r.step as f64, f64::from(r.loss)))
         .collect();
-    if pts.len() >= 2 {
-        let (x0, x1) = (pts[0].0, pts[pts.len() - 1].0.max(pts[0].0 + 1.0));
-        let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-        let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-        let hi = if hi - lo < 1e-9 { lo + 1.0 } else { hi };
-        let px = |p: (f64, f64)| -> (f64, f64) {
-            (
-                m as f64 + (p.0 - x0) / (x1 - x0) * (w - 2 * m - 1) as f64,
-                (h - m) as f64 - (p.1 - lo) / (hi - lo) * (h - 2 * m - 1) as f64,
-            )
-        };
-        for pair in pts.windows(2) {
-            let (a, b) = (px(pair[0]), px(pair[1]));
-            let n = ((b.0 - a.0).abs().max((b.1 - a.1).abs()).ceil() as usize).max(1);
-            for k in 0..=n {
-                let t = k as f64 / n as f64;
-                let (x, y) = (a.0 + t * (b.0 - a.0), a.1 + t * (b.1 - a.1));
-                let (xi, yi) = (x.round() as usize, y.round() as usize);
-                if yi < h && xi < w {
-                    img[[yi, xi, 0]] = 20;
-                    img[[yi, xi, 1]] = 90;
-                    img[[yi, xi, 2]] = 200;
-                }
-            }
-        }
-    }
-    amri_io::png::write_rgb(path, img.view()).with_context(|| format!("writing {}", path.display()))
+    amri_figures::plot::write_log_line_plot(path, &points)
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -185,7 +185,7 @@ impl PriorDenoiser for Prior {
             .map_err(|_| DiffusionError::Config("corruption cache poisoned".into()))?;
         let stale = guard.as_ref().map(|(s, _)| *s) != Some((rows, cols));
         if stale {
-            let c = Corruption::new(acq.corruption_config(0.0), rows, cols, acq.seed)?;
+            let c = Corruption::new(acq, rows, cols)?;
             *guard = Some(((rows, cols), c));
         }
         let Some((_, c)) = guard.as_ref() else {
