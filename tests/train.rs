@@ -1209,7 +1209,7 @@ fn measured_files_train_the_tweedie_objective_with_their_noise_level() {
     assert_eq!(log_rows(&run).len(), 2);
     // the same data without their noise level: refused, naming the file, before any step
     let mut k = read_kspace(&noisy);
-    k.attributes.remove("noise_sigma");
+    k.noise_sigma = None;
     let quiet = write_kspace(&t.join("quiet.npz"), k);
     train_measured(&t.join("tw2"), &[&quiet], 2)
         .args(["--objective", "tweedie"])

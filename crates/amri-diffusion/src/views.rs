@@ -84,6 +84,22 @@ pub struct Views {
     pub pixel_mm: Vec<f64>,
 }
 
+impl Views {
+    /// The views a resumed run continues with: its own `run` (the card's); `given` (from
+    /// `--orientations`/`--pixel-sizes`) must be absent or equal, since the data stream depends
+    /// on it.
+    pub fn on_resume(run: &Option<Self>, given: Option<Self>) -> Result<Option<Self>> {
+        match given {
+            Some(g) if Some(&g) != run.as_ref() => Err(DiffusionError::Config(format!(
+                "--resume: the run trained on views {run:?}, not {:?}; leave --orientations and \
+                 --pixel-sizes out or give the run's",
+                Some(g)
+            ))),
+            _ => Ok(run.clone()),
+        }
+    }
+}
+
 /// The world axis (0 = R/L, 1 = A/P, 2 = S/I) of an orientation letter.
 fn world_of(code: char) -> Option<usize> {
     match code {
@@ -483,5 +499,25 @@ mod tests {
         assert_eq!(out[0].0, "v [stored, 2 mm]");
         assert_eq!(out[0].1.shape4(), [1, 5, 3, 3]);
         assert!(resample_inplane(&v, -1.0).is_err());
+    }
+
+    #[test]
+    fn resume_keeps_the_runs_views_and_refuses_others() {
+        let run = Some(Views {
+            orientations: vec![Orientation::Axial],
+            pixel_mm: vec![1.0],
+        });
+        assert_eq!(Views::on_resume(&run, None).ok(), Some(run.clone()));
+        assert_eq!(Views::on_resume(&run, run.clone()).ok(), Some(run.clone()));
+        assert_eq!(Views::on_resume(&None, None).ok(), Some(None));
+        let other = Views {
+            orientations: vec![Orientation::Coronal],
+            pixel_mm: vec![1.0],
+        };
+        let e = Views::on_resume(&run, Some(other.clone()))
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("--orientations")));
+        assert!(Views::on_resume(&None, Some(other)).is_err());
     }
 }

@@ -522,17 +522,7 @@ fn drive(
         pixel_mm: c.pixel_sizes.clone().unwrap_or_default(),
     });
     let views = match &resumed {
-        Some((_, _, info)) => {
-            if given_views.is_some() && given_views != info.views {
-                bail!(
-                    "--resume: the run trained on views {:?}, not {:?}; leave --orientations and \
-                     --pixel-sizes out or give the run's",
-                    info.views,
-                    given_views
-                );
-            }
-            info.views.clone()
-        }
+        Some((_, _, info)) => Views::on_resume(&info.views, given_views)?,
         None => given_views,
     };
     // the size multiple views are padded to: the network's
