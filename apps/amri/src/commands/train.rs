@@ -308,7 +308,7 @@ pub fn finetune(a: FinetuneArgs) -> Result<()> {
         lr: a.lr,
         freeze: a.freeze_down.then(|| freeze.clone()),
         base: Some(base_dir.display().to_string()),
-        adapt: adapt_given.then(|| (plan.record.adapt, plan.lora)),
+        adapt: adapt_given.then_some((plan.record.adapt, plan.lora)),
         train_layers: a.train_layers.map(|n| (n, freeze.clone())),
         ..resume_flags(c)
     };
