@@ -530,6 +530,44 @@ impl CustomOp3 for MaskedSqErrorOp {
     }
 }
 
+/// `out = f(a, b, m, g_i)` element by element for `a`, `b` `[N, …]` of one shape and a mask
+/// `[N, 1, H, W]` broadcast over the middle axes, `g_i` one scalar per sample: the CPU body of
+/// [`MaskedSqErrorGrad`] and [`MaskedNoisyOp`].
+fn masked_planes_cpu(
+    name: &str,
+    per_sample: &[f32],
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    (s3, l3): (&CpuStorage, &Layout),
+    f: impl Fn(f32, f32, f32, f32) -> f32 + Sync,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (a, b, m) = (
+        cpu_f32(name, s1, l1)?,
+        cpu_f32(name, s2, l2)?,
+        cpu_f32(name, s3, l3)?,
+    );
+    let (n, p, len) = masked_dims(name, l1, l3)?;
+    if a.len() != b.len() || per_sample.len() != n {
+        candle_core::bail!(
+            "{name}: shapes {:?} {:?} {}",
+            l1.shape(),
+            l2.shape(),
+            per_sample.len()
+        )
+    }
+    let planes = len / p;
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(p).enumerate().for_each(|(j, o)| {
+        let (i, off) = (j / planes, j * p);
+        let g = per_sample[i];
+        let mi = &m[i * p..(i + 1) * p];
+        for q in 0..p {
+            o[q] = f(a[off + q], b[off + q], mi[q], g);
+        }
+    });
+    Ok((CpuStorage::F32(out), l1.shape().clone()))
+}
+
 /// `2 g_i m² (k − y)`: the gradient of [`MaskedSqErrorOp`] with respect to `k`.
 struct MaskedSqErrorGrad(Vec<f32>);
 
@@ -547,32 +585,14 @@ impl CustomOp3 for MaskedSqErrorGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let name = self.name();
-        let (k, y, m) = (
-            cpu_f32(name, s1, l1)?,
-            cpu_f32(name, s2, l2)?,
-            cpu_f32(name, s3, l3)?,
-        );
-        let (n, p, len) = masked_dims(name, l1, l3)?;
-        if k.len() != y.len() || self.0.len() != n {
-            candle_core::bail!(
-                "{name}: shapes {:?} {:?} {}",
-                l1.shape(),
-                l2.shape(),
-                self.0.len()
-            )
-        }
-        let planes = len / p;
-        let mut out = vec![0f32; k.len()];
-        out.par_chunks_mut(p).enumerate().for_each(|(j, o)| {
-            let (b, off) = (j / planes, j * p);
-            let two_g = 2.0 * self.0[b];
-            let mb = &m[b * p..(b + 1) * p];
-            for q in 0..p {
-                o[q] = two_g * mb[q] * mb[q] * (k[off + q] - y[off + q]);
-            }
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        masked_planes_cpu(
+            self.name(),
+            &self.0,
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |k, y, m, g| 2.0 * g * m * m * (k - y),
+        )
     }
 }
 
@@ -594,32 +614,14 @@ impl CustomOp3 for MaskedNoisyOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let name = self.name();
-        let (y, z, m) = (
-            cpu_f32(name, s1, l1)?,
-            cpu_f32(name, s2, l2)?,
-            cpu_f32(name, s3, l3)?,
-        );
-        let (n, p, len) = masked_dims(name, l1, l3)?;
-        if y.len() != z.len() || self.0.len() != n {
-            candle_core::bail!(
-                "{name}: shapes {:?} {:?} {}",
-                l1.shape(),
-                l2.shape(),
-                self.0.len()
-            )
-        }
-        let planes = len / p;
-        let mut out = vec![0f32; y.len()];
-        out.par_chunks_mut(p).enumerate().for_each(|(j, o)| {
-            let (b, off) = (j / planes, j * p);
-            let s = self.0[b];
-            let mb = &m[b * p..(b + 1) * p];
-            for q in 0..p {
-                o[q] = (y[off + q] + z[off + q] * s) * mb[q];
-            }
-        });
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
+        masked_planes_cpu(
+            self.name(),
+            &self.0,
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |y, z, m, s| (y + z * s) * m,
+        )
     }
 }
 
