@@ -391,22 +391,8 @@ mod tests {
 
     #[test]
     fn a_run_resumes_only_under_its_own_protocol_batch_and_objective() -> Result<()> {
-        let acq: Acquisition = serde_json::from_value(serde_json::json!({
-            "corruption": {"type": "pixel", "p": 0.9}, "delta": 0.2
-        }))?;
-        let record = TrainingRecord {
-            protocol: "p".into(),
-            acquisition: acq.clone(),
-            batch: 8,
-            objective: TrainObjective::Ambient,
-            slices: 3,
-            base: None,
-            measured: None,
-            augment: Default::default(),
-            views: None,
-            finetune: None,
-            matrices: None,
-        };
+        let record = record()?;
+        let acq = record.acquisition.clone();
         let amb = Some(TrainObjective::Ambient);
         assert_eq!(resume_mismatch(&record, "p", &acq, None, None, None), None);
         assert_eq!(
