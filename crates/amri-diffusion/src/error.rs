@@ -23,6 +23,9 @@ pub enum DiffusionError {
     /// The corruption model (amri-ops) refused a configuration or a draw.
     #[error("corruption model: {0}")]
     Ops(#[from] amri_ops::OpsError),
+    /// A solver of the data step (amri-recon's conjugate gradient) failed.
+    #[error("data step: {0}")]
+    Solver(#[from] amri_recon::ReconError),
     /// A requested combination is not implemented (the message says which and what works).
     #[error("not supported: {0}")]
     Unsupported(String),

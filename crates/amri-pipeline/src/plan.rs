@@ -414,13 +414,17 @@ impl Plan {
         }
     }
 
-    /// One-step settings of this plan (intensity scale not yet set).
+    /// One-step settings of this plan (intensity scale not yet set); `lambda` and `iterations`,
+    /// when given, set the multi-coil data step's λ and CG iterations.
     pub fn one_step_config(&self) -> OneStepConfig {
         let p = self.params();
+        let d = OneStepConfig::default();
         OneStepConfig {
             sigma: p.sigma,
             data_consistency: p.data_consistency,
-            ..OneStepConfig::default()
+            dc_lambda: self.lambda.unwrap_or(d.dc_lambda),
+            dc_iterations: self.iterations.unwrap_or(d.dc_iterations),
+            ..d
         }
     }
 

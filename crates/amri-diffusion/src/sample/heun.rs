@@ -83,7 +83,7 @@ pub fn sample_unconditional<D: PriorDenoiser + ?Sized>(
         for (i, &sigma) in sigmas.iter().enumerate() {
             check_cancel(cancel)?;
             let next = sigmas.get(i + 1).copied().unwrap_or(0.0);
-            let d0 = denoise_batch(prior, &x, &masks, sigma)?;
+            let d0 = denoise_batch(prior, &x, &masks, None, sigma)?;
             done += 1;
             progress(done, total);
             // slope (x − D)/σ
@@ -92,7 +92,7 @@ pub fn sample_unconditional<D: PriorDenoiser + ?Sized>(
             let euler = &x + &(&slope0 * dt);
             if next > 0.0 {
                 check_cancel(cancel)?;
-                let d1 = denoise_batch(prior, &euler, &masks, next)?;
+                let d1 = denoise_batch(prior, &euler, &masks, None, next)?;
                 done += 1;
                 progress(done, total);
                 let slope1 = (&euler - &d1) / C32::new(next as f32, 0.0);

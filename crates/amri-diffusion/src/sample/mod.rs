@@ -27,11 +27,15 @@
 //! runs the network in those units and multiplies the result back, so outputs are in the input's
 //! units.
 //!
-//! **Multi-coil.** The network knows single complex images. Multi-coil k-space `y_c = M F S_c x`
-//! is turned into a *virtual single coil*: `x_zf = Σ_c conj(S_c) Fᴴ y_c / Σ_c |S_c|²` and
-//! `y_v = M ⊙ F x_zf`, with the maps given or estimated by ESPIRiT from the calibration region
-//! (`amri_ops::espirit`). For fully sampled data `y_v = F x` exactly; under undersampling the
-//! aliasing is coil-weighted, so this is an approximation (a SENSE data step would remove it).
+//! **Multi-coil.** The network knows single complex images. For multi-coil k-space
+//! `y_c = M F S_c x` the maps are the ones given, else those every measured-data prior is trained
+//! with ([`crate::data::acs_maps`]: ESPIRiT on the calibration region, no crop; ESPIRiT's
+//! defaults when the mask has no calibration region). A k-space prior gets the input it was
+//! trained on, `Σ_c conj(S_c) Fᴴ(M̃ ⊙ y_c)` (one-step, from the data) or
+//! `Σ_c conj(S_c) Fᴴ(M̃ ⊙ F(S_c x))` (the sampler's iterate `x`). One-step data consistency is
+//! the SENSE data step (`one_step::sense_consistency`). The posterior sampler's likelihood step
+//! still uses a *virtual single coil*, `x_zf = Σ_c conj(S_c) Fᴴ y_c / Σ_c |S_c|²` and
+//! `y_v = M ⊙ F x_zf`: exact for fully sampled data, an approximation under undersampling.
 //!
 //! **Image size.** The U-Net needs sizes that are multiples of `2^(levels−1)`; other sizes are
 //! zero-padded (image and mask channels, centred) before the network call and cropped after.
@@ -154,6 +158,43 @@ pub(crate) struct Single {
     pub domain: MeasuredDomain,
     pub y: Array2<C32>,
     pub mask: Array2<f32>,
+    /// Multi-coil k-space only: the coil data and maps behind the virtual coil `y`.
+    pub coils: Option<Coils>,
+}
+
+/// A multi-coil measurement in network units: centred coil k-space `[coil, row, col]` (zero off
+/// the mask, divided by the intensity scale) and the coil maps `[coil, row, col]` used for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Coils {
+    pub y: Array3<C32>,
+    pub maps: Array3<C32>,
+}
+
+impl Coils {
+    /// The SENSE-combined zero-filled image `Σ_c conj(S_c) Fᴴ y_c` `[row, col]`: the multi-coil
+    /// network input of training ([`crate::loss::multicoil_kspace_input`]) at σ = 0, with the
+    /// measurement's own mask.
+    pub fn combined(&self) -> Array2<C32> {
+        let imgs = ifft2c(&self.y);
+        let mut out = Array2::<C32>::zeros((self.y.dim().1, self.y.dim().2));
+        for (img, s) in imgs.outer_iter().zip(self.maps.outer_iter()) {
+            Zip::from(&mut out)
+                .and(&img)
+                .and(&s)
+                .for_each(|o, x, s| *o += s.conj() * x);
+        }
+        out
+    }
+}
+
+/// Coil maps of a multi-coil scan for inference: those of [`crate::data::acs_maps`] (ESPIRiT on
+/// the calibration region without crop, the maps every measured-data prior was trained with),
+/// or, when the mask has no usable calibration region, ESPIRiT with its defaults on the data.
+fn inference_maps(k: &Array3<C32>, mask: &Array2<f32>) -> Result<Array3<C32>> {
+    match crate::data::acs_maps(k.view(), mask.view()) {
+        Ok(m) => Ok(m),
+        Err(_) => Ok(espirit_maps(k.view(), &EspiritConfig::default())?),
+    }
 }
 
 impl Problem {
@@ -309,6 +350,7 @@ impl Problem {
                     domain: MeasuredDomain::Image,
                     y,
                     mask,
+                    coils: None,
                 })
             }
             Problem::Kspace { kspace, mask, maps } => {
@@ -317,12 +359,13 @@ impl Problem {
                 for mut plane in k.outer_iter_mut() {
                     Zip::from(&mut plane).and(&mask).for_each(|v, m| *v *= *m);
                 }
+                let mut coils = None;
                 let y = if k.dim().0 == 1 {
                     k.index_axis(Axis(0), 0).to_owned()
                 } else {
                     let maps = match maps {
                         Some(m) => m.clone(),
-                        None => espirit_maps(k.view(), &EspiritConfig::default())?,
+                        None => inference_maps(&k, &mask)?,
                     };
                     let imgs = ifft2c(&k);
                     let (_, r, c) = k.dim();
@@ -347,12 +390,14 @@ impl Problem {
                     });
                     let mut yv = fft2c(&num);
                     Zip::from(&mut yv).and(&mask).for_each(|v, m| *v *= *m);
+                    coils = Some(Coils { y: k, maps });
                     yv
                 };
                 Ok(Single {
                     domain: MeasuredDomain::Kspace,
                     y,
                     mask,
+                    coils,
                 })
             }
         }
@@ -432,16 +477,45 @@ pub(crate) fn from_tensor(t: &Tensor) -> Result<Array3<C32>> {
 }
 
 /// The network input for `x` `[N, H, W]` with per-sample masks `[N, H, W]` under `domain`
-/// (see [`InputDomain`]); returns (input, mask channel).
+/// (see [`InputDomain`]); returns (input, mask channel). With coil `maps` `[coil, H, W]` a
+/// k-space prior gets the multi-coil input of training, `Σ_c conj(S_c) Fᴴ(M̃ ⊙ F(S_c x))`.
 pub(crate) fn network_input(
     domain: InputDomain,
     x: &Array3<C32>,
     masks: &Array3<f32>,
+    maps: Option<&Array3<C32>>,
 ) -> (Array3<C32>, Array3<f32>) {
     match domain {
         InputDomain::Pixel => {
             let mut inp = x.clone();
             Zip::from(&mut inp).and(masks).for_each(|v, m| *v *= *m);
+            (inp, masks.clone())
+        }
+        InputDomain::Kspace
+            if maps.is_some_and(|m| (m.dim().1, m.dim().2) == (x.dim().1, x.dim().2)) =>
+        {
+            let maps = maps.expect("checked by the guard");
+            let mut inp = Array3::<C32>::zeros(x.dim());
+            for ((xk, mk), mut ik) in x
+                .outer_iter()
+                .zip(masks.outer_iter())
+                .zip(inp.outer_iter_mut())
+            {
+                let mut coil_k = Array3::<C32>::zeros(maps.dim());
+                for (mut ck, s) in coil_k.outer_iter_mut().zip(maps.outer_iter()) {
+                    ck.assign(&(&s * &xk));
+                }
+                let mut k = fft2c(&coil_k);
+                for mut plane in k.outer_iter_mut() {
+                    Zip::from(&mut plane).and(&mk).for_each(|v, m| *v *= *m);
+                }
+                let c = Coils {
+                    y: k,
+                    maps: maps.clone(),
+                }
+                .combined();
+                ik.assign(&c);
+            }
             (inp, masks.clone())
         }
         InputDomain::Kspace => {
@@ -459,17 +533,30 @@ fn round_up(n: usize, multiple: usize) -> usize {
 }
 
 /// One denoiser call on `x` `[N, H, W]` at noise level `sigma` with training-layout masks
-/// `[N, H, W]`: builds the network input for `d`'s domain, pads to the network's size
-/// multiple, calls, crops.
+/// `[N, H, W]` (and, for multi-coil data, the coil `maps`): builds the network input for `d`'s
+/// domain ([`network_input`]) and calls [`denoise_input`].
 pub(crate) fn denoise_batch<D: PriorDenoiser + ?Sized>(
     d: &D,
     x: &Array3<C32>,
     masks: &Array3<f32>,
+    maps: Option<&Array3<C32>>,
+    sigma: f64,
+) -> Result<Array3<C32>> {
+    let (inp, m) = network_input(d.input_domain(), x, masks, maps);
+    denoise_input(d, inp, m, sigma)
+}
+
+/// One denoiser call on an already formed network input `inp` `[N, H, W]` with its mask
+/// channel `m` `[N, H, W]` at noise level `sigma`: pads to the network's size multiple
+/// (centred, zeros), calls, crops.
+pub(crate) fn denoise_input<D: PriorDenoiser + ?Sized>(
+    d: &D,
+    inp: Array3<C32>,
+    m: Array3<f32>,
     sigma: f64,
 ) -> Result<Array3<C32>> {
     let multiple = d.size_multiple();
-    let (n, h, w) = x.dim();
-    let (inp, m) = network_input(d.input_domain(), x, masks);
+    let (n, h, w) = inp.dim();
     let (hp, wp) = (round_up(h, multiple), round_up(w, multiple));
     let (r0, c0) = ((hp - h) / 2, (wp - w) / 2);
     let (inp, m) = if (hp, wp) == (h, w) {
@@ -564,6 +651,47 @@ mod tests {
             .map(|v| v.norm())
             .fold(0.0f32, f32::max);
         assert!(err < 1e-4, "virtual coil differs by {err}");
+        Ok(())
+    }
+
+    #[test]
+    fn multicoil_network_input_of_an_image_is_training_s_input_of_its_coil_data() -> Result<()> {
+        let (n, r, c, nc) = (2, 12, 8, 3);
+        let maps = amri_ops::coils::synthetic_maps(nc, r, c, Some(1));
+        let x = Array3::from_shape_fn((n, r, c), |(k, i, j)| {
+            C32::new((i as f32 * 0.4 + k as f32).sin(), (j as f32 * 0.3).cos())
+        });
+        let masks = Array3::from_shape_fn((n, r, c), |(k, _, j)| ((j + k) % 2) as f32);
+        let (inp, m) = network_input(InputDomain::Kspace, &x, &masks, Some(&maps));
+        assert_eq!(m, masks);
+        // training forms Σ_c conj(S_c) Fᴴ(M̃ ⊙ y_c) from coil data y_c = F(S_c x) (σ = 0)
+        let mut y = Vec::new();
+        let mut sv = Vec::new();
+        for xk in x.outer_iter() {
+            for s in maps.outer_iter() {
+                let k = fft2c(&(&s * &xk));
+                y.extend(k.iter().map(|v| v.re));
+                y.extend(k.iter().map(|v| v.im));
+                sv.extend(s.iter().map(|v| v.re));
+                sv.extend(s.iter().map(|v| v.im));
+            }
+        }
+        let dev = Device::Cpu;
+        let y = Tensor::from_vec(y, (n, nc, 2, r, c), &dev)?;
+        let want = crate::loss::multicoil_kspace_input(
+            &crate::fourier::CenteredDft2::new(r, c, &dev)?,
+            &y,
+            &Tensor::from_vec(sv, (n, nc, 2, r, c), &dev)?,
+            &Tensor::from_vec(masks.iter().copied().collect(), (n, 1, r, c), &dev)?,
+            &Tensor::zeros(n, DType::F32, &dev)?,
+            &y.zeros_like()?,
+        )?;
+        let want = from_tensor(&want)?;
+        let err = (&inp - &want)
+            .iter()
+            .map(|v| v.norm())
+            .fold(0.0f32, f32::max);
+        assert!(err < 1e-4, "sampler input differs from training's by {err}");
         Ok(())
     }
 }

@@ -3,9 +3,11 @@
 //! The network sees the measurement exactly as it saw training inputs, with the measurement's
 //! own mask in place of `Ã`: a k-space prior gets `Fᴴ(M ⊙ y)` and the k-space mask `M`, a pixel
 //! prior gets `A ⊙ y` and the pixel mask `A` (a prior trained on clean images gets the
-//! zero-filled image and an all-ones mask). Its output is the posterior mean of the clean image
-//! given what was measured. With `data_consistency`, measured samples (k-space entries or
-//! pixels) are then replaced by the measured values.
+//! zero-filled image and an all-ones mask; multi-coil k-space gives a k-space prior the
+//! SENSE-combined zero-filled image `Σ_c conj(S_c) Fᴴ(M ⊙ y_c)`, as in training). Its output is
+//! the posterior mean of the clean image given what was measured. With `data_consistency`,
+//! measured samples (k-space entries or pixels) are then replaced by the measured values; for
+//! multi-coil data the SENSE data step `sense_consistency` does that for all coils at once.
 //!
 //! The noise level given to the network is [`OneStepConfig::sigma`]. EDM preconditioning makes
 //! any denoiser tend to its input as σ → 0 (`c_skip → 1`, `c_out → 0`), so a very small σ gives
@@ -14,18 +16,37 @@
 
 use ndarray::{Array2, Array3, Axis, Zip};
 
-use super::{denoise_batch, measured_scale, InputDomain, PriorDenoiser, Problem};
+use std::ops::ControlFlow;
+
+use super::{
+    denoise_batch, denoise_input, measured_scale, Coils, InputDomain, PriorDenoiser, Problem,
+};
 use crate::error::{DiffusionError, Result};
 use amri_core::fft::{fft2c, ifft2c};
 use amri_core::{MeasuredDomain, C32};
+use amri_ops::linop::LinearOperator;
+use amri_ops::sense::Sense;
+use amri_recon::alg::cg::{cg, CgConfig};
+
+/// Default [`OneStepConfig::dc_lambda`].
+pub const DC_LAMBDA: f32 = 0.05;
+/// Default [`OneStepConfig::dc_iterations`].
+pub const DC_ITERATIONS: usize = 30;
 
 /// Settings of [`one_step`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct OneStepConfig {
     /// Noise level σ given to the network (normalised units; > 0).
     pub sigma: f64,
-    /// Replace measured samples by the measured values after the network call.
+    /// Replace measured samples by the measured values after the network call (multi-coil
+    /// data: the SENSE data step `sense_consistency` with [`OneStepConfig::dc_lambda`]).
     pub data_consistency: bool,
+    /// Multi-coil data consistency: weight λ ≥ 0 of the network's image in
+    /// `argmin ‖A x − y‖² + λ‖x − x̂‖²` (normalised units; 0: fit the data exactly, keeping only
+    /// the part of x̂ that `A` does not see).
+    pub dc_lambda: f32,
+    /// Multi-coil data consistency: conjugate-gradient iterations of that data step.
+    pub dc_iterations: usize,
     /// Intensity scale to divide by (see the module docs of [`crate::sample`]); `None`: computed
     /// from this slice alone with [`measured_scale`]. Pass the volume's scale for volumes.
     pub scale: Option<f32>,
@@ -36,6 +57,8 @@ impl Default for OneStepConfig {
         Self {
             sigma: 0.05,
             data_consistency: false,
+            dc_lambda: DC_LAMBDA,
+            dc_iterations: DC_ITERATIONS,
             scale: None,
         }
     }
@@ -110,15 +133,59 @@ pub fn one_step<D: PriorDenoiser + ?Sized>(
     };
     let single = p.single(scale)?;
     let mask = own_mask(prior.input_domain(), single.domain, &single.mask)?;
-    let zf = single.zero_filled();
-    let x = zf.clone().insert_axis(Axis(0));
     let m: Array3<f32> = mask.insert_axis(Axis(0));
-    let out = denoise_batch(prior, &x, &m, cfg.sigma)?;
+    let out = match (&single.coils, prior.input_domain()) {
+        // multi-coil k-space prior: the SENSE-combined zero-filled image, as in training
+        (Some(c), InputDomain::Kspace) => {
+            denoise_input(prior, c.combined().insert_axis(Axis(0)), m, cfg.sigma)?
+        }
+        _ => {
+            let x = single.zero_filled().insert_axis(Axis(0));
+            denoise_batch(prior, &x, &m, None, cfg.sigma)?
+        }
+    };
     let mut img = out.index_axis(Axis(0), 0).to_owned();
     if cfg.data_consistency {
-        img = hard_consistency(&img, &single.y, &single.mask, single.domain);
+        img = match &single.coils {
+            Some(c) => sense_consistency(&img, c, &single.mask, cfg.dc_lambda, cfg.dc_iterations)?,
+            None => hard_consistency(&img, &single.y, &single.mask, single.domain),
+        };
     }
     Ok(img * C32::new(scale, 0.0))
+}
+
+/// Multi-coil data consistency: the image nearest the network's `xhat` `[row, col]` that agrees
+/// with the coil data, `argmin_x ‖A x − y‖² + λ‖x − x̂‖²` with `A = M F S` (SENSE, orthonormal
+/// centred DFT), by conjugate gradient on `(AᴴA + λI) x = Aᴴy + λx̂` started at `x̂`, at most
+/// `iterations` steps. Started there, CG changes `x̂` only within the range of `Aᴴ`: for one coil
+/// with a unit map and λ = 0 it is [`hard_consistency`] (measured k-space replaced).
+pub(crate) fn sense_consistency(
+    xhat: &Array2<C32>,
+    coils: &Coils,
+    mask: &Array2<f32>,
+    lambda: f32,
+    iterations: usize,
+) -> Result<Array2<C32>> {
+    let op = Sense::new(coils.maps.clone(), mask.clone())?;
+    let y: Vec<C32> = coils.y.iter().copied().collect();
+    let mut b = vec![C32::new(0.0, 0.0); xhat.len()];
+    op.adjoint(&y, &mut b);
+    let x0: Vec<C32> = xhat.iter().copied().collect();
+    b.iter_mut().zip(&x0).for_each(|(b, x)| *b += x * lambda);
+    let mut x = x0;
+    let cfg = CgConfig {
+        iterations,
+        tol: 1e-6,
+        lambda,
+    };
+    cg(
+        |v, out| op.normal(v, out),
+        &b,
+        &mut x,
+        &cfg,
+        |_| ControlFlow::Continue(()),
+    )?;
+    Array2::from_shape_vec(xhat.dim(), x).map_err(|e| DiffusionError::Shape(e.to_string()))
 }
 
 #[cfg(test)]
@@ -332,5 +399,146 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("k-space prior"), "{e}");
+    }
+
+    /// `[coils, h, w]` complex → `[1, coils, 2, h, w]` (the training batch layout).
+    fn coil_tensor(v: &Array3<C32>) -> Result<Tensor> {
+        let (c, h, w) = v.dim();
+        let mut out = Vec::with_capacity(c * 2 * h * w);
+        for plane in v.outer_iter() {
+            out.extend(plane.iter().map(|z| z.re));
+            out.extend(plane.iter().map(|z| z.im));
+        }
+        Ok(Tensor::from_vec(out, (1, c, 2, h, w), &Device::Cpu)?)
+    }
+
+    /// 1-D Cartesian mask: every third column and a 4-column centre block measured.
+    fn lines(r: usize, c: usize) -> Array2<f32> {
+        Array2::from_shape_fn((r, c), |(_, j)| {
+            (j % 3 == 0 || (c / 2 - 2..c / 2 + 2).contains(&j)) as u8 as f32
+        })
+    }
+
+    /// Coil k-space `M ⊙ F(S_c x)` `[coils, r, c]`.
+    fn coil_data(x: &Array2<C32>, maps: &Array3<C32>, mask: &Array2<f32>) -> Array3<C32> {
+        let mut k = Array3::<C32>::zeros(maps.dim());
+        for (mut kc, s) in k.outer_iter_mut().zip(maps.outer_iter()) {
+            let mut f = fft2c(&(&s * x));
+            Zip::from(&mut f).and(mask).for_each(|v, m| *v *= *m);
+            kc.assign(&f);
+        }
+        k
+    }
+
+    #[test]
+    fn multicoil_one_step_feeds_the_network_the_input_it_was_trained_on() -> Result<()> {
+        let (r, c, coils) = (16, 12, 3);
+        let x = image(r, c);
+        let maps = amri_ops::coils::synthetic_maps(coils, r, c, Some(5));
+        let mask = lines(r, c);
+        let k = coil_data(&x, &maps, &mask);
+        let p = Problem::Kspace {
+            kspace: k.clone(),
+            mask: mask.clone(),
+            maps: Some(maps.clone()),
+        };
+        let identity = Affine {
+            a: 1.0,
+            b: 0.0,
+            square: false,
+            domain: InputDomain::Kspace,
+            dev: Device::Cpu,
+        };
+        let cfg = OneStepConfig {
+            scale: Some(1.0),
+            ..OneStepConfig::default()
+        };
+        let got = one_step(&identity, &p, &cfg)?;
+        // training's input at σ = 0: Σ_c conj(S_c) Fᴴ(M ⊙ y_c), computed by the loss module
+        let dft = crate::fourier::CenteredDft2::new(r, c, &Device::Cpu)?;
+        let y = coil_tensor(&k)?;
+        let want = crate::loss::multicoil_kspace_input(
+            &dft,
+            &y,
+            &coil_tensor(&maps)?,
+            &Tensor::from_vec(mask.iter().copied().collect(), (1, 1, r, c), &Device::Cpu)?,
+            &Tensor::zeros(1, DType::F32, &Device::Cpu)?,
+            &y.zeros_like()?,
+        )?;
+        let want = crate::sample::from_tensor(&want)?;
+        let err = max_diff(&got, &want.index_axis(Axis(0), 0).to_owned());
+        assert!(
+            err < 1e-4,
+            "one-step input differs from training's by {err}"
+        );
+        // and it is not the virtual coil's re-masked image, which differs under undersampling
+        let virtual_coil = p.single(1.0)?.zero_filled();
+        assert!(max_diff(&got, &virtual_coil) > 1e-2);
+        Ok(())
+    }
+
+    #[test]
+    fn sense_consistency_with_one_unit_coil_is_hard_replacement() -> Result<()> {
+        let (r, c) = (10, 8);
+        let x = image(r, c);
+        let mask = lines(r, c);
+        let ones = Array3::from_elem((1, r, c), C32::new(1.0, 0.0));
+        let coils = Coils {
+            y: coil_data(&x, &ones, &mask),
+            maps: ones,
+        };
+        let xhat =
+            Array2::from_shape_fn((r, c), |(i, j)| C32::new(0.1 * i as f32, -0.2 * j as f32));
+        let got = sense_consistency(&xhat, &coils, &mask, 0.0, 30)?;
+        let y = coils.y.index_axis(Axis(0), 0).to_owned();
+        let want = hard_consistency(&xhat, &y, &mask, MeasuredDomain::Kspace);
+        let err = max_diff(&got, &want);
+        assert!(err < 1e-4, "differs from hard replacement by {err}");
+        Ok(())
+    }
+
+    #[test]
+    fn sense_consistency_fits_the_coil_data_and_removes_only_what_they_see() -> Result<()> {
+        let (r, c, nc) = (16, 16, 4);
+        let x = image(r, c);
+        let maps = amri_ops::coils::synthetic_maps(nc, r, c, Some(2));
+        let mask = lines(r, c);
+        let coils = Coils {
+            y: coil_data(&x, &maps, &mask),
+            maps: maps.clone(),
+        };
+        let op = Sense::new(maps.clone(), mask.clone())?;
+        // x̂ = x + Aᴴz: a perturbation the data see entirely; λ = 0 removes it
+        let z: Vec<C32> = (0..nc * r * c)
+            .map(|i| C32::new((i as f32 * 0.37).sin(), (i as f32 * 0.11).cos()))
+            .collect();
+        let mut ahz = vec![C32::new(0.0, 0.0); r * c];
+        op.adjoint(&z, &mut ahz);
+        let xhat = &x
+            + &Array2::from_shape_vec((r, c), ahz)
+                .map_err(|e| DiffusionError::Shape(e.to_string()))?;
+        let got = sense_consistency(&xhat, &coils, &mask, 0.0, 200)?;
+        let err = max_diff(&got, &x);
+        assert!(err < 1e-3, "range perturbation left {err}");
+        // from zeros the result fits the data: ‖A x − y‖ ≪ ‖y‖
+        let got0 = sense_consistency(&Array2::zeros((r, c)), &coils, &mask, 0.0, 200)?;
+        let mut ax = vec![C32::new(0.0, 0.0); nc * r * c];
+        op.forward(&got0.iter().copied().collect::<Vec<_>>(), &mut ax);
+        let res: f32 = ax
+            .iter()
+            .zip(coils.y.iter())
+            .map(|(a, b)| (a - b).norm_sqr())
+            .sum();
+        let yn: f32 = coils.y.iter().map(|v| v.norm_sqr()).sum();
+        assert!(
+            (res / yn).sqrt() < 1e-3,
+            "relative residual {}",
+            (res / yn).sqrt()
+        );
+        // λ > 0 pulls towards x̂: the result lies between the data fit and x̂ = 0
+        let pulled = sense_consistency(&Array2::zeros((r, c)), &coils, &mask, 10.0, 200)?;
+        let norm = |a: &Array2<C32>| a.iter().map(|v| v.norm_sqr()).sum::<f32>().sqrt();
+        assert!(norm(&pulled) < norm(&got0) && norm(&pulled) > 0.0);
+        Ok(())
     }
 }

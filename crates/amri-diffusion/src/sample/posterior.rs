@@ -224,7 +224,8 @@ pub fn posterior<D: PriorDenoiser + ?Sized>(
                 )?),
             }
         }
-        let xhat = denoise_batch(prior, &x, &masks, sigma)?;
+        let maps = single.coils.as_ref().map(|c| &c.maps);
+        let xhat = denoise_batch(prior, &x, &masks, maps, sigma)?;
         let r2 = sigma * sigma * sd2 / (sigma * sigma + sd2);
         let mut mean = Array3::<C32>::zeros((n, h, w));
         let mut draw = Array3::<C32>::zeros((n, h, w));
