@@ -1278,3 +1278,60 @@ fn a_resumed_multicoil_run_reads_its_cached_coil_maps_and_trains_the_same_bits()
     train_measured(&straight, &[&mc], 4).assert().success();
     assert_eq!(weights(&run), weights(&straight));
 }
+
+#[test]
+fn sense_network_input_trains_on_multicoil_data_records_it_resumes_and_reconstructs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume_of(t, "vol.nii.gz", 3, 32, 32);
+    let mc = simulate("brain-r4-cartesian", &vol, &t.join("mc.npz"));
+    let run = t.join("run");
+    train_measured(&run, &[&mc], 2)
+        .args(["--network-input", "sense:4:0.01"])
+        .assert()
+        .success();
+    let c = card(&run);
+    assert_eq!(c["denoiser"]["input"]["sense"]["iterations"], 4);
+    assert!((c["denoiser"]["input"]["sense"]["lambda"].as_f64().unwrap() - 0.01).abs() < 1e-6);
+    // an adjoint run's card has no `input` field (cards from before the option keep their bytes)
+    let adj = t.join("adjoint");
+    train_measured(&adj, &[&mc], 2).assert().success();
+    assert!(card(&adj)["denoiser"].get("input").is_none());
+    // a resume with another network input keeps the run's own, with a warning
+    train_measured(&run, &[&mc], 4)
+        .args(["--resume", "--network-input", "adjoint"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("--network-input adjoint ignored"));
+    assert_eq!(card(&run)["denoiser"]["input"]["sense"]["iterations"], 4);
+    // the prior reconstructs the multi-coil file one-step, with and without the SENSE data step
+    for dc in [false, true] {
+        let out = t.join(format!("os-{dc}.nii.gz"));
+        let mut cmd = amri();
+        cmd.args(["recon", "--method", "one-step", "--no-progress", "--model"])
+            .arg(&run)
+            .arg(&mc)
+            .arg(&out);
+        if dc {
+            cmd.arg("--data-consistency");
+        }
+        cmd.assert().success();
+        assert!(out.exists());
+    }
+    // single-coil data cannot form a SENSE input: refused before training, naming the flag
+    let sc = simulate("singlecoil-r4-cartesian", &vol, &t.join("sc.npz"));
+    train_measured(&t.join("sc"), &[&sc], 2)
+        .args(["--network-input", "sense"])
+        .assert()
+        .failure()
+        .stderr(
+            predicate::str::contains("--network-input").and(predicate::str::contains("1 coil")),
+        );
+    assert!(!t.join("sc").join("latest").exists());
+    // a malformed value is a clear parse error
+    train_measured(&t.join("bad"), &[&mc], 2)
+        .args(["--network-input", "sense:0"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("iterations"));
+}

@@ -70,6 +70,7 @@ pub mod precond;
 pub mod run;
 pub mod sample;
 pub mod seed;
+pub mod sense_input;
 pub mod testing;
 pub mod train;
 pub mod unet;

@@ -25,6 +25,7 @@ use rayon::prelude::*;
 use crate::error::{DiffusionError, Result};
 use crate::fourier::CenteredDft2;
 use crate::precond::{per_sample_sq_norm, Denoiser, EdmPrecond};
+use crate::sense_input::{sense_input_tensor, NetworkInput};
 
 /// Anything that denoises like [`Denoiser::forward`]: `(x [N,C,H,W], mask, sigma [N]) → [N,C,H,W]`.
 pub trait DenoiseFn {
@@ -254,6 +255,30 @@ pub fn multicoil_kspace_input(
     sigma: &Tensor,
     noise_k: &Tensor,
 ) -> Result<Tensor> {
+    multicoil_network_input(
+        &NetworkInput::Adjoint,
+        dft,
+        y,
+        maps,
+        mask_tilde,
+        sigma,
+        noise_k,
+    )
+}
+
+/// Network input of the multi-coil k-space ambient loss formed as `input` says
+/// ([`crate::sense_input`]): [`multicoil_kspace_input`] for [`NetworkInput::Adjoint`], or the
+/// SENSE solve of the same masked noisy coil data `M̃ ⊙ (y_c + σ n_c)`. Shapes as
+/// [`multicoil_kspace_input`].
+pub fn multicoil_network_input(
+    input: &NetworkInput,
+    dft: &CenteredDft2,
+    y: &Tensor,
+    maps: &Tensor,
+    mask_tilde: &Tensor,
+    sigma: &Tensor,
+    noise_k: &Tensor,
+) -> Result<Tensor> {
     let (n, _, _, _) = check_coils(y, maps)?;
     if sigma.dims() != [n] || noise_k.dims() != y.dims() {
         return Err(DiffusionError::Shape(format!(
@@ -280,7 +305,14 @@ pub fn multicoil_kspace_input(
         let noisy = (y + noise_k.broadcast_mul(&s)?)?;
         noisy.broadcast_mul(&coil_mask(mask_tilde, y.dtype())?)?
     };
-    coil_combine(&per_coil(dft, &masked, CenteredDft2::adjoint)?, maps)
+    match *input {
+        NetworkInput::Adjoint => {
+            coil_combine(&per_coil(dft, &masked, CenteredDft2::adjoint)?, maps)
+        }
+        NetworkInput::Sense { iterations, lambda } => {
+            sense_input_tensor(&masked, maps, mask_tilde, iterations, lambda)
+        }
+    }
 }
 
 /// Ambient loss for multi-coil k-space with coil maps estimated from the ACS only, in the
@@ -301,7 +333,36 @@ pub fn multicoil_kspace_loss<M: DenoiseFn + ?Sized>(
     sigma: &Tensor,
     noise_k: &Tensor,
 ) -> Result<Tensor> {
-    let input = multicoil_kspace_input(dft, y, maps, mask_tilde, sigma, noise_k)?;
+    multicoil_kspace_loss_with(
+        &NetworkInput::Adjoint,
+        model,
+        precond,
+        dft,
+        y,
+        maps,
+        mask_a,
+        mask_tilde,
+        sigma,
+        noise_k,
+    )
+}
+
+/// [`multicoil_kspace_loss`] with the network input formed as `input` says
+/// ([`multicoil_network_input`]); the loss itself is the same.
+#[allow(clippy::too_many_arguments)]
+pub fn multicoil_kspace_loss_with<M: DenoiseFn + ?Sized>(
+    input: &NetworkInput,
+    model: &M,
+    precond: &EdmPrecond,
+    dft: &CenteredDft2,
+    y: &Tensor,
+    maps: &Tensor,
+    mask_a: &Tensor,
+    mask_tilde: &Tensor,
+    sigma: &Tensor,
+    noise_k: &Tensor,
+) -> Result<Tensor> {
+    let input = multicoil_network_input(input, dft, y, maps, mask_tilde, sigma, noise_k)?;
     let pred = model.denoise(&input, mask_tilde, sigma)?;
     let k = per_coil(dft, &coil_expand(&pred, maps)?, CenteredDft2::forward)?;
     let err = masked_residual_sq(&k, y, mask_a)?;

@@ -12,7 +12,7 @@ use crate::error::{DiffusionError, Result};
 use crate::fourier::CenteredDft2;
 use crate::loss::{
     ambient_kspace_loss, ambient_pixel_loss, consistency_kspace_loss, consistency_pixel_loss,
-    multicoil_kspace_loss, supervised_loss, tweedie_kspace_loss, tweedie_pixel_loss,
+    multicoil_kspace_loss_with, supervised_loss, tweedie_kspace_loss, tweedie_pixel_loss,
 };
 use crate::seed::{derive_seed, TAG_CONSISTENCY};
 use crate::train::Trainer;
@@ -52,6 +52,12 @@ impl Trainer {
     /// `noise: [N, 2, H, W]` (image noise, or k-space noise for [`Batch::AmbientKspace`]).
     pub fn loss(&mut self, batch: &Batch, sigma: &Tensor, noise: &Tensor) -> Result<Tensor> {
         let p = self.dcfg.precond;
+        if !self.dcfg.input.is_adjoint() && !matches!(batch, Batch::AmbientMulticoil { .. }) {
+            return Err(DiffusionError::Unsupported(format!(
+                "network input {}: the SENSE input is formed from multi-coil k-space; this batch is not",
+                self.dcfg.input
+            )));
+        }
         match batch {
             Batch::AmbientPixel {
                 x_a,
@@ -85,7 +91,8 @@ impl Trainer {
                     )));
                 }
                 let dft = self.dft_for(d[3], d[4], y.device())?;
-                multicoil_kspace_loss(
+                multicoil_kspace_loss_with(
+                    &self.dcfg.input,
                     &self.model,
                     &p,
                     &dft,

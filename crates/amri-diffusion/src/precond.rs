@@ -22,6 +22,7 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DiffusionError, Result};
+use crate::sense_input::NetworkInput;
 use crate::unet::{unet, UNet, UNetConfig};
 
 /// How `c_out` (and with it the loss weight) depends on σ; cards without the field are `Edm`.
@@ -215,6 +216,10 @@ pub struct DenoiserConfig {
     pub mask_channels: usize,
     /// EDM preconditioning (σ_d).
     pub precond: EdmPrecond,
+    /// How a multi-coil k-space prior's image input is formed (absent in cards before the
+    /// option, and not written when [`NetworkInput::Adjoint`], so those cards keep their bytes).
+    #[serde(default, skip_serializing_if = "NetworkInput::is_adjoint")]
+    pub input: NetworkInput,
 }
 
 impl DenoiserConfig {
@@ -226,6 +231,7 @@ impl DenoiserConfig {
             image_channels: 2,
             mask_channels: 1,
             precond: EdmPrecond::edm(sigma_data),
+            input: NetworkInput::Adjoint,
         })
     }
 
@@ -245,6 +251,7 @@ impl DenoiserConfig {
         if !(self.precond.sigma_data.is_finite() && self.precond.sigma_data > 0.0) {
             return Err(DiffusionError::Config("sigma_data must be > 0".into()));
         }
+        self.input.validate()?;
         self.unet.validate()
     }
 }

@@ -182,6 +182,8 @@ pub struct ResumeFlags {
     pub lr: Option<f64>,
     /// `amri train --precond`.
     pub precond: Option<PrecondKind>,
+    /// `amri train --network-input`.
+    pub network_input: Option<crate::sense_input::NetworkInput>,
     /// `amri finetune --freeze-down`: the parameter prefixes it freezes.
     pub freeze: Option<Vec<String>>,
     /// `amri finetune --base`: the base checkpoint as shown (compared with the record's base).
@@ -264,6 +266,13 @@ pub fn ignored_on_resume(
             "--precond",
             format!("{k:?}"),
             format!("{:?}", card.denoiser.precond.kind),
+        );
+    }
+    if let Some(k) = flags.network_input.filter(|k| *k != card.denoiser.input) {
+        push(
+            "--network-input",
+            k.to_string(),
+            card.denoiser.input.to_string(),
         );
     }
     if flags.freeze.as_ref().is_some_and(|f| t.freeze != *f) {
@@ -572,6 +581,7 @@ mod tests {
             preset: Some("tiny".into()),
             lr: Some(t.lr),
             precond: Some(card.denoiser.precond.kind),
+            network_input: Some(card.denoiser.input),
             freeze: Some(t.freeze.clone()),
             base: None,
             adapt: Some((crate::adapt::Adapt::Full, t.lora)),
@@ -592,6 +602,10 @@ mod tests {
             preset: Some("base".into()),
             lr: Some(t.lr * 2.0),
             precond: Some(other_kind),
+            network_input: Some(crate::sense_input::NetworkInput::Sense {
+                iterations: 3,
+                lambda: 0.0,
+            }),
             freeze: Some(vec!["enc.".into()]),
             base: Some("runs/base".into()),
             adapt: Some((crate::adapt::Adapt::LastLayers, t.lora)),
@@ -610,6 +624,7 @@ mod tests {
                 "--preset",
                 "--lr",
                 "--precond",
+                "--network-input",
                 "--freeze-down",
                 "--base",
                 "--adapt",
@@ -619,7 +634,9 @@ mod tests {
         assert_eq!(got[1].given, "0.5");
         assert_eq!(got[1].used, t.ema_decay.to_string());
         assert_eq!(got[5].used, r#"Some("tiny")"#);
-        assert_eq!(got[9].used, "none");
+        assert_eq!(got[8].given, "sense:3:0");
+        assert_eq!(got[8].used, "adjoint");
+        assert_eq!(got[10].used, "none");
         assert_eq!(
             got[2].to_string(),
             format!(

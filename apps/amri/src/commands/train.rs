@@ -31,6 +31,7 @@ use amri_diffusion::run::{
     ResumeFlags, LOSS_CSV,
 };
 use amri_diffusion::sample::sha256_file;
+use amri_diffusion::sense_input::NetworkInput;
 use amri_diffusion::train::{save_run_checkpoint, Objective, StepStats, TrainConfig, Trainer};
 use amri_diffusion::views::{group_by_shape, views_of, Orientation, Views};
 use amri_ops::corruption::FurtherMode;
@@ -177,6 +178,12 @@ pub struct Args {
     /// (Karras et al.) [default: ambient; edm for --objective supervised].
     #[arg(long)]
     pub precond: Option<PrecondKind>,
+    /// Multi-coil k-space only: the network's image input, adjoint (the coil-combined
+    /// zero-filled image) or sense[:K[:LAMBDA]] (K conjugate-gradient iterations of SENSE on the
+    /// same data, so the coils' information reaches the network; default K 10, λ 0)
+    /// [default: adjoint].
+    #[arg(long, value_name = "KIND", value_parser = parse_network_input)]
+    pub network_input: Option<NetworkInput>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -220,6 +227,10 @@ fn parse_further(s: &str) -> Result<FurtherMode, String> {
     }
 }
 
+fn parse_network_input(s: &str) -> Result<NetworkInput, String> {
+    NetworkInput::parse(s).map_err(|e| e.to_string())
+}
+
 fn parse_augment(s: &str) -> Result<Augmentation, String> {
     Augmentation::parse(s).map_err(|e| e.to_string())
 }
@@ -258,6 +269,15 @@ pub fn run(a: Args) -> Result<()> {
             Objective::Supervised => PrecondKind::Edm,
             _ => PrecondKind::Ambient,
         });
+        if let Some(kind) = a.network_input {
+            if !kind.is_adjoint() && set.coils() < 2 {
+                anyhow::bail!(
+                    "--network-input {kind}: the SENSE input needs multi-coil k-space, and these training data have {} coil(s)",
+                    set.coils()
+                );
+            }
+            dcfg.input = kind;
+        }
         Ok(Trainer::new(
             &dcfg,
             &train_config(c, a.lr.unwrap_or(DEFAULT_LR), Vec::new()),
@@ -268,6 +288,7 @@ pub fn run(a: Args) -> Result<()> {
         preset: a.preset.clone(),
         lr: a.lr,
         precond: a.precond,
+        network_input: a.network_input,
         ..resume_flags(c)
     };
     drive(c, Some(preset.as_str()), None, None, &start, flags)

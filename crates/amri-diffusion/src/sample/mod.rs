@@ -90,6 +90,7 @@ use rand_distr::StandardNormal;
 use crate::data::{measurement_scale, MeasuredSlice};
 use crate::error::{DiffusionError, Result};
 use crate::loss::DenoiseFn;
+use crate::sense_input::{sense_solve, NetworkInput};
 
 pub use heun::{sample_unconditional, UnconditionalConfig};
 pub use one_step::{one_step, OneStepConfig};
@@ -120,6 +121,11 @@ pub trait PriorDenoiser: DenoiseFn {
     /// Height and width given to the network must be multiples of this (inputs are padded).
     fn size_multiple(&self) -> usize {
         1
+    }
+    /// How a multi-coil k-space input is formed ([`crate::sense_input`]; the adjoint unless the
+    /// prior was trained with the SENSE input).
+    fn network_input(&self) -> NetworkInput {
+        NetworkInput::Adjoint
     }
     /// A mask `Ã` `[rows, cols]` of the training corruption (`A` then the further `B`) drawn
     /// with `draw` as seed; all ones for priors trained without corruption.
@@ -184,6 +190,24 @@ impl Coils {
                 .for_each(|o, x, s| *o += s.conj() * x);
         }
         out
+    }
+
+    /// The network input of this coil data under its 0/1 `mask` `[row, col]`: [`Coils::combined`]
+    /// for [`NetworkInput::Adjoint`], else the SENSE solve ([`crate::sense_input::sense_solve`]).
+    pub fn input(&self, mask: &Array2<f32>, kind: NetworkInput) -> Result<Array2<C32>> {
+        match kind {
+            NetworkInput::Adjoint => Ok(self.combined()),
+            NetworkInput::Sense { iterations, lambda } => {
+                let bin = mask.mapv(|v| (v != 0.0) as u8 as f32);
+                sense_solve(
+                    self.y.view(),
+                    self.maps.view(),
+                    bin.view(),
+                    iterations,
+                    lambda,
+                )
+            }
+        }
     }
 }
 
@@ -484,17 +508,22 @@ pub(crate) fn network_input(
     x: &Array3<C32>,
     masks: &Array3<f32>,
     maps: Option<&Array3<C32>>,
-) -> (Array3<C32>, Array3<f32>) {
-    match domain {
-        InputDomain::Pixel => {
+    kind: NetworkInput,
+) -> Result<(Array3<C32>, Array3<f32>)> {
+    match (domain, maps) {
+        (InputDomain::Pixel, _) => {
             let mut inp = x.clone();
             Zip::from(&mut inp).and(masks).for_each(|v, m| *v *= *m);
-            (inp, masks.clone())
+            Ok((inp, masks.clone()))
         }
-        InputDomain::Kspace
-            if maps.is_some_and(|m| (m.dim().1, m.dim().2) == (x.dim().1, x.dim().2)) =>
-        {
-            let maps = maps.expect("checked by the guard");
+        (InputDomain::Kspace, Some(maps)) => {
+            if (maps.dim().1, maps.dim().2) != (x.dim().1, x.dim().2) {
+                return Err(DiffusionError::Shape(format!(
+                    "coil maps {:?} do not match images {:?}",
+                    maps.shape(),
+                    x.shape()
+                )));
+            }
             let mut inp = Array3::<C32>::zeros(x.dim());
             for ((xk, mk), mut ik) in x
                 .outer_iter()
@@ -509,21 +538,20 @@ pub(crate) fn network_input(
                 for mut plane in k.outer_iter_mut() {
                     Zip::from(&mut plane).and(&mk).for_each(|v, m| *v *= *m);
                 }
-                let c = Coils {
+                let coils = Coils {
                     y: k,
                     maps: maps.clone(),
-                }
-                .combined();
-                ik.assign(&c);
+                };
+                ik.assign(&coils.input(&mk.to_owned(), kind)?);
             }
-            (inp, masks.clone())
+            Ok((inp, masks.clone()))
         }
-        InputDomain::Kspace => {
+        (InputDomain::Kspace, None) => {
             let mut k = fft2c(x);
             Zip::from(&mut k).and(masks).for_each(|v, m| *v *= *m);
-            (ifft2c(&k), masks.clone())
+            Ok((ifft2c(&k), masks.clone()))
         }
-        InputDomain::Clean => (x.clone(), Array3::ones(x.dim())),
+        (InputDomain::Clean, _) => Ok((x.clone(), Array3::ones(x.dim()))),
     }
 }
 
@@ -542,7 +570,7 @@ pub(crate) fn denoise_batch<D: PriorDenoiser + ?Sized>(
     maps: Option<&Array3<C32>>,
     sigma: f64,
 ) -> Result<Array3<C32>> {
-    let (inp, m) = network_input(d.input_domain(), x, masks, maps);
+    let (inp, m) = network_input(d.input_domain(), x, masks, maps, d.network_input())?;
     denoise_input(d, inp, m, sigma)
 }
 
@@ -662,7 +690,13 @@ mod tests {
             C32::new((i as f32 * 0.4 + k as f32).sin(), (j as f32 * 0.3).cos())
         });
         let masks = Array3::from_shape_fn((n, r, c), |(k, _, j)| ((j + k) % 2) as f32);
-        let (inp, m) = network_input(InputDomain::Kspace, &x, &masks, Some(&maps));
+        let (inp, m) = network_input(
+            InputDomain::Kspace,
+            &x,
+            &masks,
+            Some(&maps),
+            NetworkInput::Adjoint,
+        )?;
         assert_eq!(m, masks);
         // training forms Σ_c conj(S_c) Fᴴ(M̃ ⊙ y_c) from coil data y_c = F(S_c x) (σ = 0)
         let mut y = Vec::new();

@@ -137,7 +137,8 @@ pub fn one_step<D: PriorDenoiser + ?Sized>(
     let out = match (&single.coils, prior.input_domain()) {
         // multi-coil k-space prior: the SENSE-combined zero-filled image, as in training
         (Some(c), InputDomain::Kspace) => {
-            denoise_input(prior, c.combined().insert_axis(Axis(0)), m, cfg.sigma)?
+            let inp = c.input(&single.mask, prior.network_input())?;
+            denoise_input(prior, inp.insert_axis(Axis(0)), m, cfg.sigma)?
         }
         _ => {
             let x = single.zero_filled().insert_axis(Axis(0));
@@ -430,8 +431,31 @@ mod tests {
         k
     }
 
+    /// The identity denoiser of a k-space prior trained with network input `.0`.
+    struct IdentityWith(crate::sense_input::NetworkInput, Device);
+    impl DenoiseFn for IdentityWith {
+        fn denoise(&self, x: &Tensor, _m: &Tensor, _s: &Tensor) -> Result<Tensor> {
+            Ok(x.clone())
+        }
+    }
+    impl PriorDenoiser for IdentityWith {
+        fn input_domain(&self) -> InputDomain {
+            InputDomain::Kspace
+        }
+        fn sigma_data(&self) -> f64 {
+            0.5
+        }
+        fn device(&self) -> &Device {
+            &self.1
+        }
+        fn network_input(&self) -> crate::sense_input::NetworkInput {
+            self.0
+        }
+    }
+
     #[test]
     fn multicoil_one_step_feeds_the_network_the_input_it_was_trained_on() -> Result<()> {
+        use crate::sense_input::NetworkInput;
         let (r, c, coils) = (16, 12, 3);
         let x = image(r, c);
         let maps = amri_ops::coils::synthetic_maps(coils, r, c, Some(5));
@@ -442,38 +466,43 @@ mod tests {
             mask: mask.clone(),
             maps: Some(maps.clone()),
         };
-        let identity = Affine {
-            a: 1.0,
-            b: 0.0,
-            square: false,
-            domain: InputDomain::Kspace,
-            dev: Device::Cpu,
-        };
         let cfg = OneStepConfig {
             scale: Some(1.0),
             ..OneStepConfig::default()
         };
-        let got = one_step(&identity, &p, &cfg)?;
-        // training's input at σ = 0: Σ_c conj(S_c) Fᴴ(M ⊙ y_c), computed by the loss module
         let dft = crate::fourier::CenteredDft2::new(r, c, &Device::Cpu)?;
         let y = coil_tensor(&k)?;
-        let want = crate::loss::multicoil_kspace_input(
-            &dft,
-            &y,
-            &coil_tensor(&maps)?,
-            &Tensor::from_vec(mask.iter().copied().collect(), (1, 1, r, c), &Device::Cpu)?,
-            &Tensor::zeros(1, DType::F32, &Device::Cpu)?,
-            &y.zeros_like()?,
-        )?;
-        let want = crate::sample::from_tensor(&want)?;
-        let err = max_diff(&got, &want.index_axis(Axis(0), 0).to_owned());
-        assert!(
-            err < 1e-4,
-            "one-step input differs from training's by {err}"
-        );
-        // and it is not the virtual coil's re-masked image, which differs under undersampling
+        let mut inputs = Vec::new();
+        for kind in [
+            NetworkInput::Adjoint,
+            NetworkInput::Sense {
+                iterations: 4,
+                lambda: 0.1,
+            },
+        ] {
+            let got = one_step(&IdentityWith(kind, Device::Cpu), &p, &cfg)?;
+            // training's input at σ = 0, formed by the loss module from the same coil data
+            let want = crate::loss::multicoil_network_input(
+                &kind,
+                &dft,
+                &y,
+                &coil_tensor(&maps)?,
+                &Tensor::from_vec(mask.iter().copied().collect(), (1, 1, r, c), &Device::Cpu)?,
+                &Tensor::zeros(1, DType::F32, &Device::Cpu)?,
+                &y.zeros_like()?,
+            )?;
+            let want = crate::sample::from_tensor(&want)?;
+            let err = max_diff(&got, &want.index_axis(Axis(0), 0).to_owned());
+            assert!(
+                err < 1e-4,
+                "{kind}: one-step input differs from training's by {err}"
+            );
+            inputs.push(got);
+        }
+        // the two inputs differ, and the adjoint is not the virtual coil's re-masked image
+        assert!(max_diff(&inputs[0], &inputs[1]) > 1e-2);
         let virtual_coil = p.single(1.0)?.zero_filled();
-        assert!(max_diff(&got, &virtual_coil) > 1e-2);
+        assert!(max_diff(&inputs[0], &virtual_coil) > 1e-2);
         Ok(())
     }
 

@@ -16,6 +16,7 @@ use crate::checkpoint::{
 use crate::error::{DiffusionError, Result};
 use crate::loss::DenoiseFn;
 use crate::precond::{denoiser, Denoiser};
+use crate::sense_input::NetworkInput;
 
 /// A trained prior ready for inference: the denoiser with its **EMA** weights (as constants, so
 /// gradients never flow into them), its model card, device and the SHA-256 of the weights file.
@@ -161,6 +162,10 @@ impl PriorDenoiser for Prior {
 
     fn sigma_data(&self) -> f64 {
         self.card.denoiser.precond.sigma_data
+    }
+
+    fn network_input(&self) -> NetworkInput {
+        self.card.denoiser.input
     }
 
     fn device(&self) -> &Device {
