@@ -169,8 +169,21 @@ pub(crate) fn sense_consistency(
 ) -> Result<Array2<C32>> {
     let op = Sense::new(coils.maps.clone(), mask.clone())?;
     let y: Vec<C32> = coils.y.iter().copied().collect();
+    sense_fit(&op, &y, xhat, lambda, iterations)
+}
+
+/// `argmin_x ‖A x − y‖² + λ‖x − x̂‖²` for a SENSE operator `op` and flat coil data `y`
+/// `[coil, row, col]`, by at most `iterations` CG steps started at `x̂` (see
+/// [`sense_consistency`]).
+pub(crate) fn sense_fit(
+    op: &Sense,
+    y: &[C32],
+    xhat: &Array2<C32>,
+    lambda: f32,
+    iterations: usize,
+) -> Result<Array2<C32>> {
     let mut b = vec![C32::new(0.0, 0.0); xhat.len()];
-    op.adjoint(&y, &mut b);
+    op.adjoint(y, &mut b);
     let x0: Vec<C32> = xhat.iter().copied().collect();
     b.iter_mut().zip(&x0).for_each(|(b, x)| *b += x * lambda);
     let mut x = x0;
