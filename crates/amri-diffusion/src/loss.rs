@@ -317,40 +317,13 @@ pub fn multicoil_network_input(
 
 /// Ambient loss for multi-coil k-space with coil maps estimated from the ACS only, in the
 /// measured domain: `mean_i λ(σ_i) Σ_c ‖M_i ⊙ (F(S_c · D(x̃_i, M̃_i; σ_i)) − y_c,i)‖²` with the
-/// network input `x̃ = `[`multicoil_kspace_input`]. `y = M ⊙ F(S_true,c x0) (+ noise)` is all
+/// network input `x̃` formed as `input` says ([`multicoil_network_input`]; the adjoint is
+/// [`multicoil_kspace_input`]). `y = M ⊙ F(S_true,c x0) (+ noise)` is all
 /// the loss sees of the scan; `maps` are the estimated `S_c`. Shapes as
 /// [`multicoil_kspace_input`], `mask_a` = M like `mask_tilde`. With one coil and `S = 1` this is
 /// [`ambient_kspace_loss`].
 #[allow(clippy::too_many_arguments)]
 pub fn multicoil_kspace_loss<M: DenoiseFn + ?Sized>(
-    model: &M,
-    precond: &EdmPrecond,
-    dft: &CenteredDft2,
-    y: &Tensor,
-    maps: &Tensor,
-    mask_a: &Tensor,
-    mask_tilde: &Tensor,
-    sigma: &Tensor,
-    noise_k: &Tensor,
-) -> Result<Tensor> {
-    multicoil_kspace_loss_with(
-        &NetworkInput::Adjoint,
-        model,
-        precond,
-        dft,
-        y,
-        maps,
-        mask_a,
-        mask_tilde,
-        sigma,
-        noise_k,
-    )
-}
-
-/// [`multicoil_kspace_loss`] with the network input formed as `input` says
-/// ([`multicoil_network_input`]); the loss itself is the same.
-#[allow(clippy::too_many_arguments)]
-pub fn multicoil_kspace_loss_with<M: DenoiseFn + ?Sized>(
     input: &NetworkInput,
     model: &M,
     precond: &EdmPrecond,
@@ -1511,7 +1484,18 @@ mod tests {
         // zero loss at the truth
         let truth = img(&x)?;
         let model = |_: &Tensor, _: &Tensor, _: &Tensor| -> Result<Tensor> { Ok(truth.clone()) };
-        let l = multicoil_kspace_loss(&model, &p, &f, &yt, &st, &m, &mt, &sigma, &zeros)?;
+        let l = multicoil_kspace_loss(
+            &NetworkInput::Adjoint,
+            &model,
+            &p,
+            &f,
+            &yt,
+            &st,
+            &m,
+            &mt,
+            &sigma,
+            &zeros,
+        )?;
         assert!(l.to_scalar::<f32>()? < 1e-9, "{}", l.to_scalar::<f32>()?);
         // gradient at an arbitrary θ
         let theta: Vec<C32> = (0..h * w)
@@ -1520,7 +1504,18 @@ mod tests {
         let v = Var::from_tensor(&img(&theta)?)?;
         let model =
             |_: &Tensor, _: &Tensor, _: &Tensor| -> Result<Tensor> { Ok(v.as_tensor().clone()) };
-        let l = multicoil_kspace_loss(&model, &p, &f, &yt, &st, &m, &mt, &sigma, &zeros)?;
+        let l = multicoil_kspace_loss(
+            &NetworkInput::Adjoint,
+            &model,
+            &p,
+            &f,
+            &yt,
+            &st,
+            &m,
+            &mt,
+            &sigma,
+            &zeros,
+        )?;
         let g = l
             .backward()?
             .get(v.as_tensor())
@@ -1554,6 +1549,7 @@ mod tests {
         let l1 =
             ambient_kspace_loss(&model, &p, &f, &y1, &m, &mt, &sigma, &n1)?.to_scalar::<f32>()?;
         let l2 = multicoil_kspace_loss(
+            &NetworkInput::Adjoint,
             &model,
             &p,
             &f,
@@ -1588,7 +1584,18 @@ mod tests {
             Ok(theta.as_tensor().clone())
         };
         let fast = CenteredDft2::new(h, w, &dev)?;
-        let l1 = multicoil_kspace_loss(&model, &p, &fast, &y, &maps, &m, &mt, &sigma, &noise)?;
+        let l1 = multicoil_kspace_loss(
+            &NetworkInput::Adjoint,
+            &model,
+            &p,
+            &fast,
+            &y,
+            &maps,
+            &m,
+            &mt,
+            &sigma,
+            &noise,
+        )?;
         let g1 = l1.backward()?.get(theta.as_tensor()).cloned();
         let in1 = multicoil_kspace_input(&fast, &y, &maps, &mt, &sigma, &noise)?;
         // reference: plain candle ops

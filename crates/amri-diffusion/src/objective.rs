@@ -12,7 +12,7 @@ use crate::error::{DiffusionError, Result};
 use crate::fourier::CenteredDft2;
 use crate::loss::{
     ambient_kspace_loss, ambient_pixel_loss, consistency_kspace_loss, consistency_pixel_loss,
-    multicoil_kspace_loss_with, supervised_loss, tweedie_kspace_loss, tweedie_pixel_loss,
+    multicoil_kspace_loss, supervised_loss, tweedie_kspace_loss, tweedie_pixel_loss,
 };
 use crate::seed::{derive_seed, TAG_CONSISTENCY};
 use crate::train::Trainer;
@@ -91,7 +91,7 @@ impl Trainer {
                     )));
                 }
                 let dft = self.dft_for(d[3], d[4], y.device())?;
-                multicoil_kspace_loss_with(
+                multicoil_kspace_loss(
                     &self.dcfg.input,
                     &self.model,
                     &p,

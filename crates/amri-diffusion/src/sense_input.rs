@@ -126,12 +126,27 @@ pub fn sense_solve(
     let (_, r, c) = y.dim();
     let op = Sense::new(maps.to_owned(), mask.to_owned())?;
     let yv: Vec<C32> = y.iter().copied().collect();
-    let mut b = vec![C32::new(0.0, 0.0); r * c];
-    op.adjoint(&yv, &mut b);
-    let mut x = vec![C32::new(0.0, 0.0); r * c];
+    sense_fit(&op, &yv, &Array2::zeros((r, c)), lambda, iterations)
+}
+
+/// `argmin_x ‖A x − y‖² + λ‖x − x̂‖²` for a SENSE operator `op` and flat coil data `y`
+/// `[coil, row, col]`: at most `iterations` CG steps on `(AᴴA + λI) x = Aᴴy + λx̂` started at
+/// `x̂`, stopping once the relative residual is below 1e-6 (the one-step and sampler data
+/// steps; [`sense_solve`] is it from zero).
+pub fn sense_fit(
+    op: &Sense,
+    y: &[C32],
+    xhat: &Array2<C32>,
+    lambda: f32,
+    iterations: usize,
+) -> Result<Array2<C32>> {
+    let mut b = vec![C32::new(0.0, 0.0); xhat.len()];
+    op.adjoint(y, &mut b);
+    let x0: Vec<C32> = xhat.iter().copied().collect();
+    b.iter_mut().zip(&x0).for_each(|(b, x)| *b += x * lambda);
+    let mut x = x0;
     let cfg = CgConfig {
         iterations,
-        // stop once converged (a zero residual would otherwise divide 0 by 0)
         tol: 1e-6,
         lambda,
     };
@@ -142,7 +157,7 @@ pub fn sense_solve(
         &cfg,
         |_| ControlFlow::Continue(()),
     )?;
-    Array2::from_shape_vec((r, c), x).map_err(|e| DiffusionError::Shape(e.to_string()))
+    Array2::from_shape_vec(xhat.dim(), x).map_err(|e| DiffusionError::Shape(e.to_string()))
 }
 
 /// [`sense_solve`] of a training batch: coil k-space `y` `[N, coils, 2, H, W]` (already masked;

@@ -16,17 +16,14 @@
 
 use ndarray::{Array2, Array3, Axis, Zip};
 
-use std::ops::ControlFlow;
-
 use super::{
     denoise_batch, denoise_input, measured_scale, Coils, InputDomain, PriorDenoiser, Problem,
 };
 use crate::error::{DiffusionError, Result};
+pub(crate) use crate::sense_input::sense_fit;
 use amri_core::fft::{fft2c, ifft2c};
 use amri_core::{MeasuredDomain, C32};
-use amri_ops::linop::LinearOperator;
 use amri_ops::sense::Sense;
-use amri_recon::alg::cg::{cg, CgConfig};
 
 /// Default [`OneStepConfig::dc_lambda`].
 pub const DC_LAMBDA: f32 = 0.05;
@@ -172,39 +169,10 @@ pub(crate) fn sense_consistency(
     sense_fit(&op, &y, xhat, lambda, iterations)
 }
 
-/// `argmin_x ‖A x − y‖² + λ‖x − x̂‖²` for a SENSE operator `op` and flat coil data `y`
-/// `[coil, row, col]`, by at most `iterations` CG steps started at `x̂` (see
-/// [`sense_consistency`]).
-pub(crate) fn sense_fit(
-    op: &Sense,
-    y: &[C32],
-    xhat: &Array2<C32>,
-    lambda: f32,
-    iterations: usize,
-) -> Result<Array2<C32>> {
-    let mut b = vec![C32::new(0.0, 0.0); xhat.len()];
-    op.adjoint(y, &mut b);
-    let x0: Vec<C32> = xhat.iter().copied().collect();
-    b.iter_mut().zip(&x0).for_each(|(b, x)| *b += x * lambda);
-    let mut x = x0;
-    let cfg = CgConfig {
-        iterations,
-        tol: 1e-6,
-        lambda,
-    };
-    cg(
-        |v, out| op.normal(v, out),
-        &b,
-        &mut x,
-        &cfg,
-        |_| ControlFlow::Continue(()),
-    )?;
-    Array2::from_shape_vec(xhat.dim(), x).map_err(|e| DiffusionError::Shape(e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use amri_ops::linop::LinearOperator;
     use crate::loss::DenoiseFn;
     use crate::precond::{denoiser, DenoiserConfig};
     use crate::sample::karras_sigmas;
