@@ -257,6 +257,7 @@ pub fn multicoil_kspace_input(
 ) -> Result<Tensor> {
     multicoil_network_input(
         &NetworkInput::Adjoint,
+        1.0, // σ_d: unused by the adjoint
         dft,
         y,
         maps,
@@ -268,10 +269,13 @@ pub fn multicoil_kspace_input(
 
 /// Network input of the multi-coil k-space ambient loss formed as `input` says
 /// ([`crate::sense_input`]): [`multicoil_kspace_input`] for [`NetworkInput::Adjoint`], or the
-/// SENSE solve of the same masked noisy coil data `M̃ ⊙ (y_c + σ n_c)`. Shapes as
+/// SENSE solve of the same masked noisy coil data `M̃ ⊙ (y_c + σ n_c)` with Tikhonov weight
+/// [`NetworkInput::tikhonov`]`(σ_i, sigma_data)` per example. Shapes as
 /// [`multicoil_kspace_input`].
+#[allow(clippy::too_many_arguments)]
 pub fn multicoil_network_input(
     input: &NetworkInput,
+    sigma_data: f64,
     dft: &CenteredDft2,
     y: &Tensor,
     maps: &Tensor,
@@ -309,8 +313,14 @@ pub fn multicoil_network_input(
         NetworkInput::Adjoint => {
             coil_combine(&per_coil(dft, &masked, CenteredDft2::adjoint)?, maps)
         }
-        NetworkInput::Sense { iterations, lambda } => {
-            sense_input_tensor(&masked, maps, mask_tilde, iterations, lambda)
+        NetworkInput::Sense { iterations, .. } => {
+            let lambdas: Vec<f32> = sigma
+                .to_dtype(DType::F64)?
+                .to_vec1::<f64>()?
+                .iter()
+                .map(|&s| input.tikhonov(s, sigma_data))
+                .collect();
+            sense_input_tensor(&masked, maps, mask_tilde, iterations, &lambdas)
         }
     }
 }
@@ -335,7 +345,16 @@ pub fn multicoil_kspace_loss<M: DenoiseFn + ?Sized>(
     sigma: &Tensor,
     noise_k: &Tensor,
 ) -> Result<Tensor> {
-    let input = multicoil_network_input(input, dft, y, maps, mask_tilde, sigma, noise_k)?;
+    let input = multicoil_network_input(
+        input,
+        precond.sigma_data,
+        dft,
+        y,
+        maps,
+        mask_tilde,
+        sigma,
+        noise_k,
+    )?;
     let pred = model.denoise(&input, mask_tilde, sigma)?;
     let k = per_coil(dft, &coil_expand(&pred, maps)?, CenteredDft2::forward)?;
     let err = masked_residual_sq(&k, y, mask_a)?;

@@ -6,8 +6,11 @@
 //! `Σ_c conj(S_c) Fᴴ(M̃ ⊙ ỹ_c)` throws away what the coils know: at R = 4 with 1-D Cartesian
 //! lines it is the aliased image, and the network must undo the aliasing from one image. The
 //! SENSE input keeps it: `K` conjugate-gradient iterations from zero on
-//! `(ÃᴴÃ + λI) x = Ãᴴ ỹ` with `Ã = M̃ F S` (orthonormal centred DFT, the scan's ESPIRiT maps),
-//! the image CG-SENSE would give. The same function forms the input in training (from the
+//! `(ÃᴴÃ + (λ + σ²/σ_d²) I) x = Ãᴴ ỹ` with `Ã = M̃ F S` (orthonormal centred DFT, the scan's
+//! ESPIRiT maps), σ the noise level of `x_t` and σ_d the prior's: the MAP image under a Gaussian
+//! prior of variance σ_d² (CG-SENSE with Tikhonov weight), which is plain CG-SENSE at small σ and
+//! a shrunk adjoint at large σ, so the input's noise is never amplified by the g-factor (without
+//! the σ term a first run's loss at large σ was 3–5× the adjoint input's). The same function forms the input in training (from the
 //! further-corrupted noisy coil data), in one-step reconstruction (from the measured coil data)
 //! and in the posterior sampler (from the coil data of its iterate), so the three agree.
 
@@ -37,11 +40,11 @@ pub enum NetworkInput {
     /// `Σ_c conj(S_c) Fᴴ(M̃ ⊙ ỹ_c)`: the SENSE-combined zero-filled image.
     #[default]
     Adjoint,
-    /// `iterations` CG steps from zero on `(ÃᴴÃ + λI) x = Ãᴴỹ`, `Ã = M̃ F S`.
+    /// `iterations` CG steps from zero on `(ÃᴴÃ + (λ + σ²/σ_d²) I) x = Ãᴴỹ`, `Ã = M̃ F S`.
     Sense {
         /// CG iterations ≥ 1.
         iterations: usize,
-        /// Tikhonov weight λ ≥ 0 (normalised units).
+        /// Tikhonov weight λ ≥ 0 added to σ²/σ_d² (normalised units).
         lambda: f32,
     },
 }
@@ -82,6 +85,15 @@ impl NetworkInput {
         }
         v.validate()?;
         Ok(v)
+    }
+
+    /// The Tikhonov weight of the SENSE solve at noise level `sigma` for a prior with
+    /// `sigma_data`: `λ + σ²/σ_d²` (0 for the adjoint).
+    pub fn tikhonov(&self, sigma: f64, sigma_data: f64) -> f32 {
+        match *self {
+            NetworkInput::Adjoint => 0.0,
+            NetworkInput::Sense { lambda, .. } => lambda + ((sigma / sigma_data).powi(2)) as f32,
+        }
     }
 
     /// Checks iterations ≥ 1 and a finite λ ≥ 0.
@@ -161,14 +173,15 @@ pub fn sense_fit(
 }
 
 /// [`sense_solve`] of a training batch: coil k-space `y` `[N, coils, 2, H, W]` (already masked;
-/// real, imaginary), maps `[N, coils, 2, H, W]`, masks `[N, 1, H, W]` or `[N, 1, 1, W]` →
-/// `[N, 2, H, W]` f32 on `y`'s device. Not differentiable (the input is data).
+/// real, imaginary), maps `[N, coils, 2, H, W]`, masks `[N, 1, H, W]` or `[N, 1, 1, W]`, one
+/// Tikhonov weight per example (`lambdas`, length N) → `[N, 2, H, W]` f32 on `y`'s device. Not
+/// differentiable (the input is data).
 pub fn sense_input_tensor(
     y: &Tensor,
     maps: &Tensor,
     mask: &Tensor,
     iterations: usize,
-    lambda: f32,
+    lambdas: &[f32],
 ) -> Result<Tensor> {
     let d = y.dims().to_vec();
     if d.len() != 5 || d[2] != 2 || maps.dims() != d.as_slice() {
@@ -179,6 +192,12 @@ pub fn sense_input_tensor(
         )));
     }
     let (n, nc, h, w) = (d[0], d[1], d[3], d[4]);
+    if lambdas.len() != n {
+        return Err(DiffusionError::Shape(format!(
+            "SENSE input: {} Tikhonov weights for a batch of {n}",
+            lambdas.len()
+        )));
+    }
     let dev = y.device().clone();
     let host = |t: &Tensor| -> Result<Vec<f32>> {
         Ok(t.to_device(&Device::Cpu)?
@@ -209,7 +228,7 @@ pub fn sense_input_tensor(
             let mk = Array2::from_shape_fn((h, w), |(i, j)| {
                 (mv[k * h * w + i * w + j] != 0.0) as u8 as f32
             });
-            sense_solve(yk.view(), sk.view(), mk.view(), iterations, lambda)
+            sense_solve(yk.view(), sk.view(), mk.view(), iterations, lambdas[k])
         })
         .collect::<Result<_>>()?;
     let mut out = Vec::with_capacity(n * 2 * h * w);
@@ -285,6 +304,10 @@ mod tests {
         }
         let c: Card = serde_json::from_str("{}")?;
         assert!(c.input.is_adjoint());
+        // the Tikhonov weight grows with the noise level: λ + σ²/σ_d²
+        assert_eq!(NetworkInput::Adjoint.tikhonov(3.0, 0.5), 0.0);
+        assert!((s.tikhonov(0.0, 0.5) - 0.25).abs() < 1e-7);
+        assert!((s.tikhonov(1.0, 0.5) - 4.25).abs() < 1e-6);
         let json = serde_json::to_string(&s)?;
         assert_eq!(serde_json::from_str::<NetworkInput>(&json)?, s);
         Ok(())
@@ -363,13 +386,13 @@ mod tests {
             &Tensor::from_vec(sv, (n, nc, 2, r, c), &dev)?,
             &Tensor::from_vec(mv, (n, 1, r, c), &dev)?,
             5,
-            0.1,
+            &[0.1, 0.3],
         )?;
         assert_eq!(t.dims(), &[n, 2, r, c]);
         let got = crate::sample::from_tensor(&t)?;
         for k in 0..n {
             let y = coil_data(&xs[k], &maps, &masks[k]);
-            let want = sense_solve(y.view(), maps.view(), masks[k].view(), 5, 0.1)?;
+            let want = sense_solve(y.view(), maps.view(), masks[k].view(), 5, [0.1, 0.3][k])?;
             let err = max_diff(&got.index_axis(ndarray::Axis(0), k).to_owned(), &want);
             assert!(err < 1e-5, "example {k}: {err}");
         }

@@ -192,13 +192,22 @@ impl Coils {
         out
     }
 
-    /// The network input of this coil data under its 0/1 `mask` `[row, col]`: [`Coils::combined`]
-    /// for [`NetworkInput::Adjoint`], else the SENSE solve ([`crate::sense_input::sense_solve`]).
-    pub fn input(&self, mask: &Array2<f32>, kind: NetworkInput) -> Result<Array2<C32>> {
+    /// The network input of this coil data under its 0/1 `mask` `[row, col]` at noise level
+    /// `sigma` for a prior with `sigma_data`: [`Coils::combined`] for [`NetworkInput::Adjoint`],
+    /// else the SENSE solve ([`crate::sense_input::sense_solve`], Tikhonov weight
+    /// [`NetworkInput::tikhonov`]).
+    pub fn input(
+        &self,
+        mask: &Array2<f32>,
+        kind: NetworkInput,
+        sigma: f64,
+        sigma_data: f64,
+    ) -> Result<Array2<C32>> {
         match kind {
             NetworkInput::Adjoint => Ok(self.combined()),
-            NetworkInput::Sense { iterations, lambda } => {
+            NetworkInput::Sense { iterations, .. } => {
                 let bin = mask.mapv(|v| (v != 0.0) as u8 as f32);
+                let lambda = kind.tikhonov(sigma, sigma_data);
                 sense_solve(
                     self.y.view(),
                     self.maps.view(),
@@ -509,6 +518,8 @@ pub(crate) fn network_input(
     masks: &Array3<f32>,
     maps: Option<&Array3<C32>>,
     kind: NetworkInput,
+    sigma: f64,
+    sigma_data: f64,
 ) -> Result<(Array3<C32>, Array3<f32>)> {
     match (domain, maps) {
         (InputDomain::Pixel, _) => {
@@ -542,7 +553,7 @@ pub(crate) fn network_input(
                     y: k,
                     maps: maps.clone(),
                 };
-                ik.assign(&coils.input(&mk.to_owned(), kind)?);
+                ik.assign(&coils.input(&mk.to_owned(), kind, sigma, sigma_data)?);
             }
             Ok((inp, masks.clone()))
         }
@@ -570,7 +581,15 @@ pub(crate) fn denoise_batch<D: PriorDenoiser + ?Sized>(
     maps: Option<&Array3<C32>>,
     sigma: f64,
 ) -> Result<Array3<C32>> {
-    let (inp, m) = network_input(d.input_domain(), x, masks, maps, d.network_input())?;
+    let (inp, m) = network_input(
+        d.input_domain(),
+        x,
+        masks,
+        maps,
+        d.network_input(),
+        sigma,
+        d.sigma_data(),
+    )?;
     denoise_input(d, inp, m, sigma)
 }
 
@@ -696,6 +715,8 @@ mod tests {
             &masks,
             Some(&maps),
             NetworkInput::Adjoint,
+            0.0,
+            0.5,
         )?;
         assert_eq!(m, masks);
         // training forms Σ_c conj(S_c) Fᴴ(M̃ ⊙ y_c) from coil data y_c = F(S_c x) (σ = 0)

@@ -134,7 +134,12 @@ pub fn one_step<D: PriorDenoiser + ?Sized>(
     let out = match (&single.coils, prior.input_domain()) {
         // multi-coil k-space prior: the SENSE-combined zero-filled image, as in training
         (Some(c), InputDomain::Kspace) => {
-            let inp = c.input(&single.mask, prior.network_input())?;
+            let inp = c.input(
+                &single.mask,
+                prior.network_input(),
+                cfg.sigma,
+                prior.sigma_data(),
+            )?;
             denoise_input(prior, inp.insert_axis(Axis(0)), m, cfg.sigma)?
         }
         _ => {
@@ -172,10 +177,10 @@ pub(crate) fn sense_consistency(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amri_ops::linop::LinearOperator;
     use crate::loss::DenoiseFn;
     use crate::precond::{denoiser, DenoiserConfig};
     use crate::sample::karras_sigmas;
+    use amri_ops::linop::LinearOperator;
     use candle_core::{DType, Device, Tensor};
     use candle_nn::{VarBuilder, VarMap};
 
@@ -462,14 +467,16 @@ mod tests {
             },
         ] {
             let got = one_step(&IdentityWith(kind, Device::Cpu), &p, &cfg)?;
-            // training's input at σ = 0, formed by the loss module from the same coil data
+            // training's input at one-step's σ with zero noise (the SENSE input's Tikhonov
+            // weight depends on σ), formed by the loss module from the same coil data
             let want = crate::loss::multicoil_network_input(
                 &kind,
+                0.5,
                 &dft,
                 &y,
                 &coil_tensor(&maps)?,
                 &Tensor::from_vec(mask.iter().copied().collect(), (1, 1, r, c), &Device::Cpu)?,
-                &Tensor::zeros(1, DType::F32, &Device::Cpu)?,
+                &Tensor::new(&[cfg.sigma as f32], &Device::Cpu)?,
                 &y.zeros_like()?,
             )?;
             let want = crate::sample::from_tensor(&want)?;
