@@ -22,9 +22,11 @@
 #
 # Usage: bench/heldout_finetune.sh [--out DIR] [--amri PATH] [--wheel PATH] [--modes LIST]
 #        [--skip-bart] [--skip-iterative] [--ema E] [--tag T --ft-args "ARGS"]
+#        [--seed N]
 # --ema E fine-tunes with EMA decay E (default amri's 0.999) into runs/ft-MODE-emaE, rows
 # one-step-ft-MODE-emaE; a run with --ema adds those models beside the earlier ones. --tag T
-# --ft-args "ARGS" does the same with further amri finetune flags (suffix -T).
+# --ft-args "ARGS" does the same with further amri finetune flags (suffix -T); --seed N is the
+# fine-tunes' seed (default 0; give another --tag with it).
 # Needs python3 with numpy, scipy, nibabel, scikit-image; bart (unless --skip-bart); the nilearn
 # 0.14.1 wheel (pip download nilearn==0.14.1 --no-deps). Heavy commands run under nice -n 19,
 # except the fine-tunes (their wall time is what is measured).
@@ -39,6 +41,7 @@ SKIP_BART=0
 SKIP_IT=0
 EMA=""
 TAG=""
+FTSEED=0
 FTARGS=""
 LAMBDAS="0.001 0.002 0.005 0.01 0.02 0.05 0.1 0.2 0.5"
 BASE=models/colin27-64-r4-ambient
@@ -54,6 +57,7 @@ while [[ $# -gt 0 ]]; do
         --skip-iterative) SKIP_IT=1; shift ;;
         --ema) EMA=$2; shift 2 ;;
         --tag) TAG=$2; shift 2 ;;
+        --seed) FTSEED=$2; shift 2 ;;
         --ft-args) FTARGS=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
@@ -159,7 +163,7 @@ for mode in $MODES; do
     [[ -f $r/latest ]] && continue   # done (or run by hand; add its row to finetune.csv)
     l0=$(cut -d' ' -f1 /proc/loadavg); st=$(date -u +%FT%TZ); t0=$(date +%s)
     run "$AMRI" finetune --base "$BASE" --adapt "$mode" --steps 400 --batch 8 --lr 1e-3 --warmup 20 \
-        --checkpoint-every 400 --seed 0 "${EMAARG[@]}" --no-progress --out "$r" "${NPZ[ft]}"
+        --checkpoint-every 400 --seed "$FTSEED" "${EMAARG[@]}" --no-progress --out "$r" "${NPZ[ft]}"
     echo "$mode$SUF,$(($(date +%s) - t0)),$l0,$(cut -d' ' -f1 /proc/loadavg),$st" >>"$FT"
 done
 
