@@ -1500,21 +1500,25 @@ mod tests {
         let mut aty = vec![C32::new(0.0, 0.0); h * w];
         op_t.adjoint(&y, &mut aty);
         assert!(max_abs(&(&inp - img(&aty)?)?)? < 1e-5);
+        // the loss of a model on this problem (adjoint input, σ = 0, no noise)
+        let loss = |model: &dyn DenoiseFn| {
+            multicoil_kspace_loss(
+                &NetworkInput::Adjoint,
+                model,
+                &p,
+                &f,
+                &yt,
+                &st,
+                &m,
+                &mt,
+                &sigma,
+                &zeros,
+            )
+        };
         // zero loss at the truth
         let truth = img(&x)?;
         let model = |_: &Tensor, _: &Tensor, _: &Tensor| -> Result<Tensor> { Ok(truth.clone()) };
-        let l = multicoil_kspace_loss(
-            &NetworkInput::Adjoint,
-            &model,
-            &p,
-            &f,
-            &yt,
-            &st,
-            &m,
-            &mt,
-            &sigma,
-            &zeros,
-        )?;
+        let l = loss(&model)?;
         assert!(l.to_scalar::<f32>()? < 1e-9, "{}", l.to_scalar::<f32>()?);
         // gradient at an arbitrary θ
         let theta: Vec<C32> = (0..h * w)
@@ -1523,18 +1527,7 @@ mod tests {
         let v = Var::from_tensor(&img(&theta)?)?;
         let model =
             |_: &Tensor, _: &Tensor, _: &Tensor| -> Result<Tensor> { Ok(v.as_tensor().clone()) };
-        let l = multicoil_kspace_loss(
-            &NetworkInput::Adjoint,
-            &model,
-            &p,
-            &f,
-            &yt,
-            &st,
-            &m,
-            &mt,
-            &sigma,
-            &zeros,
-        )?;
+        let l = loss(&model)?;
         let g = l
             .backward()?
             .get(v.as_tensor())
