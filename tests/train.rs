@@ -462,6 +462,42 @@ fn multicoil_protocols_train_with_acs_coil_maps() {
     assert_eq!(rows.len(), 2);
     let loss: f64 = rows[1].split(',').nth(1).unwrap().parse().unwrap();
     assert!(loss.is_finite() && loss > 0.0);
+    // the simulation route caches its ACS coil maps in the run folder as the measured route
+    // does: one file per slice, read back on resume, and the resumed run trains the same bits
+    let slices = std::fs::read_dir(out.join("espirit-cache"))
+        .unwrap()
+        .count();
+    assert!(slices >= 2, "{slices} cache files");
+    let resume = |out: &Path, steps: &str| {
+        let mut c = amri();
+        c.args([
+            "train",
+            "--protocol",
+            "brain-r4-cartesian",
+            "--steps",
+            steps,
+        ])
+        .args(["--batch", "2", "--no-progress", "--out"])
+        .arg(out)
+        .arg(&vol);
+        c
+    };
+    resume(&out, "3")
+        .arg("--resume")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "coil maps: {slices} read from"
+        )));
+    let straight = tmp.path().join("straight");
+    resume(&straight, "3")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(format!(
+            "0 read from {}",
+            straight.join("espirit-cache").display()
+        )));
+    assert_eq!(weights(&out), weights(&straight));
 }
 
 #[test]
@@ -541,6 +577,61 @@ fn consistency_flag_is_recorded_and_needs_the_tweedie_objective() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("--objective tweedie"));
+}
+
+#[test]
+fn sigma_distribution_flags_are_recorded_change_the_draws_and_are_kept_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = volume(tmp.path());
+    let run = |out: &Path, steps: &str, extra: &[&str]| {
+        let mut c = amri();
+        c.args([
+            "train",
+            "--protocol",
+            "singlecoil-r4-cartesian",
+            "--preset",
+            "tiny",
+        ])
+        .args(["--steps", steps, "--batch", "2", "--no-progress", "--out"])
+        .arg(out)
+        .args(extra)
+        .arg(&vol);
+        c
+    };
+    let shifted = tmp.path().join("shifted");
+    run(
+        &shifted,
+        "2",
+        &["--sigma-log-mean", "-3", "--sigma-log-std", "0.5"],
+    )
+    .assert()
+    .success();
+    let c = card(&shifted);
+    assert_eq!(c["train"]["sigma"]["p_mean"], -3.0);
+    assert_eq!(c["train"]["sigma"]["p_std"], 0.5);
+    let default = tmp.path().join("default");
+    run(&default, "2", &[]).assert().success();
+    assert_eq!(card(&default)["train"]["sigma"]["p_mean"], -1.2);
+    // same seed, data and weights: only the σ draws differ, so the losses do
+    let loss = |out: &Path| -> Vec<String> {
+        log_rows(out)
+            .iter()
+            .map(|r| r.split(',').nth(1).unwrap().to_owned())
+            .collect()
+    };
+    assert_ne!(loss(&shifted), loss(&default));
+    // a resumed run keeps its own distribution and says so
+    run(&shifted, "3", &["--resume", "--sigma-log-mean", "-1"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("--sigma-log-mean -1 ignored"));
+    assert_eq!(card(&shifted)["train"]["sigma"]["p_mean"], -3.0);
+    for (flag, v) in [("--sigma-log-std", "0"), ("--sigma-log-mean", "nan")] {
+        run(&tmp.path().join("bad"), "1", &[flag, v])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(flag));
+    }
 }
 
 // ---- the measured route: training from measured files (#18) ----

@@ -518,7 +518,14 @@ impl TrainingSet {
         objective: TrainObjective,
     ) -> Result<Self> {
         let all = 0..slices.len();
-        Self::build(slices, std::slice::from_ref(&all), acq, objective, false)
+        Self::build(
+            slices,
+            std::slice::from_ref(&all),
+            acq,
+            objective,
+            false,
+            None,
+        )
     }
 
     /// The set of `slices`, `ranges` giving each volume's scans: builds the complex images,
@@ -531,6 +538,7 @@ impl TrainingSet {
         acq: &Acquisition,
         objective: TrainObjective,
         normalise: bool,
+        cache: Option<&crate::maps_cache::MapsCache>,
     ) -> Result<Self> {
         let first = slices
             .first()
@@ -644,7 +652,7 @@ impl TrainingSet {
                 (rows, cols),
                 ranges,
                 normalise.then_some("training volume"),
-                None,
+                cache,
             )?;
             // the images (the simulation's truth) follow the same scales, for reference use
             for (range, scale) in ranges.iter().zip(&loaded.scales) {
@@ -729,6 +737,18 @@ impl TrainingSet {
         acq: &Acquisition,
         objective: TrainObjective,
     ) -> Result<Self> {
+        Self::from_volumes_cached(volumes, acq, objective, None)
+    }
+
+    /// [`TrainingSet::from_volumes`] with the coil maps of a multi-coil acquisition read from,
+    /// or stored in, the on-disk `cache` ([`crate::maps_cache`]); the set is the same, bit for
+    /// bit, with or without it.
+    pub fn from_volumes_cached(
+        volumes: &[Volume<f32>],
+        acq: &Acquisition,
+        objective: TrainObjective,
+        cache: Option<&crate::maps_cache::MapsCache>,
+    ) -> Result<Self> {
         let mut slices = Vec::new();
         let mut ranges = Vec::with_capacity(volumes.len());
         for (k, v) in volumes.iter().enumerate() {
@@ -745,7 +765,7 @@ impl TrainingSet {
             }
             ranges.push(start..slices.len());
         }
-        Self::build(&slices, &ranges, acq, objective, true)
+        Self::build(&slices, &ranges, acq, objective, true, cache)
     }
 
     /// A training set from measured scans only (no clean image, reference or stored coil map is

@@ -176,6 +176,10 @@ pub struct ResumeFlags {
     pub consistency: Option<f64>,
     /// `--hidden-weight` (loss weight of the hidden samples).
     pub hidden_weight: Option<f64>,
+    /// `--sigma-log-mean` (mean of ln σ of the training noise levels).
+    pub sigma_log_mean: Option<f64>,
+    /// `--sigma-log-std` (standard deviation of ln σ).
+    pub sigma_log_std: Option<f64>,
     /// `amri train --preset`.
     pub preset: Option<String>,
     /// `--lr` (peak learning rate).
@@ -218,7 +222,7 @@ impl std::fmt::Display for IgnoredFlag {
 
 /// The flags of `flags` that the run of `card` / `record` does not honour on resume (given,
 /// and different from the checkpoint's values), in the order `--warmup`, `--ema`, `--seed`,
-/// `--consistency`, `--hidden-weight`, `--preset`, `--lr`, `--precond`, `--freeze-down`,
+/// `--consistency`, `--hidden-weight`, `--sigma-log-mean`, `--sigma-log-std`, `--preset`, `--lr`, `--precond`, `--freeze-down`,
 /// `--base`. A `base` given is compared with the record's base (none: `"none"`).
 pub fn ignored_on_resume(
     flags: &ResumeFlags,
@@ -250,6 +254,16 @@ pub fn ignored_on_resume(
             w.to_string(),
             t.hidden_weight.to_string(),
         );
+    }
+    if let Some(m) = flags.sigma_log_mean.filter(|m| *m != t.sigma.p_mean) {
+        push(
+            "--sigma-log-mean",
+            m.to_string(),
+            t.sigma.p_mean.to_string(),
+        );
+    }
+    if let Some(s) = flags.sigma_log_std.filter(|s| *s != t.sigma.p_std) {
+        push("--sigma-log-std", s.to_string(), t.sigma.p_std.to_string());
     }
     if let Some(p) = flags
         .preset
@@ -578,6 +592,8 @@ mod tests {
             seed: Some(t.seed),
             consistency: Some(t.consistency_weight),
             hidden_weight: Some(t.hidden_weight),
+            sigma_log_mean: Some(t.sigma.p_mean),
+            sigma_log_std: Some(t.sigma.p_std),
             preset: Some("tiny".into()),
             lr: Some(t.lr),
             precond: Some(card.denoiser.precond.kind),
@@ -599,6 +615,8 @@ mod tests {
             seed: Some(t.seed + 7),
             consistency: Some(t.consistency_weight + 1.0),
             hidden_weight: Some(t.hidden_weight + 1.0),
+            sigma_log_mean: Some(-2.5),
+            sigma_log_std: Some(t.sigma.p_std + 0.5),
             preset: Some("base".into()),
             lr: Some(t.lr * 2.0),
             precond: Some(other_kind),
@@ -621,6 +639,8 @@ mod tests {
                 "--seed",
                 "--consistency",
                 "--hidden-weight",
+                "--sigma-log-mean",
+                "--sigma-log-std",
                 "--preset",
                 "--lr",
                 "--precond",
@@ -633,10 +653,12 @@ mod tests {
         );
         assert_eq!(got[1].given, "0.5");
         assert_eq!(got[1].used, t.ema_decay.to_string());
-        assert_eq!(got[5].used, r#"Some("tiny")"#);
-        assert_eq!(got[8].given, "sense:3:0");
-        assert_eq!(got[8].used, "adjoint");
-        assert_eq!(got[10].used, "none");
+        assert_eq!(got[5].given, "-2.5");
+        assert_eq!(got[5].used, "-1.2");
+        assert_eq!(got[7].used, r#"Some("tiny")"#);
+        assert_eq!(got[10].given, "sense:3:0");
+        assert_eq!(got[10].used, "adjoint");
+        assert_eq!(got[12].used, "none");
         assert_eq!(
             got[2].to_string(),
             format!(

@@ -242,6 +242,8 @@ pub struct PriorSummary {
     pub objective: Option<TrainObjective>,
     /// Why the card cannot be used for inference at all, if it cannot.
     pub unusable: Option<String>,
+    /// The network's input needs multi-coil data (the SENSE input, `denoiser.input`).
+    pub needs_coils: bool,
 }
 
 impl PriorSummary {
@@ -317,6 +319,7 @@ impl PriorSummary {
             acceleration,
             objective: card.record.as_ref().map(|r| r.objective),
             unusable,
+            needs_coils: !card.denoiser.input.is_adjoint(),
         })
     }
 
@@ -345,6 +348,9 @@ impl PriorSummary {
             if self.domain == Some(data.domain) && f != data.family {
                 why.push(format!("trained on a {f}, not a {}", data.family));
             }
+        }
+        if self.needs_coils && data.coils < 2 {
+            why.push("its network input is SENSE, which needs multi-coil data".into());
         }
         why
     }
@@ -572,5 +578,31 @@ mod tests {
             .expect_err("no 128 prior");
         let msg = e.to_string();
         assert!(msg.contains("128×128") && msg.contains("64×64"), "{msg}");
+    }
+
+    #[test]
+    fn a_sense_input_prior_fits_multicoil_data_only() {
+        let mut p = PriorSummary {
+            dir: PathBuf::from("m"),
+            name: "m".into(),
+            matrices: vec![[64, 64]],
+            domain: Some(PickDomain::Kspace),
+            family: Some(Family::Lines),
+            acceleration: Some(4.0),
+            objective: Some(TrainObjective::Ambient),
+            unusable: None,
+            needs_coils: true,
+        };
+        let mut d = DataSummary::of(&kspace(64, 64, 4));
+        assert_eq!(d.coils, 1);
+        let why = p.misfits(&d);
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].contains("multi-coil"), "{why:?}");
+        d.coils = 8;
+        assert!(p.misfits(&d).is_empty());
+        // the adjoint input takes single-coil data
+        d.coils = 1;
+        p.needs_coils = false;
+        assert!(p.misfits(&d).is_empty());
     }
 }

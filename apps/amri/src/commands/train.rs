@@ -25,7 +25,7 @@ use amri_diffusion::checkpoint::{
 use amri_diffusion::data::{FurtherParams, TrainObjective, TrainingSet};
 use amri_diffusion::maps_cache::{self, MapsCache};
 use amri_diffusion::measured::{prepare, MeasuredFile, Preparation, TrainingData};
-use amri_diffusion::precond::{DenoiserConfig, PrecondKind};
+use amri_diffusion::precond::{DenoiserConfig, PrecondKind, SigmaSampler};
 use amri_diffusion::run::{
     check_run_folder, format_loss_log, ignored_on_resume, read_loss_log, resume_mismatch, LogRow,
     ResumeFlags, LOSS_CSV,
@@ -135,6 +135,15 @@ pub struct Common {
     /// train the filling-in faster) [default: 1].
     #[arg(long)]
     pub hidden_weight: Option<f64>,
+    /// Training noise levels are log-normal, ln σ ~ N(MEAN, STD²) (normalised units; EDM's
+    /// −1.2): a lower mean puts more of the training on the small σ that one-step
+    /// reconstruction uses [default: −1.2; --resume: the run's].
+    #[arg(long, value_name = "MEAN", allow_hyphen_values = true)]
+    pub sigma_log_mean: Option<f64>,
+    /// Standard deviation of ln σ of the training noise levels [default: 1.2; --resume: the
+    /// run's].
+    #[arg(long, value_name = "STD")]
+    pub sigma_log_std: Option<f64>,
     /// With --objective tweedie: also train below the data's noise level with the consistency
     /// loss at this weight (σ drawn from the whole log-normal; samples with σ ≤ σ_n get it)
     /// [default: 0, off].
@@ -361,6 +370,24 @@ fn check_base(card: &ModelCard, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Says how many coil maps `cache` served and how many ESPIRiT computed (nothing for
+/// single-coil data), and warns of its notes (damaged files replaced).
+fn report_cache(cache: &MapsCache) {
+    for note in cache.notes() {
+        tracing::warn!("{note}");
+    }
+    let st = cache.stats();
+    if st.hits + st.misses + st.corrupt > 0 {
+        eprintln!(
+            "coil maps: {} read from {}, {} computed by ESPIRiT ({} of them replacing damaged cache files)",
+            st.hits,
+            cache.dir().display(),
+            st.misses + st.corrupt,
+            st.corrupt
+        );
+    }
+}
+
 /// Default of `--batch`.
 const DEFAULT_BATCH: usize = 8;
 /// Default of `--warmup`.
@@ -377,7 +404,18 @@ fn train_config(c: &Common, lr: f64, freeze: Vec<String>) -> TrainConfig {
         freeze,
         hidden_weight: c.hidden_weight.unwrap_or(1.0),
         consistency_weight: c.consistency.unwrap_or(0.0),
+        sigma: sigma_sampler(c),
         ..Default::default()
+    }
+}
+
+/// The training noise-level distribution `--sigma-log-mean/--sigma-log-std` ask for (EDM's
+/// defaults for the one not given).
+fn sigma_sampler(c: &Common) -> SigmaSampler {
+    let d = SigmaSampler::default();
+    SigmaSampler {
+        p_mean: c.sigma_log_mean.unwrap_or(d.p_mean),
+        p_std: c.sigma_log_std.unwrap_or(d.p_std),
     }
 }
 
@@ -389,6 +427,8 @@ fn resume_flags(c: &Common) -> ResumeFlags {
         seed: c.seed,
         consistency: c.consistency,
         hidden_weight: c.hidden_weight,
+        sigma_log_mean: c.sigma_log_mean,
+        sigma_log_std: c.sigma_log_std,
         ..Default::default()
     }
 }
@@ -420,6 +460,18 @@ fn drive(
     }
     if let Some(w) = c.hidden_weight.filter(|w| !(w.is_finite() && *w > 0.0)) {
         bail!("--hidden-weight must be > 0, got {w}");
+    }
+    if let Some(m) = c
+        .sigma_log_mean
+        .filter(|m| !(m.is_finite() && m.abs() <= 20.0))
+    {
+        bail!("--sigma-log-mean must be a finite ln σ in [−20, 20], got {m}");
+    }
+    if let Some(s) = c
+        .sigma_log_std
+        .filter(|s| !(s.is_finite() && *s > 0.0 && *s <= 10.0))
+    {
+        bail!("--sigma-log-std must be in (0, 10], got {s}");
     }
     if let Some(d) = c.delta.filter(|d| !(0.0..=1.0).contains(d)) {
         bail!("--delta must be a fraction in [0, 1], got {d}");
@@ -566,10 +618,16 @@ fn drive(
                 .map(|(f, _)| f.display().to_string())
                 .collect();
             let vols: Vec<_> = volumes.into_iter().map(|(_, v)| v).collect();
+            let cache = MapsCache::new(c.out.join(maps_cache::RUN_DIR));
             let data = match &views {
                 None => {
-                    let set = TrainingSet::from_volumes(&vols, &protocol.acquisition, objective)
-                        .context("building the training set")?;
+                    let set = TrainingSet::from_volumes_cached(
+                        &vols,
+                        &protocol.acquisition,
+                        objective,
+                        Some(&cache),
+                    )
+                    .context("building the training set")?;
                     TrainingData::single(set, names)
                 }
                 Some(views) => {
@@ -580,14 +638,19 @@ fn drive(
                     let mut sets = Vec::new();
                     for ((r, cols), idx) in group_by_shape(&all) {
                         let group: Vec<_> = idx.iter().map(|&k| all[k].1.clone()).collect();
-                        let set =
-                            TrainingSet::from_volumes(&group, &protocol.acquisition, objective)
-                                .with_context(|| format!("building the {r}×{cols} training set"))?;
+                        let set = TrainingSet::from_volumes_cached(
+                            &group,
+                            &protocol.acquisition,
+                            objective,
+                            Some(&cache),
+                        )
+                        .with_context(|| format!("building the {r}×{cols} training set"))?;
                         sets.push((set, idx.iter().map(|&k| all[k].0.clone()).collect()));
                     }
                     TrainingData::from_sets(sets)?
                 }
             };
+            report_cache(&cache);
             (data, protocol.name, protocol.acquisition, None)
         }
         Route::Measured(files) => {
@@ -619,19 +682,7 @@ fn drive(
                 TrainingData::from_measured_cached(&files, further, Some(&cache))
             }
             .context("building the training set from measured files")?;
-            for note in cache.notes() {
-                tracing::warn!("{note}");
-            }
-            let st = cache.stats();
-            if st.hits + st.misses + st.corrupt > 0 {
-                eprintln!(
-                    "coil maps: {} read from {}, {} computed by ESPIRiT ({} of them replacing damaged cache files)",
-                    st.hits,
-                    cache.dir().display(),
-                    st.misses + st.corrupt,
-                    st.corrupt
-                );
-            }
+            report_cache(&cache);
             let acq = data.acquisition(further)?;
             let inputs: Vec<MeasuredInput> = files
                 .iter()
