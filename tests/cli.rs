@@ -718,6 +718,94 @@ fn demo_runs_end_to_end_on_the_samples() {
 }
 
 #[test]
+fn demo_runs_a_prior_that_fits_the_main_8coil_measurement_on_it_beside_cg_sense() {
+    let d = tempfile::tempdir().unwrap();
+    // a 256×256 8-coil SENSE-input prior, 1 step on two training slices (plumbing, not quality)
+    let mut vol = read_image(&sample("colin27/t1_axial_train2.nii.gz"));
+    vol.data = vol.data.slice(ndarray::s![.., 20..22, .., ..]).to_owned();
+    let two = d.path().join("two.nii.gz");
+    amri_io::write(
+        &two,
+        &amri_io::Scan::Image(vol),
+        &amri_io::WriteOptions::default(),
+    )
+    .unwrap();
+    let run = d.path().join("prior256");
+    amri()
+        .args([
+            "train",
+            "--protocol",
+            "brain-r4-cartesian",
+            "--preset",
+            "clinical",
+        ])
+        .args(["--network-input", "sense", "--steps", "1", "--batch", "1"])
+        .args(["--warmup", "1", "--no-progress", "--out"])
+        .arg(&run)
+        .arg(&two)
+        .assert()
+        .success();
+    let out = d.path().join("demo");
+    amri()
+        .current_dir(root())
+        .args(["demo", "--slices", "3", "--iters", "2", "--model"])
+        .arg(&run)
+        .args([
+            "--prior-slices",
+            "1",
+            "--prior-steps",
+            "2",
+            "--prior-samples",
+            "2",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 slices, 8 coils, 256x256"));
+    let rows = metrics_rows(&std::fs::read_to_string(out.join("prior_metrics.csv")).unwrap());
+    let names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "zero-filled",
+            "cg-sense",
+            "l1-wavelet",
+            "tv",
+            "one-step",
+            "iterative"
+        ]
+    );
+    // the same measurement as the main part: its central slice, same samples and mask
+    let main = read_kspace(&out.join("val_measured.npz"));
+    let part = read_kspace(&out.join("prior_measured.npz"));
+    assert_eq!(part.shape4(), [1, 8, 256, 256]);
+    assert_eq!(
+        part.data.index_axis(ndarray::Axis(0), 0),
+        main.data.index_axis(ndarray::Axis(0), 1)
+    );
+    assert_eq!(
+        part.mask.as_ref().unwrap().index_axis(ndarray::Axis(0), 0),
+        main.mask.as_ref().unwrap().index_axis(ndarray::Axis(0), 1)
+    );
+    // the main part's CG-SENSE row on that slice is the prior part's (same data, same method)
+    let main_img = read_image(&out.join("val_cg-sense.nii.gz"));
+    let part_img = read_image(&out.join("prior_cg-sense.nii.gz"));
+    let a = main_img.data.slice(ndarray::s![0, 1, .., ..]);
+    let b = part_img.data.slice(ndarray::s![0, 0, .., ..]);
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    let peak = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+    assert!(diff <= 1e-4 * peak, "max |Δ| {diff} of peak {peak}");
+    let sd = read_image(&out.join("prior_iterative_std.nii.gz"));
+    assert_eq!(sd.shape4(), [1, 1, 256, 256]);
+    assert!(sd.data.iter().all(|x| x.is_finite() && *x >= 0.0));
+}
+
+#[test]
 fn demo_without_a_model_says_how_to_skip_and_no_prior_skips() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("demo");

@@ -3,10 +3,14 @@
 //! Simulates 8-coil k-space at R=4 (protocol `brain-r4-cartesian`) from the Colin27 validation
 //! slices, reconstructs it with every classical method, writes the images, a metrics table and a
 //! comparison figure, converts the shipped DICOM samples, and prints where everything is.
-//! Then the learned-prior part: single-coil R=4 (`singlecoil-r4-cartesian`) simulated from the
-//! 64×64 validation slices the shipped prior was trained for, reconstructed with the classical
-//! baselines, one-step and iterative (posterior mean and std), with its own metrics table,
-//! provenance (model SHA-256) and comparison figure. `--no-prior` skips it.
+//! Then the learned-prior part, on the data the prior fits (`amri_pipeline::autopick`): the
+//! central `--prior-slices` slices of that same 8-coil measurement when the prior was trained
+//! for it (then one figure shows zero-filled, CG-SENSE, l1-wavelet, TV, one-step, iterative and
+//! the posterior std side by side), otherwise single-coil R=4 (`singlecoil-r4-cartesian`)
+//! simulated from the 64×64 validation slices the shipped 64×64 prior was trained for. Either way
+//! it reconstructs with the classical baselines, one-step and iterative (posterior mean and
+//! std), with its own metrics table, provenance (model SHA-256) and comparison figure.
+//! `--no-prior` skips it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -45,7 +49,8 @@ pub struct Args {
     /// Learned prior for the prior part: a checkpoint folder or a training run folder.
     #[arg(long, default_value = "models/colin27-64-r4-ambient")]
     pub model: PathBuf,
-    /// Prior part: this many central slices of the 64×64 validation volume (1–24).
+    /// Prior part: this many central slices of its data (the validation volume's 24 slices, or
+    /// fewer with --slices when the prior fits the main measurement).
     #[arg(long, default_value_t = 8)]
     pub prior_slices: usize,
     /// Prior part: sampler noise levels of the iterative method (network calls per sample).
@@ -187,13 +192,7 @@ pub fn run(args: Args) -> Result<()> {
                 bail!("{flag} must be ≥ 1 (or skip the learned-prior part with --no-prior)");
             }
         }
-        need(&val64)?;
-        let mut vol64 = match amri_io::read(&val64)? {
-            Scan::Image(v) => v,
-            _ => bail!("{}: expected an image", val64.display()),
-        };
-        keep_central_slices(&mut vol64, args.prior_slices, "--prior-slices")?;
-        Some((Arc::new(load_prior(&args.model)?), vol64))
+        Some(Arc::new(load_prior(&args.model)?))
     };
     let mut written: Vec<PathBuf> = Vec::new();
 
@@ -211,6 +210,11 @@ pub fn run(args: Args) -> Result<()> {
     ks.attributes
         .insert("protocol".into(), protocol.name.clone());
     let [slices, coils, rows, cols] = ks.shape4();
+    // The prior part's data, chosen (and checked) before the minutes of the classical part.
+    let prior = match prior {
+        Some(p) => Some((prior_data(&args, &val, &val64, &ks)?, p)),
+        None => None,
+    };
     let ks_path = out.join("val_measured.npz");
     written.extend(amri_io::write(
         &ks_path,
@@ -346,9 +350,9 @@ pub fn run(args: Args) -> Result<()> {
         &deid,
     )?;
 
-    // 5. The learned prior on the low-resolution slices it was trained for.
+    // 5. The learned prior on the data it was trained for.
     let prior_summary = match &prior {
-        Some((p, vol64)) => Some(prior_part(&args, &val64, vol64, p, &mut written)?),
+        Some((data, p)) => Some(prior_part(&args, data, p, &mut written)?),
         None => None,
     };
 
@@ -372,8 +376,9 @@ pub fn run(args: Args) -> Result<()> {
             );
             println!("  {}   learned-prior metrics table", p.table.display());
             println!(
-                "  {}   its simulated measured data (single coil, 64x64)",
-                out.join("prior_measured.npz").display()
+                "  {}   its measured data ({})",
+                out.join("prior_measured.npz").display(),
+                p.data
             );
             println!(
                 "  {}/prior_<method>.nii.gz, prior_iterative_std.nii.gz   learned-prior reconstructions and posterior std",
@@ -418,24 +423,92 @@ struct PriorSummary {
     figure: PathBuf,
     table: PathBuf,
     provenance: PathBuf,
+    /// Its data, in words.
+    data: String,
 }
 
-/// The learned-prior part: simulates single-coil R=4 k-space from the 64×64 validation slices,
-/// reconstructs it with the classical baselines and the prior (one-step, iterative), and writes
+/// The measured data of the learned-prior part and where they came from.
+struct PriorData {
+    /// Measured k-space (no coil maps: each method estimates its own).
+    ks: KSpace,
+    /// The image volume it was simulated from.
+    input: PathBuf,
+    /// Protocol name.
+    protocol: String,
+}
+
+/// The prior part's data: the central `--prior-slices` slices of the classical part's
+/// measurement `main` when the prior fits it, else single-coil R=4 simulated from the 64×64
+/// validation slices (the shipped 64×64 prior's data).
+fn prior_data(args: &Args, val: &Path, val64: &Path, main: &KSpace) -> Result<PriorData> {
+    use amri_pipeline::autopick::{DataSummary, PriorSummary as Card};
+    let fits_main = Card::read(&args.model)
+        .map(|c| c.misfits(&DataSummary::of(main)).is_empty())
+        .unwrap_or(false);
+    if fits_main {
+        return Ok(PriorData {
+            ks: central_kspace_slices(main, args.prior_slices)?,
+            input: val.to_path_buf(),
+            protocol: args.protocol.clone(),
+        });
+    }
+    need(val64)?;
+    let mut vol64 = match amri_io::read(val64)? {
+        Scan::Image(v) => v,
+        _ => bail!("{}: expected an image", val64.display()),
+    };
+    keep_central_slices(&mut vol64, args.prior_slices, "--prior-slices")?;
+    let protocol = Protocol::resolve(PRIOR_PROTOCOL)?;
+    let mut ks = amri_ops::simulate::simulate(&vol64, 0, &protocol.acquisition)?;
+    ks.attributes
+        .insert("protocol".into(), protocol.name.clone());
+    Ok(PriorData {
+        ks,
+        input: val64.to_path_buf(),
+        protocol: protocol.name,
+    })
+}
+
+/// The `n` central slices of `ks` (data, mask, reference; no coil maps), the affine's origin
+/// moved to the first kept one as [`keep_central_slices`] does.
+fn central_kspace_slices(ks: &KSpace, n: usize) -> Result<KSpace> {
+    let total = ks.shape4()[0];
+    if n == 0 || n > total {
+        bail!("--prior-slices must be in [1, {total}], got {n}");
+    }
+    let first = (total - n) / 2;
+    let r = first..first + n;
+    let mut out = ks.clone();
+    out.data = ks.data.slice(ndarray::s![r.clone(), .., .., ..]).to_owned();
+    out.mask = ks
+        .mask
+        .as_ref()
+        .map(|m| m.slice(ndarray::s![r.clone(), .., ..]).to_owned());
+    out.reference = ks
+        .reference
+        .as_ref()
+        .map(|m| m.slice(ndarray::s![r.clone(), .., ..]).to_owned());
+    out.sensitivities = None;
+    let step = ks.affine.column(2);
+    for (row, d) in step.iter().enumerate() {
+        out.affine.0[row][3] += d * first as f64;
+    }
+    Ok(out)
+}
+
+/// The learned-prior part on `data`: reconstructs it with the classical baselines (CG-SENSE
+/// too for multi-coil data) and the prior (one-step, iterative), and writes the measured data,
 /// the images, the posterior std, `prior_metrics.csv`, a provenance JSON and
 /// `prior_comparison.png`.
 fn prior_part(
     args: &Args,
-    val64: &Path,
-    vol: &Volume<f32>,
+    data: &PriorData,
     prior: &Arc<Prior>,
     written: &mut Vec<PathBuf>,
 ) -> Result<PriorSummary> {
     let out = &args.out;
-    let protocol = Protocol::resolve(PRIOR_PROTOCOL)?;
-    let mut ks = amri_ops::simulate::simulate(vol, 0, &protocol.acquisition)?;
-    ks.attributes
-        .insert("protocol".into(), protocol.name.clone());
+    let protocol = Protocol::resolve(&data.protocol)?;
+    let ks = &data.ks;
     let [slices, coils, rows, cols] = ks.shape4();
     let ks_path = out.join("prior_measured.npz");
     written.extend(amri_io::write(
@@ -448,8 +521,12 @@ fn prior_part(
         "\nlearned prior {} (sha256 {sha})",
         prior.checkpoint_dir().display()
     );
+    let described = format!(
+        "{slices} slices, {coils} coil{}, {rows}x{cols}",
+        if coils == 1 { "" } else { "s" }
+    );
     println!(
-        "simulated {} ({}): {slices} slices, {coils} coil, {rows}x{cols}, {:.1} % of k-space measured",
+        "simulated {} ({}): {described}, {:.1} % of k-space measured",
         protocol.name,
         protocol.description,
         100.0 * ks.mean_sampled_fraction()
@@ -459,24 +536,33 @@ fn prior_part(
         .clone()
         .context("simulated data carry their reference")?;
     let mut table = MetricsTable::new();
-    let methods = [
+    let methods: Vec<Method> = [
         Method::ZeroFilled,
+        Method::CgSense,
         Method::L1Wavelet,
         Method::Tv,
         Method::OneStep,
         Method::Iterative,
-    ];
+    ]
+    .into_iter()
+    .filter(|m| *m != Method::CgSense || coils > 1)
+    .collect();
     let mut results: Vec<(Method, Array3<f32>)> = Vec::new();
     let mut std_map: Option<Array3<f32>> = None;
     for method in methods {
         // The methods' default λ; the demo's iterations, sampler steps and samples.
         let classical = matches!(method, Method::L1Wavelet | Method::Tv);
+        let cg = method == Method::CgSense;
         let iterative = method == Method::Iterative;
         let mut plan = Plan::new(
             None,
             &Overrides {
                 method: Some(method),
-                iterations: classical.then_some(args.iters),
+                iterations: if cg {
+                    Some(args.iters.min(Params::defaults(method).iterations))
+                } else {
+                    classical.then_some(args.iters)
+                },
                 model: method.is_prior().then(|| args.model.clone()),
                 steps: iterative.then_some(args.prior_steps),
                 samples: iterative.then_some(args.prior_samples),
@@ -488,7 +574,7 @@ fn prior_part(
         }
         let t = Instant::now();
         let r = plan
-            .run(&ks, &|| {}, &AtomicBool::new(false))
+            .run(ks, &|| {}, &AtomicBool::new(false))
             .with_context(|| format!("reconstructing with {}", method.name()))?;
         let (img, std) = (r.image, r.std);
         table.add(method, &reference, &img, t.elapsed().as_secs_f64())?;
@@ -531,7 +617,7 @@ fn prior_part(
     let prov = serde_json::json!({
         "amri_version": env!("CARGO_PKG_VERSION"),
         "protocol": protocol.name,
-        "input": val64.display().to_string(),
+        "input": data.input.display().to_string(),
         "slices": slices,
         "model": args.model.display().to_string(),
         "model_checkpoint": prior.checkpoint_dir().display().to_string(),
@@ -547,7 +633,7 @@ fn prior_part(
     written.push(provenance.clone());
 
     let fig = out.join("prior_comparison.png");
-    let (kmag, mask) = kspace_and_mask(&ks, slices / 2);
+    let (kmag, mask) = kspace_and_mask(ks, slices / 2);
     figure::comparison(
         &fig,
         &figure::Comparison {
@@ -572,5 +658,6 @@ fn prior_part(
         figure: fig,
         table: table_path,
         provenance,
+        data: described,
     })
 }
