@@ -634,6 +634,72 @@ fn sigma_distribution_flags_are_recorded_change_the_draws_and_are_kept_on_resume
     }
 }
 
+#[test]
+fn stem_and_width_flags_build_the_network_they_name_record_it_and_reconstruct() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vol = volume(tmp.path());
+    let run = |out: &Path, steps: &str, extra: &[&str]| {
+        let mut c = amri();
+        c.args([
+            "train",
+            "--protocol",
+            "singlecoil-r4-cartesian",
+            "--preset",
+            "clinical",
+        ])
+        .args(["--steps", steps, "--batch", "2", "--no-progress", "--out"])
+        .arg(out)
+        .args(extra)
+        .arg(&vol);
+        c
+    };
+    let out = tmp.path().join("s2c16");
+    run(
+        &out,
+        "1",
+        &["--space-to-depth", "2", "--base-channels", "16"],
+    )
+    .assert()
+    .success();
+    let c = card(&out);
+    assert_eq!(c["denoiser"]["unet"]["space_to_depth"], 2);
+    assert_eq!(c["denoiser"]["unet"]["base_channels"], 16);
+    // the weights are the network the card names: first conv [16, 3·2², 3, 3]
+    let latest = std::fs::read_to_string(out.join("latest")).unwrap();
+    let st = std::fs::read(out.join(latest.trim()).join("ema.safetensors")).unwrap();
+    let n = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
+    assert_eq!(
+        header["unet.conv_in.weight"]["shape"],
+        serde_json::json!([16, 12, 3, 3])
+    );
+    // resume keeps the run's network and says so; the checkpoint reconstructs
+    run(&out, "2", &["--resume", "--space-to-depth", "4"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("--space-to-depth 4 ignored"));
+    let data = tmp.path().join("m.npz");
+    amri()
+        .args(["simulate", "--protocol", "singlecoil-r4-cartesian"])
+        .arg(&vol)
+        .arg(&data)
+        .assert()
+        .success();
+    amri()
+        .args(["recon", "--method", "one-step", "--no-progress", "--model"])
+        .arg(&out)
+        .arg(&data)
+        .arg(tmp.path().join("r.nii.gz"))
+        .assert()
+        .success();
+    for (flag, v) in [("--space-to-depth", "3"), ("--base-channels", "12")] {
+        run(&tmp.path().join("bad"), "1", &[flag, v])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(flag));
+    }
+}
+
 // ---- the measured route: training from measured files (#18) ----
 
 /// A `slices`-slice `rows`×`cols` phantom volume written as NIfTI under `name`.

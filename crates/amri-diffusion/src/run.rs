@@ -188,6 +188,10 @@ pub struct ResumeFlags {
     pub precond: Option<PrecondKind>,
     /// `amri train --network-input`.
     pub network_input: Option<crate::sense_input::NetworkInput>,
+    /// `amri train --space-to-depth`.
+    pub space_to_depth: Option<usize>,
+    /// `amri train --base-channels`.
+    pub base_channels: Option<usize>,
     /// `amri finetune --freeze-down`: the parameter prefixes it freezes.
     pub freeze: Option<Vec<String>>,
     /// `amri finetune --base`: the base checkpoint as shown (compared with the record's base).
@@ -222,8 +226,9 @@ impl std::fmt::Display for IgnoredFlag {
 
 /// The flags of `flags` that the run of `card` / `record` does not honour on resume (given,
 /// and different from the checkpoint's values), in the order `--warmup`, `--ema`, `--seed`,
-/// `--consistency`, `--hidden-weight`, `--sigma-log-mean`, `--sigma-log-std`, `--preset`, `--lr`, `--precond`, `--freeze-down`,
-/// `--base`. A `base` given is compared with the record's base (none: `"none"`).
+/// `--consistency`, `--hidden-weight`, `--sigma-log-mean`, `--sigma-log-std`, `--preset`, `--lr`,
+/// `--precond`, `--network-input`, `--space-to-depth`, `--base-channels`, `--freeze-down`,
+/// `--base`, `--adapt`, `--train-layers`. A `base` given is compared with the record's base (none: `"none"`).
 pub fn ignored_on_resume(
     flags: &ResumeFlags,
     card: &ModelCard,
@@ -287,6 +292,21 @@ pub fn ignored_on_resume(
             "--network-input",
             k.to_string(),
             card.denoiser.input.to_string(),
+        );
+    }
+    let unet = &card.denoiser.unet;
+    if let Some(f) = flags.space_to_depth.filter(|f| *f != unet.space_to_depth) {
+        push(
+            "--space-to-depth",
+            f.to_string(),
+            unet.space_to_depth.to_string(),
+        );
+    }
+    if let Some(c) = flags.base_channels.filter(|c| *c != unet.base_channels) {
+        push(
+            "--base-channels",
+            c.to_string(),
+            unet.base_channels.to_string(),
         );
     }
     if flags.freeze.as_ref().is_some_and(|f| t.freeze != *f) {
@@ -598,6 +618,8 @@ mod tests {
             lr: Some(t.lr),
             precond: Some(card.denoiser.precond.kind),
             network_input: Some(card.denoiser.input),
+            space_to_depth: Some(card.denoiser.unet.space_to_depth),
+            base_channels: Some(card.denoiser.unet.base_channels),
             freeze: Some(t.freeze.clone()),
             base: None,
             adapt: Some((crate::adapt::Adapt::Full, t.lora)),
@@ -624,6 +646,8 @@ mod tests {
                 iterations: 3,
                 lambda: 0.0,
             }),
+            space_to_depth: Some(4),
+            base_channels: Some(64),
             freeze: Some(vec!["enc.".into()]),
             base: Some("runs/base".into()),
             adapt: Some((crate::adapt::Adapt::LastLayers, t.lora)),
@@ -645,6 +669,8 @@ mod tests {
                 "--lr",
                 "--precond",
                 "--network-input",
+                "--space-to-depth",
+                "--base-channels",
                 "--freeze-down",
                 "--base",
                 "--adapt",
@@ -658,7 +684,9 @@ mod tests {
         assert_eq!(got[7].used, r#"Some("tiny")"#);
         assert_eq!(got[10].given, "sense:3:0");
         assert_eq!(got[10].used, "adjoint");
-        assert_eq!(got[12].used, "none");
+        assert_eq!(got[11].used, "1");
+        assert_eq!(got[12].given, "64");
+        assert_eq!(got[14].used, "none");
         assert_eq!(
             got[2].to_string(),
             format!(

@@ -193,6 +193,15 @@ pub struct Args {
     /// [default: adjoint].
     #[arg(long, value_name = "KIND", value_parser = parse_network_input)]
     pub network_input: Option<NetworkInput>,
+    /// Override the preset's space-to-depth factor: 1 (none), 2, 4 or 8 (a lossless stem that
+    /// runs the U-Net on (H/f)×(W/f) positions with f² times the channels; cheaper per step,
+    /// but the network has fewer channels per pixel) [default: the preset's; --resume: the run's].
+    #[arg(long, value_name = "F")]
+    pub space_to_depth: Option<usize>,
+    /// Override the preset's base channel width (a multiple of 8; the other levels keep their
+    /// multipliers) [default: the preset's; --resume: the run's].
+    #[arg(long, value_name = "C")]
+    pub base_channels: Option<usize>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -274,6 +283,24 @@ pub fn run(a: Args) -> Result<()> {
     let start = |set: &TrainingData, dev: &Device| -> Result<Trainer> {
         let mut dcfg = DenoiserConfig::complex_preset(&preset, SIGMA_DATA)
             .with_context(|| format!("--preset {preset}"))?;
+        if let Some(f) = a.space_to_depth {
+            if ![1, 2, 4, 8].contains(&f) {
+                anyhow::bail!("--space-to-depth must be 1, 2, 4 or 8, got {f}");
+            }
+            dcfg.unet.space_to_depth = f;
+        }
+        if let Some(c) = a.base_channels {
+            if c == 0 || c % dcfg.unet.groups != 0 || c > 1024 {
+                anyhow::bail!(
+                    "--base-channels must be a positive multiple of {} (≤ 1024), got {c}",
+                    dcfg.unet.groups
+                );
+            }
+            dcfg.unet.base_channels = c;
+        }
+        dcfg.unet
+            .validate()
+            .context("--space-to-depth / --base-channels")?;
         dcfg.precond.kind = a.precond.unwrap_or(match set.objective() {
             Objective::Supervised => PrecondKind::Edm,
             _ => PrecondKind::Ambient,
@@ -298,6 +325,8 @@ pub fn run(a: Args) -> Result<()> {
         lr: a.lr,
         precond: a.precond,
         network_input: a.network_input,
+        space_to_depth: a.space_to_depth,
+        base_channels: a.base_channels,
         ..resume_flags(c)
     };
     drive(c, Some(preset.as_str()), None, None, &start, flags)
