@@ -579,25 +579,29 @@ fn consistency_flag_is_recorded_and_needs_the_tweedie_objective() {
         .stderr(predicate::str::contains("--objective tweedie"));
 }
 
+/// `amri train` of `vol` under `singlecoil-r4-cartesian` with `preset`, batch 2, `steps` steps,
+/// into `out`, with `extra` flags.
+fn small_run(preset: &str, vol: &Path, out: &Path, steps: &str, extra: &[&str]) -> Command {
+    let mut c = amri();
+    c.args([
+        "train",
+        "--protocol",
+        "singlecoil-r4-cartesian",
+        "--preset",
+        preset,
+    ])
+    .args(["--steps", steps, "--batch", "2", "--no-progress", "--out"])
+    .arg(out)
+    .args(extra)
+    .arg(vol);
+    c
+}
+
 #[test]
 fn sigma_distribution_flags_are_recorded_change_the_draws_and_are_kept_on_resume() {
     let tmp = tempfile::tempdir().unwrap();
     let vol = volume(tmp.path());
-    let run = |out: &Path, steps: &str, extra: &[&str]| {
-        let mut c = amri();
-        c.args([
-            "train",
-            "--protocol",
-            "singlecoil-r4-cartesian",
-            "--preset",
-            "tiny",
-        ])
-        .args(["--steps", steps, "--batch", "2", "--no-progress", "--out"])
-        .arg(out)
-        .args(extra)
-        .arg(&vol);
-        c
-    };
+    let run = |out: &Path, steps: &str, extra: &[&str]| small_run("tiny", &vol, out, steps, extra);
     let shifted = tmp.path().join("shifted");
     run(
         &shifted,
@@ -638,21 +642,8 @@ fn sigma_distribution_flags_are_recorded_change_the_draws_and_are_kept_on_resume
 fn stem_and_width_flags_build_the_network_they_name_record_it_and_reconstruct() {
     let tmp = tempfile::tempdir().unwrap();
     let vol = volume(tmp.path());
-    let run = |out: &Path, steps: &str, extra: &[&str]| {
-        let mut c = amri();
-        c.args([
-            "train",
-            "--protocol",
-            "singlecoil-r4-cartesian",
-            "--preset",
-            "clinical",
-        ])
-        .args(["--steps", steps, "--batch", "2", "--no-progress", "--out"])
-        .arg(out)
-        .args(extra)
-        .arg(&vol);
-        c
-    };
+    let run =
+        |out: &Path, steps: &str, extra: &[&str]| small_run("clinical", &vol, out, steps, extra);
     let out = tmp.path().join("s2c16");
     run(
         &out,
