@@ -45,26 +45,13 @@ fn card(out: &Path) -> serde_json::Value {
 }
 
 fn train(out: &Path, vol: &Path, steps: usize) -> Command {
-    let mut c = amri();
-    c.args([
-        "train",
-        "--protocol",
-        "singlecoil-r4-cartesian",
-        "--preset",
+    small_run(
         "tiny",
-    ])
-    .args(["--steps", &steps.to_string(), "--batch", "2", "--seed", "5"])
-    .args([
-        "--checkpoint-every",
-        "2",
-        "--warmup",
-        "2",
-        "--no-progress",
-        "--out",
-    ])
-    .arg(out)
-    .arg(vol);
-    c
+        vol,
+        out,
+        &steps.to_string(),
+        &["--seed", "5", "--checkpoint-every", "2", "--warmup", "2"],
+    )
 }
 
 #[test]
