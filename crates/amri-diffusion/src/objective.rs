@@ -91,6 +91,7 @@ impl Trainer {
                     )));
                 }
                 let dft = self.dft_for(d[3], d[4], y.device())?;
+                let wa = self.loss_mask(mask_a, mask_tilde)?;
                 multicoil_kspace_loss(
                     &self.dcfg.input,
                     &self.model,
@@ -98,7 +99,7 @@ impl Trainer {
                     &dft,
                     y,
                     maps,
-                    mask_a,
+                    &wa,
                     mask_tilde,
                     sigma,
                     noise,

@@ -998,7 +998,31 @@ mod tests {
             assert!((lw - want).abs() < 1e-4 * want, "w = {w}: {lw} vs {want}");
         }
         assert!(loss(0.0, &batch).is_err());
-        let _ = mask_a;
+        // the multi-coil k-space loss weighs its hidden samples the same way
+        let coils = 2;
+        let y = Tensor::randn(0f32, 1., (2, coils, 2, 16, 16), &dev)?;
+        let maps = (Tensor::randn(0f32, 1., (2, coils, 2, 16, 16), &dev)? * 0.5)?;
+        let mc = |ma: &Tensor| Batch::AmbientMulticoil {
+            y: y.clone(),
+            maps: maps.clone(),
+            mask_a: ma.clone(),
+            mask_tilde: mask_tilde.clone(),
+        };
+        let noise_k = Tensor::randn(0f32, 1., (2, coils, 2, 16, 16), &dev)?;
+        let mloss = |w: f64, b: &Batch| -> Result<f64> {
+            Ok(trainer(w)?.loss(b, &sigma, &noise_k)?.to_scalar::<f32>()? as f64)
+        };
+        let (m1, mt) = (mloss(1.0, &mc(mask_a))?, mloss(1.0, &mc(mask_tilde))?);
+        let hidden = m1 - mt;
+        assert!(hidden > 1e-3 * m1, "no hidden term: {m1} vs {mt}");
+        for w in [0.25, 4.0] {
+            let lw = mloss(w, &mc(mask_a))?;
+            let want = mt + w * hidden;
+            assert!(
+                (lw - want).abs() < 1e-4 * want,
+                "multi-coil, w = {w}: {lw} vs {want}"
+            );
+        }
         Ok(())
     }
 
