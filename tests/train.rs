@@ -485,6 +485,24 @@ fn multicoil_protocols_train_with_acs_coil_maps() {
             straight.join("espirit-cache").display()
         )));
     assert_eq!(weights(&out), weights(&straight));
+    // the clean-trained twin of the same multi-coil run: the same inputs and first draws, the
+    // loss on all of every coil's k-space, so its first loss exceeds the ambient run's (which
+    // covers only what A measured) with the same initial weights
+    let twin = tmp.path().join("twin");
+    resume(&twin, "2")
+        .args(["--objective", "clean"])
+        .assert()
+        .success();
+    let c = card(&twin);
+    assert_eq!(c["objective"], "ambient_kspace");
+    assert_eq!(c["corruption"]["acquisition"]["coils"], 8);
+    let first =
+        |dir: &Path| -> f64 { log_rows(dir)[0].split(',').nth(1).unwrap().parse().unwrap() };
+    let (amb, cln) = (first(&straight), first(&twin));
+    assert!(
+        cln.is_finite() && cln > amb,
+        "clean twin {cln} vs ambient {amb}"
+    );
 }
 
 #[test]

@@ -553,13 +553,6 @@ impl TrainingSet {
         let tweedie = objective == TrainObjective::Tweedie;
         let clean_target = objective == TrainObjective::Clean;
         let multicoil = acq.coils > 1 && objective != TrainObjective::Supervised;
-        if multicoil && clean_target {
-            return Err(DiffusionError::Unsupported(format!(
-                "the clean-trained twin (objective clean) of a {}-coil acquisition is not \
-                 supported; use a single-coil protocol",
-                acq.coils
-            )));
-        }
         acq.validate()?;
         if multicoil && !matches!(acq.corruption, CorruptionSpec::Kspace { .. }) {
             return Err(DiffusionError::Unsupported(format!(
@@ -629,9 +622,11 @@ impl TrainingSet {
             coil_data: None,
             clean_target,
         };
-        if !tweedie && !clean_target && objective != Objective::Supervised {
+        if !tweedie && (multicoil || !clean_target) && objective != Objective::Supervised {
             // the one pipeline: measure every scan as `amri simulate` does (the recipe's y_i,
-            // noiseless), then load those measured data exactly as measured files are loaded
+            // noiseless), then load those measured data exactly as measured files are loaded;
+            // a multi-coil clean twin loads them too (same scale, same ACS maps, same inputs)
+            // and then replaces each y_i by the fully sampled coil data as its loss target
             let recipe = recipe_of(&set)?;
             let y = (0..set.len())
                 .map(|i| {
@@ -645,6 +640,7 @@ impl TrainingSet {
                     }
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
+            let true_maps = clean_target.then(|| recipe.maps().cloned()).flatten();
             let loaded = load_measured(
                 &set.a,
                 y,
@@ -663,11 +659,21 @@ impl TrainingSet {
             set.scales = loaded.scales;
             match loaded.maps {
                 Some(maps) => {
+                    let measured = if clean_target {
+                        set.full_coil_data(true_maps.as_ref())?
+                    } else {
+                        loaded.y
+                    };
                     set.coil_data = Some(CoilData {
                         coils: acq.coils,
-                        measured: loaded.y,
+                        measured,
                         maps,
                     })
+                }
+                None if clean_target => {
+                    return Err(DiffusionError::Config(
+                        "the multi-coil clean twin got no coil maps".into(),
+                    ))
                 }
                 None => set.ax = Some(loaded.y),
             }
@@ -972,6 +978,27 @@ impl TrainingSet {
         self.noisy.as_ref().map(|n| n.sigma_n.as_slice())
     }
 
+    /// Every scan's fully sampled coil data `F(S_c x_i)` (centred orthonormal k-space,
+    /// `[coils, rows, cols]` flattened) with the recipe's synthetic maps, at the set's current
+    /// scale: the loss target of the multi-coil clean twin.
+    fn full_coil_data(&self, maps: Option<&Array3<C32>>) -> Result<Vec<Vec<C32>>> {
+        let maps = maps.ok_or_else(|| {
+            DiffusionError::Config("a multi-coil recipe without coil maps".into())
+        })?;
+        let (coils, r, c) = maps.dim();
+        self.images
+            .iter()
+            .map(|x| {
+                let mut out = Vec::with_capacity(coils * r * c);
+                for k in 0..coils {
+                    let sx = Array2::from_shape_fn((r, c), |(i, j)| maps[[k, i, j]] * x[i * c + j]);
+                    out.extend(fft2c(&sx));
+                }
+                Ok(out)
+            })
+            .collect()
+    }
+
     /// Scan `i`'s noiseless measurement `A_i x_i` at the set's current scale.
     fn clean_measurement(&self, i: usize) -> Result<Vec<C32>> {
         let (a, x) = self
@@ -1219,10 +1246,15 @@ impl TrainingSet {
                 }
             }
             let (a, at) = self.masks(i, step)?;
-            ma[b * plane..(b + 1) * plane]
-                .iter_mut()
-                .zip(a.iter())
-                .for_each(|(d, s)| *d = *s);
+            if self.clean_target {
+                // the clean twin: the loss covers all of k-space
+                ma[b * plane..(b + 1) * plane].fill(1.0);
+            } else {
+                ma[b * plane..(b + 1) * plane]
+                    .iter_mut()
+                    .zip(a.iter())
+                    .for_each(|(d, s)| *d = *s);
+            }
             mt[b * plane..(b + 1) * plane]
                 .iter_mut()
                 .zip(at.iter())
