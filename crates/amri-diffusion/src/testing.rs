@@ -47,6 +47,18 @@ pub fn tiny_slices() -> Vec<Array2<f32>> {
         .collect()
 }
 
+/// The smallest complex denoiser the tests train: the `tiny` preset (σ_d = 0.5) narrowed to 8
+/// base channels, levels ×(1, 2), groups of 4 and no attention.
+pub fn micro_config() -> Result<DenoiserConfig> {
+    let mut cfg = DenoiserConfig::complex_preset("tiny", 0.5)?;
+    cfg.unet.base_channels = 8;
+    cfg.unet.channel_mult = vec![1, 2];
+    cfg.unet.attention_levels = vec![];
+    cfg.unet.groups = 4;
+    cfg.unet.attention_head_channels = 8;
+    Ok(cfg)
+}
+
 /// A tiny prior in training: its data set and its trainer after `steps` ambient k-space steps
 /// of batch 2 (seed 0).
 pub struct TinyRun {

@@ -7,7 +7,7 @@ use amri_core::{Affine, Volume, C32};
 use amri_diffusion::data::{
     acs_maps, measurement_scale, MeasuredSlice, TrainObjective, TrainingSet,
 };
-use amri_diffusion::precond::DenoiserConfig;
+use amri_diffusion::testing::micro_config;
 use amri_diffusion::train::{Batch, Objective, TrainConfig, Trainer};
 use amri_diffusion::{DiffusionError, Result};
 use amri_ops::corruption::Corruption;
@@ -140,13 +140,7 @@ fn coil_data_are_simulated_measurements_and_maps_come_from_the_acs() -> Result<(
         );
     }
     // a trainer steps on multi-coil batches
-    let mut cfg = DenoiserConfig::complex_preset("tiny", 0.5)?;
-    cfg.unet.base_channels = 8;
-    cfg.unet.channel_mult = vec![1, 2];
-    cfg.unet.attention_levels = vec![];
-    cfg.unet.groups = 4;
-    cfg.unet.attention_head_channels = 8;
-    let mut t = Trainer::new(&cfg, &TrainConfig::default(), &dev)?;
+    let mut t = Trainer::new(&micro_config()?, &TrainConfig::default(), &dev)?;
     let st = t.step(&set.step_batch(2, 0, 0, &dev)?)?;
     assert!(st.loss.is_finite() && st.loss > 0.0 && st.grad_norm > 0.0);
     Ok(())
@@ -223,13 +217,7 @@ fn the_multicoil_clean_twin_shares_the_ambient_inputs_and_targets_all_coil_kspac
         );
     }
     // a trainer steps on it
-    let mut cfg = DenoiserConfig::complex_preset("tiny", 0.5)?;
-    cfg.unet.base_channels = 8;
-    cfg.unet.channel_mult = vec![1, 2];
-    cfg.unet.attention_levels = vec![];
-    cfg.unet.groups = 4;
-    cfg.unet.attention_head_channels = 8;
-    let mut t = Trainer::new(&cfg, &TrainConfig::default(), &dev)?;
+    let mut t = Trainer::new(&micro_config()?, &TrainConfig::default(), &dev)?;
     let st = t.step(&cln.step_batch(2, 0, 0, &dev)?)?;
     assert!(st.loss.is_finite() && st.loss > 0.0 && st.grad_norm > 0.0);
     Ok(())

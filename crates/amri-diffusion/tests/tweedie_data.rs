@@ -4,7 +4,7 @@
 
 use amri_core::{Affine, Volume, C32};
 use amri_diffusion::data::{TrainObjective, TrainingSet};
-use amri_diffusion::precond::DenoiserConfig;
+use amri_diffusion::testing::micro_config;
 use amri_diffusion::train::{Batch, TrainConfig, Trainer};
 use amri_diffusion::{DiffusionError, Result};
 use amri_ops::simulate::{simulate, Acquisition};
@@ -112,13 +112,7 @@ fn noisy_measurements_match_simulate_and_carry_their_sigma() -> Result<()> {
             sn[0]
         );
         // a trainer steps on it, drawing every σ above σ_n
-        let mut cfg = DenoiserConfig::complex_preset("tiny", 0.5)?;
-        cfg.unet.base_channels = 8;
-        cfg.unet.channel_mult = vec![1, 2];
-        cfg.unet.attention_levels = vec![];
-        cfg.unet.groups = 4;
-        cfg.unet.attention_head_channels = 8;
-        let mut t = Trainer::new(&cfg, &TrainConfig::default(), &dev)?;
+        let mut t = Trainer::new(&micro_config()?, &TrainConfig::default(), &dev)?;
         let big = set.step_batch(8, 0, 0, &dev)?;
         let (sigma, _) = t.draw_noise(&big)?;
         assert!(sigma.to_vec1::<f32>()?.iter().all(|s| *s > sn[0]));
