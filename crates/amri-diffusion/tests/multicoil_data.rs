@@ -37,15 +37,20 @@ fn coil_array(t: &Tensor, b: usize) -> Result<Array3<C32>> {
     }))
 }
 
+/// Random Cartesian R=3 with 25 % centre lines (8 ACS lines of 32), `NC` coils, δ = 0.3.
+fn acquisition() -> Result<Acquisition> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "corruption": {"type": "kspace", "pattern": "random", "acceleration": 3.0,
+                       "center_fraction": 0.25},
+        "coils": NC, "delta": 0.3, "seed": 3
+    }))?)
+}
+
 #[test]
 fn coil_data_are_simulated_measurements_and_maps_come_from_the_acs() -> Result<()> {
     let dev = Device::Cpu;
     let vol = volume();
-    let acq: Acquisition = serde_json::from_value(serde_json::json!({
-        "corruption": {"type": "kspace", "pattern": "random", "acceleration": 3.0,
-                       "center_fraction": 0.25},
-        "coils": NC, "delta": 0.3, "seed": 3
-    }))?;
+    let acq = acquisition()?;
     let set = TrainingSet::from_volumes(std::slice::from_ref(&vol), &acq, TrainObjective::Ambient)?;
     assert_eq!(set.coils(), NC);
     assert_eq!(set.objective(), Objective::AmbientKspace);
@@ -150,11 +155,7 @@ fn coil_data_are_simulated_measurements_and_maps_come_from_the_acs() -> Result<(
 fn the_multicoil_clean_twin_shares_the_ambient_inputs_and_targets_all_coil_kspace() -> Result<()> {
     let dev = Device::Cpu;
     let vol = volume();
-    let acq: Acquisition = serde_json::from_value(serde_json::json!({
-        "corruption": {"type": "kspace", "pattern": "random", "acceleration": 3.0,
-                       "center_fraction": 0.25},
-        "coils": NC, "delta": 0.3, "seed": 3
-    }))?;
+    let acq = acquisition()?;
     let vols = std::slice::from_ref(&vol);
     let amb = TrainingSet::from_volumes(vols, &acq, TrainObjective::Ambient)?;
     let cln = TrainingSet::from_volumes(vols, &acq, TrainObjective::Clean)?;
