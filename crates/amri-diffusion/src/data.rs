@@ -66,7 +66,9 @@ use amri_ops::corruption::{
     Measurement,
 };
 use amri_ops::espirit::{acs_region_from_mask, espirit_with_region, EspiritConfig};
+use amri_ops::linop::LinearOperator;
 use amri_ops::noise::sigma_per_component;
+use amri_ops::sense::Sense;
 use amri_ops::simulate::Recipe;
 use candle_core::{Device, Tensor};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis};
@@ -660,7 +662,7 @@ impl TrainingSet {
             match loaded.maps {
                 Some(maps) => {
                     let measured = if clean_target {
-                        set.full_coil_data(true_maps.as_ref())?
+                        set.full_coil_data(true_maps)?
                     } else {
                         loaded.y
                     };
@@ -980,23 +982,21 @@ impl TrainingSet {
 
     /// Every scan's fully sampled coil data `F(S_c x_i)` (centred orthonormal k-space,
     /// `[coils, rows, cols]` flattened) with the recipe's synthetic maps, at the set's current
-    /// scale: the loss target of the multi-coil clean twin.
-    fn full_coil_data(&self, maps: Option<&Array3<C32>>) -> Result<Vec<Vec<C32>>> {
+    /// scale: the loss target of the multi-coil clean twin ([`Sense`] with every sample kept).
+    fn full_coil_data(&self, maps: Option<Array3<C32>>) -> Result<Vec<Vec<C32>>> {
         let maps = maps.ok_or_else(|| {
             DiffusionError::Config("a multi-coil recipe without coil maps".into())
         })?;
-        let (coils, r, c) = maps.dim();
-        self.images
+        let full = Sense::new(maps, Array2::ones((self.rows, self.cols)))?;
+        Ok(self
+            .images
             .iter()
             .map(|x| {
-                let mut out = Vec::with_capacity(coils * r * c);
-                for k in 0..coils {
-                    let sx = Array2::from_shape_fn((r, c), |(i, j)| maps[[k, i, j]] * x[i * c + j]);
-                    out.extend(fft2c(&sx));
-                }
-                Ok(out)
+                let mut y = vec![C32::new(0.0, 0.0); full.osize()];
+                full.forward(x, &mut y);
+                y
             })
-            .collect()
+            .collect())
     }
 
     /// Scan `i`'s noiseless measurement `A_i x_i` at the set's current scale.
