@@ -16,7 +16,9 @@ trained on (make_colin27.py, then make_lowres.py):
    fine-tuning slices, every other slice is scored. The two files hold disjoint slices.
 
 Writes OUTDIR/mni_finetune_64.nii.gz, OUTDIR/mni_score_64.nii.gz and OUTDIR/split.txt (the slice
-positions in mm). Needs numpy, scipy, nibabel, and the nilearn 0.14.1 wheel (a zip; the template
+positions in mm), and the same two splits at 256x256 and 0.75 mm (the grid of step 2, before the
+block means of step 4: the 256x256 priors' resolution) as OUTDIR/mni_finetune_256.nii.gz and
+OUTDIR/mni_score_256.nii.gz. Needs numpy, scipy, nibabel, and the nilearn 0.14.1 wheel (a zip; the template
 files are read from it, nothing is installed).
 
 Source licence (the template archive's COPYING): Copyright (C) 1993-2004 Louis Collins, McConnell
@@ -94,6 +96,11 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     write(low[:, :, ft], laff, out / "mni_finetune_64.nii.gz", "MNI152 2009a T1 axial, fine-tuning")
     write(low[:, :, sc], laff, out / "mni_score_64.nii.gz", "MNI152 2009a T1 axial, scored")
+    full = res.astype(np.float32)
+    write(full[:, :, ft], out_aff, out / "mni_finetune_256.nii.gz",
+          "MNI152 2009a T1 axial 0.75 mm, fine-tuning")
+    write(full[:, :, sc], out_aff, out / "mni_score_256.nii.gz",
+          "MNI152 2009a T1 axial 0.75 mm, scored")
     with open(out / "split.txt", "w") as f:
         f.write(f"# {nz} brain slices, {a.dz} mm apart; z in mm (MNI)\n")
         f.write("finetune " + " ".join(f"{z[k]:.2f}" for k in ft) + "\n")
