@@ -4,6 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
+#[allow(dead_code)] // uses `scratch` only: the cfl pair is two files, not one `read_as` input
 mod common;
 
 fuzz_target!(|data: &[u8]| {
