@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One-step quality of training checkpoints on one measured-data bundle: for each checkpoint folder,
 # `amri recon --method one-step` (σ = $SIGMA, default the CLI's) with and without
-# --data-consistency, PSNR/SSIM as amri reports them against the bundle's reference. Prints CSV: checkpoint,steps,psnr,ssim,psnr_dc,ssim_dc
-# (steps: the "steps" field of the checkpoint's model.json card).
+# --data-consistency, PSNR/SSIM as amri reports them against the bundle's reference. Prints CSV:
+# checkpoint,steps,psnr,ssim,psnr_dc,ssim_dc (steps: the "steps" field of the checkpoint's card).
 #
 # Usage: bench/checkpoint_psnr.sh DATA.npz CKPT_DIR [CKPT_DIR ...]
 #   AMRI=path/to/amri (default: target/release/amri), SIGMA=σ given to the network (default: the

@@ -18,8 +18,8 @@ trained on (make_colin27.py, then make_lowres.py):
 Writes OUTDIR/mni_finetune_64.nii.gz, OUTDIR/mni_score_64.nii.gz and OUTDIR/split.txt (the slice
 positions in mm), and the same two splits at 256x256 and 0.75 mm (the grid of step 2, before the
 block means of step 4: the 256x256 priors' resolution) as OUTDIR/mni_finetune_256.nii.gz and
-OUTDIR/mni_score_256.nii.gz. Needs numpy, scipy, nibabel, and the nilearn 0.14.1 wheel (a zip; the template
-files are read from it, nothing is installed).
+OUTDIR/mni_score_256.nii.gz. Needs numpy, scipy, nibabel, and the nilearn 0.14.1 wheel (a zip;
+the template files are read from it, nothing is installed).
 
 Source licence (the template archive's COPYING): Copyright (C) 1993-2004 Louis Collins, McConnell
 Brain Imaging Centre, Montreal Neurological Institute, McGill University. Permission to use,
