@@ -635,7 +635,28 @@ fn sigma_distribution_flags_are_recorded_change_the_draws_and_are_kept_on_resume
         .success()
         .stderr(predicate::str::contains("--sigma-log-mean -1 ignored"));
     assert_eq!(card(&shifted)["train"]["sigma"]["p_mean"], -3.0);
-    for (flag, v) in [("--sigma-log-std", "0"), ("--sigma-log-mean", "nan")] {
+    assert!(card(&default)["train"]["sigma"].get("mix").is_none());
+    // a mixture is recorded, changes the draws, and is kept on resume
+    let mixed = tmp.path().join("mixed");
+    run(&mixed, "2", &["--sigma-mix", "0.5:-5:0.5"])
+        .assert()
+        .success();
+    let m = &card(&mixed)["train"]["sigma"]["mix"];
+    assert_eq!(m["fraction"], 0.5);
+    assert_eq!(m["p_mean"], -5.0);
+    assert_eq!(m["p_std"], 0.5);
+    assert_ne!(loss(&mixed), loss(&default));
+    run(&mixed, "3", &["--resume", "--sigma-mix", "0.2:-5:0.5"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("--sigma-mix 0.2:-5:0.5 ignored"));
+    assert_eq!(card(&mixed)["train"]["sigma"]["mix"]["fraction"], 0.5);
+    for (flag, v) in [
+        ("--sigma-log-std", "0"),
+        ("--sigma-log-mean", "nan"),
+        ("--sigma-mix", "1.5:-5:0.5"),
+        ("--sigma-mix", "0.5:-5"),
+    ] {
         run(&tmp.path().join("bad"), "1", &[flag, v])
             .assert()
             .failure()

@@ -184,6 +184,69 @@ pub struct SigmaSampler {
     pub p_mean: f64,
     /// Standard deviation of ln σ (EDM: 1.2).
     pub p_std: f64,
+    /// A second log-normal that a fraction of the draws come from (absent: none; cards without
+    /// the field have none and are not rewritten with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<SigmaMix>,
+}
+
+/// A second log-normal component of [`SigmaSampler`]: with probability `fraction` a draw is
+/// `exp(p_mean + p_std·z)` instead of the main component's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SigmaMix {
+    /// Probability in [0, 1] that a draw comes from this component.
+    pub fraction: f64,
+    /// Mean of ln σ of this component.
+    pub p_mean: f64,
+    /// Standard deviation of ln σ of this component (> 0).
+    pub p_std: f64,
+}
+
+impl std::str::FromStr for SigmaMix {
+    type Err = String;
+    /// Parses `FRACTION:MEAN:STD`, e.g. `0.5:-5:0.5`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let [f, m, d] = parts.as_slice() else {
+            return Err(format!(
+                "expected FRACTION:MEAN:STD (e.g. 0.5:-5:0.5), got {s:?}"
+            ));
+        };
+        let num = |t: &str, what: &str| {
+            t.trim()
+                .parse::<f64>()
+                .map_err(|e| format!("{what} {t:?} in {s:?}: {e}"))
+        };
+        let mix = Self {
+            fraction: num(f, "fraction")?,
+            p_mean: num(m, "mean of ln σ")?,
+            p_std: num(d, "standard deviation of ln σ")?,
+        };
+        mix.validate().map_err(|e| format!("{s:?}: {e}"))?;
+        Ok(mix)
+    }
+}
+
+impl SigmaMix {
+    /// Checks `fraction ∈ [0, 1]`, `|p_mean| ≤ 20` and `p_std ∈ (0, 10]`.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(self.fraction.is_finite() && (0.0..=1.0).contains(&self.fraction)) {
+            return Err(format!("fraction must be in [0, 1], got {}", self.fraction));
+        }
+        if !(self.p_mean.is_finite() && self.p_mean.abs() <= 20.0) {
+            return Err(format!(
+                "mean of ln σ must be in [−20, 20], got {}",
+                self.p_mean
+            ));
+        }
+        if !(self.p_std.is_finite() && self.p_std > 0.0 && self.p_std <= 10.0) {
+            return Err(format!(
+                "standard deviation of ln σ must be in (0, 10], got {}",
+                self.p_std
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for SigmaSampler {
@@ -191,16 +254,37 @@ impl Default for SigmaSampler {
         Self {
             p_mean: -1.2,
             p_std: 1.2,
+            mix: None,
         }
     }
 }
 
 impl SigmaSampler {
-    /// Draws `n` noise levels from `rng` (deterministic for a seeded RNG).
+    /// Draws `n` noise levels from `rng` (deterministic for a seeded RNG). Without
+    /// [`SigmaSampler::mix`] this takes exactly one normal draw per level, as before the mixture
+    /// existed, so runs without it resume bit for bit; with it, a uniform draw picks the
+    /// component first.
     pub fn sample<R: Rng + ?Sized>(&self, n: usize, rng: &mut R) -> Result<Vec<f32>> {
         let normal = Normal::new(self.p_mean, self.p_std)
             .map_err(|e| DiffusionError::Config(format!("sigma sampler: {e}")))?;
-        Ok((0..n).map(|_| normal.sample(rng).exp() as f32).collect())
+        let Some(mix) = self.mix else {
+            return Ok((0..n).map(|_| normal.sample(rng).exp() as f32).collect());
+        };
+        mix.validate()
+            .map_err(|e| DiffusionError::Config(format!("sigma mixture: {e}")))?;
+        let second = Normal::new(mix.p_mean, mix.p_std)
+            .map_err(|e| DiffusionError::Config(format!("sigma mixture: {e}")))?;
+        Ok((0..n)
+            .map(|_| {
+                let u: f64 = rng.random();
+                let z = if u < mix.fraction {
+                    second.sample(rng)
+                } else {
+                    normal.sample(rng)
+                };
+                z.exp() as f32
+            })
+            .collect())
     }
 }
 
@@ -453,6 +537,97 @@ mod tests {
         assert!((mean + 1.2).abs() < 0.08, "mean ln σ = {mean}");
         assert!((var.sqrt() - 1.2).abs() < 0.08, "std ln σ = {}", var.sqrt());
         Ok(())
+    }
+
+    #[test]
+    fn sigma_mixture_draws_its_fraction_from_the_second_log_normal() -> Result<()> {
+        // two well-separated components: ln σ ~ N(−1.2, 0.3²) and N(−6, 0.3²); every draw with
+        // ln σ < −3.6 (8 standard deviations from both means) comes from the second
+        let s = SigmaSampler {
+            p_mean: -1.2,
+            p_std: 0.3,
+            mix: Some(SigmaMix {
+                fraction: 0.3,
+                p_mean: -6.0,
+                p_std: 0.3,
+            }),
+        };
+        let mut r1 = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut r2 = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let a = s.sample(20_000, &mut r1)?;
+        assert_eq!(a, s.sample(20_000, &mut r2)?);
+        let (low, high): (Vec<f64>, Vec<f64>) =
+            a.iter().map(|&v| (v as f64).ln()).partition(|l| *l < -3.6);
+        // binomial standard error √(0.3·0.7/20000) ≈ 0.0032
+        let frac = low.len() as f64 / a.len() as f64;
+        assert!(
+            (frac - 0.3).abs() < 0.015,
+            "fraction from the second component: {frac}"
+        );
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        assert!((mean(&low) + 6.0).abs() < 0.02, "{}", mean(&low));
+        assert!((mean(&high) + 1.2).abs() < 0.02, "{}", mean(&high));
+        // no mixture, or a mixture with fraction 0 / 1, are the single log-normals
+        let plain = SigmaSampler { mix: None, ..s };
+        let mut r3 = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let p = plain.sample(2000, &mut r3)?;
+        assert!(p.iter().all(|&v| (v as f64).ln() > -3.6));
+        let all = SigmaSampler {
+            mix: Some(SigmaMix {
+                fraction: 1.0,
+                ..s.mix.unwrap()
+            }),
+            ..s
+        };
+        assert!(all
+            .sample(2000, &mut r3)?
+            .iter()
+            .all(|&v| (v as f64).ln() < -3.6));
+        Ok(())
+    }
+
+    #[test]
+    fn sigma_mixture_parses_and_rejects_bad_values() {
+        let m: SigmaMix = "0.5:-5:0.5".parse().unwrap();
+        assert_eq!(
+            m,
+            SigmaMix {
+                fraction: 0.5,
+                p_mean: -5.0,
+                p_std: 0.5
+            }
+        );
+        for bad in [
+            "0.5:-5",
+            "1.5:-5:0.5",
+            "0.5:-5:0",
+            "x:-5:0.5",
+            "0.5:-50:1",
+            "0.5:-5:0.5:1",
+        ] {
+            let e = bad.parse::<SigmaMix>().unwrap_err();
+            assert!(e.contains(bad) || e.contains("expected"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn sigma_sampler_card_without_mixture_keeps_its_bytes() {
+        // cards written before the mixture existed read back without one and serialise unchanged
+        let old = r#"{"p_mean":-1.2,"p_std":1.2}"#;
+        let s: SigmaSampler = serde_json::from_str(old).unwrap();
+        assert_eq!(s, SigmaSampler::default());
+        assert_eq!(serde_json::to_string(&s).unwrap(), old);
+        let with = SigmaSampler {
+            mix: Some(SigmaMix {
+                fraction: 0.5,
+                p_mean: -5.0,
+                p_std: 0.5,
+            }),
+            ..s
+        };
+        let back: SigmaSampler =
+            serde_json::from_str(&serde_json::to_string(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
     }
 
     #[test]

@@ -180,6 +180,8 @@ pub struct ResumeFlags {
     pub sigma_log_mean: Option<f64>,
     /// `--sigma-log-std` (standard deviation of ln σ).
     pub sigma_log_std: Option<f64>,
+    /// `--sigma-mix` (the second log-normal of the training noise levels).
+    pub sigma_mix: Option<crate::precond::SigmaMix>,
     /// `amri train --preset`.
     pub preset: Option<String>,
     /// `--lr` (peak learning rate).
@@ -269,6 +271,18 @@ pub fn ignored_on_resume(
     }
     if let Some(s) = flags.sigma_log_std.filter(|s| *s != t.sigma.p_std) {
         push("--sigma-log-std", s.to_string(), t.sigma.p_std.to_string());
+    }
+    if let Some(m) = flags.sigma_mix.filter(|m| Some(*m) != t.sigma.mix) {
+        let show =
+            |m: &crate::precond::SigmaMix| format!("{}:{}:{}", m.fraction, m.p_mean, m.p_std);
+        push(
+            "--sigma-mix",
+            show(&m),
+            t.sigma
+                .mix
+                .as_ref()
+                .map_or_else(|| "none".to_string(), show),
+        );
     }
     if let Some(p) = flags
         .preset
@@ -614,6 +628,7 @@ mod tests {
             hidden_weight: Some(t.hidden_weight),
             sigma_log_mean: Some(t.sigma.p_mean),
             sigma_log_std: Some(t.sigma.p_std),
+            sigma_mix: t.sigma.mix,
             preset: Some("tiny".into()),
             lr: Some(t.lr),
             precond: Some(card.denoiser.precond.kind),
@@ -639,6 +654,11 @@ mod tests {
             hidden_weight: Some(t.hidden_weight + 1.0),
             sigma_log_mean: Some(-2.5),
             sigma_log_std: Some(t.sigma.p_std + 0.5),
+            sigma_mix: Some(crate::precond::SigmaMix {
+                fraction: 0.5,
+                p_mean: -5.0,
+                p_std: 0.5,
+            }),
             preset: Some("base".into()),
             lr: Some(t.lr * 2.0),
             precond: Some(other_kind),
@@ -665,6 +685,7 @@ mod tests {
                 "--hidden-weight",
                 "--sigma-log-mean",
                 "--sigma-log-std",
+                "--sigma-mix",
                 "--preset",
                 "--lr",
                 "--precond",
@@ -681,12 +702,14 @@ mod tests {
         assert_eq!(got[1].used, t.ema_decay.to_string());
         assert_eq!(got[5].given, "-2.5");
         assert_eq!(got[5].used, "-1.2");
-        assert_eq!(got[7].used, r#"Some("tiny")"#);
-        assert_eq!(got[10].given, "sense:3:0");
-        assert_eq!(got[10].used, "adjoint");
-        assert_eq!(got[11].used, "1");
-        assert_eq!(got[12].given, "64");
-        assert_eq!(got[14].used, "none");
+        assert_eq!(got[7].given, "0.5:-5:0.5");
+        assert_eq!(got[7].used, "none");
+        assert_eq!(got[8].used, r#"Some("tiny")"#);
+        assert_eq!(got[11].given, "sense:3:0");
+        assert_eq!(got[11].used, "adjoint");
+        assert_eq!(got[12].used, "1");
+        assert_eq!(got[13].given, "64");
+        assert_eq!(got[15].used, "none");
         assert_eq!(
             got[2].to_string(),
             format!(

@@ -25,7 +25,7 @@ use amri_diffusion::checkpoint::{
 use amri_diffusion::data::{FurtherParams, TrainObjective, TrainingSet};
 use amri_diffusion::maps_cache::{self, MapsCache};
 use amri_diffusion::measured::{prepare, MeasuredFile, Preparation, TrainingData};
-use amri_diffusion::precond::{DenoiserConfig, PrecondKind, SigmaSampler};
+use amri_diffusion::precond::{DenoiserConfig, PrecondKind, SigmaMix, SigmaSampler};
 use amri_diffusion::run::{
     check_run_folder, format_loss_log, ignored_on_resume, read_loss_log, resume_mismatch, LogRow,
     ResumeFlags, LOSS_CSV,
@@ -144,6 +144,12 @@ pub struct Common {
     /// run's].
     #[arg(long, value_name = "STD")]
     pub sigma_log_std: Option<f64>,
+    /// Draw a FRACTION of the training noise levels from a second log-normal, ln σ ~ N(MEAN,
+    /// STD²), e.g. `0.5:-5:0.5`: half the steps' examples at σ ≈ 0.007, where one-step
+    /// reconstruction runs and the network learns to undo the corruption, the rest from the
+    /// main log-normal for the sampler [default: none; --resume: the run's].
+    #[arg(long, value_name = "FRACTION:MEAN:STD", allow_hyphen_values = true)]
+    pub sigma_mix: Option<SigmaMix>,
     /// With --objective tweedie: also train below the data's noise level with the consistency
     /// loss at this weight (σ drawn from the whole log-normal; samples with σ ≤ σ_n get it)
     /// [default: 0, off].
@@ -445,6 +451,7 @@ fn sigma_sampler(c: &Common) -> SigmaSampler {
     SigmaSampler {
         p_mean: c.sigma_log_mean.unwrap_or(d.p_mean),
         p_std: c.sigma_log_std.unwrap_or(d.p_std),
+        mix: c.sigma_mix,
     }
 }
 
@@ -458,6 +465,7 @@ fn resume_flags(c: &Common) -> ResumeFlags {
         hidden_weight: c.hidden_weight,
         sigma_log_mean: c.sigma_log_mean,
         sigma_log_std: c.sigma_log_std,
+        sigma_mix: c.sigma_mix,
         ..Default::default()
     }
 }
