@@ -492,3 +492,46 @@ fn without_a_model_unfit_data_or_an_empty_model_folder_are_refused_clearly() {
                 .and(predicate::str::contains("no-models-here")),
         );
 }
+
+#[test]
+fn one_step_default_sigma_stays_within_the_priors_training_noise_levels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume(t);
+    // a one-step prior: every training σ near e^−5 (ln σ ~ N(−5, 0.5²), so [e^−6, e^−4])
+    let run = t.join("run");
+    amri()
+        .args([
+            "train",
+            "--protocol",
+            "singlecoil-r4-cartesian",
+            "--preset",
+            "tiny",
+        ])
+        .args(["--steps", "2", "--batch", "2", "--warmup", "1"])
+        .args(["--sigma-log-mean", "-5", "--sigma-log-std", "0.5"])
+        .args(["--checkpoint-every", "2", "--no-progress", "--out"])
+        .arg(&run)
+        .arg(&vol)
+        .assert()
+        .success();
+    let meas = t.join("meas.npz");
+    simulate(&vol, "singlecoil-r4-cartesian", &meas);
+    let one = |name: &str, sigma: Option<String>| -> Array4<f32> {
+        let out = t.join(name);
+        let mut c = amri();
+        c.args(["recon", "--method", "one-step", "--no-progress", "--model"])
+            .arg(&run);
+        if let Some(s) = sigma {
+            c.args(["--sigma", &s]);
+        }
+        c.arg(&meas).arg(&out).assert().success();
+        read_image(&out)
+    };
+    // without --sigma the CLI's 0.05 lies outside that range: the nearest trained σ, e^−4, is used
+    let default = one("default.nii.gz", None);
+    let edge = one("edge.nii.gz", Some((-4.0f64).exp().to_string()));
+    let cli = one("cli.nii.gz", Some("0.05".into()));
+    assert_eq!(default, edge);
+    assert_ne!(default, cli);
+}

@@ -260,6 +260,34 @@ impl Default for SigmaSampler {
 }
 
 impl SigmaSampler {
+    /// `sigma` if it lies within two standard deviations (in ln σ) of a component the training
+    /// draws from, else the nearest such σ (nearest in ln σ): the noise level at which a network
+    /// trained on these draws can be asked for a one-step reconstruction.
+    pub fn within_training(&self, sigma: f64) -> f64 {
+        let mut comps = Vec::with_capacity(2);
+        if self.mix.is_none_or(|m| m.fraction < 1.0) {
+            comps.push((self.p_mean, self.p_std));
+        }
+        if let Some(m) = self.mix.filter(|m| m.fraction > 0.0) {
+            comps.push((m.p_mean, m.p_std));
+        }
+        let l = sigma.ln();
+        let mut best = sigma;
+        let mut best_d = f64::INFINITY;
+        for (mu, sd) in comps {
+            let c = l.clamp(mu - 2.0 * sd, mu + 2.0 * sd);
+            if (c - l).abs() < best_d {
+                best_d = (c - l).abs();
+                best = c.exp();
+            }
+        }
+        if best_d == 0.0 {
+            sigma
+        } else {
+            best
+        }
+    }
+
     /// Draws `n` noise levels from `rng` (deterministic for a seeded RNG). Without
     /// [`SigmaSampler::mix`] this takes exactly one normal draw per level, as before the mixture
     /// existed, so runs without it resume bit for bit; with it, a uniform draw picks the
@@ -584,6 +612,43 @@ mod tests {
             .iter()
             .all(|&v| (v as f64).ln() < -3.6));
         Ok(())
+    }
+
+    #[test]
+    fn within_training_keeps_a_covered_sigma_and_clamps_others_to_the_nearest_component() {
+        let edm = SigmaSampler::default();
+        // EDM's N(−1.2, 1.2²) covers [e^−3.6, e^1.2] ≈ [0.027, 3.3]
+        assert_eq!(edm.within_training(0.05), 0.05);
+        assert!((edm.within_training(0.001) - (-3.6f64).exp()).abs() < 1e-12);
+        assert!((edm.within_training(100.0) - 1.2f64.exp()).abs() < 1e-9);
+        // a one-step run, N(−5, 0.5²): [e^−6, e^−4] ≈ [0.0025, 0.018]
+        let small = SigmaSampler {
+            p_mean: -5.0,
+            p_std: 0.5,
+            mix: None,
+        };
+        assert!((small.within_training(0.05) - (-4.0f64).exp()).abs() < 1e-12);
+        assert_eq!(small.within_training(0.01), 0.01);
+        // a mixture covers both ranges; a fraction of 1 leaves only the second
+        let mix = SigmaMix {
+            fraction: 0.5,
+            p_mean: -5.0,
+            p_std: 0.5,
+        };
+        let both = SigmaSampler {
+            mix: Some(mix),
+            ..edm
+        };
+        assert_eq!(both.within_training(0.01), 0.01);
+        assert_eq!(both.within_training(0.05), 0.05);
+        let only = SigmaSampler {
+            mix: Some(SigmaMix {
+                fraction: 1.0,
+                ..mix
+            }),
+            ..edm
+        };
+        assert!((only.within_training(0.05) - (-4.0f64).exp()).abs() < 1e-12);
     }
 
     #[test]

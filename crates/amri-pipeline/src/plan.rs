@@ -351,7 +351,20 @@ impl Plan {
         self.prior.as_deref()
     }
 
-    /// Every parameter resolved: the plan's values over [`Params::defaults`] of its method.
+    /// One-step σ when none was given: `default`, moved into the attached prior's training
+    /// noise levels (two standard deviations of ln σ) when it lies outside them, so that a
+    /// prior trained only at small σ is not asked at a σ it never saw.
+    fn default_sigma(&self, default: f64) -> f64 {
+        match self.prior() {
+            Some(p) if self.method == Method::OneStep => {
+                p.card().train.sigma.within_training(default)
+            }
+            _ => default,
+        }
+    }
+
+    /// Every parameter resolved: the plan's values over [`Params::defaults`] of its method
+    /// (one-step's σ also over the attached prior's training noise levels).
     pub fn params(&self) -> Params {
         let d = Params::defaults(self.method);
         Params {
@@ -362,7 +375,7 @@ impl Plan {
             steps: self.steps.unwrap_or(d.steps),
             samples: self.samples.unwrap_or(d.samples),
             zeta: self.zeta.unwrap_or(d.zeta),
-            sigma: self.sigma.unwrap_or(d.sigma),
+            sigma: self.sigma.unwrap_or_else(|| self.default_sigma(d.sigma)),
             data_consistency: self.data_consistency.unwrap_or(d.data_consistency),
         }
     }

@@ -65,8 +65,9 @@ pub struct Args {
     /// One-step: replace the measured samples by the measured data after the network call.
     #[arg(long)]
     pub data_consistency: bool,
-    /// One-step: noise level σ given to the network (normalised units, default 0.05; as σ → 0
-    /// the output tends to the zero-filled input).
+    /// One-step: noise level σ given to the network (normalised units, default 0.05, or the
+    /// nearest σ the model was trained at when 0.05 lies outside its training noise levels; as
+    /// σ → 0 the output tends to the zero-filled input).
     #[arg(long)]
     pub sigma: Option<f64>,
     /// Regularisation weight λ (BART `pics -r` scaling; Tikhonov weight for cg-sense).
