@@ -35,9 +35,15 @@ fn volume(dir: &Path) -> PathBuf {
 
 /// Trains a tiny prior for 2 steps under `protocol` into `out`.
 fn train(out: &Path, vol: &Path, protocol: &str) {
+    train_with(out, vol, protocol, &[]);
+}
+
+/// [`train`] with `extra` flags.
+fn train_with(out: &Path, vol: &Path, protocol: &str, extra: &[&str]) {
     amri()
         .args(["train", "--protocol", protocol, "--preset", "tiny"])
         .args(["--steps", "2", "--batch", "2", "--warmup", "1"])
+        .args(extra)
         .args(["--checkpoint-every", "2", "--no-progress", "--out"])
         .arg(out)
         .arg(vol)
@@ -500,21 +506,12 @@ fn one_step_default_sigma_stays_within_the_priors_training_noise_levels() {
     let vol = volume(t);
     // a one-step prior: every training σ near e^−5 (ln σ ~ N(−5, 0.5²), so [e^−6, e^−4])
     let run = t.join("run");
-    amri()
-        .args([
-            "train",
-            "--protocol",
-            "singlecoil-r4-cartesian",
-            "--preset",
-            "tiny",
-        ])
-        .args(["--steps", "2", "--batch", "2", "--warmup", "1"])
-        .args(["--sigma-log-mean", "-5", "--sigma-log-std", "0.5"])
-        .args(["--checkpoint-every", "2", "--no-progress", "--out"])
-        .arg(&run)
-        .arg(&vol)
-        .assert()
-        .success();
+    train_with(
+        &run,
+        &vol,
+        "singlecoil-r4-cartesian",
+        &["--sigma-log-mean", "-5", "--sigma-log-std", "0.5"],
+    );
     let meas = t.join("meas.npz");
     simulate(&vol, "singlecoil-r4-cartesian", &meas);
     let one = |name: &str, sigma: Option<String>| -> Array4<f32> {
