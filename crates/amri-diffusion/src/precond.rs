@@ -227,19 +227,36 @@ impl std::str::FromStr for SigmaMix {
     }
 }
 
+impl std::fmt::Display for SigmaMix {
+    /// `FRACTION:MEAN:STD`, the form [`SigmaMix::from_str`] parses.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.fraction, self.p_mean, self.p_std)
+    }
+}
+
+/// Whether `m` is an accepted mean of ln σ for training noise levels: finite, in [−20, 20].
+pub fn valid_log_mean(m: f64) -> bool {
+    m.is_finite() && m.abs() <= 20.0
+}
+
+/// Whether `s` is an accepted standard deviation of ln σ: finite, in (0, 10].
+pub fn valid_log_std(s: f64) -> bool {
+    s.is_finite() && s > 0.0 && s <= 10.0
+}
+
 impl SigmaMix {
-    /// Checks `fraction ∈ [0, 1]`, `|p_mean| ≤ 20` and `p_std ∈ (0, 10]`.
+    /// Checks `fraction ∈ [0, 1]`, [`valid_log_mean`] and [`valid_log_std`].
     pub fn validate(&self) -> std::result::Result<(), String> {
         if !(self.fraction.is_finite() && (0.0..=1.0).contains(&self.fraction)) {
             return Err(format!("fraction must be in [0, 1], got {}", self.fraction));
         }
-        if !(self.p_mean.is_finite() && self.p_mean.abs() <= 20.0) {
+        if !valid_log_mean(self.p_mean) {
             return Err(format!(
                 "mean of ln σ must be in [−20, 20], got {}",
                 self.p_mean
             ));
         }
-        if !(self.p_std.is_finite() && self.p_std > 0.0 && self.p_std <= 10.0) {
+        if !valid_log_std(self.p_std) {
             return Err(format!(
                 "standard deviation of ln σ must be in (0, 10], got {}",
                 self.p_std
@@ -272,19 +289,13 @@ impl SigmaSampler {
             comps.push((m.p_mean, m.p_std));
         }
         let l = sigma.ln();
-        let mut best = sigma;
-        let mut best_d = f64::INFINITY;
-        for (mu, sd) in comps {
-            let c = l.clamp(mu - 2.0 * sd, mu + 2.0 * sd);
-            if (c - l).abs() < best_d {
-                best_d = (c - l).abs();
-                best = c.exp();
-            }
-        }
-        if best_d == 0.0 {
-            sigma
-        } else {
-            best
+        let nearest = comps
+            .into_iter()
+            .map(|(mu, sd)| l.clamp(mu - 2.0 * sd, mu + 2.0 * sd))
+            .min_by(|a, b| (a - l).abs().total_cmp(&(b - l).abs()));
+        match nearest {
+            Some(c) if c != l => c.exp(),
+            _ => sigma,
         }
     }
 

@@ -273,15 +273,12 @@ pub fn ignored_on_resume(
         push("--sigma-log-std", s.to_string(), t.sigma.p_std.to_string());
     }
     if let Some(m) = flags.sigma_mix.filter(|m| Some(*m) != t.sigma.mix) {
-        let show =
-            |m: &crate::precond::SigmaMix| format!("{}:{}:{}", m.fraction, m.p_mean, m.p_std);
         push(
             "--sigma-mix",
-            show(&m),
+            m.to_string(),
             t.sigma
                 .mix
-                .as_ref()
-                .map_or_else(|| "none".to_string(), show),
+                .map_or_else(|| "none".to_string(), |u| u.to_string()),
         );
     }
     if let Some(p) = flags

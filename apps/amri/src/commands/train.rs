@@ -25,7 +25,7 @@ use amri_diffusion::checkpoint::{
 use amri_diffusion::data::{FurtherParams, TrainObjective, TrainingSet};
 use amri_diffusion::maps_cache::{self, MapsCache};
 use amri_diffusion::measured::{prepare, MeasuredFile, Preparation, TrainingData};
-use amri_diffusion::precond::{DenoiserConfig, PrecondKind, SigmaMix, SigmaSampler};
+use amri_diffusion::precond::{self, DenoiserConfig, PrecondKind, SigmaMix, SigmaSampler};
 use amri_diffusion::run::{
     check_run_folder, format_loss_log, ignored_on_resume, read_loss_log, resume_mismatch, LogRow,
     ResumeFlags, LOSS_CSV,
@@ -498,16 +498,10 @@ fn drive(
     if let Some(w) = c.hidden_weight.filter(|w| !(w.is_finite() && *w > 0.0)) {
         bail!("--hidden-weight must be > 0, got {w}");
     }
-    if let Some(m) = c
-        .sigma_log_mean
-        .filter(|m| !(m.is_finite() && m.abs() <= 20.0))
-    {
+    if let Some(m) = c.sigma_log_mean.filter(|m| !precond::valid_log_mean(*m)) {
         bail!("--sigma-log-mean must be a finite ln σ in [−20, 20], got {m}");
     }
-    if let Some(s) = c
-        .sigma_log_std
-        .filter(|s| !(s.is_finite() && *s > 0.0 && *s <= 10.0))
-    {
+    if let Some(s) = c.sigma_log_std.filter(|s| !precond::valid_log_std(*s)) {
         bail!("--sigma-log-std must be in (0, 10], got {s}");
     }
     if let Some(d) = c.delta.filter(|d| !(0.0..=1.0).contains(d)) {
