@@ -6,7 +6,7 @@
 #
 # Usage: bench/checkpoint_psnr.sh DATA.npz CKPT_DIR [CKPT_DIR ...]
 #   AMRI=path/to/amri (default: target/release/amri), SIGMA=σ given to the network (default: the
-#   CLI's), RAYON_NUM_THREADS as usual.
+#   CLI's), RECON_ARGS=more `amri recon` flags (e.g. --no-average-flips), RAYON_NUM_THREADS as usual.
 # Example (the curve of docs/benchmarks.md, "Longer training"):
 #   amri simulate --protocol singlecoil-r4-cartesian \
 #     sample-scans/colin27/lowres/t1_axial_val_64.nii.gz runs/val_r4.npz
@@ -22,12 +22,13 @@ shift
 [[ -x $AMRI ]] || { echo "checkpoint_psnr.sh: $AMRI is not an executable (set AMRI=...)" >&2; exit 2; }
 SIGMA_ARGS=()
 [[ -n ${SIGMA:-} ]] && SIGMA_ARGS=(--sigma "$SIGMA")
+read -r -a MORE_ARGS <<< "${RECON_ARGS:-}"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 # prints "psnr,ssim" of one reconstruction
 one() {
     rm -f "$TMP/o.nii.gz" "$TMP/s.csv"
-    "$AMRI" recon -q --method one-step "${SIGMA_ARGS[@]}" --model "$@" --summary "$TMP/s.csv" "$DATA" "$TMP/o.nii.gz" >/dev/null
+    "$AMRI" recon -q --method one-step "${SIGMA_ARGS[@]}" "${MORE_ARGS[@]}" --model "$@" --summary "$TMP/s.csv" "$DATA" "$TMP/o.nii.gz" >/dev/null
     awk -F, 'NR == 2 { if ($3 != "ok") { print "recon failed: " $0 > "/dev/stderr"; exit 1 } printf "%.3f,%.4f", $5, $6 }' "$TMP/s.csv"
 }
 echo "checkpoint,steps,psnr,ssim,psnr_dc,ssim_dc"

@@ -532,3 +532,73 @@ fn one_step_default_sigma_stays_within_the_priors_training_noise_levels() {
     assert_eq!(default, edge);
     assert_ne!(default, cli);
 }
+
+#[test]
+fn one_step_averages_over_flips_by_default_only_for_a_prior_trained_with_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let vol = volume(t);
+    let meas = t.join("meas.npz");
+    simulate(&vol, "singlecoil-r4-cartesian", &meas);
+    let one = |name: &str, run: &Path, flag: Option<&str>| -> Array4<f32> {
+        let out = t.join(name);
+        let mut c = amri();
+        c.args(["recon", "--method", "one-step", "--no-progress", "--model"])
+            .arg(run);
+        c.args(flag);
+        c.arg(&meas).arg(&out).assert().success();
+        read_image(&out)
+    };
+    // trained with flips and transposes: averaging over them is the default
+    let flipped = t.join("flipped");
+    train_with(
+        &flipped,
+        &vol,
+        "singlecoil-r4-cartesian",
+        &["--augment", "flip,transpose"],
+    );
+    let default = one("d.nii.gz", &flipped, None);
+    let on = one("on.nii.gz", &flipped, Some("--average-flips"));
+    let off = one("off.nii.gz", &flipped, Some("--no-average-flips"));
+    assert_eq!(default, on);
+    assert_ne!(default, off);
+    // the provenance record says what was asked
+    assert_eq!(
+        sidecar(&t.join("on.json"))["settings"]["average_flips"],
+        true
+    );
+    assert!(sidecar(&t.join("d.json"))["settings"]
+        .get("average_flips")
+        .is_none());
+    // trained without them: one network call unless asked
+    let plain = t.join("plain");
+    train_with(&plain, &vol, "singlecoil-r4-cartesian", &[]);
+    let default = one("pd.nii.gz", &plain, None);
+    assert_eq!(
+        default,
+        one("poff.nii.gz", &plain, Some("--no-average-flips"))
+    );
+    assert_ne!(default, one("pon.nii.gz", &plain, Some("--average-flips")));
+    // a one-step setting: refused with other methods, and both flags together
+    amri()
+        .args(["recon", "--method", "tv", "--average-flips"])
+        .arg(&meas)
+        .arg(t.join("tv.nii.gz"))
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "--average-flips applies to one-step, not tv",
+        ));
+    amri()
+        .args([
+            "recon",
+            "--method",
+            "one-step",
+            "--average-flips",
+            "--no-average-flips",
+        ])
+        .arg(&meas)
+        .arg(t.join("both.nii.gz"))
+        .assert()
+        .failure();
+}

@@ -41,11 +41,13 @@ pub enum PipelineError {
     /// Prewhitening or coil compression of the measured data failed.
     #[error("preparing the measured data: {0}")]
     Prepare(amri_ops::OpsError),
-    /// A learned-prior parameter was given with a classical method.
-    #[error("{key} applies to the learned-prior methods (one-step, iterative), not {method}")]
+    /// A learned-prior parameter was given with a method it does not apply to.
+    #[error("{key} applies to {applies_to}, not {method}")]
     NotForMethod {
         /// Parameter name.
         key: &'static str,
+        /// The methods it applies to, in words.
+        applies_to: &'static str,
         /// The plan's method.
         method: &'static str,
     },

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use amri_core::C32;
-use amri_diffusion::sample::{OneStepConfig, PosteriorConfig, Prior};
+use amri_diffusion::sample::{Averaging, OneStepConfig, PosteriorConfig, Prior};
 use amri_protocol::{Method, Protocol, Reconstruction};
 use amri_recon::app::{CgSenseConfig, L1WaveletConfig, TvConfig};
 use ndarray::Array2;
@@ -40,6 +40,9 @@ pub struct Overrides {
     pub data_consistency: Option<bool>,
     /// One-step: noise level σ > 0 given to the network (normalised units).
     pub sigma: Option<f64>,
+    /// One-step: average the network's estimate over the flips and transposes of the slice
+    /// (`None`: when the prior was trained with flips and transposes).
+    pub average_flips: Option<bool>,
     /// Coil compression to this many virtual coils ≥ 1 (SVD, as `bart cc -S -p N`) before coil
     /// maps are estimated; `None` keeps every coil, as does a count ≥ the data's coils.
     pub coils: Option<usize>,
@@ -81,6 +84,9 @@ pub struct Params {
     pub sigma: f64,
     /// One-step: hard data consistency on the measured samples.
     pub data_consistency: bool,
+    /// One-step: average over the flips and transposes of the slice (8 network calls for a
+    /// square slice, 4 otherwise).
+    pub average_flips: bool,
 }
 
 impl Params {
@@ -116,6 +122,7 @@ impl Params {
             zeta: post.zeta,
             sigma: one.sigma,
             data_consistency: one.data_consistency,
+            average_flips: one.averaging.dihedral,
         }
     }
 }
@@ -144,6 +151,8 @@ pub struct Plan {
     zeta: Option<f64>,
     data_consistency: Option<bool>,
     sigma: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    average_flips: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     coils: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -209,6 +218,7 @@ impl Plan {
             zeta: None,
             data_consistency: None,
             sigma: None,
+            average_flips: None,
             coils: None,
             prewhiten: None,
             noise_cov: None,
@@ -271,9 +281,17 @@ impl Plan {
             if let Some((key, _)) = given.iter().find(|(_, g)| *g) {
                 return Err(PipelineError::NotForMethod {
                     key,
+                    applies_to: "the learned-prior methods (one-step, iterative)",
                     method: method.name(),
                 });
             }
+        }
+        if method != Method::OneStep && o.average_flips.is_some() {
+            return Err(PipelineError::NotForMethod {
+                key: "average_flips",
+                applies_to: "one-step",
+                method: method.name(),
+            });
         }
         // The protocol's prior settings belong to its own method.
         let own = base.method == method;
@@ -300,6 +318,7 @@ impl Plan {
             zeta: pick(own, o.zeta, base.zeta),
             data_consistency: pick(own, o.data_consistency, base.data_consistency),
             sigma: o.sigma,
+            average_flips: pick(own, o.average_flips, base.average_flips),
             coils: o.coils,
             prewhiten: o.prewhiten,
             noise_cov: o
@@ -363,6 +382,18 @@ impl Plan {
         }
     }
 
+    /// One-step flip averaging when none was asked for: on when the attached prior was trained
+    /// with flips of rows and columns and transposes (its estimate of a reflected slice is then
+    /// as good as of the slice itself), else `default`.
+    fn default_average_flips(&self, default: bool) -> bool {
+        match (self.prior(), self.method) {
+            (Some(p), Method::OneStep) => p.card().record.as_ref().map_or(default, |r| {
+                r.augment.flip_rows && r.augment.flip_cols && r.augment.transpose
+            }),
+            _ => default,
+        }
+    }
+
     /// Every parameter resolved: the plan's values over [`Params::defaults`] of its method
     /// (one-step's σ also over the attached prior's training noise levels).
     pub fn params(&self) -> Params {
@@ -377,6 +408,9 @@ impl Plan {
             zeta: self.zeta.unwrap_or(d.zeta),
             sigma: self.sigma.unwrap_or_else(|| self.default_sigma(d.sigma)),
             data_consistency: self.data_consistency.unwrap_or(d.data_consistency),
+            average_flips: self
+                .average_flips
+                .unwrap_or_else(|| self.default_average_flips(d.average_flips)),
         }
     }
 
@@ -437,6 +471,9 @@ impl Plan {
             data_consistency: p.data_consistency,
             dc_lambda: self.lambda.unwrap_or(d.dc_lambda),
             dc_iterations: self.iterations.unwrap_or(d.dc_iterations),
+            averaging: Averaging {
+                dihedral: p.average_flips,
+            },
             ..d
         }
     }
@@ -624,6 +661,23 @@ mod tests {
         assert!(own.model().is_some());
         let other = Plan::new(Some(&p), &with(Method::Iterative))?;
         assert_eq!(other.model(), None);
+        // a protocol's average_flips: taken by its own method, an override wins, and without a
+        // prior the default is off
+        let mut q = p.clone();
+        if let Some(r) = q.reconstruction.as_mut() {
+            r.average_flips = Some(true);
+        }
+        let on = Plan::new(Some(&q), &Overrides::default())?;
+        assert!(on.params().average_flips && on.one_step_config().averaging.dihedral);
+        let off = Plan::new(
+            Some(&q),
+            &Overrides {
+                average_flips: Some(false),
+                ..Overrides::default()
+            },
+        )?;
+        assert!(!off.one_step_config().averaging.dihedral);
+        assert!(!own.params().average_flips);
         Ok(())
     }
 
@@ -672,7 +726,22 @@ mod tests {
             ),
             Err(PipelineError::NotForMethod {
                 key: "samples",
-                method: "tv"
+                method: "tv",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Plan::new(
+                None,
+                &Overrides {
+                    average_flips: Some(true),
+                    ..with(Method::Iterative)
+                }
+            ),
+            Err(PipelineError::NotForMethod {
+                key: "average_flips",
+                applies_to: "one-step",
+                method: "iterative"
             })
         ));
         assert!(matches!(

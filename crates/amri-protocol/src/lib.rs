@@ -192,6 +192,10 @@ pub struct Reconstruction {
     /// Replace measured samples by the measured data after the network call (one-step).
     #[serde(default)]
     pub data_consistency: Option<bool>,
+    /// Average the network's estimate over the flips and transposes of the slice (one-step;
+    /// absent: on when the prior was trained with flips and transposes).
+    #[serde(default)]
+    pub average_flips: Option<bool>,
 }
 
 impl Reconstruction {
@@ -208,6 +212,7 @@ impl Reconstruction {
             samples: None,
             zeta: None,
             data_consistency: None,
+            average_flips: None,
         }
     }
 }

@@ -70,6 +70,14 @@ pub struct Args {
     /// σ → 0 the output tends to the zero-filled input).
     #[arg(long)]
     pub sigma: Option<f64>,
+    /// One-step: average the network's estimate over the 8 flips and transposes of the slice
+    /// (4 flips for a non-square slice), each mapped back; 8× the network calls. The default
+    /// when the model was trained with flips and transposes (`--augment flip,transpose`).
+    #[arg(long, conflicts_with = "no_average_flips")]
+    pub average_flips: bool,
+    /// One-step: one network call per slice, even for a model trained with flips and transposes.
+    #[arg(long)]
+    pub no_average_flips: bool,
     /// Regularisation weight λ (BART `pics -r` scaling; Tikhonov weight for cg-sense).
     #[arg(long)]
     pub lambda: Option<f32>,
@@ -162,6 +170,11 @@ pub fn plan_from_args(a: &Args) -> Result<Plan> {
         zeta: a.zeta,
         data_consistency: a.data_consistency.then_some(true),
         sigma: a.sigma,
+        average_flips: match (a.average_flips, a.no_average_flips) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         coils: a.coils,
         prewhiten: a.no_prewhiten.then_some(false),
         noise_cov: match &a.noise_cov {
@@ -191,10 +204,11 @@ fn flag_error(e: PipelineError) -> anyhow::Error {
             value,
             expected,
         } => anyhow!("{} must be {expected}, got {value}", flag(key)),
-        PipelineError::NotForMethod { key, method } => anyhow!(
-            "{} applies to the learned-prior methods (one-step, iterative), not {method}",
-            flag(key)
-        ),
+        PipelineError::NotForMethod {
+            key,
+            applies_to,
+            method,
+        } => anyhow!("{} applies to {applies_to}, not {method}", flag(key)),
         PipelineError::NeedsModel { method } => anyhow!(
             "--method {method} needs --model (a checkpoint folder or a training run folder)"
         ),

@@ -93,7 +93,7 @@ use crate::loss::DenoiseFn;
 use crate::sense_input::{sense_solve, NetworkInput};
 
 pub use heun::{sample_unconditional, UnconditionalConfig};
-pub use one_step::{one_step, OneStepConfig};
+pub use one_step::{one_step, Averaging, OneStepConfig};
 pub use posterior::{posterior, NetMasks, PosteriorConfig, PosteriorResult};
 pub use prior::{sha256_file, sha256_hex, Prior};
 

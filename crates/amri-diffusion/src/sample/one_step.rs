@@ -13,12 +13,24 @@
 //! any denoiser tend to its input as σ → 0 (`c_skip → 1`, `c_out → 0`), so a very small σ gives
 //! back nearly the zero-filled image; the default 0.05 (in units of the normalised image, where
 //! the 99.5th percentile of the zero-filled magnitude is 1) lies inside the training range of σ.
+//!
+//! **Averaging** ([`Averaging`], off by default). Reflecting a measurement about DC (flips of
+//! rows or columns, [`crate::augment::centred_flip_index`]) or transposing it reflects the object
+//! it measured, so the exact posterior mean of the reflected measurement is the reflected
+//! posterior mean. A network only approximates it, with errors that differ between reflections;
+//! with `dihedral` the slice is reflected in each of the 8 ways (4 for a non-square slice),
+//! each estimate is reflected back and they are averaged ("self-ensemble", Timofte et al. 2016),
+//! which keeps the exact posterior mean and averages the approximation errors. It suits a prior
+//! trained with flips and transposes (`--augment flip,transpose`), to which every reflected
+//! slice looks like training data.
 
 use ndarray::{Array2, Array3, Axis, Zip};
 
 use super::{
-    denoise_batch, denoise_input, measured_scale, Coils, InputDomain, PriorDenoiser, Problem,
+    denoise_input, measured_scale, network_input, Coils, InputDomain, PriorDenoiser, Problem,
+    Single,
 };
+use crate::augment::{apply_to_plane, Draw};
 use crate::error::{DiffusionError, Result};
 pub(crate) use crate::sense_input::sense_fit;
 use amri_core::fft::{fft2c, ifft2c};
@@ -47,6 +59,68 @@ pub struct OneStepConfig {
     /// Intensity scale to divide by (see the module docs of [`crate::sample`]); `None`: computed
     /// from this slice alone with [`measured_scale`]. Pass the volume's scale for volumes.
     pub scale: Option<f32>,
+    /// Test-time averaging of the network's estimate (off by default: one network call).
+    pub averaging: Averaging,
+}
+
+/// Test-time averaging of the one-step estimate (module docs, "Averaging"): the mean of the
+/// network's estimates over reflections of the measurement, each mapped back to the slice's
+/// own frame before the mean.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Averaging {
+    /// Average over the flips of rows and columns about DC and, for a square slice, the
+    /// transposes (8 estimates for a square slice, 4 otherwise).
+    pub dihedral: bool,
+}
+
+impl Averaging {
+    /// The number of network calls per slice (`square`: whether the slice is square).
+    pub fn calls(&self, square: bool) -> usize {
+        match (self.dihedral, square) {
+            (false, _) => 1,
+            (true, false) => 4,
+            (true, true) => 8,
+        }
+    }
+}
+
+/// The reflections [`Averaging::dihedral`] averages over for a `square` or not slice (the
+/// identity alone when `dihedral` is off).
+fn reflections(dihedral: bool, square: bool) -> Vec<Draw> {
+    if !dihedral {
+        return vec![Draw::IDENTITY];
+    }
+    let mut v = Vec::new();
+    for transpose in [false, true] {
+        if transpose && !square {
+            continue;
+        }
+        for flip_rows in [false, true] {
+            for flip_cols in [false, true] {
+                v.push(Draw {
+                    flip_rows,
+                    flip_cols,
+                    transpose,
+                    ..Draw::IDENTITY
+                });
+            }
+        }
+    }
+    v
+}
+
+/// The inverse of the reflection `d` ([`apply_to_plane`] applies the flips, then the
+/// transpose; undoing a transpose swaps which axis each flip acts on).
+fn inverse(d: &Draw) -> Draw {
+    if d.transpose {
+        Draw {
+            flip_rows: d.flip_cols,
+            flip_cols: d.flip_rows,
+            ..*d
+        }
+    } else {
+        *d
+    }
 }
 
 impl Default for OneStepConfig {
@@ -57,6 +131,7 @@ impl Default for OneStepConfig {
             dc_lambda: DC_LAMBDA,
             dc_iterations: DC_ITERATIONS,
             scale: None,
+            averaging: Averaging::default(),
         }
     }
 }
@@ -129,25 +204,7 @@ pub fn one_step<D: PriorDenoiser + ?Sized>(
         None => measured_scale(std::slice::from_ref(p))?,
     };
     let single = p.single(scale)?;
-    let mask = own_mask(prior.input_domain(), single.domain, &single.mask)?;
-    let m: Array3<f32> = mask.insert_axis(Axis(0));
-    let out = match (&single.coils, prior.input_domain()) {
-        // multi-coil k-space prior: the SENSE-combined zero-filled image, as in training
-        (Some(c), InputDomain::Kspace) => {
-            let inp = c.input(
-                &single.mask,
-                prior.network_input(),
-                cfg.sigma,
-                prior.sigma_data(),
-            )?;
-            denoise_input(prior, inp.insert_axis(Axis(0)), m, cfg.sigma)?
-        }
-        _ => {
-            let x = single.zero_filled().insert_axis(Axis(0));
-            denoise_batch(prior, &x, &m, None, cfg.sigma)?
-        }
-    };
-    let mut img = out.index_axis(Axis(0), 0).to_owned();
+    let mut img = averaged_estimate(prior, &single, cfg)?;
     if cfg.data_consistency {
         img = match &single.coils {
             Some(c) => sense_consistency(&img, c, &single.mask, cfg.dc_lambda, cfg.dc_iterations)?,
@@ -155,6 +212,73 @@ pub fn one_step<D: PriorDenoiser + ?Sized>(
         };
     }
     Ok(img * C32::new(scale, 0.0))
+}
+
+/// The network's estimate for `single` in normalised units, averaged as `cfg.averaging` asks:
+/// the network input is formed as in training with the measurement's own mask, reflected,
+/// denoised, reflected back, and the estimates are averaged (one call per estimate, batched
+/// by 8).
+fn averaged_estimate<D: PriorDenoiser + ?Sized>(
+    prior: &D,
+    single: &Single,
+    cfg: &OneStepConfig,
+) -> Result<Array2<C32>> {
+    let domain = prior.input_domain();
+    let m = own_mask(domain, single.domain, &single.mask)?;
+    let inp = match (&single.coils, domain) {
+        // multi-coil k-space prior: the SENSE-combined image of the coil data, as in training
+        (Some(c), InputDomain::Kspace) => c.input(
+            &single.mask,
+            prior.network_input(),
+            cfg.sigma,
+            prior.sigma_data(),
+        )?,
+        _ => {
+            let x = single.zero_filled().insert_axis(Axis(0));
+            let (inp, _) = network_input(
+                domain,
+                &x,
+                &m.clone().insert_axis(Axis(0)),
+                None,
+                prior.network_input(),
+                cfg.sigma,
+                prior.sigma_data(),
+            )?;
+            inp.index_axis(Axis(0), 0).to_owned()
+        }
+    };
+    let (rows, cols) = single.mask.dim();
+    // (network input, mask channel, reflection) of each estimate
+    let members: Vec<(Array2<C32>, Array2<f32>, Draw)> =
+        reflections(cfg.averaging.dihedral, rows == cols)
+            .into_iter()
+            .map(|d| {
+                (
+                    apply_to_plane(inp.view(), &d),
+                    apply_to_plane(m.view(), &d),
+                    d,
+                )
+            })
+            .collect();
+    let mut sum = Array2::<C32>::zeros((rows, cols));
+    let n = members.len();
+    for chunk in members.chunks(8) {
+        let (h, w) = chunk[0].0.dim();
+        let mut inp = Array3::<C32>::zeros((chunk.len(), h, w));
+        let mut m = Array3::<f32>::zeros((chunk.len(), h, w));
+        for (k, (i, mk, _)) in chunk.iter().enumerate() {
+            inp.index_axis_mut(Axis(0), k).assign(i);
+            m.index_axis_mut(Axis(0), k).assign(mk);
+        }
+        let out = denoise_input(prior, inp, m, cfg.sigma)?;
+        for (o, (_, _, d)) in out.outer_iter().zip(chunk) {
+            sum += &apply_to_plane(o, &inverse(d));
+        }
+    }
+    if n > 1 {
+        sum.mapv_inplace(|v| v / n as f32);
+    }
+    Ok(sum)
 }
 
 /// Multi-coil data consistency: the image nearest the network's `xhat` `[row, col]` that agrees
@@ -491,6 +615,126 @@ mod tests {
         assert!(max_diff(&inputs[0], &inputs[1]) > 1e-2);
         let virtual_coil = p.single(1.0)?.zero_filled();
         assert!(max_diff(&inputs[0], &virtual_coil) > 1e-2);
+        Ok(())
+    }
+
+    /// A denoiser that is not equivariant: it multiplies its input by a fixed, asymmetric
+    /// position weight `w[i, j]` (the network frame; `size_multiple` 1, so no padding).
+    struct Weighted(Array2<f32>, Device);
+    impl DenoiseFn for Weighted {
+        fn denoise(&self, x: &Tensor, _m: &Tensor, _s: &Tensor) -> Result<Tensor> {
+            let (h, w) = self.0.dim();
+            let wt = Tensor::from_vec(self.0.iter().copied().collect(), (1, 1, h, w), &self.1)?;
+            Ok(x.broadcast_mul(&wt)?)
+        }
+    }
+    impl PriorDenoiser for Weighted {
+        fn input_domain(&self) -> InputDomain {
+            InputDomain::Kspace
+        }
+        fn sigma_data(&self) -> f64 {
+            0.5
+        }
+        fn device(&self) -> &Device {
+            &self.1
+        }
+    }
+
+    fn weight(r: usize, c: usize) -> Array2<f32> {
+        Array2::from_shape_fn((r, c), |(i, j)| {
+            1.0 + 0.05 * i as f32 + 0.013 * (i * j) as f32
+        })
+    }
+
+    fn kspace_problem(x: &Array2<C32>, mask: &Array2<f32>) -> Problem {
+        let mut k = fft2c(x);
+        Zip::from(&mut k).and(mask).for_each(|v, m| *v *= *m);
+        Problem::Kspace {
+            kspace: k.insert_axis(Axis(0)),
+            mask: mask.clone(),
+            maps: None,
+        }
+    }
+
+    fn dihedral() -> OneStepConfig {
+        OneStepConfig {
+            scale: Some(1.0),
+            averaging: Averaging { dihedral: true },
+            ..OneStepConfig::default()
+        }
+    }
+
+    #[test]
+    fn dihedral_averaging_maps_every_estimate_back_to_the_slice() -> Result<()> {
+        // an equivariant (pointwise) denoiser gives the plain estimate: each reflected estimate
+        // is mapped back exactly; square, non-square and odd sizes
+        for (r, c) in [(16, 16), (16, 12), (15, 13)] {
+            let x = image(r, c);
+            let p = kspace_problem(&x, &lines(r, c));
+            let f = Affine {
+                a: 0.5,
+                b: 0.3,
+                square: true,
+                domain: InputDomain::Kspace,
+                dev: Device::Cpu,
+            };
+            let plain = one_step(
+                &f,
+                &p,
+                &OneStepConfig {
+                    scale: Some(1.0),
+                    ..Default::default()
+                },
+            )?;
+            let avg = one_step(&f, &p, &dihedral())?;
+            assert!(
+                max_diff(&avg, &plain) < 1e-5,
+                "{r}×{c}: {}",
+                max_diff(&avg, &plain)
+            );
+            let calls = dihedral().averaging.calls(r == c);
+            assert_eq!(calls, if r == c { 8 } else { 4 });
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn dihedral_averaging_makes_any_denoiser_equivariant() -> Result<()> {
+        // the averaged estimate of a reflected measurement is the reflected averaged estimate,
+        // even for a position-dependent denoiser (for which the plain estimate is not)
+        for (r, c) in [(16, 16), (15, 13)] {
+            let x = image(r, c);
+            let mask = lines(r, c);
+            let p = kspace_problem(&x, &mask);
+            let f = Weighted(weight(r, c), Device::Cpu);
+            let plain_cfg = OneStepConfig {
+                scale: Some(1.0),
+                ..Default::default()
+            };
+            let avg = one_step(&f, &p, &dihedral())?;
+            let plain = one_step(&f, &p, &plain_cfg)?;
+            for d in reflections(true, r == c).into_iter().skip(1) {
+                // reflecting k-space about DC reflects the image (crate::augment docs)
+                let Problem::Kspace { kspace, .. } = &p else {
+                    unreachable!()
+                };
+                let k = apply_to_plane(kspace.index_axis(Axis(0), 0), &d);
+                let pd = Problem::Kspace {
+                    kspace: k.insert_axis(Axis(0)),
+                    mask: apply_to_plane(mask.view(), &d),
+                    maps: None,
+                };
+                let got = one_step(&f, &pd, &dihedral())?;
+                let want = apply_to_plane(avg.view(), &d);
+                assert!(
+                    max_diff(&got, &want) < 1e-4,
+                    "{r}×{c} {d:?}: {}",
+                    max_diff(&got, &want)
+                );
+                let plain_d = one_step(&f, &pd, &plain_cfg)?;
+                assert!(max_diff(&plain_d, &apply_to_plane(plain.view(), &d)) > 1e-2);
+            }
+        }
         Ok(())
     }
 
