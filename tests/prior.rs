@@ -531,6 +531,20 @@ fn one_step_default_sigma_stays_within_the_priors_training_noise_levels() {
     let cli = one("cli.nii.gz", Some("0.05".into()));
     assert_eq!(default, edge);
     assert_ne!(default, cli);
+    // picked without --model: for one-step, not for the iterative sampler, which says why
+    let picked = |method: &str| {
+        amri()
+            .env("AMRI_MODELS", &run)
+            .args(["recon", "--no-progress", "--method", method])
+            .arg(&meas)
+            .arg(t.join(format!("{method}.nii.gz")))
+            .assert()
+    };
+    picked("one-step").success();
+    picked("iterative").failure().stderr(
+        predicate::str::contains("trained only at σ ≤ 0.018 (a one-step prior)")
+            .and(predicate::str::contains("no prior fits")),
+    );
 }
 
 #[test]

@@ -9,7 +9,10 @@
 //!    prior only learned anatomy at its training pixel size and field of view);
 //! 3. it measured in the same domain (k-space, or the image domain of pixel/box masks);
 //! 4. its corruption family is the data's: 1-D Cartesian lines, 2-D k-space points (Poisson),
-//!    pixel masks, or boxes.
+//!    pixel masks, or boxes;
+//! 5. for the iterative method, its training noise levels reach the card's σ_data (within two
+//!    standard deviations of ln σ): the sampler starts at σ = 80 and draws the image's content at
+//!    σ ≳ σ_data, which a prior trained only at small σ (a one-step prior) never learned.
 //!
 //! Among the priors that fit, the one whose training acceleration is closest to the data's
 //! (smallest `|ln R_data − ln R_prior|`) is chosen; ties go to a prior trained on corrupted data
@@ -32,6 +35,7 @@ use amri_diffusion::checkpoint::{
 };
 use amri_diffusion::data::TrainObjective;
 use amri_ops::corruption::{CorruptionSpec, FurtherStructure, KspacePattern};
+use amri_protocol::Method;
 use ndarray::Axis;
 
 /// Environment variable naming the folders priors are looked for in (a list, as `PATH`).
@@ -244,6 +248,11 @@ pub struct PriorSummary {
     pub unusable: Option<String>,
     /// The network's input needs multi-coil data (the SENSE input, `denoiser.input`).
     pub needs_coils: bool,
+    /// The largest training noise level within two standard deviations of ln σ (normalised
+    /// units), and the card's σ_data.
+    pub sigma_top: f64,
+    /// The card's σ_data (normalised units).
+    pub sigma_data: f64,
 }
 
 impl PriorSummary {
@@ -320,11 +329,13 @@ impl PriorSummary {
             objective: card.record.as_ref().map(|r| r.objective),
             unusable,
             needs_coils: !card.denoiser.input.is_adjoint(),
+            sigma_top: card.train.sigma.within_training(f64::MAX),
+            sigma_data: card.denoiser.precond.sigma_data,
         })
     }
 
-    /// Why this prior does not fit `data` (every reason), empty when it fits.
-    pub fn misfits(&self, data: &DataSummary) -> Vec<String> {
+    /// Why this prior does not fit `data` for `method` (every reason), empty when it fits.
+    pub fn misfits(&self, data: &DataSummary, method: Method) -> Vec<String> {
         let mut why = Vec::new();
         if let Some(u) = &self.unusable {
             why.push(format!("cannot be used for inference ({u})"));
@@ -351,6 +362,13 @@ impl PriorSummary {
         }
         if self.needs_coils && data.coils < 2 {
             why.push("its network input is SENSE, which needs multi-coil data".into());
+        }
+        if method == Method::Iterative && self.sigma_top < self.sigma_data {
+            why.push(format!(
+                "trained only at σ ≤ {:.3} (a one-step prior), while the iterative sampler starts \
+                 at σ = 80",
+                self.sigma_top
+            ));
         }
         why
     }
@@ -440,9 +458,13 @@ pub fn list_priors(dirs: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// Chooses the prior for `data` among the model folders in `dirs` (module docs); `dirs` comes
-/// from [`model_search_path`] or the caller.
-pub fn pick_prior(data: &DataSummary, dirs: &[PathBuf]) -> std::result::Result<Pick, PickError> {
+/// Chooses the prior for `data` reconstructed with `method` among the model folders in `dirs`
+/// (module docs); `dirs` comes from [`model_search_path`] or the caller.
+pub fn pick_prior(
+    data: &DataSummary,
+    method: Method,
+    dirs: &[PathBuf],
+) -> std::result::Result<Pick, PickError> {
     let searched = if dirs.is_empty() {
         "no folder (none of the search path exists)".to_owned()
     } else {
@@ -461,7 +483,7 @@ pub fn pick_prior(data: &DataSummary, dirs: &[PathBuf]) -> std::result::Result<P
         match PriorSummary::read(dir) {
             Err(e) => listing.push(format!("  {}: unreadable card ({e})", dir.display())),
             Ok(p) => {
-                let why = p.misfits(data);
+                let why = p.misfits(data, method);
                 if why.is_empty() {
                     let distance = p
                         .acceleration
@@ -572,10 +594,19 @@ mod tests {
             let p = PriorSummary::read(f).expect("readable card");
             assert!(p.matrices.contains(&[64, 64]), "{p}");
         }
-        let pick = pick_prior(&DataSummary::of(&kspace(64, 64, 4)), &shipped()).expect("fits");
+        let pick = pick_prior(
+            &DataSummary::of(&kspace(64, 64, 4)),
+            Method::OneStep,
+            &shipped(),
+        )
+        .expect("fits");
         assert!(pick.dir.ends_with("colin27-64-r4-ambient"), "{pick:?}");
-        let e = pick_prior(&DataSummary::of(&kspace(128, 128, 4)), &shipped())
-            .expect_err("no 128 prior");
+        let e = pick_prior(
+            &DataSummary::of(&kspace(128, 128, 4)),
+            Method::OneStep,
+            &shipped(),
+        )
+        .expect_err("no 128 prior");
         let msg = e.to_string();
         assert!(msg.contains("128×128") && msg.contains("64×64"), "{msg}");
     }
@@ -592,17 +623,49 @@ mod tests {
             objective: Some(TrainObjective::Ambient),
             unusable: None,
             needs_coils: true,
+            sigma_top: 3.3,
+            sigma_data: 0.5,
         };
         let mut d = DataSummary::of(&kspace(64, 64, 4));
         assert_eq!(d.coils, 1);
-        let why = p.misfits(&d);
+        let why = p.misfits(&d, Method::OneStep);
         assert_eq!(why.len(), 1, "{why:?}");
         assert!(why[0].contains("multi-coil"), "{why:?}");
         d.coils = 8;
-        assert!(p.misfits(&d).is_empty());
+        assert!(p.misfits(&d, Method::OneStep).is_empty());
         // the adjoint input takes single-coil data
         d.coils = 1;
         p.needs_coils = false;
-        assert!(p.misfits(&d).is_empty());
+        assert!(p.misfits(&d, Method::OneStep).is_empty());
+        assert!(p.misfits(&d, Method::Iterative).is_empty());
+    }
+
+    #[test]
+    fn a_one_step_prior_fits_one_step_only() {
+        // the shipped R=4 card with other training noise levels
+        let shipped =
+            resolve_checkpoint(&shipped()[0].join("colin27-64-r4-ambient")).expect("ckpt");
+        let text = std::fs::read_to_string(shipped.join(CARD_FILE)).expect("card");
+        let dir = std::env::temp_dir().join(format!("amri-autopick-{}", std::process::id()));
+        let card = |mean: f64, sd: f64| -> PriorSummary {
+            let mut c: serde_json::Value = serde_json::from_str(&text).expect("json");
+            c["train"]["sigma"] = serde_json::json!({ "p_mean": mean, "p_std": sd });
+            let ckpt = dir.join(format!("m{mean}"));
+            std::fs::create_dir_all(&ckpt).expect("mkdir");
+            std::fs::write(ckpt.join(CARD_FILE), c.to_string()).expect("write");
+            PriorSummary::read(&ckpt).expect("read")
+        };
+        let one = card(-5.0, 0.5);
+        assert!((one.sigma_top - (-4.0f64).exp()).abs() < 1e-9);
+        let full = card(-1.2, 1.2);
+        assert!((full.sigma_top - 1.2f64.exp()).abs() < 1e-9);
+        let d = DataSummary::of(&kspace(64, 64, 4));
+        let why = |p: &PriorSummary, m| p.misfits(&d, m).join("; ");
+        assert!(!why(&one, Method::OneStep).contains("one-step prior"));
+        assert!(
+            why(&one, Method::Iterative).contains("trained only at σ ≤ 0.018 (a one-step prior)")
+        );
+        assert!(!why(&full, Method::Iterative).contains("one-step prior"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -438,12 +438,16 @@ struct PriorData {
 }
 
 /// The prior part's data: the central `--prior-slices` slices of the classical part's
-/// measurement `main` when the prior fits it, else single-coil R=4 simulated from the 64×64
+/// measurement `main` when the prior fits it for both prior methods (a one-step prior does not
+/// fit the iterative one), else single-coil R=4 simulated from the 64×64
 /// validation slices (the shipped 64×64 prior's data).
 fn prior_data(args: &Args, val: &Path, val64: &Path, main: &KSpace) -> Result<PriorData> {
     use amri_pipeline::autopick::{DataSummary, PriorSummary as Card};
     let fits_main = Card::read(&args.model)
-        .map(|c| c.misfits(&DataSummary::of(main)).is_empty())
+        .map(|c| {
+            c.misfits(&DataSummary::of(main), Method::Iterative)
+                .is_empty()
+        })
         .unwrap_or(false);
     if fits_main {
         return Ok(PriorData {

@@ -437,7 +437,7 @@ impl Picker {
     /// `plan` with the prior that fits `ks` (read from `input`) attached, or why none does.
     fn plan_for(&self, plan: &Plan, input: &Path, ks: &KSpace) -> Result<Plan> {
         let data = amri_pipeline::DataSummary::of(ks);
-        let pick = amri_pipeline::pick_prior(&data, &self.dirs)
+        let pick = amri_pipeline::pick_prior(&data, plan.method(), &self.dirs)
             .map_err(|e| anyhow!("{}: no --model given and {e}", input.display()))?;
         tracing::info!("{}: {}", input.display(), pick.reason);
         let mut loaded = self
