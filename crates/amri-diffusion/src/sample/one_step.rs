@@ -73,17 +73,6 @@ pub struct Averaging {
     pub dihedral: bool,
 }
 
-impl Averaging {
-    /// The number of network calls per slice (`square`: whether the slice is square).
-    pub fn calls(&self, square: bool) -> usize {
-        match (self.dihedral, square) {
-            (false, _) => 1,
-            (true, false) => 4,
-            (true, true) => 8,
-        }
-    }
-}
-
 /// The reflections [`Averaging::dihedral`] averages over for a `square` or not slice (the
 /// identity alone when `dihedral` is off).
 fn reflections(dihedral: bool, square: bool) -> Vec<Draw> {
@@ -692,8 +681,13 @@ mod tests {
                 "{r}×{c}: {}",
                 max_diff(&avg, &plain)
             );
-            let calls = dihedral().averaging.calls(r == c);
-            assert_eq!(calls, if r == c { 8 } else { 4 });
+            // the 8 reflections of the square, the 4 flips of a rectangle, all distinct
+            let d = reflections(true, r == c);
+            assert_eq!(d.len(), if r == c { 8 } else { 4 });
+            assert!(d
+                .iter()
+                .enumerate()
+                .all(|(i, a)| d[..i].iter().all(|b| a != b)));
         }
         Ok(())
     }
