@@ -169,6 +169,18 @@ pub fn read_all(path: &Path) -> Result<Vec<Scan>> {
         }
     };
     for s in &mut scans {
+        let shape = match s {
+            Scan::KSpace(k) => k.data.shape().to_vec(),
+            Scan::Image(v) => v.data.shape().to_vec(),
+            Scan::ComplexImage(v) => v.data.shape().to_vec(),
+        };
+        // an empty axis beside a huge one would make every per-slice loop spin for nothing
+        if shape.contains(&0) {
+            return Err(IoError::malformed(
+                path,
+                format!("holds no data: its array has an empty axis (shape {shape:?})"),
+            ));
+        }
         if let Scan::KSpace(k) = s {
             infer_missing_mask(k);
         }

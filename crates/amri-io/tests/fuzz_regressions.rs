@@ -56,3 +56,14 @@ fn item_longer_than_its_sequence_is_an_error_not_4_gb() {
         "claims 4096 bytes, past the end of its enclosing sequence or item",
     );
 }
+
+#[test]
+fn an_empty_axis_beside_two_trillion_slices_is_an_error_not_a_hang() {
+    // A 14 kB fastMRI-style file whose 'kspace' has 2 199 023 255 554 slices and an empty axis:
+    // no data, yet mask inference looped over every slice (found by the hdf5 target as a
+    // timeout, 2026-12-06).
+    check(
+        "hdf5_empty_axis_of_2e12_slices.h5",
+        "holds no data: its array has an empty axis",
+    );
+}
