@@ -286,7 +286,10 @@ impl Plan {
                 });
             }
         }
-        if method != Method::OneStep && o.average_flips.is_some() {
+        // given, or set by the protocol for its own method
+        let flips_given =
+            o.average_flips.is_some() || (base.method == method && base.average_flips.is_some());
+        if method != Method::OneStep && flips_given {
             return Err(PipelineError::NotForMethod {
                 key: "average_flips",
                 applies_to: "one-step",
@@ -677,6 +680,20 @@ mod tests {
             },
         )?;
         assert!(!off.one_step_config().averaging.dihedral);
+        // a protocol whose own method is not one-step cannot set it
+        let mut it = q.clone();
+        if let Some(r) = it.reconstruction.as_mut() {
+            r.method = Method::Iterative;
+        }
+        assert!(matches!(
+            Plan::new(Some(&it), &Overrides::default()),
+            Err(PipelineError::NotForMethod {
+                key: "average_flips",
+                ..
+            })
+        ));
+        // but another method than the protocol's ignores the protocol's key
+        assert!(Plan::new(Some(&q), &with(Method::Tv)).is_ok());
         assert!(!own.params().average_flips);
         Ok(())
     }
