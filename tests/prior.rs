@@ -67,6 +67,19 @@ fn read_image(p: &Path) -> Array4<f32> {
     }
 }
 
+/// `amri recon --method one-step --model run` of `meas` into `out` with `args`; the image.
+fn one_step(run: &Path, meas: &Path, out: &Path, args: &[&str]) -> Array4<f32> {
+    amri()
+        .args(["recon", "--method", "one-step", "--no-progress", "--model"])
+        .arg(run)
+        .args(args)
+        .arg(meas)
+        .arg(out)
+        .assert()
+        .success();
+    read_image(out)
+}
+
 fn sidecar(p: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
@@ -514,21 +527,11 @@ fn one_step_default_sigma_stays_within_the_priors_training_noise_levels() {
     );
     let meas = t.join("meas.npz");
     simulate(&vol, "singlecoil-r4-cartesian", &meas);
-    let one = |name: &str, sigma: Option<String>| -> Array4<f32> {
-        let out = t.join(name);
-        let mut c = amri();
-        c.args(["recon", "--method", "one-step", "--no-progress", "--model"])
-            .arg(&run);
-        if let Some(s) = sigma {
-            c.args(["--sigma", &s]);
-        }
-        c.arg(&meas).arg(&out).assert().success();
-        read_image(&out)
-    };
+    let one = |name: &str, args: &[&str]| one_step(&run, &meas, &t.join(name), args);
     // without --sigma the CLI's 0.05 lies outside that range: the nearest trained σ, e^−4, is used
-    let default = one("default.nii.gz", None);
-    let edge = one("edge.nii.gz", Some((-4.0f64).exp().to_string()));
-    let cli = one("cli.nii.gz", Some("0.05".into()));
+    let default = one("default.nii.gz", &[]);
+    let edge = one("edge.nii.gz", &["--sigma", &(-4.0f64).exp().to_string()]);
+    let cli = one("cli.nii.gz", &["--sigma", "0.05"]);
     assert_eq!(default, edge);
     assert_ne!(default, cli);
     // picked without --model: for one-step, not for the iterative sampler, which says why
@@ -554,14 +557,8 @@ fn one_step_averages_over_flips_by_default_only_for_a_prior_trained_with_them() 
     let vol = volume(t);
     let meas = t.join("meas.npz");
     simulate(&vol, "singlecoil-r4-cartesian", &meas);
-    let one = |name: &str, run: &Path, flag: Option<&str>| -> Array4<f32> {
-        let out = t.join(name);
-        let mut c = amri();
-        c.args(["recon", "--method", "one-step", "--no-progress", "--model"])
-            .arg(run);
-        c.args(flag);
-        c.arg(&meas).arg(&out).assert().success();
-        read_image(&out)
+    let one = |name: &str, run: &Path, flag: Option<&str>| {
+        one_step(run, &meas, &t.join(name), flag.as_slice())
     };
     // trained with flips and transposes: averaging over them is the default
     let flipped = t.join("flipped");

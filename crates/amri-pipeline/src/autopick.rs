@@ -249,7 +249,7 @@ pub struct PriorSummary {
     /// The network's input needs multi-coil data (the SENSE input, `denoiser.input`).
     pub needs_coils: bool,
     /// The largest training noise level within two standard deviations of ln σ (normalised
-    /// units), and the card's σ_data.
+    /// units).
     pub sigma_top: f64,
     /// The card's σ_data (normalised units).
     pub sigma_data: f64,
@@ -366,8 +366,9 @@ impl PriorSummary {
         if method == Method::Iterative && self.sigma_top < self.sigma_data {
             why.push(format!(
                 "trained only at σ ≤ {:.3} (a one-step prior), while the iterative sampler starts \
-                 at σ = 80",
-                self.sigma_top
+                 at σ = {}",
+                self.sigma_top,
+                amri_diffusion::sample::PosteriorConfig::default().sigma_max
             ));
         }
         why
